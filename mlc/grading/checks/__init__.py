@@ -1,0 +1,1 @@
+"""One module per unit, each registering that unit's exercises with ``@exercise``."""
