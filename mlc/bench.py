@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, number: int | None = None,

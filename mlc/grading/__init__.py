@@ -6,8 +6,16 @@
 - ``mlc release`` turns solution notebooks into exercise notebooks.
 """
 
-from .registry import CheckFailed, Exercise, Tester, all_exercises, exercise, for_notebook, get
 from .check import check
+from .registry import CheckFailed, Exercise, Tester, all_exercises, exercise, for_notebook, get
 
-__all__ = ["check", "exercise", "get", "all_exercises", "for_notebook", "Exercise", "Tester",
-           "CheckFailed"]
+__all__ = [
+           "CheckFailed",
+           "Exercise",
+           "Tester",
+           "all_exercises",
+           "check",
+           "exercise",
+           "for_notebook",
+           "get",
+]

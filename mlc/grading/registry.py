@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Exercise:
     id: str
     points: float
     notebook: str
-    check: Callable[[dict, "Tester"], None]
+    check: Callable[[dict, Tester], None]
     hint: str = ""
     timeout: float | None = None  # seconds; None means the grader's default
 
