@@ -61,9 +61,9 @@ def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> st
     text = [[cell(v) for v in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h)
               for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in text]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text]
     return "\n".join(out)
 
 

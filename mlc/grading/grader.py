@@ -95,7 +95,7 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def grade_notebook(path: str | Path, timeout: float = 60.0, verbose: bool = False) -> NotebookReport:
+def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
     """Grade every exercise of notebook ``path``; each cell and check gets ``timeout`` s."""
     path = Path(path)
     start = time.time()

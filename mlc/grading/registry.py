@@ -94,7 +94,8 @@ class Tester:
             self.passed.append(what)
             return
         except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-            raise CheckFailed(f"{what}: expected {_name(exc)}, got {type(err).__name__}: {err}")
+            raise CheckFailed(
+                f"{what}: expected {_name(exc)}, got {type(err).__name__}: {err}") from None
         raise CheckFailed(f"{what}: expected {_name(exc)} to be raised, nothing was")
 
 
