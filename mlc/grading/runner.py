@@ -150,7 +150,6 @@ def run_checks(ids, ns, timeouts, outdir, progress) -> None:
             pid = os.fork()
             if pid == 0:  # the child: a copy of the notebook's state to break at will
                 try:
-                    os.setpgid(0, 0)
                     _child_check(ex_id, ns, timeouts[ex_id], out_path)
                 finally:
                     os._exit(0)
