@@ -1,0 +1,137 @@
+"""The default CPU backend: the device interface implemented with Numba kernels.
+
+Same functions as ``backend_numpy.py``; here each one is a thin wrapper that unpacks the
+flat numpy buffers and calls a compiled kernel:
+
+- ``cpu_strided.py``      compact / setitem: walking a strided view;
+- ``cpu_elementwise.py``  elementwise ops (one kernel per family, an op code picks the
+  loop) and a vectorised float32 exp;
+- ``cpu_reduce.py``       sum and max;
+- ``cpu_matmul.py``       a plainly tiled matmul and a packed, register-blocked one;
+- ``cpu_jit.py``          how kernels are compiled (serial and parallel builds, cached).
+
+Buffers are numpy arrays, so allocation, ``fill`` and the transfers to and from numpy
+use numpy directly; all the loops are Numba's. Numba compiles each kernel once per
+dtype (at first use, then caches it on disk), not once per shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_elementwise as E
+from . import cpu_matmul as M
+from . import cpu_reduce as R
+from . import cpu_strided as W
+from .backend_numpy import Array, fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
+
+__device_name__ = "cpu"
+
+
+# ---- strided views -------------------------------------------------------------------------
+
+def compact(a: Array, out: Array, shape, strides, offset) -> None:
+    W.run(out.array, a.array, shape, strides, offset, W.GATHER)
+
+
+def ewise_setitem(a: Array, out: Array, shape, strides, offset) -> None:
+    W.run(a.array, out.array, shape, strides, offset, W.SCATTER)
+
+
+def scalar_setitem(size: int, val, out: Array, shape, strides, offset) -> None:
+    W.run(out.array, out.array, shape, strides, offset, W.FILL, val)
+
+
+# ---- elementwise ---------------------------------------------------------------------------
+
+def _binary(code):
+    def ewise(a: Array, b: Array, out: Array) -> None:
+        E.ewise_binary.pick(out.size)(a.array, b.array, out.array, code)
+
+    return ewise
+
+
+def _scalar(code):
+    def scalar(a: Array, val, out: Array) -> None:
+        # the scalar takes the array's dtype, so float32 arithmetic stays float32
+        E.scalar_binary.pick(out.size)(a.array, a.array.dtype.type(val), out.array, code)
+
+    return scalar
+
+
+def _unary(code, cost=1):
+    def unary(a: Array, out: Array) -> None:
+        E.ewise_unary.pick(out.size * cost)(a.array, out.array, code)
+
+    return unary
+
+
+ewise_add, scalar_add = _binary(E.ADD), _scalar(E.ADD)
+ewise_sub, scalar_sub, scalar_rsub = _binary(E.SUB), _scalar(E.SUB), _scalar(E.RSUB)
+ewise_mul, scalar_mul = _binary(E.MUL), _scalar(E.MUL)
+ewise_div, scalar_div, scalar_rdiv = _binary(E.DIV), _scalar(E.DIV), _scalar(E.RDIV)
+ewise_power, scalar_power, scalar_rpower = _binary(E.POW), _scalar(E.POW), _scalar(E.RPOW)
+ewise_maximum, scalar_maximum = _binary(E.MAX), _scalar(E.MAX)
+ewise_minimum, scalar_minimum = _binary(E.MIN), _scalar(E.MIN)
+ewise_eq, scalar_eq = _binary(E.EQ), _scalar(E.EQ)
+ewise_ne, scalar_ne = _binary(E.NE), _scalar(E.NE)
+ewise_lt, scalar_lt = _binary(E.LT), _scalar(E.LT)
+ewise_le, scalar_le = _binary(E.LE), _scalar(E.LE)
+ewise_gt, scalar_gt = _binary(E.GT), _scalar(E.GT)
+ewise_ge, scalar_ge = _binary(E.GE), _scalar(E.GE)
+
+ewise_neg = _unary(E.NEG)
+ewise_log = _unary(E.LOG, cost=8)  # a libm call per element
+ewise_tanh = _unary(E.TANH, cost=8)
+ewise_abs = _unary(E.ABS)
+ewise_sqrt = _unary(E.SQRT, cost=2)
+
+
+def ewise_exp(a: Array, out: Array) -> None:
+    if a.array.dtype == np.float32:
+        E.exp_f32.pick(out.size * 4)(a.array, out.array)
+    else:
+        E.ewise_unary.pick(out.size * 8)(a.array, out.array, E.EXP)
+
+
+def ewise_astype(a: Array, out: Array) -> None:
+    E.astype.pick(out.size)(a.array, out.array)
+
+
+# ---- reductions ----------------------------------------------------------------------------
+
+def _reduce(op):
+    def reduce(a: Array, out: Array, reduce_size: int, inner_size: int = 1) -> None:
+        if out.size == 0:
+            return
+        if reduce_size == 0:  # an empty sum is 0 (NDArray rejects an empty max)
+            out.array.fill(0)
+            return
+        zero = out.array.dtype.type(0)
+        work = out.size * reduce_size
+        if inner_size == 1:
+            R.reduce_rows.pick(work)(a.array, out.array, reduce_size, op, zero)
+        else:
+            R.reduce_middle.pick(work)(a.array, out.array, reduce_size, inner_size, op, zero)
+
+    return reduce
+
+
+reduce_sum = _reduce(R.SUM)
+reduce_max = _reduce(R.MAX)
+
+
+# ---- matrix products -----------------------------------------------------------------------
+
+def _batched(fn):
+    def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int, batch: int = 1) -> None:
+        for k in range(batch):
+            fn(a.array[k * m * n:(k + 1) * m * n], b.array[k * n * p:(k + 1) * n * p],
+               out.array[k * m * p:(k + 1) * m * p], m, n, p)
+
+    return matmul
+
+
+matmul = _batched(M.matmul)
+matmul_tiled = _batched(lambda a, b, out, m, n, p: M.matmul_tiled.pick(m * n * p // 2)(
+    a, b, out, m, n, p))
