@@ -1,0 +1,219 @@
+"""PrimFunc -> Python source, for the "python" and "cpu" targets.
+
+The generated function keeps the loop nest visible, one Python ``for`` per IR loop::
+
+    def main(A, B, C):
+        for i_0 in prange(4):                # parallel
+            for j in range(12):
+                for i_1 in range(2):
+                    # block C
+                    ...
+                    C[i_0 * 2 + i_1, j] = C[i_0 * 2 + i_1, j] + A[...] * B[...]
+
+Blocks are lowered here: their iterators are replaced by their bindings (and the result
+simplified with the loop ranges), a predicate becomes an ``if``, and a reduction's
+``init`` runs under ``if <all reduce iterators at their first value>``.
+
+Loop kinds: ``parallel`` -> ``prange`` (Numba runs it on threads; the "python" target
+binds ``prange = range``); ``vectorized`` -> a plain innermost loop that LLVM vectorizes
+under fastmath; ``unrolled`` -> the body written out once per iteration (extent up to
+:data:`MAX_UNROLL`); thread-bound loops run as ordinary loops, so a GPU schedule can be
+checked on the CPU. Buffers are indexed as multi-dimensional numpy arrays.
+"""
+
+from __future__ import annotations
+
+import keyword
+
+from ..tir import expr as E
+from ..tir.arith import simplify
+from ..tir.functor import substitute
+from ..tir.printer import Namer, format_float
+from ..tir.stmt import Allocate, Block, BufferStore, For, IfThenElse, PrimFunc, SeqStmt
+
+MAX_UNROLL = 16
+RESERVED = set(keyword.kwlist) | {"range", "prange", "min", "max", "abs", "np", "math",
+                                  "numba", "cuda", "float", "int", "bool", "len", "print",
+                                  "float32", "float64", "int8", "int16", "int32", "int64",
+                                  "uint8", "float16", "main"}
+_PREC = {E.Or: 1, E.And: 2, E.EQ: 4, E.NE: 4, E.LT: 4, E.LE: 4, E.GT: 4, E.GE: 4,
+         E.Add: 5, E.Sub: 5, E.Mul: 6, E.Div: 6, E.FloorDiv: 6, E.FloorMod: 6}
+_PYOP = {E.And: "and", E.Or: "or"}
+
+
+class ExprPrinter:
+    """Python text of an expression; ``dtype_fn`` spells a dtype cast (``np.float32``)."""
+
+    def __init__(self, namer: Namer, dtype_fn):
+        self.namer, self.dtype_fn = namer, dtype_fn
+
+    def const(self, e) -> str:
+        if e.dtype == "bool":
+            return str(bool(e.value))
+        if isinstance(e, E.IntImm):
+            return str(e.value)
+        s = format_float(e.value)
+        s = {"inf": "math.inf", "-inf": "-math.inf", "nan": "math.nan"}.get(s, s)
+        return f"{self.dtype_fn(e.dtype)}({s})"
+
+    def __call__(self, e, prec: int = 0) -> str:
+        if isinstance(e, E.Var):
+            return self.namer(e)
+        if isinstance(e, (E.IntImm, E.FloatImm)):
+            s = self.const(e)
+            return f"({s})" if s.startswith("-") and prec > 0 else s
+        if isinstance(e, (E.Min, E.Max)):
+            return f"{e.symbol}({self(e.a)}, {self(e.b)})"
+        if isinstance(e, E.BinaryOp):
+            p = _PREC[type(e)]
+            left = p + 1 if isinstance(e, E.CmpOp) and p == 4 else p
+            s = f"{self(e.a, left)} {_PYOP.get(type(e), e.symbol)} {self(e.b, p + 1)}"
+            return f"({s})" if p < prec else s
+        if isinstance(e, E.Not):
+            return f"(not {self(e.a, 3)})"
+        if isinstance(e, E.Cast):
+            if e.dtype == "bool":
+                return f"({self(e.value, 4)} != 0)"
+            return f"{self.dtype_fn(e.dtype)}({self(e.value)})"
+        if isinstance(e, E.Select):
+            return f"({self(e.true_value)} if {self(e.condition)} else {self(e.false_value)})"
+        if isinstance(e, E.BufferLoad):
+            idx = ", ".join(self(i) for i in e.indices) or "()"  # () indexes a 0-d array
+            return f"{self.namer(e.buffer)}[{idx}]"
+        if isinstance(e, E.Call):
+            x = self(e.args[0])
+            if e.op == "abs":
+                return f"abs({x})"
+            if e.op == "sigmoid":
+                one = self.dtype_fn(e.dtype) + "(1.0)"
+                return f"({one} / ({one} + math.exp(-{self(e.args[0], 7)})))"
+            return f"math.{e.op}({x})"
+        raise TypeError(f"cannot generate code for {type(e).__name__}")
+
+
+class Emitter:
+    """Walks a lowered PrimFunc and writes Python lines."""
+
+    def __init__(self, target: str, dtype_fn=lambda d: f"np.{d}"):
+        self.target = target
+        self.namer = Namer(RESERVED)
+        self.expr = ExprPrinter(self.namer, dtype_fn)
+        self.lines: list = []
+        self.ranges: dict = {}   # loop var -> (lo, hi): lets simplify fold index math
+        self.vmap: dict = {}     # block iterator -> its binding, while inside the block
+        self.has_parallel = False
+
+    def e(self, x) -> str:
+        return self.expr(simplify(substitute(x, self.vmap), self.ranges))
+
+    def line(self, ind: str, text: str) -> None:
+        self.lines.append(ind + text)
+
+    def body(self, s, ind: str) -> None:
+        """An indented body; ``pass`` when nothing is left of it (a guard that is false
+        for every iteration of an unrolled loop, say)."""
+        n = len(self.lines)
+        self.stmt(s, ind)
+        if all(line.lstrip().startswith("#") for line in self.lines[n:]):
+            self.line(ind, "pass")
+
+    def stmt(self, s, ind: str) -> None:
+        if s is None:
+            return
+        if isinstance(s, SeqStmt):
+            for c in s.seq:
+                self.stmt(c, ind)
+        elif isinstance(s, For):
+            self.loop(s, ind)
+        elif isinstance(s, Block):
+            self.block(s, ind)
+        elif isinstance(s, BufferStore):
+            idx = ", ".join(self.e(i) for i in s.indices) or "()"
+            self.line(ind, f"{self.namer(s.buffer)}[{idx}] = {self.e(s.value)}")
+        elif isinstance(s, IfThenElse):
+            self.branch(s.condition, s.then_case, s.else_case, ind)
+        elif isinstance(s, Allocate):
+            self.allocate(s, ind)
+        else:
+            raise TypeError(f"cannot generate code for {type(s).__name__}")
+
+    def branch(self, cond, then, other, ind) -> None:
+        c = simplify(substitute(cond, self.vmap), self.ranges)
+        if isinstance(c, E.IntImm):  # decided at compile time
+            self.stmt(then if c.value else other, ind)
+            return
+        self.line(ind, f"if {self.expr(c)}:")
+        self.body(then, ind + "    ")
+        if other is not None:
+            self.line(ind, "else:")
+            self.body(other, ind + "    ")
+
+    def allocate(self, s: Allocate, ind: str) -> None:
+        b = s.buffer
+        self.line(ind, f"{self.namer(b)} = np.empty({b.shape}, dtype=np.{b.dtype})"
+                       f"  # {b.scope}")
+        self.stmt(s.body, ind)
+
+    def loop(self, s: For, ind: str) -> None:
+        self.namer.push()
+        v = self.namer.bind(s.loop_var)
+        if s.kind == "unrolled" and s.extent <= MAX_UNROLL:
+            self.line(ind, f"# unrolled: {v} in range({s.extent})")
+            for k in range(s.extent):
+                self.ranges[s.loop_var] = (k, k)
+                self.stmt(s.body, ind)
+            del self.ranges[s.loop_var]
+            self.namer.pop()
+            return
+        rng = "range"
+        note = ""
+        if s.kind == "parallel" and self.target == "cuda":
+            note = "  # parallel: serial inside a GPU thread"
+        elif s.kind == "parallel":
+            rng, self.has_parallel = "prange", True
+        elif s.kind == "vectorized":
+            note = "  # vectorized"
+        elif s.kind == "unrolled":
+            note = f"  # unroll (left to LLVM: extent above {MAX_UNROLL})"
+        elif s.kind == "thread_binding":
+            note = f"  # {s.thread_tag} (a plain loop on this target)"
+        self.line(ind, f"for {v} in {rng}({s.extent}):{note}")
+        self.ranges[s.loop_var] = (0, s.extent - 1)
+        self.body(s.body, ind + "    ")
+        del self.ranges[s.loop_var]
+        self.namer.pop()
+
+    def block(self, b: Block, ind: str) -> None:
+        self.line(ind, f"# block {b.name}")
+        saved = dict(self.vmap)
+        bind = {iv.var: simplify(x, self.ranges)
+                for iv, x in zip(b.iter_vars, b.bindings, strict=True)}
+        self.vmap.update(bind)
+        body = b.body
+        if b.init is not None:
+            first = E.all_(*[E.EQ(iv.var, E.IntImm(iv.dom_min))
+                             for iv in b.iter_vars if iv.kind == "reduce"])
+            body = [IfThenElse(first, b.init), b.body] if b.is_reduction else [b.init, b.body]
+            body = SeqStmt(body)
+        pred = b.predicate
+        if isinstance(pred, E.IntImm) and pred.value == 1:
+            self.stmt(body, ind)
+        else:
+            self.branch(pred, body, None, ind)
+        self.vmap = saved
+
+
+def python_source(func: PrimFunc, target: str) -> tuple[str, bool]:
+    """``(source, has_parallel)`` for a lowered PrimFunc (targets "python" and "cpu")."""
+    em = Emitter(target)
+    params = [em.namer(b) for b in func.params]
+    em.line("", f"def {func.name}({', '.join(params)}):")
+    body_start = len(em.lines)
+    em.stmt(func.body, "    ")
+    if len(em.lines) == body_start:
+        em.line("    ", "pass")
+    header = [f"# generated by mlc.codegen for target \"{target}\" from PrimFunc {func.name}",
+              "import math", "import numpy as np"]
+    header.append("from numba import prange" if target == "cpu" else
+                  "prange = range  # the python target runs parallel loops serially")
+    return "\n".join(header + ["", ""] + em.lines) + "\n", em.has_parallel
