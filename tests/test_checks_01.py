@@ -1,0 +1,304 @@
+"""The checks of unit 01 (ndarray): full marks for the reference, clear failures otherwise.
+
+Each check must pass on a correct solution and fail, with a message that points at the
+mistake, on the mistakes students actually make: column-major strides, an inverted
+permutation, forgotten validation, broadcasting aligned on the left, slices whose step is
+ignored, negative indices not wrapped, a compact that returns the buffer itself.
+"""
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlc.grading.check import run_check
+from mlc.grading.grader import grade_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "01_ndarray.ipynb"
+
+
+# ---- reference solutions (the same as in solutions/01_ndarray.ipynb) -----------------------
+
+def compact_strides(shape):
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return tuple(strides)
+
+
+def permute(shape, strides, offset, axes):
+    axes = tuple(axes)
+    if sorted(axes) != list(range(len(shape))):
+        raise ValueError(f"axes {axes} are not a permutation of {tuple(range(len(shape)))}")
+    return tuple(shape[a] for a in axes), tuple(strides[a] for a in axes), offset
+
+
+def broadcast_to(shape, strides, offset, new_shape):
+    shape, new_shape = tuple(shape), tuple(new_shape)
+    lead = len(new_shape) - len(shape)
+    if lead < 0:
+        raise ValueError(f"cannot broadcast {shape} to {new_shape}")
+    new_strides = [0] * lead
+    for n, s, m in zip(shape, strides, new_shape[lead:], strict=False):
+        if n == m:
+            new_strides.append(s)
+        elif n == 1:
+            new_strides.append(0)
+        else:
+            raise ValueError(f"cannot broadcast {shape} to {new_shape}")
+    return new_shape, tuple(new_strides), offset
+
+
+def getitem(shape, strides, offset, idx):
+    idx = tuple(idx)
+    if len(idx) > len(shape):
+        raise IndexError(f"too many indices for shape {shape}")
+    idx = idx + (slice(None),) * (len(shape) - len(idx))
+    new_shape, new_strides = [], []
+    for n, s, i in zip(shape, strides, idx, strict=False):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            length = len(range(start, stop, step))
+            new_shape.append(length)
+            new_strides.append(s * step)
+            if length:
+                offset += start * s
+        else:
+            if not -n <= i < n:
+                raise IndexError(f"index {i} out of bounds for size {n}")
+            offset += (i % n) * s
+    return tuple(new_shape), tuple(new_strides), offset
+
+
+def compact(flat, shape, strides, offset):
+    out = np.empty(math.prod(shape), dtype=flat.dtype)
+    for k, index in enumerate(itertools.product(*(range(n) for n in shape))):
+        out[k] = flat[offset + sum(i * s for i, s in zip(index, strides, strict=False))]
+    return out
+
+
+REFERENCE = {"compact_strides": compact_strides, "permute": permute,
+             "broadcast_to": broadcast_to, "getitem": getitem, "compact": compact}
+
+
+def _run(ex_id, **overrides):
+    ns = dict(REFERENCE)
+    ns.update(overrides)
+    return run_check(ex_id, ns)
+
+
+def _fails(ex_id, *fragments, **overrides):
+    rec = _run(ex_id, **overrides)
+    assert rec["score"] == 0, rec
+    for fragment in fragments:
+        assert fragment in rec["message"], rec["message"]
+    assert rec["hint"], "a failed check should give a hint"
+    return rec["message"]
+
+
+# ---- the reference passes ------------------------------------------------------------------
+
+@pytest.mark.parametrize("ex_id", ["ndarray.compact_strides", "ndarray.permute",
+                                   "ndarray.broadcast_to", "ndarray.getitem",
+                                   "ndarray.compact"])
+def test_reference_gets_full_marks(ex_id):
+    rec = _run(ex_id)
+    assert rec["score"] == rec["max_score"] > 0, rec["message"]
+    assert len(rec["passed"]) > 5
+
+
+def test_solution_notebook_gets_full_marks():
+    report = grade_notebook(SOLUTION, timeout=60)
+    assert (report.score, report.max_score) == (10, 10), report.results
+
+
+def test_missing_and_unimplemented_definitions():
+    rec = run_check("ndarray.permute", {})
+    assert rec["score"] == 0 and "`permute` is not defined" in rec["message"]
+
+    def todo(*args):
+        raise NotImplementedError("your code here")
+
+    assert "not implemented" in _run("ndarray.getitem", getitem=todo)["message"]
+
+
+# ---- the reference agrees with numpy (a sanity check of the checks' own oracle) -------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=0, max_size=4), st.data())
+def test_reference_getitem_matches_numpy(shape, data):
+    flat = np.arange(math.prod(shape))
+    arr = flat.reshape(shape)
+    idx = []
+    for n in shape[:data.draw(st.integers(0, len(shape)))]:
+        if n and data.draw(st.booleans()):
+            idx.append(data.draw(st.integers(-n, n - 1)))
+        else:
+            bound = st.none() | st.integers(-n - 2, n + 2)
+            step = st.none() | st.sampled_from([-3, -2, -1, 1, 2, 3])
+            idx.append(slice(data.draw(bound), data.draw(bound), data.draw(step)))
+    view = arr[tuple(idx)]
+    new_shape, new_strides, offset = getitem(shape, compact_strides(shape), 0, tuple(idx))
+    assert new_shape == view.shape
+    assert np.array_equal(compact(flat, new_shape, new_strides, offset),
+                          view.reshape(-1))
+
+
+# ---- wrong solutions fail with a useful message ---------------------------------------------
+
+def test_compact_strides_failures():
+    def column_major(shape):
+        return tuple(math.prod(shape[:i]) for i in range(len(shape)))
+
+    msg = _fails("ndarray.compact_strides", "compact_strides((3, 4))", "expected (4, 1)",
+                 compact_strides=column_major)
+    assert "got (1, 3)" in msg
+
+    def no_empty_shape(shape):
+        return compact_strides(shape) if shape else (1,)
+
+    _fails("ndarray.compact_strides", "compact_strides(())", compact_strides=no_empty_shape)
+
+    def skips_size_zero(shape):
+        return tuple(math.prod(n for n in shape[i + 1:] if n) for i in range(len(shape)))
+
+    _fails("ndarray.compact_strides", "compact_strides((2, 0, 3))", "expected (0, 3, 1)",
+           compact_strides=skips_size_zero)
+
+
+def test_permute_failures():
+    def inverse(shape, strides, offset, axes):
+        inv = tuple(int(a) for a in np.argsort(axes))
+        return permute(shape, strides, offset, inv)
+
+    _fails("ndarray.permute", "random case", "expected (shape=", permute=inverse)
+
+    def unchecked(shape, strides, offset, axes):
+        return tuple(shape[a] for a in axes), tuple(strides[a] for a in axes), offset
+
+    _fails("ndarray.permute", "raises ValueError", "nothing was", permute=unchecked)
+
+    def loses_offset(shape, strides, offset, axes):
+        return permute(shape, strides, 0, axes)
+
+    _fails("ndarray.permute", "offset=", permute=loses_offset)
+
+
+def test_broadcast_to_failures():
+    def left_aligned(shape, strides, offset, new_shape):
+        shape, strides = tuple(shape), tuple(strides)
+        pad = len(new_shape) - len(shape)
+        return broadcast_to(shape + (1,) * pad, strides + (0,) * pad, offset, new_shape)
+
+    _fails("ndarray.broadcast_to", "broadcast_to(shape=(3,)", "your code raised ValueError",
+           broadcast_to=left_aligned)
+
+    def all_zero(shape, strides, offset, new_shape):
+        out_shape, out_strides, offset = broadcast_to(shape, strides, offset, new_shape)
+        return out_shape, (0,) * len(out_shape), offset
+
+    _fails("ndarray.broadcast_to", "element", "buffer position", broadcast_to=all_zero)
+
+    def vague(shape, strides, offset, new_shape):
+        try:
+            return broadcast_to(shape, strides, offset, new_shape)
+        except ValueError:
+            raise ValueError("incompatible shapes") from None
+
+    _fails("ndarray.broadcast_to", "naming both shapes", "incompatible shapes",
+           broadcast_to=vague)
+
+    def no_check(shape, strides, offset, new_shape):
+        lead = len(new_shape) - len(shape)
+        return tuple(new_shape), (0,) * lead + tuple(
+            0 if n == 1 else s for n, s in zip(shape, strides, strict=False)), offset
+
+    _fails("ndarray.broadcast_to", "raises ValueError", broadcast_to=no_check)
+
+
+def test_getitem_failures():
+    def ignores_step(shape, strides, offset, idx):
+        fixed = tuple(slice(i.start, i.stop) if isinstance(i, slice) and i.step
+                      and i.step > 0 else i for i in idx)
+        return getitem(shape, strides, offset, fixed)
+
+    _fails("ndarray.getitem", "a[::2] of a 3x4 matrix", "expected (shape=(2, 4)",
+           "the shape differs", getitem=ignores_step)
+
+    def keeps_int_axes(shape, strides, offset, idx):
+        fixed = tuple(slice(i, i + 1) if isinstance(i, int) and i >= 0 else i for i in idx)
+        return getitem(shape, strides, offset, fixed)
+
+    _fails("ndarray.getitem", "a[1] of a 3x4 matrix", "expected (shape=(4,)",
+           getitem=keeps_int_axes)
+
+    def no_negative_ints(shape, strides, offset, idx):
+        if any(isinstance(i, int) and i < 0 for i in idx):
+            raise IndexError("negative index")
+        return getitem(shape, strides, offset, idx)
+
+    _fails("ndarray.getitem", "a[-1, -1]", "IndexError", getitem=no_negative_ints)
+
+    def unchecked(shape, strides, offset, idx):
+        idx = tuple(idx) + (slice(None),) * (len(shape) - len(idx))
+        new_shape, new_strides = [], []
+        for n, s, i in zip(shape, strides, idx, strict=False):
+            if isinstance(i, slice):
+                start, stop, step = i.indices(n)
+                new_shape.append(len(range(start, stop, step)))
+                new_strides.append(s * step)
+                offset += start * s if new_shape[-1] else 0
+            else:
+                offset += (i % n if n else i) * s
+        return tuple(new_shape), tuple(new_strides), offset
+
+    _fails("ndarray.getitem", "raises IndexError", getitem=unchecked)
+
+    def far_away(shape, strides, offset, idx):
+        new_shape, new_strides, off = getitem(shape, strides, offset, idx)
+        return new_shape, new_strides, off + 10**9
+
+    # A triple outside the buffer must be caught before anything is read.
+    _fails("ndarray.getitem", "reaches buffer positions", getitem=far_away)
+
+
+def test_compact_failures():
+    def column_major(flat, shape, strides, offset):
+        order = itertools.product(*(range(n) for n in reversed(shape)))
+        out = [flat[offset + sum(i * s for i, s in zip(reversed(index), strides, strict=False))]
+               for index in order]
+        return np.array(out, dtype=flat.dtype)
+
+    _fails("ndarray.compact", "compact of a compact 3x4 array", "first difference at position 1",
+           compact=column_major)
+
+    def returns_buffer(flat, shape, strides, offset):
+        if strides == compact_strides(shape) and offset == 0:
+            return flat
+        return compact(flat, shape, strides, offset)
+
+    _fails("ndarray.compact", "shares memory with the buffer", compact=returns_buffer)
+
+    def cheats(flat, shape, strides, offset):
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape, tuple(s * flat.itemsize for s in strides))
+        return view.copy().reshape(-1)
+
+    _fails("ndarray.compact", "walks the indices itself", "as_strided", compact=cheats)
+
+    def float64(flat, shape, strides, offset):
+        return compact(flat, shape, strides, offset).astype(np.float64)
+
+    _fails("ndarray.compact", "expected dtype float32", compact=float64)
+
+    def no_zero_d(flat, shape, strides, offset):
+        if not shape:
+            return np.empty(0, flat.dtype)
+        return compact(flat, shape, strides, offset)
+
+    _fails("ndarray.compact", "0-d view", compact=no_zero_d)
