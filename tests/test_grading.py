@@ -187,3 +187,17 @@ def test_student_output_and_exit_do_not_break_a_check():
 
 def test_grading_env_is_not_leaked(tmp_path):
     assert os.environ.get("MLC_GRADING") is None
+
+
+def test_numba_cache_true_in_a_student_cell_works(tmp_path):
+    # Numba's on-disk cache needs a real source file; cells compiled as "<notebook cell N>"
+    # made @njit(cache=True) fail with "no locator available".
+    path = _edited_copy(tmp_path, {
+        "saxpy": "@numba.njit(cache=True)\ndef saxpy(a, x, y):\n    out = np.empty_like(x)\n"
+                 "    for i in range(x.shape[0]):\n        out[i] = a * x[i] + y[i]\n"
+                 "    return out",
+    })
+    report = grade_notebook(path, timeout=60)
+    by_id = {r.id: r for r in report.results}
+    assert by_id["welcome.saxpy"].score == by_id["welcome.saxpy"].max_score, by_id
+    assert report.score == report.max_score

@@ -94,7 +94,13 @@ def _display(*objs, **kwargs):
         print(repr(obj))
 
 
-def run_cells(cells, skip, timeout, progress) -> dict:
+def run_cells(cells, skip, timeout, progress, src_dir: str | None = None) -> dict:
+    """Run the notebook's cells in one namespace, each under its own alarm.
+
+    Each cell is written to ``src_dir/cell_N.py`` and compiled under that file name, so
+    tools that need a real source file work as they do in Jupyter: tracebacks show the
+    student's lines, and ``numba.njit(cache=True)`` finds a place for its cache.
+    """
     ns = {"__name__": "__main__", "display": _display}
     for index, source in enumerate(cells):
         if index in skip:
@@ -108,7 +114,7 @@ def run_cells(cells, skip, timeout, progress) -> dict:
             sys.stdout = sys.stderr = out
             try:
                 _alarm(timeout)
-                exec(compile(code, f"<notebook cell {index}>", "exec"), ns)
+                exec(compile(code, _source_file(src_dir, index, code), "exec"), ns)
             except CellTimeout:
                 error = f"did not finish within {timeout:g} s"
             except SystemExit as err:
@@ -120,6 +126,16 @@ def run_cells(cells, skip, timeout, progress) -> dict:
                 sys.stdout, sys.stderr = old
         progress(kind="cell", index=index, state="end", error=error)
     return ns
+
+
+def _source_file(src_dir: str | None, index: int, code: str) -> str:
+    if src_dir is None:
+        return f"<notebook cell {index}>"
+    os.makedirs(src_dir, exist_ok=True)
+    path = os.path.join(src_dir, f"cell_{index}.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(code)
+    return path
 
 
 def _child_check(ex_id, ns, timeout, out_path):
@@ -177,7 +193,8 @@ def main(argv=None) -> int:
     progress = _Progress(job["progress"])
     sys.path.insert(0, os.getcwd())
     try:
-        ns = run_cells(job["cells"], set(job["skip"]), job["cell_timeout"], progress)
+        ns = run_cells(job["cells"], set(job["skip"]), job["cell_timeout"], progress,
+                       src_dir=os.path.join(job["outdir"], "cells"))
         run_checks(job["ids"], ns, job["timeouts"], job["outdir"], progress)
     except BaseException:  # noqa: BLE001 - report, never hang or die silently
         progress(kind="runner", state="error", error=traceback.format_exc()[-2000:])
