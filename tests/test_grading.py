@@ -201,3 +201,13 @@ def test_numba_cache_true_in_a_student_cell_works(tmp_path):
     by_id = {r.id: r for r in report.results}
     assert by_id["welcome.saxpy"].score == by_id["welcome.saxpy"].max_score, by_id
     assert report.score == report.max_score
+
+
+def test_traffic_graded_exercises_run_in_the_simulator_even_when_it_is_switched_off(
+        monkeypatch):
+    # On a GPU machine the worker would run kernels on the device, where memory traffic
+    # cannot be counted; the grader must switch unit 04 to the simulator itself.
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "0")
+    report = grade_notebook(ROOT / "solutions" / "04_gpu_operators.ipynb", timeout=120)
+    assert report.score == report.max_score, [(r.id, r.message) for r in report.results]
+    assert any("simulator" in n for n in report.notes)

@@ -107,6 +107,10 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
     results: dict[str, Result] = {}
     skip: set[int] = set()
     grace = 5.0
+    env = dict(os.environ, MLC_GRADING="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    if any(ex.simulator for ex in exercises):
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+        notes.append("graded in Numba's CUDA simulator (only it can count memory traffic)")
     with tempfile.TemporaryDirectory(prefix="mlc-grade-") as tmp:
         tmp = Path(tmp)
         for attempt in range(len(cells) + len(exercises) + 1):
@@ -117,7 +121,6 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
             job_path = tmp / f"job-{attempt}.json"
             job_path.write_text(json.dumps(job), encoding="utf-8")
             log = open(tmp / f"worker-{attempt}.log", "wb")
-            env = dict(os.environ, MLC_GRADING="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
             proc = subprocess.Popen([sys.executable, "-m", "mlc.grading.runner", str(job_path)],
                                     cwd=str(path.parent.resolve()), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -38,6 +38,7 @@ class Exercise:
     check: Callable[[dict, Tester], None]
     hint: str = ""
     timeout: float | None = None  # seconds; None means the grader's default
+    simulator: bool = False  # grade the whole notebook in Numba's CUDA simulator
 
 
 @dataclass
@@ -116,13 +117,18 @@ _LOADED = False
 
 
 def exercise(id: str, points: float, notebook: str, hint: str = "",
-             timeout: float | None = None):
-    """Register the decorated function as the check of exercise ``id``."""
+             timeout: float | None = None, simulator: bool = False):
+    """Register the decorated function as the check of exercise ``id``.
+
+    ``simulator=True`` says the check needs Numba's CUDA simulator (it counts memory
+    traffic, which only the simulator can see), so ``mlc grade`` runs that notebook with
+    ``NUMBA_ENABLE_CUDASIM=1`` even on a machine with a GPU.
+    """
 
     def deco(fn):
         if id in _REGISTRY and _REGISTRY[id].check.__module__ != fn.__module__:
             raise ValueError(f"exercise id {id!r} is registered twice")
-        _REGISTRY[id] = Exercise(id, float(points), notebook, fn, hint, timeout)
+        _REGISTRY[id] = Exercise(id, float(points), notebook, fn, hint, timeout, simulator)
         return fn
 
     return deco

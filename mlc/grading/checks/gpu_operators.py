@@ -130,7 +130,7 @@ def _(ns, t):
                        "threads (threadIdx.x) must touch neighbouring columns j")
 
 
-@exercise("gpu_operators.reduce_shared", points=3, notebook=NB,
+@exercise("gpu_operators.reduce_shared", points=3, notebook=NB, simulator=True,
           hint="each thread sums x[i] over a grid-stride loop into a register, stores it in "
                "s[threadIdx.x], then halves: step = THREADS // 2; while step > 0: if tid < "
                "step: s[tid] += s[tid + step]; cuda.syncthreads(); step //= 2. Thread 0 writes "
@@ -159,7 +159,7 @@ def _(ns, t):
                    "make s = cuda.shared.array(THREADS, dtype=float32) and reduce in it")
 
 
-@exercise("gpu_operators.matmul_tiled", points=4, notebook=NB,
+@exercise("gpu_operators.matmul_tiled", points=4, notebook=NB, simulator=True,
           hint="per tile step t: sA[ty, tx] = A[i, t*TILE + tx] and sB[ty, tx] = "
                "B[t*TILE + ty, j] (0.0 when outside the matrix), cuda.syncthreads(), "
                "accumulate sA[ty, k] * sB[k, tx] for k in range(TILE), cuda.syncthreads() again")
