@@ -28,18 +28,11 @@ from ..tir import expr as E
 from ..tir.functor import blocks_in, post_order_visit
 from ..tir.region import block_accesses, block_writes
 from ..tir.stmt import Allocate, Block, For, PrimFunc, children
+from .lower import _split_root
 from .module import Module
 from .pysrc import Emitter
 
 _AXES = ("x", "y", "z")
-
-
-def _split_root(body):
-    bufs = []
-    while isinstance(body, Allocate):
-        bufs.append(body.buffer)
-        body = body.body
-    return bufs, body
 
 
 def _thread_dims(nest) -> dict:
