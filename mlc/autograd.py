@@ -20,69 +20,22 @@ Gradients are computed with the same tensor ops as the forward pass, so they are
 themselves: ``x.grad`` can be differentiated again (gradients of gradients,
 Hessian-vector products). Inside ``with mlc.no_grad():`` ops compute values but record
 nothing, which is what inference and optimiser updates want.
+
+This module holds the graph (Value, Tensor, Op); the backward pass lives in
+``backward.py`` and grad mode in ``grad_mode.py``, both re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from . import ndarray as nd
 
-# --- grad mode: whether ops record the graph --------------------------------------------
-
-_GRAD_ENABLED = True
-
-
-def is_grad_enabled() -> bool:
-    """Whether new ops record their inputs (False inside ``no_grad``)."""
-    return _GRAD_ENABLED
-
-
-class _GradMode:
-    """Context manager (and decorator) that sets grad mode and restores it on exit."""
-
-    enabled = True
-
-    def __enter__(self):
-        global _GRAD_ENABLED
-        self._prev = _GRAD_ENABLED
-        _GRAD_ENABLED = self.enabled
-        return self
-
-    def __exit__(self, *exc):
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._prev
-        return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with type(self)():
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-
-class no_grad(_GradMode):
-    """``with mlc.no_grad():`` ops compute values but build no graph.
-
-    Tensors made inside have ``requires_grad=False`` and no ``op``: nothing is kept alive
-    for a backward pass that will never come. Also usable as a decorator.
-    """
-
-    enabled = False
-
-
-class enable_grad(_GradMode):
-    """Turn graph recording back on inside a ``no_grad`` block."""
-
-    enabled = True
-
-
-# --- ops ------------------------------------------------------------------------------------
+from .backward import (  # noqa: F401  (re-exported)
+    compute_gradient_of_variables, find_topo_sort, sum_node_list)
+from .grad_mode import enable_grad, is_grad_enabled, no_grad  # noqa: F401  (re-exported)
 
 
 class Op:
@@ -173,7 +126,7 @@ class Value:
         _check_same_device(op, inputs)
         data = op.compute(*[x.realize_cached_data() for x in inputs])
         # Record the edge only when someone may ask for a gradient through it.
-        record = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+        record = is_grad_enabled() and any(x.requires_grad for x in inputs)
         value = cls.__new__(cls)
         value._init(op if record else None, inputs if record else [], cached_data=data,
                     requires_grad=record)
@@ -420,71 +373,6 @@ class TensorTuple(Value):
 
     def __repr__(self) -> str:
         return f"TensorTuple({[a.numpy() for a in self.realize_cached_data()]!r})"
-
-
-# --- the backward pass ----------------------------------------------------------------------
-
-
-def find_topo_sort(node_list: Iterable[Value]) -> list[Value]:
-    """All nodes the given ones depend on, each after its inputs (post-order DFS).
-
-    A depth-first search appends a node once all of its inputs are placed. The natural
-    version is recursive; we keep our own stack instead, so that deep graphs (a long
-    unrolled loop) do not hit Python's recursion limit. The order is the same.
-    """
-    visited: set[int] = set()
-    order: list[Value] = []
-    for root in node_list:
-        if id(root) in visited:
-            continue
-        visited.add(id(root))
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, children = stack[-1]
-            for child in children:
-                if id(child) not in visited:
-                    visited.add(id(child))
-                    stack.append((child, iter(child.inputs)))
-                    break
-            else:  # every input is placed: the node can go
-                stack.pop()
-                order.append(node)
-    return order
-
-
-def sum_node_list(node_list: list[Value]) -> Value:
-    """Add up the partial gradients a node received from its users."""
-    return functools.reduce(lambda a, b: a + b, node_list)
-
-
-def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Reverse-mode AD: set ``.grad`` on every node ``output_tensor`` depends on.
-
-    ``node_to_output_grads`` maps a node to the partial adjoints sent by its users; in
-    reverse topological order each node sums them (all its users are done by then) and
-    hands each input its share via ``op.gradient``.
-    """
-    node_to_output_grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
-    reverse_topo_order = list(reversed(find_topo_sort([output_tensor])))
-    for node in reverse_topo_order:
-        partials = node_to_output_grads.pop(id(node), None)
-        if partials is None:  # no path from this node to the output carries a gradient
-            continue
-        grad = sum_node_list(partials)
-        node.grad = grad
-        if node.op is None:
-            continue
-        in_grads = node.op.gradient_as_tuple(grad, node)
-        if len(in_grads) != len(node.inputs):
-            raise RuntimeError(f"{node.op!r}.gradient returned {len(in_grads)} gradients for "
-                               f"{len(node.inputs)} inputs")
-        for inp, g in zip(node.inputs, in_grads, strict=True):
-            if not inp.requires_grad:
-                continue
-            if isinstance(inp, Tensor) and g.shape != inp.shape:
-                raise RuntimeError(f"{node.op!r}.gradient returned shape {g.shape} for an "
-                                   f"input of shape {inp.shape}")
-            node_to_output_grads.setdefault(id(inp), []).append(g)
 
 
 # Imported last: ops builds on the classes above (and autograd's operators call ops).

@@ -1,0 +1,80 @@
+"""The backward pass: reverse-mode AD over a recorded graph.
+
+It needs only what every node has (``op``, ``inputs``, ``requires_grad`` and, for
+tensors, ``shape``), so it sits apart from the Tensor class that records the graph.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from .autograd import Value
+
+def find_topo_sort(node_list: Iterable[Value]) -> list[Value]:
+    """All nodes the given ones depend on, each after its inputs (post-order DFS).
+
+    A depth-first search appends a node once all of its inputs are placed. The natural
+    version is recursive; we keep our own stack instead, so that deep graphs (a long
+    unrolled loop) do not hit Python's recursion limit. The order is the same.
+    """
+    visited: set[int] = set()
+    order: list[Value] = []
+    for root in node_list:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:  # every input is placed: the node can go
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def sum_node_list(node_list: list[Value]) -> Value:
+    """Add up the partial gradients a node received from its users."""
+    return functools.reduce(lambda a, b: a + b, node_list)
+
+
+def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
+    """Reverse-mode AD: set ``.grad`` on every node ``output_tensor`` depends on.
+
+    ``node_to_output_grads`` maps a node to the partial adjoints sent by its users; in
+    reverse topological order each node sums them (all its users are done by then) and
+    hands each input its share via ``op.gradient``.
+    """
+    node_to_output_grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
+    reverse_topo_order = list(reversed(find_topo_sort([output_tensor])))
+    for node in reverse_topo_order:
+        partials = node_to_output_grads.pop(id(node), None)
+        if partials is None:  # no path from this node to the output carries a gradient
+            continue
+        grad = sum_node_list(partials)
+        node.grad = grad
+        if node.op is None:
+            continue
+        in_grads = node.op.gradient_as_tuple(grad, node)
+        if len(in_grads) != len(node.inputs):
+            raise RuntimeError(f"{node.op!r}.gradient returned {len(in_grads)} gradients for "
+                               f"{len(node.inputs)} inputs")
+        for inp, g in zip(node.inputs, in_grads, strict=True):
+            if not inp.requires_grad:
+                continue
+            if _is_tensor(inp) and g.shape != inp.shape:
+                raise RuntimeError(f"{node.op!r}.gradient returned shape {g.shape} for an "
+                                   f"input of shape {inp.shape}")
+            node_to_output_grads.setdefault(id(inp), []).append(g)
+
+
+def _is_tensor(node) -> bool:
+    from .autograd import Tensor  # autograd imports this module: look it up when needed
+
+    return isinstance(node, Tensor)
