@@ -116,3 +116,17 @@ def test_mixing_devices(a):
         a @ b.permute((1, 0))
     with pytest.raises(ValueError, match="different devices"):
         a[0] = b[0]
+
+
+@pytest.mark.parametrize("device", ["cpu_numpy", "cpu"])
+def test_setitem_into_a_broadcast_view_is_refused(device):
+    import mlc.ndarray as nd
+
+    dev = getattr(nd, device)()
+    b = nd.array(np.arange(3, dtype=np.float32), device=dev).broadcast_to((4, 3))
+    with pytest.raises(ValueError, match="broadcast view: axis 0"):
+        b[:, 1] = 5.0
+    with pytest.raises(ValueError, match="stride 0"):
+        b[:, :] = nd.array(np.zeros((4, 3), np.float32), device=dev)
+    b[2, :] = 7.0  # one row of it is the original row: no index aliases another
+    assert (b.numpy() == 7.0).all()

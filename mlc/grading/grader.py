@@ -108,6 +108,11 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
     skip: set[int] = set()
     grace = 5.0
     env = dict(os.environ, MLC_GRADING="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    # Each check runs in a fork of the worker. GNU OpenMP (Numba's default "omp" threading
+    # layer on Linux) aborts a forked child whose parent already ran a prange loop, so a
+    # notebook cell that tried a parallel kernel would zero every later parallel check.
+    # Numba's "workqueue" layer is fork-safe.
+    env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     if any(ex.simulator for ex in exercises):
         env["NUMBA_ENABLE_CUDASIM"] = "1"
         notes.append("graded in Numba's CUDA simulator (only it can count memory traffic)")

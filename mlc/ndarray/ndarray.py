@@ -251,6 +251,14 @@ class NDArray:
         """Write ``other`` (an NDArray, broadcast to fit, or a scalar) through the view
         ``self[idxs]`` into this array's buffer, in place."""
         view = self[idxs]
+        aliased = [ax for ax, (n, st) in enumerate(zip(view.shape, view.strides, strict=True))
+                   if st == 0 and n > 1]
+        if aliased:
+            # Every index along a stride-0 axis is the same element: a write there would
+            # store several values into one place (and race on a parallel device).
+            raise ValueError(f"cannot write through a broadcast view: axis {aliased[0]} of the "
+                             f"view of shape {view.shape} has stride 0, so all its indices "
+                             "alias one element; call compact() first to get a writable copy")
         if isinstance(other, NDArray) or isinstance(other, (np.ndarray, list, tuple)):
             src = _as_operand(other, self)
             if src.shape != view.shape:
