@@ -1,0 +1,364 @@
+"""The checks of unit 05 (tensor IR).
+
+The reference solutions (the same code as solutions/05_tensor_ir.ipynb) get full marks;
+the mistakes students make fail with a message that names the mistake: relu inside the
+sum, a reduction over the wrong axis, no padding, the stride ignored, the sample variance,
+a walk over the IR that skips Allocate or leaks loops from one nest into the next.
+"""
+
+import numpy as np
+import pytest
+
+from mlc import te, tir
+from mlc.grading.check import run_check
+from mlc.grading.checks.tensor_ir import conv2d_ref
+
+# ---- reference solutions ----------------------------------------------------------------------
+
+
+def batch_matmul_relu(b, n, k, m):
+    A = te.placeholder((b, n, k), "float32", name="A")
+    B = te.placeholder((b, k, m), "float32", name="B")
+    r = te.reduce_axis((0, k), name="r")
+    C = te.compute((b, n, m), lambda bb, i, j: te.sum(A[bb, i, r] * B[bb, r, j], axis=r),
+                   name="C")
+    D = te.compute((b, n, m), lambda bb, i, j: te.max(C[bb, i, j], 0.0), name="D")
+    return te.create_prim_func([A, B, D])
+
+
+def conv2d_nchw(N, C, H, W, F, KH, KW, stride, pad):
+    X = te.placeholder((N, C, H, W), "float32", name="X")
+    Wt = te.placeholder((F, C, KH, KW), "float32", name="Wt")
+    Xp = te.compute((N, C, H + 2 * pad, W + 2 * pad), lambda n, c, h, w: te.if_then_else(
+        te.all(h >= pad, h < H + pad, w >= pad, w < W + pad), X[n, c, h - pad, w - pad], 0.0),
+        name="Xp")
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+    rc = te.reduce_axis((0, C), name="rc")
+    rh = te.reduce_axis((0, KH), name="rh")
+    rw = te.reduce_axis((0, KW), name="rw")
+    Out = te.compute((N, F, OH, OW), lambda n, f, y, x: te.sum(
+        Xp[n, rc, y * stride + rh, x * stride + rw] * Wt[f, rc, rh, rw], axis=[rc, rh, rw]),
+        name="Out")
+    return te.create_prim_func([X, Wt, Out])
+
+
+def mean_var(n, m):
+    X = te.placeholder((n, m), "float32", name="X")
+    j1 = te.reduce_axis((0, m), name="j")
+    Mean = te.compute((n,), lambda i: te.sum(X[i, j1] / m, axis=j1), name="Mean")
+    j2 = te.reduce_axis((0, m), name="j")
+    Var = te.compute((n,), lambda i: te.sum((X[i, j2] - Mean[i]) * (X[i, j2] - Mean[i]) / m,
+                                            axis=j2), name="Var")
+    return te.create_prim_func([X, Mean, Var])
+
+
+def block_info(func):
+    info = {}
+
+    def walk(s, loops):
+        if isinstance(s, tir.Block):
+            info[s.name] = {"loops": loops,
+                            "spatial": [iv.extent for iv in s.iter_vars if iv.kind == "spatial"],
+                            "reduce": [iv.extent for iv in s.iter_vars if iv.kind == "reduce"]}
+        elif isinstance(s, tir.For):
+            walk(s.body, loops + [s.extent])
+        elif isinstance(s, tir.SeqStmt):
+            for c in s.seq:
+                walk(c, loops)
+        elif isinstance(s, tir.Allocate):
+            walk(s.body, loops)
+        elif isinstance(s, tir.IfThenElse):
+            walk(s.then_case, loops)
+            walk(s.else_case, loops)
+
+    walk(func.body, [])
+    return info
+
+
+REF = {"batch_matmul_relu": batch_matmul_relu, "conv2d_nchw": conv2d_nchw,
+       "mean_var": mean_var, "block_info": block_info}
+IDS = ["tensor_ir.batch_matmul_relu", "tensor_ir.conv2d", "tensor_ir.mean_var",
+       "tensor_ir.block_info"]
+
+
+def _run(ex_id, **overrides):
+    ns = dict(REF)
+    ns.update(overrides)
+    return run_check(ex_id, ns)
+
+
+def _fails(ex_id, *fragments, **overrides):
+    rec = _run(ex_id, **overrides)
+    assert rec["score"] == 0, rec
+    for fragment in fragments:
+        assert fragment in rec["message"], rec["message"]
+    assert rec["hint"], "a failed check should give a hint"
+    return rec["message"]
+
+
+# ---- references pass, stubs and missing names fail ---------------------------------------------
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = _run(ex_id)
+    assert rec["score"] == rec["max_score"] > 0, rec["message"]
+    assert len(rec["passed"]) >= 4
+
+
+def _todo(*args):
+    raise NotImplementedError("your code here")
+
+
+@pytest.mark.parametrize("ex_id,name", list(zip(IDS, ["batch_matmul_relu", "conv2d_nchw",
+                                                  "mean_var", "block_info"], strict=True)))
+def test_stub_and_missing(ex_id, name):
+    assert "not implemented" in _run(ex_id, **{name: _todo})["message"]
+    ns = {k: v for k, v in REF.items() if k != name}
+    assert f"`{name}` is not defined" in run_check(ex_id, ns)["message"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_conv2d_reference_agrees_with_a_direct_loop(seed):
+    """The check's vectorized reference against one window at a time, on random configs."""
+    rng = np.random.default_rng(seed)
+    N, C, F = (int(v) for v in rng.integers(1, 4, 3))
+    KH, KW, stride, pad = (int(v) for v in rng.integers(1, 4, 4))
+    H, W = (int(v) for v in rng.integers(max(KH, KW), 9, 2))
+    X, Wt = rng.normal(size=(N, C, H, W)), rng.normal(size=(F, C, KH, KW))
+    got = conv2d_ref(X, Wt, stride, pad)
+    Xp = np.pad(X, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+    want = np.zeros((N, F, OH, OW))
+    for n, f, y, x in np.ndindex(*want.shape):
+        win = Xp[n, :, y * stride:y * stride + KH, x * stride:x * stride + KW]
+        want[n, f, y, x] = (win * Wt[f]).sum()
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+# ---- exercise 1 -------------------------------------------------------------------------------
+
+def _bmm(stage2, reduce_ext=None, args_fn=None):
+    def f(b, n, k, m):
+        A = te.placeholder((b, n, k), "float32", name="A")
+        B = te.placeholder((b, k, m), "float32", name="B")
+        r = te.reduce_axis((0, reduce_ext(n, k, m) if reduce_ext else k), name="r")
+        C = te.compute((b, n, m), lambda bb, i, j: te.sum(A[bb, i, r] * B[bb, r, j], axis=r),
+                       name="C")
+        D = stage2(C, (b, n, m))
+        return args_fn(A, B, C, D) if args_fn else te.create_prim_func([A, B, D])
+    return f
+
+
+def test_batch_matmul_relu_failures():
+    no_relu = _bmm(lambda C, shp: C)
+    _fails("tensor_ir.batch_matmul_relu", "without the relu", batch_matmul_relu=no_relu)
+
+    def relu_inside(b, n, k, m):
+        A = te.placeholder((b, n, k), "float32", name="A")
+        B = te.placeholder((b, k, m), "float32", name="B")
+        r = te.reduce_axis((0, k), name="r")
+        C = te.compute((b, n, m), lambda bb, i, j: te.sum(
+            te.max(A[bb, i, r] * B[bb, r, j], 0.0), axis=r), name="C")
+        return te.create_prim_func([A, B, C])
+
+    _fails("tensor_ir.batch_matmul_relu", "inside the sum", batch_matmul_relu=relu_inside)
+
+    # the reduce axis over n instead of k: reads past the end of A or B, or sums too little
+    wrong_axis = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
+                      reduce_ext=lambda n, k, m: n)
+    _fails("tensor_ir.batch_matmul_relu", "shared dimension k = 4", "extents [3]",
+           batch_matmul_relu=wrong_axis)
+    # ... and when n > k it reads past the end of A: the same diagnosis, after the IndexError
+    _fails("tensor_ir.batch_matmul_relu", "IndexError", "shared dimension k = 1",
+           batch_matmul_relu=_bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0),
+                                                            name="D"),
+                                  reduce_ext=lambda n, k, m: max(n, k + 1)))
+
+    tensors = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
+                   args_fn=lambda A, B, C, D: [A, B, D])
+    _fails("tensor_ir.batch_matmul_relu", "te.create_prim_func", batch_matmul_relu=tensors)
+
+    extra_param = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
+                       args_fn=lambda A, B, C, D: te.create_prim_func([A, B, C, D]))
+    _fails("tensor_ir.batch_matmul_relu", "should take 3 buffers", batch_matmul_relu=extra_param)
+
+    swapped = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
+                   args_fn=lambda A, B, C, D: te.create_prim_func([B, A, D]))
+    _fails("tensor_ir.batch_matmul_relu", "parameter 0 (B) should be A of shape (2, 3, 4)",
+           batch_matmul_relu=swapped)
+
+
+# ---- exercise 2 -------------------------------------------------------------------------------
+
+def _conv(pad_stage=True, use_stride=True, flip=False, out_size=None, reduce_exts=None):
+    def f(N, C, H, W, F, KH, KW, stride, pad):
+        X = te.placeholder((N, C, H, W), "float32", name="X")
+        Wt = te.placeholder((F, C, KH, KW), "float32", name="Wt")
+        s = stride if use_stride else 1
+        OH, OW = out_size(H, W, KH, KW, stride, pad) if out_size else \
+            ((H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1)
+        ec, eh, ew = reduce_exts(C, KH, KW) if reduce_exts else (C, KH, KW)
+        rc = te.reduce_axis((0, ec), name="rc")
+        rh = te.reduce_axis((0, eh), name="rh")
+        rw = te.reduce_axis((0, ew), name="rw")
+        kh = (lambda r: KH - 1 - r) if flip else (lambda r: r)
+        kw = (lambda r: KW - 1 - r) if flip else (lambda r: r)
+        if pad_stage:
+            Xp = te.compute((N, C, H + 2 * pad, W + 2 * pad), lambda n, c, h, w:
+                            te.if_then_else(te.all(h >= pad, h < H + pad, w >= pad,
+                                                   w < W + pad),
+                                            X[n, c, h - pad, w - pad], 0.0), name="Xp")
+            body = lambda n, f, y, x: te.sum(  # noqa: E731
+                Xp[n, rc, y * s + rh, x * s + rw] * Wt[f, rc, kh(rh), kw(rw)], axis=[rc, rh, rw])
+        else:  # index the input directly, shifted by pad, with no guard
+            body = lambda n, f, y, x: te.sum(  # noqa: E731
+                X[n, rc, y * s + rh - pad, x * s + rw - pad] * Wt[f, rc, kh(rh), kw(rw)],
+                axis=[rc, rh, rw])
+        Out = te.compute((N, F, OH, OW), body, name="Out")
+        return te.create_prim_func([X, Wt, Out])
+    return f
+
+
+def test_conv2d_failures():
+    _fails("tensor_ir.conv2d", "pad = 1", "zero-padded copy", conv2d_nchw=_conv(pad_stage=False))
+    _fails("tensor_ir.conv2d", "moves by 1 element instead of by stride = 2",
+           conv2d_nchw=_conv(use_stride=False))
+    _fails("tensor_ir.conv2d", "kernel is flipped", conv2d_nchw=_conv(flip=True))
+    _fails("tensor_ir.conv2d", "IndexError",
+           "reduce axes should have extents [1, 1, 1] (C, KH, KW); yours have [1, 1, 2]",
+           conv2d_nchw=_conv(reduce_exts=lambda C, KH, KW: (C, KH + 1, KW)))
+    _fails("tensor_ir.conv2d", "OH = (H + 2*pad - KH) // stride + 1 = 5",
+           conv2d_nchw=_conv(out_size=lambda H, W, KH, KW, s, p: (H - KH + 1, W - KW + 1)))
+
+    def only_interior(N, C, H, W, F, KH, KW, stride, pad):
+        # a guarded read whose guard is wrong: the first row and column of the padded
+        # input read X[-1] (the last row), not 0
+        X = te.placeholder((N, C, H, W), "float32", name="X")
+        Wt = te.placeholder((F, C, KH, KW), "float32", name="Wt")
+        Xp = te.compute((N, C, H + 2 * pad, W + 2 * pad), lambda n, c, h, w: te.if_then_else(
+            te.all(h < H + pad, w < W + pad), X[n, c, h - pad, w - pad], 0.0), name="Xp")
+        OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+        rc, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((C, "rc"), (KH, "rh"),
+                                                                    (KW, "rw")))
+        Out = te.compute((N, F, OH, OW), lambda n, f, y, x: te.sum(
+            Xp[n, rc, y * stride + rh, x * stride + rw] * Wt[f, rc, rh, rw], axis=[rc, rh, rw]),
+            name="Out")
+        return te.create_prim_func([X, Wt, Out])
+
+    _fails("tensor_ir.conv2d", "the interior of the output is right, the border is wrong",
+           conv2d_nchw=only_interior)
+
+
+# ---- exercise 3 -------------------------------------------------------------------------------
+
+def _mv(var_fn, mean_div=True):
+    def f(n, m):
+        X = te.placeholder((n, m), "float32", name="X")
+        j1, j2 = te.reduce_axis((0, m), name="j"), te.reduce_axis((0, m), name="j")
+        Mean = te.compute((n,), lambda i: te.sum(X[i, j1] / m if mean_div else X[i, j1],
+                                                 axis=j1), name="Mean")
+        Var = var_fn(X, Mean, j2, n, m)
+        return te.create_prim_func([X, Mean, Var])
+    return f
+
+
+def _sq(X, Mean, j, i):
+    return (X[i, j] - Mean[i]) * (X[i, j] - Mean[i])
+
+
+def test_mean_var_failures():
+    good_var = lambda X, M, j, n, m: te.compute(  # noqa: E731
+        (n,), lambda i: te.sum(_sq(X, M, j, i) / m, axis=j), name="Var")
+    _fails("tensor_ir.mean_var", "Mean is the row sum", mean_var=_mv(good_var, mean_div=False))
+    sample = lambda X, M, j, n, m: te.compute(  # noqa: E731
+        (n,), lambda i: te.sum(_sq(X, M, j, i) / max(m - 1, 1), axis=j), name="Var")
+    _fails("tensor_ir.mean_var", "sample variance", mean_var=_mv(sample))
+    no_center = lambda X, M, j, n, m: te.compute(  # noqa: E731
+        (n,), lambda i: te.sum(X[i, j] * X[i, j] / m, axis=j), name="Var")
+    _fails("tensor_ir.mean_var", "mean of X**2", mean_var=_mv(no_center))
+
+    def std(X, M, j, n, m):
+        V = te.compute((n,), lambda i: te.sum(_sq(X, M, j, i) / m, axis=j), name="V")
+        return te.compute((n,), lambda i: te.sqrt(V[i]), name="Var")
+
+    _fails("tensor_ir.mean_var", "standard deviation", mean_var=_mv(std))
+
+    def columns(n, m):  # statistics of the columns: wrong shape
+        X = te.placeholder((n, m), "float32", name="X")
+        r1, r2 = te.reduce_axis((0, n), name="i"), te.reduce_axis((0, n), name="i")
+        Mean = te.compute((m,), lambda j: te.sum(X[r1, j] / n, axis=r1), name="Mean")
+        Var = te.compute((m,), lambda j: te.sum(
+            (X[r2, j] - Mean[j]) * (X[r2, j] - Mean[j]) / n, axis=r2), name="Var")
+        return te.create_prim_func([X, Mean, Var])
+
+    _fails("tensor_ir.mean_var", "should be Mean of shape (3,), but it has shape (5,)",
+           mean_var=columns)
+
+
+# ---- exercise 4 -------------------------------------------------------------------------------
+
+def test_block_info_failures():
+    def no_allocate(func):
+        info = {}
+
+        def walk(s, loops):
+            if isinstance(s, tir.Block):
+                info[s.name] = {"loops": loops, "spatial": [iv.extent for iv in s.iter_vars
+                                                            if iv.kind == "spatial"],
+                                "reduce": [iv.extent for iv in s.iter_vars
+                                           if iv.kind == "reduce"]}
+            elif isinstance(s, tir.For):
+                walk(s.body, loops + [s.extent])
+            elif isinstance(s, tir.SeqStmt):
+                for c in s.seq:
+                    walk(c, loops)
+
+        walk(func.body, [])
+        return info
+
+    _fails("tensor_ir.block_info", "missing", "Allocate", block_info=no_allocate)
+
+    def shared_list(func):
+        info, loops = {}, []
+
+        def walk(s):
+            if isinstance(s, tir.Block):
+                info[s.name] = {"loops": list(loops),
+                                "spatial": [iv.extent for iv in s.iter_vars
+                                            if iv.kind == "spatial"],
+                                "reduce": [iv.extent for iv in s.iter_vars
+                                           if iv.kind == "reduce"]}
+            elif isinstance(s, tir.For):
+                loops.append(s.extent)
+                walk(s.body)
+            elif isinstance(s, tir.SeqStmt):
+                for c in s.seq:
+                    walk(c)
+            elif isinstance(s, tir.Allocate):
+                walk(s.body)
+
+        walk(func.body)
+        return info
+
+    _fails("tensor_ir.block_info", "leaked", block_info=shared_list)
+
+    def iterators_as_loops(func):
+        info = block_info(func)
+        for v in info.values():
+            v["loops"] = v["spatial"] + v["reduce"]
+        return info
+
+    _fails("tensor_ir.block_info", "iterator extents, not the loops",
+           block_info=iterators_as_loops)
+
+    def all_spatial(func):
+        info = block_info(func)
+        for v in info.values():
+            v["spatial"], v["reduce"] = v["spatial"] + v["reduce"], []
+        return info
+
+    _fails("tensor_ir.block_info", "spatial iterators of extents [5, 7]",
+           block_info=all_spatial)
+    _fails("tensor_ir.block_info", "should return a dict", block_info=lambda f: [])
+    _fails("tensor_ir.block_info", "keys 'loops', 'spatial' and 'reduce'",
+           block_info=lambda f: {b: (v["loops"],) for b, v in block_info(f).items()})
