@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from check_util import check_runner
+
 from mlc.grading.check import run_check
 from mlc.grading.grader import grade_notebook
 
@@ -86,19 +88,7 @@ REFERENCE = {"compact_strides": compact_strides, "permute": permute,
              "broadcast_to": broadcast_to, "getitem": getitem, "compact": compact}
 
 
-def _run(ex_id, **overrides):
-    ns = dict(REFERENCE)
-    ns.update(overrides)
-    return run_check(ex_id, ns)
-
-
-def _fails(ex_id, *fragments, **overrides):
-    rec = _run(ex_id, **overrides)
-    assert rec["score"] == 0, rec
-    for fragment in fragments:
-        assert fragment in rec["message"], rec["message"]
-    assert rec["hint"], "a failed check should give a hint"
-    return rec["message"]
+_run, _fails = check_runner(REFERENCE)
 
 
 # ---- the reference passes ------------------------------------------------------------------

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from mlc import te, tir
+from check_util import check_runner
+
 from mlc.grading.check import run_check
 from mlc.grading.checks.tensor_ir import conv2d_ref
 
@@ -81,19 +83,7 @@ IDS = ["tensor_ir.batch_matmul_relu", "tensor_ir.conv2d", "tensor_ir.mean_var",
        "tensor_ir.block_info"]
 
 
-def _run(ex_id, **overrides):
-    ns = dict(REF)
-    ns.update(overrides)
-    return run_check(ex_id, ns)
-
-
-def _fails(ex_id, *fragments, **overrides):
-    rec = _run(ex_id, **overrides)
-    assert rec["score"] == 0, rec
-    for fragment in fragments:
-        assert fragment in rec["message"], rec["message"]
-    assert rec["hint"], "a failed check should give a hint"
-    return rec["message"]
+_run, _fails = check_runner(REF)
 
 
 # ---- references pass, stubs and missing names fail ---------------------------------------------

@@ -19,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlc import tir
+from check_util import check_runner
+
 from mlc.grading.check import run_check
 from mlc.grading.checks import autotuning
 from mlc.schedule import ScheduleError
@@ -90,19 +92,7 @@ REF = {"access_stride": access_stride, "random_search": random_search,
 IDS = ["autotuning." + name for name in REF]
 
 
-def _run(ex_id, **overrides):
-    ns = dict(REF)
-    ns.update(overrides)
-    return run_check(ex_id, ns)
-
-
-def _fails(ex_id, *fragments, **overrides):
-    rec = _run(ex_id, **overrides)
-    assert rec["score"] == 0, rec
-    for fragment in fragments:
-        assert fragment in rec["message"], rec["message"]
-    assert rec["hint"], "a failed check should give a hint"
-    return rec["message"]
+_run, _fails = check_runner(REF)
 
 
 # ---- references pass ---------------------------------------------------------------------
