@@ -94,7 +94,7 @@ def _display(*objs, **kwargs):
         print(repr(obj))
 
 
-def run_cells(cells, skip, timeout, progress, src_dir: str | None = None) -> dict:
+def run_cells(cells, skip, timeout, progress, src_dir: str) -> dict:
     """Run the notebook's cells in one namespace, each under its own alarm.
 
     Each cell is written to ``src_dir/cell_N.py`` and compiled under that file name, so
@@ -128,9 +128,7 @@ def run_cells(cells, skip, timeout, progress, src_dir: str | None = None) -> dic
     return ns
 
 
-def _source_file(src_dir: str | None, index: int, code: str) -> str:
-    if src_dir is None:
-        return f"<notebook cell {index}>"
+def _source_file(src_dir: str, index: int, code: str) -> str:
     os.makedirs(src_dir, exist_ok=True)
     path = os.path.join(src_dir, f"cell_{index}.py")
     with open(path, "w", encoding="utf-8") as f:
