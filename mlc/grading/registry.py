@@ -100,6 +100,25 @@ class Tester:
         raise CheckFailed(f"{what}: expected {_name(exc)} to be raised, nothing was")
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (tracebacks in messages stay out)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def call(what: str, fn: Callable, *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)`` for a check: an exception from the student's code fails the
+    case ``what`` and names it. ``NotImplementedError`` (the exercise is not done yet) and
+    ``CheckFailed`` (a verdict from a callback the check passed in) go through unchanged."""
+    try:
+        return fn(*args, **kwargs)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
+        raise CheckFailed(f"{what}: your code raised {type(err).__name__}: "
+                          f"{first_line(err)}") from None
+
+
 def _name(exc) -> str:
     if isinstance(exc, tuple):
         return " or ".join(e.__name__ for e in exc)

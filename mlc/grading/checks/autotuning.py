@@ -18,19 +18,9 @@ import random
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise
+from ..registry import CheckFailed, exercise, call as _call
 
 NB = "07_autotuning"
-
-
-def _call(what, fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckFailed(f"{what}: your function raised {type(err).__name__}: {first}") from None
 
 
 # --------------------------------------------------------------------- access_stride

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..registry import CheckFailed, _short, exercise
+from ..registry import CheckFailed, _short, exercise, call as _call
 
 NB = "01_ndarray"
 
@@ -66,16 +66,6 @@ def _read_view(flat: np.ndarray, shape, strides, offset, what: str) -> np.ndarra
         flat[offset:], shape=shape, strides=tuple(s * flat.itemsize for s in strides),
         writeable=False)
     return np.array(view)
-
-
-def _call(what: str, fn, *args):
-    """``fn(*args)``; an unexpected exception fails the case ``what`` and says which case."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        raise CheckFailed(f"{what}: your code raised {type(err).__name__}: {err}") from None
 
 
 def _same_view(t, fn, args, expected: np.ndarray, flat: np.ndarray, what: str,

@@ -26,28 +26,11 @@ import statistics
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise
+from ..registry import CheckFailed, exercise, call as _call, first_line as _first_line
 
 NB = "06_scheduling"
 SPEED_N = 256
 SPEEDUP = 3.0
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _call(what, fn, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        raise CheckFailed(f"{what}: your function raised {type(err).__name__}: "
-                          f"{_first_line(err)}") from None
 
 
 # ---------------------------------------------------------------------------- split on a tiny IR

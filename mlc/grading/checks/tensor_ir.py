@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise
+from ..registry import CheckFailed, exercise, call as _call, first_line as _first_line
 
 NB = "05_tensor_ir"
 
 
 # ---- shared helpers ------------------------------------------------------------------------
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _make(t, fn, name, args):
     """Call the student's ``fn(*args)`` and insist on a PrimFunc."""
     from ... import te, tir
 
     call = f"{name}({', '.join(map(repr, args))})"
-    try:
-        func = fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        raise CheckFailed(f"{call} raised {type(err).__name__}: {_first_line(err)}") from None
+    func = _call(call, fn, *args)
     if isinstance(func, (list, tuple)) and func and all(isinstance(x, te.Tensor) for x in func):
         raise CheckFailed(f"{call} returned a list of te tensors; pass them to "
                           "te.create_prim_func([...]) and return the PrimFunc it makes")
@@ -441,12 +431,7 @@ def _(ns, t):
     for desc, func in _info_cases():
         call = f"block_info on {desc}"
         before = func.script()
-        try:
-            res = fn(func)
-        except NotImplementedError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise CheckFailed(f"{call} raised {type(err).__name__}: {_first_line(err)}") from None
+        res = _call(call, fn, func)
         got, want = _norm_info(res, call), _reference_info(func)
         missing = [b for b in want if b not in got]
         if missing:
