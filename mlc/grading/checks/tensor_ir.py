@@ -347,6 +347,7 @@ def _reference_info(func) -> dict:
 def _info_cases():
     """Hidden PrimFuncs: (description, func)."""
     from ... import te, tir
+    from ...schedule.examples import matmul_hand_schedule
 
     def matmul(n, k, m):
         A = te.placeholder((n, k), name="A")
@@ -387,17 +388,7 @@ def _info_cases():
                 "(4 loops, 3 iterators)", sch.func))
     # tiles, a local accumulator written back under the tile loop, the init split off:
     # three blocks under one loop nest
-    sch = tir.Schedule(matmul(16, 8, 32))
-    c = sch.get_block("C")
-    i, j, k = sch.get_loops(c)
-    i0, i1 = sch.split(i, factors=[None, 4])
-    j0, j1 = sch.split(j, factors=[None, 8])
-    sch.reorder(i0, j0, k, i1, j1)
-    c_local = sch.cache_write(c, 0, "local")
-    sch.reverse_compute_at(c_local, j0)
-    sch.decompose_reduction(c, k)
-    sch.vectorize(j1)
-    sch.parallel(i0)
+    sch = matmul_hand_schedule(tir.Schedule(matmul(16, 8, 32)), tile_i=4, tile_j=8)
     out.append(("a tiled 16x8 @ 8x32 matmul with a local accumulator (three blocks under "
                 "one loop nest)", sch.func))
     return out
