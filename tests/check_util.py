@@ -4,8 +4,9 @@ names replaced, and assert that a wrong variant fails with a helpful message."""
 from mlc.grading.check import run_check
 
 
-def check_runner(reference: dict):
-    """``(run, fails)`` for exercises whose reference solutions are in ``reference``.
+def check_runner(reference):
+    """``(run, fails)`` for exercises whose reference solutions are in ``reference`` (a
+    namespace dict, or a function from exercise id to namespace).
 
     ``run(ex_id, **overrides)`` grades the reference with ``overrides`` swapped in and
     returns the check's record; ``fails(ex_id, *fragments, **overrides)`` asserts that it
@@ -13,7 +14,7 @@ def check_runner(reference: dict):
     """
 
     def run(ex_id, **overrides):
-        ns = dict(reference)
+        ns = dict(reference(ex_id) if callable(reference) else reference)
         ns.update(overrides)
         return run_check(ex_id, ns)
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from numba import cuda, njit, prange
 
+from check_util import check_runner
+
 import mlc
 from mlc.grading.check import run_check
 from mlc.grading.grader import grade_notebook
@@ -129,19 +131,7 @@ GPU = {"vector_add": vector_add, "add_bias": add_bias, "block_sum": block_sum,
        "THREADS": THREADS, "matmul_tiled": matmul_tiled_gpu, "TILE": TILE}
 
 
-def _run(ex_id, **overrides):
-    ns = dict(CPU if ex_id.startswith("cpu") else GPU)
-    ns.update(overrides)
-    return run_check(ex_id, ns)
-
-
-def _fails(ex_id, *fragments, **overrides):
-    rec = _run(ex_id, **overrides)
-    assert rec["score"] == 0, rec
-    for fragment in fragments:
-        assert fragment in rec["message"], rec["message"]
-    assert rec["hint"], "a failed check should give a hint"
-    return rec["message"]
+_run, _fails = check_runner(lambda ex_id: CPU if ex_id.startswith("cpu") else GPU)
 
 
 # ---- references pass ------------------------------------------------------------------------
