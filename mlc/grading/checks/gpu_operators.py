@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise
+from ..registry import CheckFailed, exercise, first_line
 
 NB = "04_gpu_operators"
 
@@ -51,12 +51,11 @@ def _launch(what, kernel, griddim, blockdim, *args, trace=False):
     except (NotImplementedError, CheckFailed):
         raise
     except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         hint = ""
         if isinstance(err, IndexError):
             hint = " (a thread indexed past the end of an array: test i < n before using i)"
-        raise CheckFailed(f"{what}: your kernel raised {type(err).__name__}: {first}{hint}") \
-            from None
+        raise CheckFailed(f"{what}: your kernel raised {type(err).__name__}: "
+                          f"{first_line(err)}{hint}") from None
 
 
 def _counts(t, counts, what):
