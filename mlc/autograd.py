@@ -48,9 +48,12 @@ class Op:
     """
 
     def __call__(self, *args):
+        """Apply the op to tensors: the subclasses (:class:`TensorOp`, :class:`TensorTupleOp`)
+        define it, by the kind of node they make. ``Op`` itself is abstract."""
         raise NotImplementedError
 
     def compute(self, *args):
+        """The value from the inputs' NDArrays; every concrete op defines it."""
         raise NotImplementedError
 
     def gradient(self, out_grad: "Value", node: "Value"):
@@ -114,8 +117,6 @@ class Value:
     def make_const(cls, data, requires_grad: bool = False):
         value = cls.__new__(cls)
         value._init(None, [], cached_data=data, requires_grad=requires_grad)
-        if isinstance(value, Tensor):
-            value.grad = None
         return value
 
     @classmethod
@@ -130,8 +131,6 @@ class Value:
         value = cls.__new__(cls)
         value._init(op if record else None, inputs if record else [], cached_data=data,
                     requires_grad=record)
-        if isinstance(value, Tensor):
-            value.grad = None
         return value
 
 
@@ -173,12 +172,11 @@ class Tensor(Value):
     ``nd.default_device()``. A Tensor made this way is a leaf: it has no op.
     """
 
-    grad: "Tensor | None"
+    grad: "Tensor | None" = None  # until backward() sets it, however the tensor was made
 
     def __init__(self, data, device=None, dtype=None, requires_grad: bool = True):
         array = _to_ndarray(data, device=device, dtype=dtype)
         self._init(None, [], cached_data=array, requires_grad=requires_grad)
-        self.grad = None
 
     # -- what a tensor holds -------------------------------------------------------------
     @property
