@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from .autograd import Value
 
+
 def find_topo_sort(node_list: Iterable[Value]) -> list[Value]:
     """All nodes the given ones depend on, each after its inputs (post-order DFS).
 
@@ -51,6 +52,8 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     reverse topological order each node sums them (all its users are done by then) and
     hands each input its share via ``op.gradient``.
     """
+    from .autograd import Tensor  # autograd imports this module: look it up when called
+
     node_to_output_grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
     reverse_topo_order = list(reversed(find_topo_sort([output_tensor])))
     for node in reverse_topo_order:
@@ -68,13 +71,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         for inp, g in zip(node.inputs, in_grads, strict=True):
             if not inp.requires_grad:
                 continue
-            if _is_tensor(inp) and g.shape != inp.shape:
+            if isinstance(inp, Tensor) and g.shape != inp.shape:
                 raise RuntimeError(f"{node.op!r}.gradient returned shape {g.shape} for an "
                                    f"input of shape {inp.shape}")
             node_to_output_grads.setdefault(id(inp), []).append(g)
-
-
-def _is_tensor(node) -> bool:
-    from .autograd import Tensor  # autograd imports this module: look it up when needed
-
-    return isinstance(node, Tensor)
