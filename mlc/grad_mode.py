@@ -56,6 +56,3 @@ class enable_grad(_GradMode):
     """Turn graph recording back on inside a ``no_grad`` block."""
 
     enabled = True
-
-
-# --- ops ------------------------------------------------------------------------------------
