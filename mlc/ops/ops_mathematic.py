@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
+from .ops_shape import _same_dtype, broadcast_to
 
 
 def _check_scalar(scalar, opname: str):
@@ -28,16 +29,8 @@ def _check_scalar(scalar, opname: str):
     return scalar.item() if isinstance(scalar, np.number) else scalar
 
 
-def _same_dtype(a, b, opname: str) -> None:
-    if a.dtype != b.dtype:
-        raise TypeError(f"{opname}: dtypes differ ({a.dtype} and {b.dtype}); "
-                        "convert one of them first")
-
-
 def broadcast_pair(a: Tensor, b: Tensor, opname: str) -> tuple[Tensor, Tensor]:
     """Make the shapes of ``a`` and ``b`` equal with explicit ``broadcast_to`` nodes."""
-    from .ops_shape import broadcast_to
-
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"{opname}: expected two Tensors, got {type(a).__name__} and "
                         f"{type(b).__name__}")
@@ -284,10 +277,8 @@ class Maximum(TensorOp):
 
     def gradient(self, out_grad, node):
         a, b = (x.realize_cached_data() for x in node.inputs)
-        first = a >= b
-        if first.dtype != a.dtype:
-            first = first.astype(a.dtype)
-        return out_grad * Tensor.make_const(first), out_grad * Tensor.make_const(first * -1 + 1)
+        first = _mask(a >= b, a.dtype)
+        return out_grad * first, out_grad * (1 - first)
 
 
 class MaximumScalar(TensorOp):

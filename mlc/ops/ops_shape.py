@@ -31,6 +31,12 @@ def normalize_axes(axes, ndim: int, opname: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _same_dtype(a, b, opname: str) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(f"{opname}: dtypes differ ({a.dtype} and {b.dtype}); "
+                        "convert one of them first")
+
+
 # --- permutations -----------------------------------------------------------------------
 
 
@@ -196,8 +202,6 @@ def matmul(a, b):
     batch shapes are broadcast explicitly, so the gradient of ``broadcast_to`` sums
     over the batches that shared an operand.
     """
-    from .ops_mathematic import _same_dtype
-
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and "
                         f"{type(b).__name__}")

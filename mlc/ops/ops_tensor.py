@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from .. import ndarray as nd
+from .ops_shape import normalize_axes
 
 # --- tuples -----------------------------------------------------------------------------
 
@@ -132,8 +133,6 @@ class Flip(TensorOp):
 
 
 def flip(a, axes=None):
-    from .ops_shape import normalize_axes
-
     return Flip(normalize_axes(axes, a.ndim, "flip"))(a)
 
 
