@@ -54,8 +54,7 @@ class NDArrayDataset(Dataset):
         return len(self.arrays[0])
 
     def __getitem__(self, index):
-        x = self.apply_transforms(self.arrays[0][index]) if self.transforms else \
-            self.arrays[0][index]
+        x = self.apply_transforms(self.arrays[0][index])
         return (x,) + tuple(a[index] for a in self.arrays[1:])
 
 
