@@ -49,7 +49,7 @@ def randb(*shape, p=0.5, device=None, dtype="float32", requires_grad=False):
 
 
 def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
-    return Tensor(nd.full(_shape(shape), c, dtype=dtype, device=device or nd.default_device()),
+    return Tensor(nd.full(_shape(shape), c, dtype=dtype, device=device),
                   requires_grad=requires_grad)
 
 
