@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mlc.ndarray as nd
-from mlc import nn
+from mlc import nn, optim
 from mlc.autograd import Tensor
 from gradcheck_util import check_gradients
 
@@ -167,8 +167,6 @@ def test_conv_module_shapes():
 
 
 def _train_steps(dev, make_opt, steps):
-    from mlc import optim  # noqa: F401  (make_opt uses it)
-
     np.random.seed(3)
     model = nn.Sequential(nn.Linear(4, 3, device=dev), nn.ReLU(), nn.Linear(3, 2, device=dev))
     opt = make_opt(model.parameters())
@@ -190,8 +188,6 @@ def _train_steps(dev, make_opt, steps):
 def test_small_model_trains_identically_on_each_device(device, opt):
     """The same model, data and updates give the same losses on every device (the CUDA
     simulator is slow: the model is tiny and runs two steps)."""
-    from mlc import optim
-
     make_opt = {"sgd": lambda p: optim.SGD(p, lr=0.5, momentum=0.5, weight_decay=0.01),
                 "adam": lambda p: optim.Adam(p, lr=0.05)}[opt]
     ref = _train_steps(nd.cpu_numpy(), make_opt, 2)
