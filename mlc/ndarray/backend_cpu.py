@@ -23,6 +23,7 @@ from . import cpu_elementwise as E
 from . import cpu_matmul as M
 from . import cpu_reduce as R
 from . import cpu_strided as W
+from . import opcodes as OP
 from .backend_numpy import Array, fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
 
 __device_name__ = "cpu"
@@ -31,15 +32,15 @@ __device_name__ = "cpu"
 # ---- strided views -------------------------------------------------------------------------
 
 def compact(a: Array, out: Array, shape, strides, offset) -> None:
-    W.run(out.array, a.array, shape, strides, offset, W.GATHER)
+    W.run(out.array, a.array, shape, strides, offset, OP.GATHER)
 
 
 def ewise_setitem(a: Array, out: Array, shape, strides, offset) -> None:
-    W.run(a.array, out.array, shape, strides, offset, W.SCATTER)
+    W.run(a.array, out.array, shape, strides, offset, OP.SCATTER)
 
 
 def scalar_setitem(size: int, val, out: Array, shape, strides, offset) -> None:
-    W.run(out.array, out.array, shape, strides, offset, W.FILL, val)
+    W.run(out.array, out.array, shape, strides, offset, OP.FILL, val)
 
 
 # ---- elementwise ---------------------------------------------------------------------------
@@ -66,32 +67,32 @@ def _unary(code, cost=1):
     return unary
 
 
-ewise_add, scalar_add = _binary(E.ADD), _scalar(E.ADD)
-ewise_sub, scalar_sub, scalar_rsub = _binary(E.SUB), _scalar(E.SUB), _scalar(E.RSUB)
-ewise_mul, scalar_mul = _binary(E.MUL), _scalar(E.MUL)
-ewise_div, scalar_div, scalar_rdiv = _binary(E.DIV), _scalar(E.DIV), _scalar(E.RDIV)
-ewise_power, scalar_power, scalar_rpower = _binary(E.POW), _scalar(E.POW), _scalar(E.RPOW)
-ewise_maximum, scalar_maximum = _binary(E.MAX), _scalar(E.MAX)
-ewise_minimum, scalar_minimum = _binary(E.MIN), _scalar(E.MIN)
-ewise_eq, scalar_eq = _binary(E.EQ), _scalar(E.EQ)
-ewise_ne, scalar_ne = _binary(E.NE), _scalar(E.NE)
-ewise_lt, scalar_lt = _binary(E.LT), _scalar(E.LT)
-ewise_le, scalar_le = _binary(E.LE), _scalar(E.LE)
-ewise_gt, scalar_gt = _binary(E.GT), _scalar(E.GT)
-ewise_ge, scalar_ge = _binary(E.GE), _scalar(E.GE)
+ewise_add, scalar_add = _binary(OP.ADD), _scalar(OP.ADD)
+ewise_sub, scalar_sub, scalar_rsub = _binary(OP.SUB), _scalar(OP.SUB), _scalar(OP.RSUB)
+ewise_mul, scalar_mul = _binary(OP.MUL), _scalar(OP.MUL)
+ewise_div, scalar_div, scalar_rdiv = _binary(OP.DIV), _scalar(OP.DIV), _scalar(OP.RDIV)
+ewise_power, scalar_power, scalar_rpower = _binary(OP.POW), _scalar(OP.POW), _scalar(OP.RPOW)
+ewise_maximum, scalar_maximum = _binary(OP.MAX), _scalar(OP.MAX)
+ewise_minimum, scalar_minimum = _binary(OP.MIN), _scalar(OP.MIN)
+ewise_eq, scalar_eq = _binary(OP.EQ), _scalar(OP.EQ)
+ewise_ne, scalar_ne = _binary(OP.NE), _scalar(OP.NE)
+ewise_lt, scalar_lt = _binary(OP.LT), _scalar(OP.LT)
+ewise_le, scalar_le = _binary(OP.LE), _scalar(OP.LE)
+ewise_gt, scalar_gt = _binary(OP.GT), _scalar(OP.GT)
+ewise_ge, scalar_ge = _binary(OP.GE), _scalar(OP.GE)
 
-ewise_neg = _unary(E.NEG)
-ewise_log = _unary(E.LOG, cost=8)  # a libm call per element
-ewise_tanh = _unary(E.TANH, cost=8)
-ewise_abs = _unary(E.ABS)
-ewise_sqrt = _unary(E.SQRT, cost=2)
+ewise_neg = _unary(OP.NEG)
+ewise_log = _unary(OP.LOG, cost=8)  # a libm call per element
+ewise_tanh = _unary(OP.TANH, cost=8)
+ewise_abs = _unary(OP.ABS)
+ewise_sqrt = _unary(OP.SQRT, cost=2)
 
 
 def ewise_exp(a: Array, out: Array) -> None:
     if a.array.dtype == np.float32:
         E.exp_f32.pick(out.size * 4)(a.array, out.array)
     else:
-        E.ewise_unary.pick(out.size * 8)(a.array, out.array, E.EXP)
+        E.ewise_unary.pick(out.size * 8)(a.array, out.array, OP.EXP)
 
 
 def ewise_astype(a: Array, out: Array) -> None:
@@ -117,8 +118,8 @@ def _reduce(op):
     return reduce
 
 
-reduce_sum = _reduce(R.SUM)
-reduce_max = _reduce(R.MAX)
+reduce_sum = _reduce(OP.SUM)
+reduce_max = _reduce(OP.MAX_)
 
 
 # ---- matrix products -----------------------------------------------------------------------

@@ -16,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from .._env import cuda_simulated
 from . import cuda_kernels as K
-from .device import cuda_simulated
-from .shapes import simplify_view
+from . import opcodes as OP
+from .backend_numpy import strided_view
+from .shapes import prod, simplify_view
 
 __device_name__ = "cuda"
 
@@ -52,9 +54,7 @@ def _scalar(val, dtype):
 # ---- transfers and strided views -----------------------------------------------------------
 
 def to_numpy(a: Array, shape, strides, offset) -> np.ndarray:
-    host = a.array.copy_to_host()
-    return np.lib.stride_tricks.as_strided(
-        host[offset:], shape=tuple(shape), strides=tuple(s * host.itemsize for s in strides))
+    return strided_view(a.array.copy_to_host(), shape, strides, offset)
 
 
 def from_numpy(a: np.ndarray, out: Array) -> None:
@@ -68,7 +68,7 @@ def fill(out: Array, val) -> None:
 
 
 def _walk(flat, strided: Array, shape, strides, offset, mode, value=0):
-    n = int(np.prod(shape)) if len(shape) else 1
+    n = prod(shape)
     if n == 0:
         return
     shp, st = simplify_view(shape, strides)
@@ -77,15 +77,15 @@ def _walk(flat, strided: Array, shape, strides, offset, mode, value=0):
 
 
 def compact(a: Array, out: Array, shape, strides, offset) -> None:
-    _walk(out, a, shape, strides, offset, K.GATHER)
+    _walk(out, a, shape, strides, offset, OP.GATHER)
 
 
 def ewise_setitem(a: Array, out: Array, shape, strides, offset) -> None:
-    _walk(a, out, shape, strides, offset, K.SCATTER)
+    _walk(a, out, shape, strides, offset, OP.SCATTER)
 
 
 def scalar_setitem(size: int, val, out: Array, shape, strides, offset) -> None:
-    _walk(out, out, shape, strides, offset, K.FILL, val)
+    _walk(out, out, shape, strides, offset, OP.FILL, val)
 
 
 # ---- elementwise ---------------------------------------------------------------------------
@@ -115,26 +115,27 @@ def _unary(code):
     return unary
 
 
-ewise_add, scalar_add = _binary(K.ADD), _scalar_op(K.ADD)
-ewise_sub, scalar_sub, scalar_rsub = _binary(K.SUB), _scalar_op(K.SUB), _scalar_op(K.RSUB)
-ewise_mul, scalar_mul = _binary(K.MUL), _scalar_op(K.MUL)
-ewise_div, scalar_div, scalar_rdiv = _binary(K.DIV), _scalar_op(K.DIV), _scalar_op(K.RDIV)
-ewise_power, scalar_power, scalar_rpower = _binary(K.POW), _scalar_op(K.POW), _scalar_op(K.RPOW)
-ewise_maximum, scalar_maximum = _binary(K.MAX), _scalar_op(K.MAX)
-ewise_minimum, scalar_minimum = _binary(K.MIN), _scalar_op(K.MIN)
-ewise_eq, scalar_eq = _binary(K.EQ), _scalar_op(K.EQ)
-ewise_ne, scalar_ne = _binary(K.NE), _scalar_op(K.NE)
-ewise_lt, scalar_lt = _binary(K.LT), _scalar_op(K.LT)
-ewise_le, scalar_le = _binary(K.LE), _scalar_op(K.LE)
-ewise_gt, scalar_gt = _binary(K.GT), _scalar_op(K.GT)
-ewise_ge, scalar_ge = _binary(K.GE), _scalar_op(K.GE)
+ewise_add, scalar_add = _binary(OP.ADD), _scalar_op(OP.ADD)
+ewise_sub, scalar_sub, scalar_rsub = _binary(OP.SUB), _scalar_op(OP.SUB), _scalar_op(OP.RSUB)
+ewise_mul, scalar_mul = _binary(OP.MUL), _scalar_op(OP.MUL)
+ewise_div, scalar_div, scalar_rdiv = _binary(OP.DIV), _scalar_op(OP.DIV), _scalar_op(OP.RDIV)
+ewise_power, scalar_power = _binary(OP.POW), _scalar_op(OP.POW)
+scalar_rpower = _scalar_op(OP.RPOW)
+ewise_maximum, scalar_maximum = _binary(OP.MAX), _scalar_op(OP.MAX)
+ewise_minimum, scalar_minimum = _binary(OP.MIN), _scalar_op(OP.MIN)
+ewise_eq, scalar_eq = _binary(OP.EQ), _scalar_op(OP.EQ)
+ewise_ne, scalar_ne = _binary(OP.NE), _scalar_op(OP.NE)
+ewise_lt, scalar_lt = _binary(OP.LT), _scalar_op(OP.LT)
+ewise_le, scalar_le = _binary(OP.LE), _scalar_op(OP.LE)
+ewise_gt, scalar_gt = _binary(OP.GT), _scalar_op(OP.GT)
+ewise_ge, scalar_ge = _binary(OP.GE), _scalar_op(OP.GE)
 
-ewise_neg = _unary(K.NEG)
-ewise_log = _unary(K.LOG)
-ewise_exp = _unary(K.EXP)
-ewise_tanh = _unary(K.TANH)
-ewise_abs = _unary(K.ABS)
-ewise_sqrt = _unary(K.SQRT)
+ewise_neg = _unary(OP.NEG)
+ewise_log = _unary(OP.LOG)
+ewise_exp = _unary(OP.EXP)
+ewise_tanh = _unary(OP.TANH)
+ewise_abs = _unary(OP.ABS)
+ewise_sqrt = _unary(OP.SQRT)
 
 
 def ewise_astype(a: Array, out: Array) -> None:
@@ -163,8 +164,8 @@ def _reduce(op):
     return reduce
 
 
-reduce_sum = _reduce(K.SUM)
-reduce_max = _reduce(K.MAX_)
+reduce_sum = _reduce(OP.SUM)
+reduce_max = _reduce(OP.MAX_)
 
 
 # ---- matrix products -----------------------------------------------------------------------

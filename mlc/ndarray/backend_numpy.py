@@ -33,15 +33,14 @@ class Array:
         return self.array.size
 
 
-def _strided(a: Array, shape, strides, offset) -> np.ndarray:
-    """A numpy view of ``a`` with element strides (numpy wants bytes)."""
-    item = a.array.itemsize
+def strided_view(buf: np.ndarray, shape, strides, offset) -> np.ndarray:
+    """A numpy view of the flat ``buf`` with element strides (numpy wants bytes)."""
     return np.lib.stride_tricks.as_strided(
-        a.array[offset:], shape=tuple(shape), strides=tuple(s * item for s in strides))
+        buf[offset:], shape=tuple(shape), strides=tuple(s * buf.itemsize for s in strides))
 
 
 def to_numpy(a: Array, shape, strides, offset) -> np.ndarray:
-    return _strided(a, shape, strides, offset)
+    return strided_view(a.array, shape, strides, offset)
 
 
 def from_numpy(a: np.ndarray, out: Array) -> None:
@@ -54,17 +53,18 @@ def fill(out: Array, val) -> None:
 
 def compact(a: Array, out: Array, shape, strides, offset) -> None:
     """Copy the strided view ``(shape, strides, offset)`` of ``a`` into compact ``out``."""
-    out.array[:] = _strided(a, shape, strides, offset).reshape(-1)
+    out.array[:] = strided_view(a.array, shape, strides, offset).reshape(-1)
 
 
 def ewise_setitem(a: Array, out: Array, shape, strides, offset) -> None:
     """Write the compact ``a`` into the strided view ``(shape, strides, offset)`` of out."""
-    _strided(out, shape, strides, offset)[...] = a.array[: int(np.prod(shape))].reshape(shape)
+    view = strided_view(out.array, shape, strides, offset)
+    view[...] = a.array[: view.size].reshape(shape)
 
 
 def scalar_setitem(size: int, val, out: Array, shape, strides, offset) -> None:
     """Set every element of the strided view of ``out`` to ``val``."""
-    _strided(out, shape, strides, offset)[...] = val
+    strided_view(out.array, shape, strides, offset)[...] = val
 
 
 # ---- elementwise ---------------------------------------------------------------------------

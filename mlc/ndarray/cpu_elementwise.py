@@ -20,12 +20,10 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu_jit import kernel
+from .opcodes import (ABS, ADD, DIV, EQ, EXP, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE, NEG, POW,
+                      RDIV, RPOW, RSUB, SQRT, SUB, TANH)
 
 BLOCK = 4096
-
-# op codes (the scalar_r* forms compute ``val <op> a``)
-ADD, SUB, MUL, DIV, POW, MAX, MIN, EQ, NE, LT, LE, GT, GE, RSUB, RDIV, RPOW = range(16)
-NEG, LOG, EXP, TANH, ABS, SQRT = range(6)
 
 
 @njit(inline="always")

@@ -23,8 +23,8 @@ from numba import prange
 
 from .cpu_elementwise import maximum
 from .cpu_jit import kernel
+from .opcodes import SUM
 
-SUM, MAX = 0, 1
 SUM_BLOCK = 4096
 INNER_CHUNK = 1024
 

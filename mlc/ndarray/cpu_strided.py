@@ -22,9 +22,9 @@ import numpy as np
 from numba import prange
 
 from .cpu_jit import kernel
-from .shapes import simplify_view
+from .opcodes import GATHER, SCATTER
+from .shapes import prod, simplify_view
 
-GATHER, SCATTER, FILL = 0, 1, 2
 TB = 16  # rows per band for the transposed walk
 
 
@@ -86,7 +86,7 @@ def walk(flat, strided, shape, strides, offset, mode, value):
 
 def run(flat: np.ndarray, strided: np.ndarray, shape, strides, offset, mode, value=0):
     """Simplify the view and run ``walk`` (serial or parallel by size)."""
-    size = int(np.prod(shape)) if len(shape) else 1
+    size = prod(shape)
     if size == 0:
         return
     shp, st = simplify_view(shape, strides)

@@ -23,11 +23,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-# op codes, shared with the CPU kernels' meaning
-ADD, SUB, MUL, DIV, POW, MAX, MIN, EQ, NE, LT, LE, GT, GE, RSUB, RDIV, RPOW = range(16)
-NEG, LOG, EXP, TANH, ABS, SQRT = range(6)
-GATHER, SCATTER, FILL = 0, 1, 2
-SUM, MAX_ = 0, 1
+from .opcodes import (ABS, ADD, DIV, EQ, EXP, GATHER, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE,
+                      NEG, POW, RDIV, RPOW, RSUB, SCATTER, SQRT, SUB, SUM, TANH)
 
 
 @cuda.jit(device=True)
