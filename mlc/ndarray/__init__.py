@@ -21,10 +21,10 @@ Files, in reading order:
   (Numba-CUDA): one module of kernels per device.
 """
 
+from .._env import cuda_simulated
 from .creation import (array, concatenate, empty, full, ones, rand, randn, split, stack,
                        zeros)
-from .device import (BACKEND_API, BackendDevice, all_devices, cpu, cpu_numpy, cuda,
-                     cuda_simulated, default_device)
+from .device import BACKEND_API, BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_device
 from .functions import (abs, broadcast_to, exp, flip, log, max, maximum, minimum, permute,
                         reshape, sqrt, sum, summation, tanh)
 from .linalg import matmul

@@ -15,6 +15,7 @@ Numba's CUDA support unless you ask for ``cuda()``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import numpy as np
@@ -83,14 +84,14 @@ class BackendDevice:
 
     # ---- needle-style constructors: device.randn(2, 3), device.full((2, 3), 1.0) -------
     def empty(self, shape, dtype="float32"):
-        from .ndarray import NDArray
+        from .creation import empty
 
-        return NDArray.make(shape, device=self, dtype=dtype)
+        return empty(shape, dtype, device=self)
 
     def full(self, shape, fill_value, dtype="float32"):
-        arr = self.empty(shape, dtype)
-        arr.fill(fill_value)
-        return arr
+        from .creation import full
+
+        return full(shape, fill_value, dtype, device=self)
 
     def rand(self, *shape, dtype="float32", rng=None):
         """Uniform in [0, 1), drawn with numpy's RNG (seed it with ``np.random.seed``)."""
@@ -112,18 +113,14 @@ class BackendDevice:
         return NDArray(np.eye(n, dtype=dtype)[labels], device=self, dtype=dtype)
 
 
-_cuda_state: dict = {}
-
-
+@functools.cache
 def _cuda_available() -> bool:
-    if "ok" not in _cuda_state:
-        try:
-            from numba import cuda as numba_cuda
+    try:
+        from numba import cuda as numba_cuda
 
-            _cuda_state["ok"] = bool(numba_cuda.is_available())
-        except Exception:  # numba without CUDA support, or a broken driver
-            _cuda_state["ok"] = False
-    return _cuda_state["ok"]
+        return bool(numba_cuda.is_available())
+    except Exception:  # numba without CUDA support, or a broken driver
+        return False
 
 
 _CPU = BackendDevice("cpu", ".backend_cpu")
@@ -153,10 +150,3 @@ def all_devices() -> list[BackendDevice]:
 
 def default_device() -> BackendDevice:
     return cpu()
-
-
-def cuda_simulated() -> bool:
-    """Whether ``cuda()`` runs in Numba's CUDA simulator rather than on a GPU."""
-    import numba
-
-    return bool(numba.config.ENABLE_CUDASIM)
