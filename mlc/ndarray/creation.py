@@ -23,7 +23,7 @@ def array(obj, dtype="float32", device=None) -> NDArray:
 
 def empty(shape, dtype="float32", device=None) -> NDArray:
     """An array of ``shape`` whose elements are whatever the buffer held."""
-    return NDArray.make(S.as_shape(shape), device=device, dtype=dtype)
+    return NDArray.make(shape, device=device, dtype=dtype)
 
 
 def full(shape, fill_value, dtype="float32", device=None) -> NDArray:
@@ -62,17 +62,19 @@ def randn(*shape, dtype="float32", device=None, rng=None) -> NDArray:
 
 
 def _check_same(arrays, what: str):
+    """The arrays as a list, and the dtype they promote to; all must share one device."""
     arrays = list(arrays)
     if not arrays:
         raise ValueError(f"{what} needs at least one array")
     if not all(isinstance(a, NDArray) for a in arrays):
         raise TypeError(f"{what} expects NDArrays")
-    dev = arrays[0].device
+    dev, dtype = arrays[0].device, arrays[0].dtype
     for a in arrays[1:]:
         if a.device != dev:
             raise ValueError(f"{what}: arrays are on different devices: {dev!r} and "
                              f"{a.device!r}")
-    return arrays
+        dtype = S.result_dtype("add", dtype, a.dtype)
+    return arrays, dtype
 
 
 def concatenate(arrays, axis: int = 0) -> NDArray:
@@ -81,7 +83,7 @@ def concatenate(arrays, axis: int = 0) -> NDArray:
     Each input is written into a slice of the output with ``__setitem__``: one strided
     copy per input, no Python loop over elements.
     """
-    arrays = _check_same(arrays, "concatenate")
+    arrays, dtype = _check_same(arrays, "concatenate")
     first = arrays[0]
     axis = S.normalize_axis(axis, first.ndim)
     for a in arrays[1:]:
@@ -90,9 +92,6 @@ def concatenate(arrays, axis: int = 0) -> NDArray:
                                        if i != axis):
             raise ValueError(f"concatenate along axis {axis}: shape {a.shape} does not match "
                              f"{first.shape} outside that axis")
-    dtype = first.dtype
-    for a in arrays[1:]:
-        dtype = S.result_dtype("add", dtype, a.dtype)
     shape = list(first.shape)
     shape[axis] = sum(a.shape[axis] for a in arrays)
     out = empty(tuple(shape), dtype, first.device)
@@ -106,16 +105,13 @@ def concatenate(arrays, axis: int = 0) -> NDArray:
 
 def stack(arrays, axis: int = 0) -> NDArray:
     """Join arrays of equal shape along a new axis ``axis``."""
-    arrays = _check_same(arrays, "stack")
+    arrays, dtype = _check_same(arrays, "stack")
     first = arrays[0]
     for a in arrays[1:]:
         if a.shape != first.shape:
             raise ValueError(f"stack needs arrays of one shape, got {first.shape} and "
                              f"{a.shape}")
     axis = S.normalize_axis(axis, first.ndim + 1)
-    dtype = first.dtype
-    for a in arrays[1:]:
-        dtype = S.result_dtype("add", dtype, a.dtype)
     shape = first.shape[:axis] + (len(arrays),) + first.shape[axis:]
     out = empty(shape, dtype, first.device)
     for i, a in enumerate(arrays):
