@@ -38,12 +38,10 @@ def reduce(op: str, a: NDArray, axis=None, keepdims: bool = False) -> NDArray:
     if not axes:  # nothing to reduce: a copy (in the output dtype)
         return a.astype(dtype).reshape(out_shape)
 
-    x = a.compact()
     if axes == tuple(range(axes[0], axes[-1] + 1)):
-        inner = S.prod(a.shape[axes[-1] + 1:])
-    else:
-        x = x.permute(kept + axes).compact()
-        inner = 1
+        x, inner = a.compact(), S.prod(a.shape[axes[-1] + 1:])
+    else:  # the reduced axes moved last, in a single copy even when a is itself a view
+        x, inner = a.permute(kept + axes).compact(), 1
     out = NDArray.make(out_shape, device=a.device, dtype=dtype)
     getattr(a.device, f"reduce_{op}")(x.handle, out.handle, reduce_size, inner)
     return out
