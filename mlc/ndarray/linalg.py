@@ -50,12 +50,11 @@ def matmul(a: NDArray, b, tiled: bool = False) -> NDArray:
     nb = S.prod(batch)
     kernel = a.device.matmul_tiled if tiled else a.device.matmul
     out = NDArray.make(batch + (m, p), device=a.device, dtype=out_dtype)
+    x = x.broadcast_to(batch + (m, n)).compact()
     if y.ndim == 2:
         # one tall product: every batch entry of x shares the same right-hand matrix
-        x = x.broadcast_to(batch + (m, n)).compact()
         kernel(x.handle, y.compact().handle, out.handle, nb * m, n, p, 1)
     else:
-        x = x.broadcast_to(batch + (m, n)).compact()
         y = y.broadcast_to(batch + (n, p)).compact()
         kernel(x.handle, y.handle, out.handle, m, n, p, nb)
     shape = out.shape
