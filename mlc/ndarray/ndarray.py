@@ -259,7 +259,7 @@ class NDArray:
             raise ValueError(f"cannot write through a broadcast view: axis {aliased[0]} of the "
                              f"view of shape {view.shape} has stride 0, so all its indices "
                              "alias one element; call compact() first to get a writable copy")
-        if isinstance(other, NDArray) or isinstance(other, (np.ndarray, list, tuple)):
+        if isinstance(other, (NDArray, np.ndarray, list, tuple)):
             src = _as_operand(other, self)
             if src.shape != view.shape:
                 try:
