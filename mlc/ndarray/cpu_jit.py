@@ -40,33 +40,26 @@ PARALLEL_THRESHOLD = 1 << 23
 class Kernel:
     """A serial and a parallel build of one Python function; ``pick(n)`` chooses."""
 
-    def __init__(self, fn, parallel: bool = True, **options):
+    def __init__(self, fn, **options):
         options = {"cache": True, "error_model": "numpy", **options}
         self.__doc__ = fn.__doc__
-        self.py_func = fn
         self.serial = njit(**options)(fn)
-        self.parallel = None
-        if parallel:
-            twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
-                                      fn.__defaults__, fn.__closure__)
-            twin.__qualname__ = fn.__qualname__ + "_parallel"
-            self.parallel = njit(parallel=True, **options)(twin)
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
+                                  fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_parallel"
+        self.parallel = njit(parallel=True, **options)(twin)
 
     def pick(self, n: int):
         """The build to run for ``n`` units of work (see ``PARALLEL_THRESHOLD``)."""
-        if self.parallel is not None and n >= PARALLEL_THRESHOLD \
-                and numba.get_num_threads() > 1:
+        if n >= PARALLEL_THRESHOLD and numba.get_num_threads() > 1:
             return self.parallel
         return self.serial
 
-    def __call__(self, *args):
-        return self.serial(*args)
 
-
-def kernel(parallel: bool = True, **options):
+def kernel(**options):
     """Decorator: ``@kernel(fastmath={"contract"})`` makes a :class:`Kernel`."""
 
     def wrap(fn):
-        return Kernel(fn, parallel=parallel, **options)
+        return Kernel(fn, **options)
 
     return wrap
