@@ -120,8 +120,6 @@ def test_mixing_devices(a):
 
 @pytest.mark.parametrize("device", ["cpu_numpy", "cpu"])
 def test_setitem_into_a_broadcast_view_is_refused(device):
-    import mlc.ndarray as nd
-
     dev = getattr(nd, device)()
     b = nd.array(np.arange(3, dtype=np.float32), device=dev).broadcast_to((4, 3))
     with pytest.raises(ValueError, match="broadcast view: axis 0"):

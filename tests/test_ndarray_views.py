@@ -20,9 +20,10 @@ def _settings(n):
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _devices_with_budget():
-    # (device, max_examples): the simulator runs one OS thread per CUDA thread
-    return [(d, 40) for d in CPU_DEVICES] + [(d, 4) for d in CUDA]
+def _device_params():
+    """(device, max_examples): the simulator runs one OS thread per CUDA thread."""
+    return [pytest.param(d, n, id=d.name)
+            for ds, n in ((CPU_DEVICES, 40), (CUDA, 4)) for d in ds]
 
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
@@ -55,10 +56,6 @@ def index_for(draw, shape):
             step = draw(st.one_of(st.none(), st.sampled_from([1, 2, 3, -1, -2])))
             idx.append(slice(start, stop, step))
     return tuple(idx[:draw(st.integers(1, len(shape)))])
-
-
-def _device_params():
-    return [pytest.param(d, n, id=d.name) for d, n in _devices_with_budget()]
 
 
 @pytest.mark.parametrize("device,n", _device_params())
