@@ -27,8 +27,7 @@ import numpy as np
 from ..tir import expr as E
 from ..tir.functor import blocks_in, post_order_visit
 from ..tir.region import block_accesses, block_writes
-from ..tir.stmt import Allocate, Block, For, PrimFunc, children
-from .lower import _split_root
+from ..tir.stmt import Allocate, Block, For, PrimFunc, children, split_root
 from .module import Module
 from .pysrc import Emitter
 
@@ -178,7 +177,7 @@ def source_dtypes(func: PrimFunc) -> set:
 
 def cuda_source(func: PrimFunc) -> tuple[str, list]:
     """``(source, [(kernel name, grid, block)])`` for a lowered PrimFunc."""
-    bufs, inner = _split_root(func.body)
+    bufs, inner = split_root(func.body)
     for b in bufs:
         if b.scope != "global":
             users = sorted({blk.name for blk in blocks_in(inner)

@@ -20,17 +20,9 @@ from __future__ import annotations
 from ..tir import expr as E
 from ..tir.arith import simplify
 from ..tir.functor import IRMutator, blocks_in, collect_vars, replace_buffers, stmt_children
-from ..tir.region import access_region, union_region
-from ..tir.stmt import Allocate, Block, For, PrimFunc, seq
+from ..tir.region import access_region, block_accesses, union_region
+from ..tir.stmt import Allocate, Block, For, PrimFunc, join_root, seq, split_root
 from ..tir.verify import verify
-
-
-def _split_root(body):
-    bufs = []
-    while isinstance(body, Allocate):
-        bufs.append(body.buffer)
-        body = body.body
-    return bufs, body
 
 
 def _paths(root) -> dict:
@@ -51,8 +43,6 @@ def _paths(root) -> dict:
 
 
 def _touches(block: Block, buf) -> tuple:
-    from ..tir.region import block_accesses
-
     acc = block_accesses(block)
     return any(b is buf for b, _, _ in acc), any(b is buf and st for b, _, st in acc)
 
@@ -82,7 +72,7 @@ def _placement(buf, blocks, paths):
 
 def compact_buffers(func: PrimFunc, target: str = "cpu") -> PrimFunc:
     """Move each root allocation to its users' common loop and shrink it (see above)."""
-    bufs, inner = _split_root(func.body)
+    bufs, inner = split_root(func.body)
     if not bufs:
         return func
     blocks = blocks_in(inner)
@@ -124,9 +114,7 @@ def compact_buffers(func: PrimFunc, target: str = "cpu") -> PrimFunc:
     body = replace_buffers(inner, bmap, imap) if bmap else inner
     if moves:
         body = _Place(moves).visit_stmt(body)
-    for b in reversed(keep_root):
-        body = Allocate(b, body)
-    return func.with_body(seq(body))
+    return func.with_body(seq(join_root(keep_root, body)))
 
 
 class _Place(IRMutator):

@@ -14,10 +14,11 @@ from __future__ import annotations
 from ..tir import expr as E
 from ..tir.functor import replace_buffers
 from ..tir.region import access_region, block_reads, block_writes
-from ..tir.stmt import SCOPES, Block, BufferStore, For, IterVar
+from ..tir.stmt import SCOPES, Block, BufferStore, IterVar
 from .compute_location import nest_for_region, outer_guards
 from .state import (BlockRV, child_index, fail, find_path, insert_at, join_root, loop_ranges,
-                    loops_of, readers, replace, scope_body, split_root, unique_name, writers)
+                    loops_of, readers, replace, same_loop, scope_body, split_root, unique_name,
+                    writers)
 
 
 def _pick(buffers: list, index, block: Block, what: str, prim: str):
@@ -61,7 +62,7 @@ def _region_nest(root, lca, block: Block, buf, kind, copy: Block, follow: bool =
     below ``lca`` (the loops down to ``lca`` stay symbolic)."""
     ranges = loop_ranges(root)
     path = loops_of(find_path(root, lambda s: s is block)[1])
-    k = 0 if lca is None else [i for i, lp in enumerate(path) if lp is lca][0] + 1
+    k = 0 if lca is None else path.index(lca) + 1
     fixed = {lp.loop_var: ranges[lp.loop_var] for lp in path[:k]}
     relax = {lp.loop_var: ranges[lp.loop_var] for lp in path[k:]}
     region = access_region(block, buf, relax, fixed, kind)
@@ -69,13 +70,6 @@ def _region_nest(root, lca, block: Block, buf, kind, copy: Block, follow: bool =
     # a copy-back must skip the iterations where the block it follows is predicated off
     extra = outer_guards([block], fixed, ranges) if follow else []
     return nest_for_region(copy, regions, fixed, extra)
-
-
-def _same_loop(root, loop):
-    """The loop with ``loop``'s variable in the rebuilt tree ``root``."""
-    if loop is None:
-        return None
-    return find_path(root, lambda s: isinstance(s, For) and s.loop_var is loop.loop_var)[0]
 
 
 def _add_alloc(root, buf):
@@ -102,7 +96,7 @@ def cache_read(sch, block_rv, read_index, scope: str) -> BlockRV:
                  f"and the reader {blk.name} share a loop nest below their common loop")
     new_blk = replace_buffers(blk, {buf: cache})
     root = replace(root, {id(blk): new_blk})
-    lca = _same_loop(root, lca)
+    lca = same_loop(root, lca)
     root = insert_at(root, lca, pos, nest)
     sch._set_body(_add_alloc(root, cache))
     return BlockRV(name)
@@ -131,7 +125,7 @@ def cache_write(sch, block_rv, write_index, scope: str) -> BlockRV:
                  f"{blk.name} and its reader {c.name} share a loop nest below their common "
                  "loop")
     root = replace(root, {id(blk): new_blk})
-    lca = _same_loop(root, lca)
+    lca = same_loop(root, lca)
     nest = _region_nest(root, lca, new_blk, cache, "write", _copy_block(name, cache, buf),
                         follow=True)
     root = insert_at(root, lca, pos, nest)

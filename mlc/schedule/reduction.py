@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from ..tir import expr as E
 from ..tir.functor import collect_vars, substitute
-from ..tir.stmt import Block, For
+from ..tir.stmt import Block, For, IterVar
 from .compute_location import outer_guards
-from .state import (BlockRV, fail, find_path, insert_at, loop_ranges, loops_of, replace,
+from .state import (BlockRV, fail, insert_at, loop_ranges, loops_of, replace, same_loop,
                     scope_body, unique_name)
 
 
@@ -31,7 +31,7 @@ def decompose_reduction(sch, block_rv, loop_rv) -> BlockRV:
     path = loops_of(banc)
     if not any(lp is loop for lp in path):
         fail(f"decompose_reduction: loop {lname} is not an ancestor of block {blk.name}")
-    k = [i for i, lp in enumerate(path) if lp is loop][0]
+    k = path.index(loop)
     spatial_vars, reduce_vars = set(), set()
     for iv, b in zip(blk.iter_vars, blk.bindings, strict=True):
         ids = {id(v) for v in collect_vars(b)}
@@ -53,8 +53,6 @@ def decompose_reduction(sch, block_rv, loop_rv) -> BlockRV:
     spatial = [(iv, b) for iv, b in zip(blk.iter_vars, blk.bindings, strict=True)
                if iv.kind == "spatial"]
     ivmap = {iv.var: E.Var(iv.var.name + "_init", iv.var.dtype) for iv, _ in spatial}
-    from ..tir.stmt import IterVar
-
     new_ivs = [IterVar(ivmap[iv.var], iv.extent, "spatial", iv.dom_min) for iv, _ in spatial]
     # the init runs where some iteration of the dropped loops runs the update
     ranges = loop_ranges(root)
@@ -66,15 +64,11 @@ def decompose_reduction(sch, block_rv, loop_rv) -> BlockRV:
                      predicate=E.all_(*preds) if preds else True)
     stmt = init_blk
     for lp in reversed(kept):
-        stmt = For(vmap[lp.loop_var], lp.extent, stmt,
-                   lp.kind if lp.kind != "unrolled" else "unrolled", lp.thread_tag)
+        stmt = For(vmap[lp.loop_var], lp.extent, stmt, lp.kind, lp.thread_tag)
     parent = loops_of(lanc)[-1] if loops_of(lanc) else None
-    pos = [i for i, c in enumerate(scope_body(root, parent)) if c is loop]
-    if not pos:
+    kids = scope_body(root, parent)
+    if loop not in kids:
         fail(f"decompose_reduction: loop {lname} is not directly in a loop body")
     root = replace(root, {id(blk): blk.with_(init=None)})
-    if parent is not None:
-        parent = find_path(root, lambda s: isinstance(s, For)
-                           and s.loop_var is parent.loop_var)[0]
-    sch._set_body(insert_at(root, parent, pos[0], stmt))
+    sch._set_body(insert_at(root, same_loop(root, parent), kids.index(loop), stmt))
     return BlockRV(name)

@@ -16,9 +16,9 @@ moves each to where it is used and shrinks it (``mlc.codegen.lower``).
 from __future__ import annotations
 
 from ..tir import expr as E
-from ..tir.functor import IRMutator, blocks_in, stmt_children
+from ..tir.functor import IRMutator, blocks_in, collect_vars, stmt_children
 from ..tir.region import block_reads, block_writes
-from ..tir.stmt import Allocate, Block, For, Stmt, children, seq
+from ..tir.stmt import Block, For, Stmt, children, join_root, seq, split_root
 from .errors import ScheduleError
 
 
@@ -50,22 +50,7 @@ class IntRV(int):
     """An int chosen by a sampling primitive (behaves, and prints, as the int it is)."""
 
 
-# ------------------------------------------------------------------------ root and paths
-
-def split_root(body: Stmt):
-    """``(allocated buffers, the statement inside the root allocations)``."""
-    bufs = []
-    while isinstance(body, Allocate):
-        bufs.append(body.buffer)
-        body = body.body
-    return bufs, body
-
-
-def join_root(bufs, inner: Stmt) -> Stmt:
-    for b in reversed(bufs):
-        inner = Allocate(b, inner)
-    return inner
-
+# ------------------------------------------------------------------------ paths
 
 def find_path(root: Stmt, pred) -> tuple:
     """``(node, ancestors)`` for the first statement satisfying ``pred`` (DFS order)."""
@@ -81,6 +66,13 @@ def find_path(root: Stmt, pred) -> tuple:
         for c in reversed(stmt_children(node)):
             stack.append((c, anc + (node,)))
     return None, None
+
+
+def same_loop(root: Stmt, loop: For | None) -> For | None:
+    """The loop with ``loop``'s variable in the rebuilt tree ``root`` (None stays None)."""
+    if loop is None:
+        return None
+    return find_path(root, lambda s: isinstance(s, For) and s.loop_var is loop.loop_var)[0]
 
 
 def loops_of(ancestors) -> list:
@@ -170,8 +162,6 @@ def conjuncts(e: E.PrimExpr) -> list:
 
 def binds_reduce(block: Block, var: E.Var) -> E.Var | None:
     """The reduce iterator of ``block`` whose binding uses loop variable ``var``, if any."""
-    from ..tir.functor import collect_vars
-
     for iv, b in zip(block.iter_vars, block.bindings, strict=True):
         if iv.kind == "reduce" and var in collect_vars(b):
             return iv.var

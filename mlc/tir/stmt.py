@@ -153,6 +153,22 @@ class Allocate(Stmt):
         self.buffer, self.body = buffer, body
 
 
+def split_root(body: Stmt) -> tuple[list, Stmt]:
+    """``(buffers allocated at the top, the statement inside those allocations)``."""
+    bufs = []
+    while isinstance(body, Allocate):
+        bufs.append(body.buffer)
+        body = body.body
+    return bufs, body
+
+
+def join_root(bufs, inner: Stmt) -> Stmt:
+    """``inner`` under allocations of ``bufs`` (the first outermost): undoes split_root."""
+    for b in reversed(bufs):
+        inner = Allocate(b, inner)
+    return inner
+
+
 class For(Stmt):
     """``for loop_var in range(extent)``, run as ``kind`` says.
 
@@ -198,14 +214,13 @@ class Block(Stmt):
     """One computation instance under its loop nest (see the module docstring).
 
     ``bindings[i]`` is the value of ``iter_vars[i].var`` in terms of the loop variables.
-    ``reads``/``writes`` may be left None; they are derived from the body when needed.
+    The buffers it reads and writes are derived from the body (``tir.region``).
     """
 
-    __slots__ = _fields = ("name", "iter_vars", "bindings", "body", "init", "predicate",
-                           "reads", "writes")
+    __slots__ = _fields = ("name", "iter_vars", "bindings", "body", "init", "predicate")
 
     def __init__(self, name: str, iter_vars, bindings, body: Stmt, init: Stmt | None = None,
-                 predicate=True, reads=None, writes=None):
+                 predicate=True):
         self.name = name
         self.iter_vars = tuple(iter_vars)
         self.bindings = tuple(convert(b) for b in bindings)
@@ -214,7 +229,6 @@ class Block(Stmt):
                              f"{len(self.bindings)} bindings")
         self.body, self.init = body, init
         self.predicate = convert(predicate)
-        self.reads, self.writes = reads, writes
 
     @property
     def is_reduction(self) -> bool:
