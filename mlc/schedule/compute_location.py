@@ -11,13 +11,13 @@ could hang over the block's domain.
 from __future__ import annotations
 
 from ..tir import expr as E
-from ..tir.arith import prove, simplify
-from ..tir.functor import blocks_in, collect_vars
+from ..tir.arith import expr_key, linear, prove, simplify
+from ..tir.functor import blocks_in, collect_vars, substitute
 from ..tir.region import (access_region, block_accesses, block_reads, block_writes,
-                          union_region)
+                          relax_index, union_region)
 from ..tir.stmt import Block, For
-from .state import (child_index, fail, find_path, insert_at, loop_ranges, loops_of, readers,
-                    replace, scope_body, writers)
+from .state import (child_index, conjuncts, fail, find_path, insert_at, loop_ranges, loops_of,
+                    readers, replace, scope_body, writers)
 
 
 def nest_for_region(block: Block, regions: dict, fixed: dict, extra=()) -> For | Block:
@@ -37,8 +37,6 @@ def nest_for_region(block: Block, regions: dict, fixed: dict, extra=()) -> For |
                      E.LT(val, E.IntImm(iv.dom_min + iv.extent))):
             if not prove(cond, ranges):
                 guards.append(cond)
-    from ..tir.arith import expr_key
-
     unique = list({expr_key(g): g for g in guards}.values())
     pred = E.all_(*unique) if unique else E.const(True, "bool")
     stmt = block.with_(bindings=bindings, predicate=pred)
@@ -52,26 +50,19 @@ def outer_guards(blocks, fixed: dict, ranges: dict) -> list:
     iterations they are predicated off, so a block that consumes or copies their results
     must not run either (lowering gives it a fresh, unwritten buffer there). A predicate
     conjunct over inner loops too becomes "some inner iteration passes it"."""
-    from ..tir.arith import expr_key
-    from ..tir.region import relax_index
-    from .state import conjuncts
-
     common = None
     for b in blocks:
         cs = {}
         for c in conjuncts(b.predicate):
             inner = [v for v in collect_vars(c) if v not in fixed]
             if inner:
-                if not (isinstance(c, (E.LT, E.LE, E.GT, E.GE)) and E.is_int(c.a.dtype)):
-                    fail(f"cannot carry the predicate {c!r} of block {b.name} out of its loops")
-                r = relax_index(E.Sub(c.a, c.b), {v: ranges[v] for v in inner}, fixed)
+                r = None
+                if isinstance(c, (E.LT, E.LE, E.GT, E.GE)) and E.is_int(c.a.dtype):
+                    r = relax_index(E.Sub(c.a, c.b), {v: ranges[v] for v in inner}, fixed)
                 if r is None:
-                    fail(f"cannot carry the predicate {c!r} of block {b.name} out of its "
-                         "loops")
+                    fail(f"cannot carry the predicate {c!r} of block {b.name} out of its loops")
                 lo, ext = r  # some inner iteration passes when the best case does
                 hi = E.Add(lo, E.IntImm(ext - 1))
-                from ..tir.arith import linear
-
                 side = linear(lo if isinstance(c, (E.LT, E.LE)) else hi)
                 bound_, side.const = -side.const, 0  # "x + 3 < 0" reads better as "x < -3"
                 c = type(c)(side.to_expr(), E.IntImm(bound_))
@@ -87,22 +78,18 @@ def _remove(root, block):
     return replace(root, {id(block): None})
 
 
-def _fixed_and_relax(root, loop, under: list):
-    """Ranges of the loops down to ``loop`` (kept symbolic) and of the loops inside it on
-    the paths to the blocks ``under`` (relaxed)."""
+def _fixed_ranges(root, loop, anc):
+    """``(ranges of the loops down to loop, which stay symbolic; ranges of every loop)``;
+    ``anc`` are the loop's ancestors."""
     ranges = loop_ranges(root)
-    _, anc = find_loop(root, loop)
     fixed = {lp.loop_var: ranges[lp.loop_var] for lp in loops_of(anc) + [loop]}
     return fixed, ranges
 
 
-def find_loop(root, loop):
-    return find_path(root, lambda s: s is loop)
-
-
 def _relax_for(root, loop, block, ranges):
-    _, anc = find_path(root, lambda s: s is block)
-    below = loops_of(anc)[[i for i, a in enumerate(loops_of(anc)) if a is loop][0] + 1:]
+    """Ranges of the loops between ``loop`` and ``block`` (relaxed)."""
+    path = loops_of(find_path(root, lambda s: s is block)[1])
+    below = path[path.index(loop) + 1:]
     return {lp.loop_var: ranges[lp.loop_var] for lp in below}
 
 
@@ -112,21 +99,14 @@ def _check_exact(block: Block, buf, relax: dict, ranges: dict, lname: str) -> No
     its range like a mixed-radix counter of the inner loops (``c0 * a + c1 * b + b0`` with
     ``c0 = extent(b) * c1``), each inner loop feeding one index. Anything else (``//``,
     ``%`` of inner loops, strides) covers an over-approximated box with holes."""
-    from ..tir.arith import linear
-    from ..tir.functor import substitute
-
-    from ..tir.arith import expr_key
-
     bind = {iv.var: x for iv, x in zip(block.iter_vars, block.bindings, strict=True)}
-    seen = set()
     for b, idx, _ in block_accesses(block, "write"):
-        key = tuple(expr_key(i) for i in idx)
-        if b is not buf or key in seen:  # init and update store at the same indices
+        if b is not buf:
             continue
-        seen.add(key)
         used: set = set()
-        for i in idx:
-            lin = linear(simplify(substitute(i, bind), ranges))
+        for raw in idx:
+            index = simplify(substitute(raw, bind), ranges)
+            lin = linear(index)
             terms = []
             for atom, c in lin.terms.values():
                 rel = [v for v in collect_vars(atom) if v in relax]
@@ -135,8 +115,7 @@ def _check_exact(block: Block, buf, relax: dict, ranges: dict, lname: str) -> No
                 if not isinstance(atom, E.Var) or c < 0 or id(atom) in used:
                     fail(f"reverse_compute_at: cannot tell exactly which elements of "
                          f"{buf.name} block {block.name} has finished inside loop {lname} "
-                         f"(its index {simplify(substitute(i, bind), ranges)!r} is not a "
-                         "plain count of the inner loops)")
+                         f"(its index {index!r} is not a plain count of the inner loops)")
                 used.add(id(atom))
                 terms.append((c, relax[atom][1] + 1))
             terms.sort(reverse=True)
@@ -145,7 +124,7 @@ def _check_exact(block: Block, buf, relax: dict, ranges: dict, lname: str) -> No
             ok = ok and all(c == c2 * e2 for (c, _), (c2, e2) in steps)
             if not ok:
                 fail(f"reverse_compute_at: block {block.name} writes {buf.name} with gaps "
-                     f"inside loop {lname} (index {simplify(substitute(i, bind), ranges)!r})")
+                     f"inside loop {lname} (index {index!r})")
 
 
 def _same_region(r1, r2, fixed) -> bool:
@@ -176,7 +155,7 @@ def _spatial_store_map(block: Block, buf, prim: str) -> list:
 def compute_at(sch, block_rv, loop_rv) -> None:
     root = sch.func.body
     blk, banc = sch._block(block_rv)
-    loop, _ = sch._loop(loop_rv)
+    loop, lanc = sch._loop(loop_rv)
     lname = loop.loop_var.name
     if any(a is loop for a in banc):
         fail(f"compute_at: block {blk.name} is already inside loop {lname}")
@@ -203,11 +182,10 @@ def compute_at(sch, block_rv, loop_rv) -> None:
             fail(f"compute_at: loop {lname} does not cover the consumer's region: consumer "
                  f"block {c.name} of {buf.name} is not inside loop {lname}")
     order = blocks_in(root)
-    if [i for i, b in enumerate(order) if b is blk][0] > \
-            [i for i, b in enumerate(order) if b is inside[0]][0]:
+    if order.index(blk) > order.index(inside[0]):
         fail(f"compute_at: block {blk.name} comes after loop {lname}; it must be computed "
              "before its consumers")
-    fixed, ranges = _fixed_and_relax(root, loop, consumers)
+    fixed, ranges = _fixed_ranges(root, loop, lanc)
     region = None
     for c in consumers:
         r = access_region(c, buf, _relax_for(root, loop, c, ranges), fixed, "read")
@@ -222,15 +200,14 @@ def compute_at(sch, block_rv, loop_rv) -> None:
                 fail(f"compute_at: block {w.name} produces {inp.name}, an input of "
                      f"{blk.name}, after the place in loop {lname} where {blk.name} would go")
     nest = nest_for_region(blk, dict(zip(dims, region, strict=True)), fixed)
-    root = _remove(root, blk)
-    loop = find_loop(root, loop)[0]  # unchanged: the block was not inside it
-    sch._set_body(insert_at(root, loop, pos, nest))
+    # the block is not inside the loop, so removing it leaves the loop (the object) as it is
+    sch._set_body(insert_at(_remove(root, blk), loop, pos, nest))
 
 
 def reverse_compute_at(sch, block_rv, loop_rv) -> None:
     root = sch.func.body
     blk, banc = sch._block(block_rv)
-    loop, _ = sch._loop(loop_rv)
+    loop, lanc = sch._loop(loop_rv)
     lname = loop.loop_var.name
     if any(a is loop for a in banc):
         fail(f"reverse_compute_at: block {blk.name} is already inside loop {lname}")
@@ -243,7 +220,7 @@ def reverse_compute_at(sch, block_rv, loop_rv) -> None:
     if not targets:
         fail(f"reverse_compute_at: no block inside loop {lname} produces what block "
              f"{blk.name} reads")
-    fixed, ranges = _fixed_and_relax(root, loop, [])
+    fixed, ranges = _fixed_ranges(root, loop, lanc)
     regions: dict = {}
     for buf in targets:
         region = None
@@ -284,18 +261,14 @@ def reverse_compute_at(sch, block_rv, loop_rv) -> None:
                 fail(f"reverse_compute_at: block {c.name} inside loop {lname} reads "
                      f"{out.name} before {blk.name} could write it")
     order = blocks_in(root)
-    if [i for i, b in enumerate(order) if b is blk][0] < \
-            [i for i, b in enumerate(order) if b is inside[-1]][0]:
+    last = order.index(inside[-1])
+    if order.index(blk) < last:
         fail(f"reverse_compute_at: block {blk.name} comes before loop {lname}")
-    last = [i for i, b in enumerate(order) if b is inside[-1]][0]
     for inp in block_reads(blk):
         for w in writers(root, inp, exclude=blk):
-            k = [i for i, b in enumerate(order) if b is w][0]
-            if k > last:
+            if order.index(w) > last:
                 fail(f"reverse_compute_at: block {w.name} writes {inp.name}, which "
                      f"{blk.name} reads, after loop {lname}; {blk.name} cannot move before it")
     producers = [w for buf in targets for w in writers(root, buf, exclude=blk)]
     nest = nest_for_region(blk, regions, fixed, outer_guards(producers, fixed, ranges))
-    root = _remove(root, blk)
-    loop = find_loop(root, loop)[0]
-    sch._set_body(insert_at(root, loop, pos, nest))
+    sch._set_body(insert_at(_remove(root, blk), loop, pos, nest))

@@ -102,10 +102,10 @@ def reverse_compute_inline(sch, block_rv) -> None:
     # D's iterator u reads dimension d of B, which the producer writes at pst.indices[d]
     vmap = {u: pst.indices[d] for d, u in enumerate(first)}
     order = blocks_in(root)
-    pos = [i for i, b in enumerate(order) if b is prod][0]
+    pos = order.index(prod)
     for inp in block_reads(blk):
         for w in writers(root, inp, exclude=blk):
-            if inp is not buf and [i for i, b in enumerate(order) if b is w][0] > pos:
+            if inp is not buf and order.index(w) > pos:
                 fail(f"reverse_compute_inline: block {w.name} writes {inp.name}, which "
                      f"{blk.name} reads, after producer {prod.name}")
 

@@ -13,7 +13,8 @@ import math
 
 from ..tir import expr as E
 from ..tir.arith import simplify
-from ..tir.functor import IRMutator, blocks_in, collect_vars, substitute
+from ..tir.functor import IRMutator, blocks_in, collect_vars, post_order_visit, substitute
+from ..tir.region import block_reads, block_writes
 from ..tir.stmt import THREAD_TAGS, Block, For, SeqStmt
 from .state import LoopRV, binds_reduce, fail, loop_ranges, loops_of, replace, split_root
 
@@ -115,7 +116,7 @@ def reorder(sch, loop_rvs) -> None:
             fail(f"reorder: loops are not in one nest: loop {lp.loop_var.name} is not inside "
                  f"loop {outer.loop_var.name}")
     chain = loops_of(inner_anc)
-    chain = chain[[i for i, a in enumerate(chain) if a is outer][0]:] + [by_depth[-1][0]]
+    chain = chain[chain.index(outer):] + [by_depth[-1][0]]
     for a, b in zip(chain, chain[1:], strict=False):
         if a.body is not b:
             kids = a.body.seq if isinstance(a.body, SeqStmt) else [a.body]
@@ -146,8 +147,6 @@ def reorder(sch, loop_rvs) -> None:
 def _private(sch, block: Block, loop: For, scope_ok) -> bool:
     """Whether every buffer ``block`` writes is an intermediate touched only under ``loop``
     (lowering then allocates it inside the loop, one copy per iteration)."""
-    from ..tir.region import block_reads, block_writes
-
     allocated = split_root(sch.func.body)[0]
     inside = blocks_in(loop)
     for buf in block_writes(block):
@@ -185,24 +184,19 @@ def annotate(sch, loop_rv, kind: str, thread_tag: str | None = None) -> None:
         if not uses and not _private(sch, blk, loop, ok):
             fail(f"{what}: reduction block {blk.name} does not depend on it, so every "
                  f"iteration would update the same elements of "
-                 f"{', '.join(b.name for b in writers_of(blk))} at once")
+                 f"{', '.join(b.name for b in block_writes(blk))} at once")
     if kind == "thread_binding":
-        for a in _loops_below(loop):
+        # each other loop of the nest: where it sits, then the outer and the inner tag
+        others = [(a, f"loop {a.loop_var.name} inside it is", thread_tag, a.thread_tag)
+                  for a in _loops_below(loop)]
+        others += [(a, f"it is inside loop {a.loop_var.name},", a.thread_tag, thread_tag)
+                   for a in loops_of(anc)]
+        for a, where, outer, inner in others:
             if a.thread_tag == thread_tag:
-                fail(f"{what}: loop {a.loop_var.name} inside it is already bound to "
-                     f"{thread_tag}")
-            if thread_tag.startswith("threadIdx") and a.thread_tag and \
-                    a.thread_tag.startswith("blockIdx"):
-                fail(f"{what}: loop {a.loop_var.name} inside it is bound to {a.thread_tag}; "
-                     "blockIdx loops must enclose threadIdx loops")
-        for a in loops_of(anc):
-            if a.thread_tag == thread_tag:
-                fail(f"{what}: it is inside loop {a.loop_var.name}, already bound to "
-                     f"{thread_tag}")
-            if thread_tag.startswith("blockIdx") and a.thread_tag and \
-                    a.thread_tag.startswith("threadIdx"):
-                fail(f"{what}: it is inside loop {a.loop_var.name}, bound to {a.thread_tag}; "
-                     "blockIdx loops must enclose threadIdx loops")
+                fail(f"{what}: {where} already bound to {thread_tag}")
+            if (outer or "").startswith("threadIdx") and (inner or "").startswith("blockIdx"):
+                fail(f"{what}: {where} bound to {a.thread_tag}; blockIdx loops must enclose "
+                     "threadIdx loops")
     elif kind == "parallel":
         for a in loops_of(anc):
             if a.kind == "thread_binding":
@@ -211,17 +205,9 @@ def annotate(sch, loop_rv, kind: str, thread_tag: str | None = None) -> None:
 
 
 def _loops_below(loop: For) -> list:
-    from ..tir.functor import post_order_visit
-
     out = []
     post_order_visit(loop.body, lambda n: out.append(n) if isinstance(n, For) else None)
     return out
-
-
-def writers_of(block):
-    from ..tir.region import block_writes
-
-    return block_writes(block)
 
 
 def _set_kind(sch, loop: For, kind: str, tag) -> None:
