@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 from . import expr as E
+from .functor import IRMutator
 
 INF = math.inf
 
@@ -72,9 +73,6 @@ class Linear:
         for atom, c in list(other.terms.values()):
             self.add_atom(atom, c * scale)
         self.const += other.const * scale
-
-    def is_const(self) -> bool:
-        return not self.terms
 
     def to_expr(self) -> E.PrimExpr:
         pos = [(a, c) for a, c in self.terms.values() if c > 0]
@@ -210,20 +208,22 @@ def _int_const(e):
     return isinstance(e, E.IntImm) and e.dtype != "bool"
 
 
+class _BottomUp(IRMutator):
+    """Rebuild an expression children first, then apply ``rule`` to each node."""
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def visit_expr(self, x):
+        return self.rule(super().visit_expr(x))
+
+
 class _Simplifier:
     def __init__(self, ranges):
         self.ranges = ranges
 
     def run(self, e):
-        from .functor import IRMutator
-
-        outer = self
-
-        class M(IRMutator):  # bottom-up: children first, then this node's rule
-            def visit_expr(self, x):
-                return outer.rule(super().visit_expr(x))
-
-        return M().visit_expr(e)
+        return _BottomUp(self.rule).visit_expr(e)
 
     def rule(self, e):
         if isinstance(e, E.Var):  # a variable with a single possible value is that value
