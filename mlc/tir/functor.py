@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import expr as E
-from .stmt import (Allocate, Block, BufferStore, For, IfThenElse, IterVar, SeqStmt, Stmt,
-                   seq)
+from .stmt import Allocate, Block, BufferStore, For, IfThenElse, SeqStmt, Stmt, seq
 
 
 def _same(xs, ys) -> bool:
@@ -235,11 +234,6 @@ def collect_vars(node) -> list:
     return out
 
 
-def uses_any(node, vars_) -> bool:
-    ids = {id(v) for v in vars_}
-    return any(id(v) in ids for v in collect_vars(node))
-
-
 def blocks_in(node) -> list:
     """Blocks below ``node`` in program order."""
     out = []
@@ -254,8 +248,3 @@ def blocks_in(node) -> list:
     if node is not None:
         walk(node)
     return out
-
-
-def new_iter_var(iv: IterVar) -> IterVar:
-    """A fresh copy of an iterator (new Var object, same name, domain and kind)."""
-    return IterVar(E.Var(iv.var.name, iv.var.dtype), iv.extent, iv.kind, iv.dom_min)
