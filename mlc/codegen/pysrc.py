@@ -28,7 +28,7 @@ import keyword
 from ..tir import expr as E
 from ..tir.arith import simplify
 from ..tir.functor import substitute
-from ..tir.printer import Namer, format_float
+from ..tir.printer import Namer, format_float, show_binary
 from ..tir.stmt import Allocate, Block, BufferStore, For, IfThenElse, PrimFunc, SeqStmt
 
 MAX_UNROLL = 16
@@ -36,9 +36,6 @@ RESERVED = set(keyword.kwlist) | {"range", "prange", "min", "max", "abs", "np", 
                                   "numba", "cuda", "float", "int", "bool", "len", "print",
                                   "float32", "float64", "int8", "int16", "int32", "int64",
                                   "uint8", "float16", "main"}
-_PREC = {E.Or: 1, E.And: 2, E.EQ: 4, E.NE: 4, E.LT: 4, E.LE: 4, E.GT: 4, E.GE: 4,
-         E.Add: 5, E.Sub: 5, E.Mul: 6, E.Div: 6, E.FloorDiv: 6, E.FloorMod: 6}
-_PYOP = {E.And: "and", E.Or: "or"}
 
 
 class ExprPrinter:
@@ -62,13 +59,8 @@ class ExprPrinter:
         if isinstance(e, (E.IntImm, E.FloatImm)):
             s = self.const(e)
             return f"({s})" if s.startswith("-") and prec > 0 else s
-        if isinstance(e, (E.Min, E.Max)):
-            return f"{e.symbol}({self(e.a)}, {self(e.b)})"
         if isinstance(e, E.BinaryOp):
-            p = _PREC[type(e)]
-            left = p + 1 if isinstance(e, E.CmpOp) and p == 4 else p
-            s = f"{self(e.a, left)} {_PYOP.get(type(e), e.symbol)} {self(e.b, p + 1)}"
-            return f"({s})" if p < prec else s
+            return show_binary(e, self, prec)
         if isinstance(e, E.Not):
             return f"(not {self(e.a, 3)})"
         if isinstance(e, E.Cast):

@@ -12,8 +12,22 @@ from __future__ import annotations
 from . import expr as E
 from .stmt import Allocate, Block, BufferStore, For, IfThenElse, PrimFunc, SeqStmt
 
-_PREC = {E.Or: 1, E.And: 2, E.EQ: 4, E.NE: 4, E.LT: 4, E.LE: 4, E.GT: 4, E.GE: 4,
-         E.Add: 5, E.Sub: 5, E.Mul: 6, E.Div: 6, E.FloorDiv: 6, E.FloorMod: 6}
+PRECEDENCE = {E.Or: 1, E.And: 2, E.EQ: 4, E.NE: 4, E.LT: 4, E.LE: 4, E.GT: 4, E.GE: 4,
+              E.Add: 5, E.Sub: 5, E.Mul: 6, E.Div: 6, E.FloorDiv: 6, E.FloorMod: 6}
+
+
+def show_binary(e: E.BinaryOp, show, prec: int) -> str:
+    """``a <op> b`` (or ``min(a, b)``) with the brackets Python's precedence needs inside a
+    context of precedence ``prec``; ``show(x, prec)`` prints an operand. Shared by this
+    printer and the code generator."""
+    if isinstance(e, (E.Min, E.Max)):
+        return f"{e.symbol}({show(e.a, 0)}, {show(e.b, 0)})"
+    p = PRECEDENCE[type(e)]
+    # left-associative: the right operand needs brackets at equal precedence;
+    # comparisons chain in Python, so both their sides do
+    left = p + 1 if isinstance(e, E.CmpOp) and p == 4 else p
+    s = f"{show(e.a, left)} {e.symbol} {show(e.b, p + 1)}"
+    return f"({s})" if p < prec else s
 
 
 class Namer:
@@ -79,15 +93,8 @@ class _Expr:
         if isinstance(e, E.FloatImm):
             s = format_float(e.value)
             return f"({s})" if s.startswith("-") and prec > 0 else s
-        if isinstance(e, (E.Min, E.Max)):
-            return f"{e.symbol}({self.show(e.a, 0)}, {self.show(e.b, 0)})"
         if isinstance(e, E.BinaryOp):
-            p = _PREC[type(e)]
-            # left-associative: the right operand needs brackets at equal precedence;
-            # comparisons chain in Python, so both their sides do
-            left = p + 1 if isinstance(e, E.CmpOp) and p == 4 else p
-            s = f"{self.show(e.a, left)} {e.symbol} {self.show(e.b, p + 1)}"
-            return f"({s})" if p < prec else s
+            return show_binary(e, self.show, prec)
         if isinstance(e, E.Not):
             s = f"not {self.show(e.a, 3)}"
             return f"({s})" if prec > 3 else s
