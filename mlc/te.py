@@ -23,6 +23,7 @@ import inspect
 
 from . import tir
 from .tir import expr as E
+from .tir.functor import replace_buffers
 from .tir.stmt import Allocate, Block, Buffer, BufferStore, For, IterVar, PrimFunc, seq
 
 # elementwise helpers, re-exported for writing compute bodies
@@ -162,7 +163,8 @@ def compute(shape, fcompute, name: str = "compute") -> Tensor:
     axis = [E.Var(n) for n in names]
     body = fcompute(*axis)
     body = E.convert(body) if not isinstance(body, E.PrimExpr) else body
-    _check_reduce_on_top(body, name)
+    src = body.source if isinstance(body, Reduce) else body
+    _check_reduce_on_top(src, name)
     inputs, seen = [], set()
 
     def collect(n):
@@ -170,26 +172,17 @@ def compute(shape, fcompute, name: str = "compute") -> Tensor:
             seen.add(id(n.buffer))
             inputs.append(_TENSORS[id(n.buffer)])
 
-    src = body.source if isinstance(body, Reduce) else body
     tir.post_order_visit(src, collect)
     return Tensor(Buffer(name, shape, body.dtype), ComputeOp(axis, body, tuple(inputs)))
 
 
-def _check_reduce_on_top(body, name):
+def _check_reduce_on_top(src, name):
+    """``src`` (the body, or what a whole-body reduction reduces) holds no reduction."""
     def f(n):
         if isinstance(n, Reduce):
             raise ValueError(f"compute {name}: a reduction (te.sum/max/min) must be the "
                              "whole body, not part of a larger expression")
-    if isinstance(body, Reduce):
-        tir.post_order_visit(body.source, f)
-    else:
-        from .tir.functor import expr_children
-
-        stack = [body]
-        while stack:
-            n = stack.pop()
-            f(n)
-            stack.extend(expr_children(n))
+    tir.post_order_visit(src, f)
 
 
 def _block_for(t: Tensor, block_name: str):
@@ -265,8 +258,6 @@ def create_prim_func(args, name: str = "main") -> PrimFunc:
             body = Allocate(t.buffer, body)
     params = [a.buffer for a in args]
     if renamed:
-        from .tir.functor import replace_buffers
-
         body = replace_buffers(body, renamed)
         params = [renamed.get(b, b) for b in params]
     func = PrimFunc(params, body, name)
