@@ -17,24 +17,25 @@ from mlc.tir.functor import blocks_in
 SHAPES = dict(n=8, k=6, m=12)
 
 
-def matmul():
+def _matmul_tensors():
     n, k, m = SHAPES["n"], SHAPES["k"], SHAPES["m"]
     A = te.placeholder((n, k), "float32", name="A")
     B = te.placeholder((k, m), "float32", name="B")
     r = te.reduce_axis((0, k), name="k")
     C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return te.create_prim_func([A, B, C]), lambda a, b: a @ b, [(n, k), (k, m)], (n, m)
+    return A, B, C
+
+
+def matmul():
+    A, B, C = _matmul_tensors()
+    return te.create_prim_func([A, B, C]), lambda a, b: a @ b, [A.shape, B.shape], C.shape
 
 
 def mm_relu():
-    n, k, m = SHAPES["n"], SHAPES["k"], SHAPES["m"]
-    A = te.placeholder((n, k), "float32", name="A")
-    B = te.placeholder((k, m), "float32", name="B")
-    r = te.reduce_axis((0, k), name="k")
-    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-    D = te.compute((n, m), lambda i, j: te.max(C[i, j], 0.0), name="D")
+    A, B, C = _matmul_tensors()
+    D = te.compute(C.shape, lambda i, j: te.max(C[i, j], 0.0), name="D")
     return (te.create_prim_func([A, B, D]), lambda a, b: np.maximum(a @ b, 0),
-            [(n, k), (k, m)], (n, m))
+            [A.shape, B.shape], D.shape)
 
 
 def row_sum_scaled():
