@@ -143,12 +143,9 @@ class SearchSpace:
         except ScheduleError as e:
             e.decisions = decisions if decisions is not None else _decided(sch.trace)
             raise
-        decided = _decided(sch.trace)
-        # Hand back an ordinary Schedule, rebuilt from the trace: this also proves the
-        # trace replays to the same program.
-        plain = Schedule(self.func)
-        sch.trace.apply_to(plain)
-        return plain, decided
+        # Hand back an ordinary Schedule at the same point (``copy``), not a replay of the
+        # trace: replaying would run every primitive a second time for each candidate.
+        return sch.copy(), _decided(sch.trace)
 
     def sample(self, rng: random.Random):
         """A random candidate: ``(schedule, decisions)``."""
