@@ -32,11 +32,12 @@ import os
 
 import numpy as np
 
+from ..schedule.state import find_path, loops_of
 from ..tir import arith
 from ..tir.expr import Var
-from ..tir.functor import collect_vars, stmt_children, substitute
+from ..tir.functor import collect_vars, substitute
 from ..tir.region import block_accesses
-from ..tir.stmt import Block, For, PrimFunc
+from ..tir.stmt import Block, PrimFunc
 
 LINE = 64  # bytes in a cache line
 CACHES = (("l1", 32 * 1024), ("l2", 256 * 1024), ("l3", 8 * 1024 * 1024))
@@ -58,19 +59,8 @@ def _log2(x: float) -> float:
 def find_block(func: PrimFunc, name: str):
     """``(block, loops)``: the block called ``name`` and its enclosing For loops,
     outermost first; ``(None, [])`` when there is none."""
-
-    def walk(s, loops):
-        if isinstance(s, Block):
-            return (s, loops) if s.name == name else None
-        if isinstance(s, For):
-            loops = loops + [s]
-        for c in stmt_children(s):
-            found = walk(c, loops)
-            if found:
-                return found
-        return None
-
-    return walk(func.body, []) or (None, [])
+    blk, anc = find_path(func.body, lambda s: isinstance(s, Block) and s.name == name)
+    return (blk, loops_of(anc)) if blk is not None else (None, [])
 
 
 def _itemsize(dtype: str) -> int:
