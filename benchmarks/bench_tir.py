@@ -5,8 +5,8 @@ the "cpu" target (Numba) three ways:
 
 * **naive** — te's default loop nest ``i, j, k`` (k innermost, a column of B per
   element of C);
-* **hand** — ``mlc.schedule.examples.matmul_hand_schedule``: tiles, a local accumulator,
-  unrolled rows and vectorized columns, parallel row tiles;
+* **hand** — ``mlc.schedule.examples.matmul_hand_schedule``: tiles, a local accumulator
+  tile, vectorized columns, parallel row tiles;
 * **tuned** — ``mlc.tune.tune`` with the evolutionary search over the multi-level tiling
   template (``--trials`` measured candidates, 64 by default).
 
@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from mlc import bench, te, tir
+from mlc.schedule.examples import matmul_hand_schedule
 
 
 def matmul_func(n: int):
@@ -32,34 +33,6 @@ def matmul_func(n: int):
     r = te.reduce_axis((0, n), name="k")
     C = te.compute((n, n), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
     return te.create_prim_func([A, B, C])
-
-
-def fallback_hand_schedule(sch, block: str = "C", tile_i: int = 32, tile_j: int = 64,
-                           unroll: int = 4):
-    """The hand schedule without the local accumulator tile (used only when the
-    library's recipe is rejected): the same tiles, loop order, unrolling and vectors."""
-    c = sch.get_block(block)
-    i, j, k = sch.get_loops(c)
-    i0, i1, i2 = sch.split(i, factors=[None, tile_i // unroll, unroll])
-    j0, j1 = sch.split(j, factors=[None, tile_j])
-    sch.reorder(i0, j0, k, i1, j1, i2)
-    sch.decompose_reduction(c, k)
-    sch.unroll(i2)
-    sch.vectorize(j1)
-    sch.parallel(i0)
-    return sch
-
-
-def hand_schedule(func):
-    """``(schedule, name)``: the library's hand schedule, else the fallback above."""
-    from mlc.schedule import ScheduleError
-    from mlc.schedule.examples import matmul_hand_schedule
-
-    try:
-        return matmul_hand_schedule(tir.Schedule(func)), "hand"
-    except ScheduleError as e:
-        print(f"note: examples.matmul_hand_schedule rejected ({e}); using the fallback")
-        return fallback_hand_schedule(tir.Schedule(func)), "hand (fallback)"
 
 
 def time_module(mod, a, b, want, repeat: int) -> float:
@@ -101,9 +74,9 @@ def main(argv=None) -> int:
         func = matmul_func(n)
         t = time_module(tir.build(func, "cpu"), a, b, want, max(1, args.repeat // 2))
         rows.append((n, "naive", t * 1e3, bench.gflops(flops, t), t_np / t, ""))
-        sch, name = hand_schedule(func)
+        sch = matmul_hand_schedule(tir.Schedule(func))
         t = time_module(tir.build(sch, "cpu"), a, b, want, args.repeat)
-        rows.append((n, name, t * 1e3, bench.gflops(flops, t), t_np / t, ""))
+        rows.append((n, "hand", t * 1e3, bench.gflops(flops, t), t_np / t, ""))
         t0 = time.perf_counter()
         res = tune(func, target="cpu", trials=trials, strategy="evolutionary",
                    seed=args.seed, log_file=args.log, progress=True)
