@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+SCHEDULE_ERROR = "schedule error: "  # the prefix of a draw the template rejected (never built)
+
 
 class TuneResult:
     """The outcome of :func:`mlc.tune.tune`.
@@ -30,12 +32,12 @@ class TuneResult:
     @property
     def n_measured(self) -> int:
         return sum(1 for n, _, _, _ in self.history
-                   if not self.errors.get(n, "").startswith("schedule error"))
+                   if not self.errors.get(n, "").startswith(SCHEDULE_ERROR))
 
     @property
     def n_rejected(self) -> int:
         """Draws the template rejected with a ScheduleError (never built)."""
-        return sum(e.startswith("schedule error") for e in self.errors.values())
+        return sum(e.startswith(SCHEDULE_ERROR) for e in self.errors.values())
 
     @property
     def n_failures(self) -> int:

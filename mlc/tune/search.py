@@ -31,11 +31,10 @@ from .cost_model import make_model
 from .features import FEATURE_NAMES, extract
 from .log import TuningLog, workload_key
 from .measure import Measurer
-from .result import TuneResult
+from .result import SCHEDULE_ERROR, TuneResult
 from .space import SearchSpace, decisions_key, main_block
 
 STRATEGIES = ("random", "evolutionary")
-SCHEDULE_ERROR = "schedule error: "
 
 
 class _Tuner:
