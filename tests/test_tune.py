@@ -7,18 +7,11 @@ import matplotlib
 import numpy as np
 import pytest
 
-from mlc import te, tir
+from mlc import tir
 from mlc.tune import Measurer, TuneResult, tune
+from test_tune_space import matmul
 
 matplotlib.use("Agg")
-
-
-def matmul(n=8, k=4, m=16):
-    A = te.placeholder((n, k), "float32", name="A")
-    B = te.placeholder((k, m), "float32", name="B")
-    r = te.reduce_axis((0, k), name="k")
-    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return te.create_prim_func([A, B, C])
 
 
 def check_result(res: TuneResult, func, target, trials):
