@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from ..tir import expr as E
 from ..tir.arith import simplify
-from ..tir.functor import IRMutator, blocks_in, collect_vars, replace_buffers, stmt_children
+from ..tir.functor import (
+    IRMutator, blocks_in, reduce_loop_vars, replace_buffers, stmt_children)
 from ..tir.region import access_region, block_accesses, union_region
 from ..tir.stmt import Allocate, Block, For, PrimFunc, join_root, seq, split_root
 from ..tir.verify import verify
@@ -60,9 +61,7 @@ def _placement(buf, blocks, paths):
     for b in users:
         if not (b.is_reduction and _touches(b, buf)[1]):
             continue
-        pairs = zip(b.iter_vars, b.bindings, strict=True)
-        red_vars = {id(v) for iv, x in pairs if iv.kind == "reduce"
-                    for v in collect_vars(x)}
+        red_vars = reduce_loop_vars(b)
         for d, lp in enumerate(paths[id(b)][:depth]):
             if id(lp.loop_var) in red_vars:
                 depth = d

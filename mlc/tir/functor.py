@@ -234,6 +234,13 @@ def collect_vars(node) -> list:
     return out
 
 
+def reduce_loop_vars(block) -> set:
+    """``id``s of the variables (loop vars) bound into ``block``'s reduce iterators: a loop
+    over one of them carries the reduction."""
+    return {id(v) for iv, b in zip(block.iter_vars, block.bindings, strict=True)
+            if iv.kind == "reduce" for v in collect_vars(b)}
+
+
 def blocks_in(node) -> list:
     """Blocks below ``node`` in program order."""
     out = []

@@ -35,7 +35,7 @@ import numpy as np
 from ..schedule.state import find_path, loops_of
 from ..tir import arith
 from ..tir.expr import Var
-from ..tir.functor import collect_vars, substitute
+from ..tir.functor import collect_vars, reduce_loop_vars, substitute
 from ..tir.region import block_accesses
 from ..tir.stmt import Block, PrimFunc
 
@@ -149,8 +149,7 @@ def extract(func: PrimFunc, block: str, cores: int | None = None) -> np.ndarray:
     feats["parallel_balance"] = par / (math.ceil(par / cores) * cores)
     feats["log_unroll"] = _log2(math.prod(lp.extent for lp in loops if lp.kind == "unrolled"))
     feats["n_loops"] = float(sum(lp.extent > 1 for lp in loops))
-    reduce_vars = {id(v) for iv, b in zip(blk.iter_vars, blk.bindings, strict=True)
-                   if iv.kind == "reduce" for v in collect_vars(b)}
+    reduce_vars = reduce_loop_vars(blk)
     first_r = next((d for d, lp in enumerate(loops) if id(lp.loop_var) in reduce_vars),
                    len(loops))
     feats["reduce_depth"] = first_r / max(len(loops), 1)

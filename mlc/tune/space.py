@@ -25,7 +25,7 @@ import random
 
 from ..schedule import Schedule, ScheduleError
 from ..schedule.sampling import perfect_tiles
-from ..tir.functor import blocks_in, collect_vars
+from ..tir.functor import blocks_in, reduce_loop_vars
 from ..tir.stmt import PrimFunc
 
 
@@ -213,9 +213,7 @@ def multi_level_tiling(sch: Schedule, block: str | None = None, max_unroll: int 
     name = block if block is not None else main_block(fn).name
     blk = sch.get_block(name)
     loops = sch.get_loops(blk)
-    node = sch.get(blk)
-    reduce_vars = {id(v) for iv, b in zip(node.iter_vars, node.bindings, strict=True)
-                   if iv.kind == "reduce" for v in collect_vars(b)}
+    reduce_vars = reduce_loop_vars(sch.get(blk))
     spatial = [lp for lp in loops if id(sch.get(lp).loop_var) not in reduce_vars]
     reduce = [lp for lp in loops if id(sch.get(lp).loop_var) in reduce_vars]
     if not spatial:
