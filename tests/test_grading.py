@@ -38,15 +38,15 @@ def _edited_copy(tmp_path: Path, edits: dict[str, str], extra_cells=()) -> Path:
     return path
 
 
-def test_solution_gets_full_marks_and_is_not_modified():
+def test_solution_gets_full_marks_and_is_not_modified(graded):
     before = _digest(SOLUTION)
-    report = grade_notebook(SOLUTION, timeout=60)
+    report = graded(SOLUTION)
     assert report.max_score == 5 and report.score == 5, report.results
     assert _digest(SOLUTION) == before
 
 
-def test_exercise_gets_zero_and_says_not_implemented():
-    report = grade_notebook(EXERCISE, timeout=60)
+def test_exercise_gets_zero_and_says_not_implemented(graded):
+    report = graded(EXERCISE)
     assert report.score == 0 and report.max_score == 5
     assert all("not implemented" in r.message for r in report.results)
 
@@ -92,8 +92,8 @@ def test_cells_that_hang_exit_or_kill_the_interpreter_are_skipped(tmp_path):
     assert "skipped" in notes
 
 
-def test_gradescope_json_shape():
-    report = grade_notebook(SOLUTION, timeout=60)
+def test_gradescope_json_shape(graded):
+    report = graded(SOLUTION)
     data = json.loads(json.dumps(gradescope_json([report])))
     assert data["score"] == 5
     assert {t["name"] for t in data["tests"]} == {
@@ -209,5 +209,6 @@ def test_traffic_graded_exercises_run_in_the_simulator_even_when_it_is_switched_
     # cannot be counted; the grader must switch unit 04 to the simulator itself.
     monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "0")
     report = grade_notebook(ROOT / "solutions" / "04_gpu_operators.ipynb", timeout=120)
+    # (graded here, not through the shared fixture: the environment differs on purpose)
     assert report.score == report.max_score, [(r.id, r.message) for r in report.results]
     assert any("simulator" in n for n in report.notes)

@@ -4,40 +4,32 @@ from __future__ import annotations
 
 import inspect
 import os
-import traceback
+import textwrap
 
-from .registry import CheckFailed, Tester, get
+from .protocol import grade_in_process
+from .registry import get
+from .source import Sources
 
 GRADING_ENV = "MLC_GRADING"  # set by `mlc grade`, which runs every check itself
 
 
 def run_check(ex_id: str, ns: dict) -> dict:
-    """Run the check of ``ex_id`` against namespace ``ns``; return a result record."""
+    """Grade exercise ``ex_id`` against namespace ``ns`` in this process; return its record."""
     ex = get(ex_id)
-    tester = Tester()
-    try:
-        ex.check(ns, tester)
-    except CheckFailed as err:
-        return _record(ex, 0.0, tester, str(err))
-    except NotImplementedError:
-        return _record(ex, 0.0, tester, "not implemented yet: replace "
-                       "`raise NotImplementedError(...)` with your code")
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        tb = traceback.extract_tb(err.__traceback__)
-        where = ""
-        for frame in reversed(tb):
-            if "mlc/grading" not in frame.filename.replace("\\", "/"):
-                where = f" (in {frame.name}, line {frame.lineno})"
-                break
-        return _record(ex, 0.0, tester, f"your code raised {type(err).__name__}: {err}{where}")
-    except SystemExit as err:
-        return _record(ex, 0.0, tester, f"your code called sys.exit({err.code})")
-    return _record(ex, ex.points, tester, "all cases passed")
+    return grade_in_process(ex, ns, _sources_of(ex, ns))
 
 
-def _record(ex, score, tester, message):
-    return {"id": ex.id, "score": score, "max_score": ex.points, "passed": list(tester.passed),
-            "message": message, "hint": ex.hint if score < ex.points else ""}
+def _sources_of(ex, ns: dict) -> Sources:
+    """The notebook's cells as IPython keeps them (``In``), then the live definitions."""
+    cells = [c for c in ns.get("In", []) if isinstance(c, str)] if isinstance(
+        ns.get("In"), list) else []
+    for name in ex.needs:
+        try:
+            obj = ns[name]
+            cells.append(textwrap.dedent(inspect.getsource(getattr(obj, "py_func", obj))))
+        except (KeyError, OSError, TypeError):
+            pass
+    return Sources(cells)
 
 
 def format_report(rec: dict) -> str:

@@ -1,11 +1,14 @@
 """``mlc grade``: grade a notebook in a separate process, each exercise under a time limit.
 
 The notebook is only read, never written. Its code cells run in a worker process
-(:mod:`mlc.grading.runner`); every exercise's check then runs in a fork of that worker
-with its own time limit. A watchdog here follows the worker's progress file: when a cell
-outlives its limit in a way the worker cannot interrupt, or kills the interpreter, the
-worker is stopped and started again without that cell, so one broken exercise costs only
-its own points.
+(:mod:`mlc.grading.runner`), which then *observes* each exercise in a fork of itself: it
+calls the student's definitions on the cases this process chose and sends back what they
+returned. The verdict is made here, in a process that never runs student code, against
+references computed here (:mod:`mlc.grading.protocol`); the worker has no score to
+forge. A watchdog follows the worker's progress on the same channel: when a cell outlives
+its limit in a way the worker cannot interrupt, or kills the interpreter, the worker is
+stopped and started again without that cell, so one broken exercise costs only its own
+points.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from .protocol import decode_observation, record, verdict
 from .registry import Exercise, all_exercises, for_notebook, get
+from .source import Sources
+from .wire import public, to_plain
 
 _CHECK_CALL = re.compile(r"""check\(\s*["']([\w.\-]+)["']""")
 
@@ -35,6 +42,7 @@ class Result:
     max_score: float
     message: str
     passed: list[str] = field(default_factory=list)
+    hint: str = ""
 
 
 @dataclass
@@ -75,16 +83,140 @@ def exercises_of(path: Path, cells: list[str]) -> list[Exercise]:
     return [get(i) for i in ids]
 
 
-def _read_progress(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+class _Reader(threading.Thread):
+    """Reads the worker's channel; stamps each message with the grader's own clock."""
+
+    MAX_LINE = 256 * 1024 * 1024  # a longer line is dropped as malformed
+
+    def __init__(self, fd: int):
+        super().__init__(daemon=True)
+        self.fd, self.events, self.malformed = fd, [], 0
+
+    def run(self):
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self._take(line)
+            if len(buf) > self.MAX_LINE:
+                buf, self.malformed = b"", self.malformed + 1
+        if buf:
+            self.malformed += 1  # a line cut short by a kill
+        os.close(self.fd)
+
+    def _take(self, line: bytes):
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line cut short by a kill
-    return events
+            msg = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            self.malformed += 1
+            return
+        if isinstance(msg, dict):
+            self.events.append((time.monotonic(), msg))
+        else:
+            self.malformed += 1
+
+    def last_progress(self):
+        for stamp, msg in reversed(self.events[:]):
+            if msg.get("kind") in ("cell", "check"):
+                return stamp, msg
+        return None
+
+
+class _Session:
+    """What one run of the worker reported, checked message by message.
+
+    An exercise's observations count only between the start and the end of its own check,
+    once per case, in time; anything else (a message for another exercise, a second copy,
+    one that comes late or cannot be decoded) scores that exercise 0 with a note.
+    """
+
+    def __init__(self, todo: list[Exercise], cases: dict, timeouts: dict):
+        self.todo = {ex.id: ex for ex in todo}
+        self.cases, self.timeouts = cases, timeouts
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, str] = {}
+        self.names: dict[str, object] = {}
+        self.obs: dict[str, dict[int, object]] = {i: {} for i in self.todo}
+        self.tampered: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.current: str | None = None
+
+    def _bad(self, ex_id, why):
+        if ex_id in self.todo:
+            self.tampered.setdefault(ex_id, why)
+        else:
+            note = f"a message for {ex_id!r}, which was not asked, was ignored"
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def take(self, stamp: float, msg: dict) -> None:
+        kind, ex_id = msg.get("kind"), msg.get("id")
+        if kind == "cell":
+            if msg.get("state") == "end" and msg.get("error"):
+                note = f"cell {msg.get('index')}: {msg['error']}"
+                if note not in self.notes:
+                    self.notes.append(str(note))
+            return
+        if kind not in ("check", "names", "obs") or not isinstance(ex_id, str):
+            return
+        if kind == "check" and msg.get("state") == "start":
+            if ex_id in self.started or self.current is not None:
+                self._bad(ex_id, "its check was started twice")
+            elif ex_id in self.todo:
+                self.started[ex_id], self.current = stamp, ex_id
+            else:
+                self._bad(ex_id, "not asked")
+            return
+        if ex_id != self.current:
+            self._bad(ex_id, "a message arrived outside its own check")
+            return
+        if kind == "check":
+            if msg.get("state") == "end":
+                self.ended[ex_id] = str(msg.get("status", "ok"))
+                self.current = None
+            return
+        if stamp > self.started[ex_id] + self.timeouts[ex_id] + 3.0:
+            self._bad(ex_id, "an observation arrived after the time limit")
+        elif kind == "names":
+            if ex_id in self.names:
+                self._bad(ex_id, "the names were reported twice")
+            self.names[ex_id] = msg.get("names")
+        else:
+            case = msg.get("case")
+            n = len(self.cases[ex_id])
+            if not (isinstance(case, int) and not isinstance(case, bool) and 0 <= case < n):
+                self._bad(ex_id, f"an observation for case {case!r}, which does not exist")
+            elif case in self.obs[ex_id]:
+                self._bad(ex_id, f"the observation of case {case} arrived twice")
+            else:
+                self.obs[ex_id][case] = decode_observation(msg.get("obs"))
+
+    def result(self, ex: Exercise, sources: Sources, stuck: bool) -> dict | None:
+        """The record of ``ex``, or None when its check never ran in this attempt."""
+        if ex.id in self.tampered:
+            return record(ex, 0, [], f"the grader's channel was tampered with "
+                          f"({self.tampered[ex.id]}); this exercise scores 0")
+        if ex.id not in self.started:
+            return None
+        status = self.ended.get(ex.id, "timeout" if stuck else "crashed")
+        failure = None
+        if status == "timeout":
+            failure = f"timed out after {self.timeouts[ex.id]:g} s"
+        elif status != "ok":
+            failure = "your code crashed the grader's worker"
+        got = self.obs[ex.id]
+        observations = [got.get(i) for i in range(len(self.cases[ex.id]))]
+        while observations and observations[-1] is None:
+            observations.pop()
+        return verdict(ex, self.cases[ex.id], self.names.get(ex.id), observations, sources,
+                       failure)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -101,10 +233,12 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
     start = time.time()
     nb = nbformat.read(path, as_version=4)
     cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    sources = Sources(cells)
     exercises = exercises_of(path, cells)
+    cases = {ex.id: ex.check.cases() for ex in exercises}  # the grader's own, hidden ones too
     timeouts = {ex.id: float(ex.timeout or timeout) for ex in exercises}
     notes: list[str] = []
-    results: dict[str, Result] = {}
+    results: dict[str, dict] = {}
     skip: set[int] = set()
     grace = 5.0
     env = dict(os.environ, MLC_GRADING="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
@@ -118,67 +252,75 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
         notes.append("graded in Numba's CUDA simulator (only it can count memory traffic)")
     with tempfile.TemporaryDirectory(prefix="mlc-grade-") as tmp:
         tmp = Path(tmp)
+        env["IPYTHONDIR"] = str(tmp / "ipython")
         for attempt in range(len(cells) + len(exercises) + 1):
-            todo = [ex.id for ex in exercises if ex.id not in results]
-            progress = tmp / f"progress-{attempt}.jsonl"
-            job = {"cells": cells, "skip": sorted(skip), "cell_timeout": timeout, "ids": todo,
-                   "timeouts": timeouts, "outdir": str(tmp), "progress": str(progress)}
+            todo = [ex for ex in exercises if ex.id not in results]
+            job = {"cells": cells, "skip": sorted(skip), "cell_timeout": timeout,
+                   "exercises": [{"id": ex.id, "timeout": timeouts[ex.id],
+                                  "cases": [to_plain(public(c)) for c in cases[ex.id]]}
+                                 for ex in todo]}
             job_path = tmp / f"job-{attempt}.json"
             job_path.write_text(json.dumps(job), encoding="utf-8")
-            log = open(tmp / f"worker-{attempt}.log", "wb")
-            proc = subprocess.Popen([sys.executable, "-m", "mlc.grading.runner", str(job_path)],
-                                    cwd=str(path.parent.resolve()), env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            log_path = tmp / f"worker-{attempt}.log"
+            read_fd, write_fd = os.pipe()
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mlc.grading.runner", str(job_path), str(write_fd)],
+                    cwd=str(path.parent.resolve()), env=env, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, pass_fds=(write_fd,))
+            os.close(write_fd)
+            reader = _Reader(read_fd)
+            reader.start()
             stuck = None
             while proc.poll() is None:
                 time.sleep(0.05)
-                events = _read_progress(progress)
-                last = events[-1] if events else None
-                if last and last.get("state") == "start":
-                    limit = timeout if last["kind"] == "cell" else timeouts[last["id"]] + 2
-                    if time.time() - last["t"] > limit + grace:
-                        stuck = last
-                        _kill(proc)
-            log.close()
-            events = _read_progress(progress)
-            for ev in events:
-                if ev.get("kind") == "cell" and ev.get("state") == "end" and ev.get("error"):
-                    note = f"cell {ev['index']}: {ev['error']}"
-                    if note not in notes:
-                        notes.append(note)
-            for ex_id in todo:
-                out = tmp / f"check-{ex_id}.json"
-                if out.exists():
-                    rec = json.loads(out.read_text(encoding="utf-8"))
-                    results[ex_id] = Result(ex_id, float(rec.get("score", 0.0)),
-                                            get(ex_id).points, rec.get("message", ""),
-                                            rec.get("passed", []))
-                elif any(e.get("kind") == "check" and e.get("id") == ex_id
-                         and e.get("state") == "end" for e in events):
-                    results[ex_id] = Result(ex_id, 0.0, get(ex_id).points,
-                                            f"timed out after {timeouts[ex_id]:g} s "
-                                            "(or crashed the grader's worker)")
-            last = stuck or (events[-1] if events else None)
+                last = reader.last_progress()
+                if last and last[1].get("state") == "start":
+                    stamp, ev = last
+                    limit = timeout if ev["kind"] == "cell" else timeouts.get(ev.get("id"), 0) + 2
+                    if time.monotonic() - stamp > limit + grace:
+                        stuck = ev
+                        break
+            _kill(proc)  # also whatever the notebook left running in its process group
+            reader.join(timeout=10)
+            session = _Session(todo, cases, timeouts)
+            for stamp, msg in list(reader.events):
+                session.take(stamp, msg)
+            notes += [n for n in session.notes if n not in notes]
+            if reader.malformed:
+                notes.append(f"{reader.malformed} malformed message(s) from the worker "
+                             "were ignored")
+            for ex in todo:
+                rec = session.result(ex, sources, stuck is not None and
+                                     stuck.get("id") == ex.id)
+                if rec is not None:
+                    results[ex.id] = rec
             if all(ex.id in results for ex in exercises):
                 break
-            if last and last.get("kind") == "cell" and last.get("state") == "start":
+            last = stuck or (reader.last_progress() or (None, None))[1]
+            final = [m for _, m in reader.events if m.get("kind") == "runner"]
+            if last and last.get("kind") == "cell" and last.get("state") == "start" \
+                    and isinstance(last.get("index"), int) and last["index"] not in skip:
                 skip.add(last["index"])
                 why = "did not finish" if stuck else "crashed the Python process"
                 notes.append(f"cell {last['index']} {why} within {timeout:g} s; "
                              "it was skipped and the notebook run again without it")
-            elif last and last.get("kind") == "check" and last.get("state") == "start":
-                results[last["id"]] = Result(last["id"], 0.0, get(last["id"]).points,
-                                             f"timed out after {timeouts[last['id']]:g} s")
-            elif not events or last.get("kind") == "runner":
-                tail = (tmp / f"worker-{attempt}.log").read_text(errors="replace")[-1500:]
-                err = last.get("error", "") if last else ""
+            elif last and last.get("kind") == "check" and last.get("id") in results:
+                continue  # that check hung or broke the worker; the others run again
+            elif final and final[-1].get("state") == "done":
+                notes.append("the worker finished without reporting every exercise")
+                break
+            else:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                err = str(final[-1].get("error", "")) if final else ""
                 notes.append("the grader's worker failed: " + (err or tail or "no output"))
                 break
         for ex in exercises:
-            results.setdefault(ex.id, Result(ex.id, 0.0, ex.points, "not graded: the notebook "
-                                             "could not be run to this point"))
-    ordered = [results[ex.id] for ex in exercises]
+            results.setdefault(ex.id, record(ex, 0, [], "not graded: the notebook could not "
+                                             "be run to this point"))
+    ordered = [Result(r["id"], r["score"], r["max_score"], r["message"], r["passed"],
+                      r.get("hint", "")) for r in (results[ex.id] for ex in exercises)]
     return NotebookReport(str(path), ordered, notes, time.time() - start)
 
 

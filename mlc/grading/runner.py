@@ -1,12 +1,18 @@
-"""The grading worker: runs a notebook's code, then each exercise's check.
+"""The grading worker: runs a notebook's code, then *observes* each exercise.
 
-Started by :mod:`mlc.grading.grader` as ``python -m mlc.grading.runner JOB.json``, in a
+Started by :mod:`mlc.grading.grader` as ``python -m mlc.grading.runner JOB.json FD``, in a
 process of its own so that nothing the student's code does (print without end, raise,
 ``sys.exit``, loop forever, crash the interpreter) can take the grader down with it.
 
-It reports progress as JSON lines appended to a file, so the grader always knows which
-cell or check is running and for how long: that is how a cell that ignores the alarm
-(a compiled Numba loop, say) is still stopped, skipped and reported.
+The cells run in an IPython shell, as in JupyterLab: ``%time x = f()`` defines ``x``,
+``display(...)`` displays, ``%%capture`` captures. Then, for each exercise, a fork of the
+worker calls the student's definitions on the cases the grader sent and writes what they
+returned to the channel ``FD`` (JSON lines, :mod:`mlc.grading.wire`). The worker holds
+no expected answer and decides no score: the grader judges what arrives. The same channel
+carries progress (which cell or exercise is running), so the grader knows what to stop,
+skip and report when a cell outlives its time limit.
+
+Grading needs a POSIX system (Linux, macOS, WSL): each exercise runs in a ``fork``.
 """
 
 from __future__ import annotations
@@ -46,35 +52,17 @@ class BoundedWriter(io.TextIOBase):
         return "".join(self.parts) + tail
 
 
-def transform_magics(source: str) -> str | None:
-    """Make IPython-only syntax plain Python: drop line magics and shell escapes.
+class Channel:
+    """JSON lines to the grader over an inherited file descriptor."""
 
-    Returns None for a cell whose cell magic runs something other than Python (%%bash).
-    """
-    lines = source.split("\n")
-    if lines and lines[0].lstrip().startswith("%%"):
-        magic = lines[0].lstrip()[2:].split()[0] if len(lines[0].strip()) > 2 else ""
-        if magic not in {"time", "timeit", "capture"}:
-            return None
-        lines = lines[1:]
-    out = []
-    for line in lines:
-        body = line.lstrip()
-        if body.startswith(("%", "!")):
-            out.append(line[: len(line) - len(body)] + "pass")
-        else:
-            out.append(line)
-    return "\n".join(out)
+    def __init__(self, fd: int):
+        self.fd = fd
 
-
-class _Progress:
-    def __init__(self, path: str):
-        self.file = open(path, "a", encoding="utf-8")
-
-    def __call__(self, **event):
-        event["t"] = time.time()
-        self.file.write(json.dumps(event) + "\n")
-        self.file.flush()
+    def __call__(self, **message):
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
 
 
 def _alarm(seconds: float):
@@ -89,115 +77,129 @@ def _cancel_alarm():
     signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _display(*objs, **kwargs):
-    for obj in objs:
-        print(repr(obj))
+def make_shell():
+    """An IPython shell without a terminal or a kernel: magics and display work as in
+    Jupyter; GUI event loops are refused quietly (``%matplotlib inline`` then draws
+    with the non-interactive backend)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class GradingShell(InteractiveShell):
+        def enable_gui(self, gui=None):
+            return None
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database shared between workers
+    return GradingShell.instance(config=config)
 
 
-def run_cells(cells, skip, timeout, progress, src_dir: str) -> dict:
-    """Run the notebook's cells in one namespace, each under its own alarm.
+def _error_of(result, timeout: float) -> str | None:
+    err = result.error_before_exec or result.error_in_exec
+    if err is None:
+        return None
+    if isinstance(err, CellTimeout):
+        return f"did not finish within {timeout:g} s"
+    if isinstance(err, SystemExit):
+        return f"called sys.exit({err.code})"
+    return f"{type(err).__name__}: {err}"
 
-    Each cell is written to ``src_dir/cell_N.py`` and compiled under that file name, so
-    tools that need a real source file work as they do in Jupyter: tracebacks show the
-    student's lines, and ``numba.njit(cache=True)`` finds a place for its cache.
-    """
-    ns = {"__name__": "__main__", "display": _display}
+
+def run_cells(shell, cells, skip, timeout, send) -> None:
+    """Run the notebook's cells in the shell's namespace, each under its own alarm."""
     for index, source in enumerate(cells):
         if index in skip:
             continue
-        code = transform_magics(source)
-        progress(kind="cell", index=index, state="start")
+        send(kind="cell", index=index, state="start")
+        out = BoundedWriter()
+        old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = out
         error = None
-        if code is not None:
-            out = BoundedWriter()
-            old = sys.stdout, sys.stderr
-            sys.stdout = sys.stderr = out
-            try:
-                _alarm(timeout)
-                exec(compile(code, _source_file(src_dir, index, code), "exec"), ns)
-            except CellTimeout:
-                error = f"did not finish within {timeout:g} s"
-            except SystemExit as err:
-                error = f"called sys.exit({err.code})"
-            except BaseException as err:  # noqa: BLE001 - anything the student's code raises
-                error = f"{type(err).__name__}: {err}"
-            finally:
-                _cancel_alarm()
-                sys.stdout, sys.stderr = old
-        progress(kind="cell", index=index, state="end", error=error)
-    return ns
+        try:
+            _alarm(timeout)
+            error = _error_of(shell.run_cell(source, store_history=True), timeout)
+        except CellTimeout:  # the alarm rang outside the cell's own code
+            error = f"did not finish within {timeout:g} s"
+        finally:
+            _cancel_alarm()
+            sys.stdout, sys.stderr = old
+        send(kind="cell", index=index, state="end", error=error)
 
 
-def _source_file(src_dir: str, index: int, code: str) -> str:
-    os.makedirs(src_dir, exist_ok=True)
-    path = os.path.join(src_dir, f"cell_{index}.py")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(code)
-    return path
+def _observe_child(ex_id, cases, ns, timeout, send) -> int:
+    from .protocol import observe_case, observe_names
+    from .registry import get
+    from .wire import from_plain
 
-
-def _child_check(ex_id, ns, timeout, out_path):
-    from .check import run_check
-
-    sink = BoundedWriter()
-    sys.stdout = sys.stderr = sink
+    ex = get(ex_id)
+    sys.stdout = sys.stderr = BoundedWriter()
     try:
         _alarm(timeout)
-        rec = run_check(ex_id, ns)
+        names = observe_names(ex, ns)
+        send(kind="names", id=ex_id, names=names)
+        if any(names[n] == "missing" for n in (*ex.needs, *ex.values)):
+            return 0
+        for index, case in enumerate(cases):
+            obs = observe_case(ex, ns, from_plain(case))
+            send(kind="obs", id=ex_id, case=index, obs=obs)
+            if "error" in obs:
+                break
     except CellTimeout:
-        rec = {"id": ex_id, "score": 0.0, "message": f"timed out after {timeout:g} s"}
-    except BaseException as err:  # noqa: BLE001
-        rec = {"id": ex_id, "score": 0.0, "message": f"{type(err).__name__}: {err}"}
+        return 3
     finally:
         _cancel_alarm()
-    with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(rec, f)
+    return 0
 
 
-def run_checks(ids, ns, timeouts, outdir, progress) -> None:
-    for ex_id in ids:
-        progress(kind="check", id=ex_id, state="start")
-        out_path = os.path.join(outdir, f"check-{ex_id}.json")
-        if hasattr(os, "fork"):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:  # the child: a copy of the notebook's state to break at will
-                try:
-                    _child_check(ex_id, ns, timeouts[ex_id], out_path)
-                finally:
-                    os._exit(0)
-            deadline = time.time() + timeouts[ex_id] + 2.0
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.time() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.02)
-        else:  # no fork (Windows): run in-process; the grader's watchdog stops a hang
-            _child_check(ex_id, ns, timeouts[ex_id], out_path)
-        progress(kind="check", id=ex_id, state="end")
+def run_checks(exercises, ns, send) -> None:
+    """Observe each exercise in a fork of this process (a copy of the notebook's state
+    that the student's code may break at will), under the exercise's time limit."""
+    for job in exercises:
+        ex_id, timeout = job["id"], float(job["timeout"])
+        send(kind="check", id=ex_id, state="start")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _observe_child(ex_id, job["cases"], ns, timeout, send)
+            finally:
+                os._exit(code)
+        deadline = time.time() + timeout + 2.0
+        status = "ok"
+        while True:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                if os.WIFEXITED(code) and os.WEXITSTATUS(code) == 3:
+                    status = "timeout"
+                elif not (os.WIFEXITED(code) and os.WEXITSTATUS(code) == 0):
+                    status = "crashed"
+                break
+            if time.time() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status = "timeout"
+                break
+            time.sleep(0.01)
+        send(kind="check", id=ex_id, state="end", status=status)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0], encoding="utf-8") as f:
         job = json.load(f)
+    send = Channel(int(argv[1]))
     os.environ[GRADING_ENV] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
-    progress = _Progress(job["progress"])
     sys.path.insert(0, os.getcwd())
     try:
-        ns = run_cells(job["cells"], set(job["skip"]), job["cell_timeout"], progress,
-                       src_dir=os.path.join(job["outdir"], "cells"))
-        run_checks(job["ids"], ns, job["timeouts"], job["outdir"], progress)
+        shell = make_shell()
+        run_cells(shell, job["cells"], set(job["skip"]), job["cell_timeout"], send)
+        run_checks(job["exercises"], shell.user_ns, send)
     except BaseException:  # noqa: BLE001 - report, never hang or die silently
-        progress(kind="runner", state="error", error=traceback.format_exc()[-2000:])
+        send(kind="runner", state="error", error=traceback.format_exc()[-2000:])
         return 1
-    progress(kind="runner", state="done")
+    send(kind="runner", state="done")
     return 0
 
 

@@ -1,53 +1,89 @@
-"""Unit 00, welcome: a first Numba kernel and the arithmetic of the roofline."""
+"""Unit 00, welcome: a first Numba kernel and the arithmetic of the roofline.
+
+Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases`` and
+``judge`` run in the grader, ``observe`` next to the student's code.
+"""
 
 import numpy as np
 
-from ..registry import exercise
+from ..registry import Check, exercise
+
+NB = "00_welcome"
 
 
-@exercise("welcome.saxpy", points=2, notebook="00_welcome",
-          hint="Decorate with @numba.njit, allocate out = np.empty_like(x), then loop "
-               "`for i in range(x.shape[0]): out[i] = a * x[i] + y[i]` and return out.")
-def _saxpy(ns, t):
-    saxpy = t.need(ns, "saxpy")
-    t.true(hasattr(saxpy, "py_func") and hasattr(saxpy, "signatures"),
-           "saxpy is compiled by Numba", "decorate it with @numba.njit")
-    rng = np.random.default_rng(7)
-    for n in (1, 7, 1000):
-        x = rng.standard_normal(n).astype(np.float32)
-        y = rng.standard_normal(n).astype(np.float32)
-        x0, y0 = x.copy(), y.copy()
-        out = saxpy(np.float32(1.5), x, y)
-        t.close(out, 1.5 * x0 + y0, f"saxpy(1.5, x, y) with {n} elements", rtol=1e-5)
-        t.true(np.array_equal(x, x0) and np.array_equal(y, y0),
-               f"x and y are left unchanged ({n} elements)", "write into a new array")
-    empty = saxpy(np.float32(2.0), np.zeros(0, np.float32), np.zeros(0, np.float32))
-    t.equal(np.shape(empty), (0,), "saxpy of empty vectors is empty")
+@exercise("welcome.saxpy", points=2, notebook=NB, needs=("saxpy",),
+          hint="saxpy returns a new array with a * x[i] + y[i] at every i; check the loop "
+               "covers every element and that x and y are only read")
+class _Saxpy(Check):
+    def cases(self):
+        rng = np.random.default_rng(7)
+        out = []
+        for n in (1, 7, 1000, 0):
+            x = rng.standard_normal(n).astype(np.float32)
+            y = rng.standard_normal(n).astype(np.float32)
+            out.append({"what": f"saxpy(1.5, x, y) with {n} elements", "a": 1.5, "x": x,
+                        "y": y})
+        return out
+
+    def observe(self, ns, case):
+        x, y = case["x"], case["y"]
+        out = ns["saxpy"](np.float32(case["a"]), x, y)
+        return {"out": np.asarray(out), "x": x, "y": y}
+
+    def judge(self, case, obs, t):
+        x, y = case["x"], case["y"]
+        t.close(obs["out"], case["a"] * x + y, case["what"], rtol=1e-5)
+        t.true(np.array_equal(obs["x"], x) and np.array_equal(obs["y"], y),
+               f"x and y are left unchanged ({x.size} elements)", "write into a new array")
+
+    def inspect(self, src, t):
+        d = src.definition("saxpy")
+        t.true(d is not None and bool({"njit", "jit"} & d.names()),
+               "saxpy is compiled by Numba", "decorate it with @numba.njit")
 
 
-@exercise("welcome.matmul_intensity", points=1, notebook="00_welcome",
-          hint="FLOPs = 2*n*k*m (a multiply and an add per product); bytes = "
-               "(n*k + k*m + n*m) * bytes_per_element: read A and B once, write C once.")
-def _intensity(ns, t):
-    f = t.need(ns, "matmul_intensity")
-    for n, k, m, b in [(1024, 1024, 1024, 4), (64, 4096, 1, 4), (128, 256, 512, 2), (1, 1, 1, 8)]:
-        expected = 2 * n * k * m / ((n * k + k * m + n * m) * b)
-        t.close(f(n, k, m, b), expected, f"matmul_intensity({n}, {k}, {m}, {b})", rtol=1e-9)
-    t.close(f(32, 32, 32), 2 * 32**3 / (3 * 32 * 32 * 4), "the default is 4 bytes (float32)",
-            rtol=1e-9)
+@exercise("welcome.matmul_intensity", points=1, notebook=NB, needs=("matmul_intensity",),
+          hint="intensity is FLOPs divided by bytes moved: count the multiply-adds of every "
+               "output element, and the bytes of each matrix read or written once")
+class _Intensity(Check):
+    def cases(self):
+        shapes = [(1024, 1024, 1024, 4), (64, 4096, 1, 4), (128, 256, 512, 2), (1, 1, 1, 8)]
+        out = [{"what": f"matmul_intensity({n}, {k}, {m}, {b})", "args": [n, k, m, b]}
+               for n, k, m, b in shapes]
+        out.append({"what": "the default is 4 bytes (float32)", "args": [32, 32, 32]})
+        return out
+
+    def observe(self, ns, case):
+        return float(ns["matmul_intensity"](*case["args"]))
+
+    def judge(self, case, obs, t):
+        n, k, m, b = (*case["args"], 4)[:4]
+        t.close(obs, 2 * n * k * m / ((n * k + k * m + n * m) * b), case["what"], rtol=1e-9)
 
 
-@exercise("welcome.roofline_time", points=2, notebook="00_welcome",
-          hint="An op needs at least flops/peak_flops seconds to compute and bytes/bandwidth "
-               "seconds to move its data; it can overlap the two, so it takes the larger.")
-def _roofline(ns, t):
-    f = t.need(ns, "roofline_time")
-    bound = t.need(ns, "bound_by")
-    cases = [(2e9, 1e6, 1e11, 2e10), (1e6, 4e9, 1e11, 2e10), (5e10, 1e9, 1e11, 2e10),
-             (1.0, 1.0, 1.0, 1.0)]
-    for flops, nbytes, peak, bw in cases:
-        expected = max(flops / peak, nbytes / bw)
-        t.close(f(flops, nbytes, peak, bw), expected,
-                f"roofline_time({flops:g}, {nbytes:g}, {peak:g}, {bw:g})", rtol=1e-9)
-    t.equal(bound(2e9, 1e6, 1e11, 2e10), "compute", "a matmul-like op is compute bound")
-    t.equal(bound(1e6, 4e9, 1e11, 2e10), "memory", "an elementwise-like op is memory bound")
+@exercise("welcome.roofline_time", points=2, notebook=NB, needs=("roofline_time", "bound_by"),
+          hint="an op needs time to compute and time to move its data, and can overlap the "
+               "two: which of the two times decides?")
+class _Roofline(Check):
+    def cases(self):
+        args = [(2e9, 1e6, 1e11, 2e10), (1e6, 4e9, 1e11, 2e10), (5e10, 1e9, 1e11, 2e10),
+                (1.0, 1.0, 1.0, 1.0)]
+        out = [{"what": "roofline_time({:g}, {:g}, {:g}, {:g})".format(*a), "fn": "time",
+                "args": list(a)} for a in args]
+        out += [{"what": "a matmul-like op is compute bound", "fn": "bound",
+                 "args": [2e9, 1e6, 1e11, 2e10]},
+                {"what": "an elementwise-like op is memory bound", "fn": "bound",
+                 "args": [1e6, 4e9, 1e11, 2e10]}]
+        return out
+
+    def observe(self, ns, case):
+        if case["fn"] == "time":
+            return float(ns["roofline_time"](*case["args"]))
+        return str(ns["bound_by"](*case["args"]))
+
+    def judge(self, case, obs, t):
+        flops, nbytes, peak, bw = case["args"]
+        if case["fn"] == "time":
+            t.close(obs, max(flops / peak, nbytes / bw), case["what"], rtol=1e-9)
+        else:
+            t.equal(obs, "compute" if flops / peak >= nbytes / bw else "memory", case["what"])

@@ -1,0 +1,91 @@
+"""The notebook's source, read by the grader: for checks of *how* a function is written.
+
+Some exercises grade a technique, not only a result ("compact must not call as_strided",
+"parallel_sum loops with prange"). Asking the worker would mean trusting the student's
+process to describe its own code, so the grader reads the notebook file instead: it
+finds the last top-level definition of a name in the code cells (the one a notebook run
+from top to bottom keeps) and looks at its syntax tree.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+
+def _python(cell: str) -> str:
+    """A cell as plain Python: IPython's own transform turns magics into calls."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:  # without IPython: drop magic lines, which are not Python
+        return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln
+                         for ln in cell.split("\n"))
+    return TransformerManager().transform_cell(cell)
+
+
+@dataclass
+class Definition:
+    name: str
+    text: str
+    tree: ast.AST
+
+    def names(self) -> set[str]:
+        """Every identifier and attribute name the definition mentions."""
+        out = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Name):
+                out.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                out.add(node.attr)
+            elif isinstance(node, ast.alias):
+                out.add(node.asname or node.name)
+        return out
+
+    def calls(self) -> set[str]:
+        """The names of everything the definition calls (``np.ndarray(...)`` -> ndarray)."""
+        out = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call):
+                f = node.func
+                if isinstance(f, ast.Name):
+                    out.add(f.id)
+                elif isinstance(f, ast.Attribute):
+                    out.add(f.attr)
+        return out
+
+    def loops(self) -> int:
+        """How many ``for``/``while`` loops the definition contains."""
+        return sum(isinstance(n, (ast.For, ast.While)) for n in ast.walk(self.tree))
+
+
+class Sources:
+    """The code cells of one notebook, searchable by the names they define."""
+
+    def __init__(self, cells: list[str]):
+        self.cells = list(cells)
+        self._defs: dict[str, Definition] = {}
+        for cell in self.cells:
+            try:
+                code = _python(cell)
+                tree = ast.parse(code)
+            except (SyntaxError, ValueError):
+                continue  # a cell that does not parse defines nothing the grader can read
+            for node in tree.body:
+                for name in _defined_names(node):
+                    text = ast.get_source_segment(code, node) or ""
+                    self._defs[name] = Definition(name, text, node)
+
+    def definition(self, name: str) -> Definition | None:
+        """The last top-level definition of ``name`` (def, class or assignment), or None."""
+        return self._defs.get(name)
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    targets = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
