@@ -13,6 +13,9 @@ from mlc import te, tir
 from check_util import check_runner
 
 from mlc.grading.check import run_check
+from mlc.grading.protocol import verdict
+from mlc.grading.registry import get
+from mlc.grading.wire import public, roundtrip
 from mlc.grading.checks.tensor_ir import conv2d_ref
 
 # ---- reference solutions ----------------------------------------------------------------------
@@ -81,6 +84,7 @@ REF = {"batch_matmul_relu": batch_matmul_relu, "conv2d_nchw": conv2d_nchw,
        "mean_var": mean_var, "block_info": block_info}
 IDS = ["tensor_ir.batch_matmul_relu", "tensor_ir.conv2d", "tensor_ir.mean_var",
        "tensor_ir.block_info"]
+NAMES = ["batch_matmul_relu", "conv2d_nchw", "mean_var", "block_info"]
 
 
 _run, _fails = check_runner(REF)
@@ -99,12 +103,107 @@ def _todo(*args):
     raise NotImplementedError("your code here")
 
 
-@pytest.mark.parametrize("ex_id,name", list(zip(IDS, ["batch_matmul_relu", "conv2d_nchw",
-                                                  "mean_var", "block_info"], strict=True)))
+@pytest.mark.parametrize("ex_id,name", list(zip(IDS, NAMES, strict=True)))
 def test_stub_and_missing(ex_id, name):
-    assert "not implemented" in _run(ex_id, **{name: _todo})["message"]
+    rec = _run(ex_id, **{name: _todo})
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"], rec
+    assert rec["hint"] == "", "an untouched stub gets no hint"
     ns = {k: v for k, v in REF.items() if k != name}
-    assert f"`{name}` is not defined" in run_check(ex_id, ns)["message"]
+    rec = run_check(ex_id, ns)
+    assert rec["score"] == 0 and f"`{name}` is not defined" in rec["message"], rec
+    assert rec["hint"] == ""
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges_not_code(ex_id):
+    hint = get(ex_id).hint
+    assert hint and "te.compute(" not in hint and "te.sum(" not in hint and "lambda" not in hint
+    assert "[" not in hint and " = " not in hint, hint  # no indexing, no assignments
+
+
+def _verdict(ex_id, forge):
+    """Grade the reference, with every observation replaced by ``forge(case, obs)``:
+    the judge must treat what comes from the worker as untrusted data."""
+    ex = get(ex_id)
+    cases = ex.check.cases()
+    obs = []
+    for case in cases:
+        o = roundtrip(ex.check.observe(dict(REF), roundtrip(public(case))))
+        obs.append({"ok": roundtrip(forge(case, o))})
+    return verdict(ex, cases, None, obs, None)
+
+
+_FORGED = [None, 3, "x", [], {}, {"kind": "primfunc"},
+           {"kind": "primfunc", "params": [[1, 2, 3]], "reduce": [], "run": {}},
+           {"kind": "primfunc", "params": "A", "reduce": None, "run": None}]
+
+
+@pytest.mark.parametrize("ex_id", IDS[:3])
+@pytest.mark.parametrize("forged", range(len(_FORGED)))
+def test_te_judges_reject_malformed_observations(ex_id, forged):
+    rec = _verdict(ex_id, lambda case, o: _FORGED[forged])
+    assert rec["score"] == 0 and "unexpected form" not in rec["message"], rec
+
+
+@pytest.mark.parametrize("ex_id", IDS[:3])
+def test_te_judges_check_outputs_not_the_workers_word(ex_id):
+    def zero(case, o):  # the right program, but outputs of zeros (or of a wrong shape)
+        o["run"]["outputs"] = [np.zeros_like(a) for a in o["run"]["outputs"]]
+        return o
+
+    assert _verdict(ex_id, zero)["score"] == 0
+    for bad in ([], [np.zeros(3)], ["x"], [[np.nan]]):
+        rec = _verdict(ex_id, lambda case, o, bad=bad: {**o, "run": {"outputs": bad}})
+        assert rec["score"] == 0 and "unexpected form" not in rec["message"], rec
+    rec = _verdict(ex_id, lambda case, o: {**o, "run": {"stage": "run", "mro": "x"}})
+    assert rec["score"] == 0 and "unexpected form" not in rec["message"], rec
+    assert _verdict(ex_id, lambda case, o: o)["score"] == get(ex_id).points
+
+
+@pytest.mark.parametrize("forged", [None, [], {}, {"result": {}}, {"result": [1]},
+                                    {"result": {"C": 1}}, {"result": {"C": {"loops": "57"}}}])
+def test_block_info_judge_rejects_malformed_observations(forged):
+    rec = _verdict("tensor_ir.block_info", lambda case, o: forged)
+    assert rec["score"] == 0 and "unexpected form" not in rec["message"], rec
+
+
+def test_block_info_judge_compares_with_its_own_program():
+    def mutated(case, o):
+        return {**o, "after": o["after"] + "# changed"}
+
+    rec = _verdict("tensor_ir.block_info", mutated)
+    assert rec["score"] == 0 and "changed the PrimFunc" in rec["message"], rec
+    rec = _verdict("tensor_ir.block_info", lambda case, o: {**o, "before": "x"})
+    assert rec["score"] == 0 and "not the grader's" in rec["message"], rec
+    assert _verdict("tensor_ir.block_info", lambda case, o: o)["score"] == 2
+
+
+def test_block_info_mutation_is_caught():
+    def mutating(func):
+        info = block_info(func)
+        func.name = "renamed"
+        return info
+
+    _fails("tensor_ir.block_info", "changed the PrimFunc", block_info=mutating)
+
+
+def test_block_info_accepts_int_like_extents():
+    def numpy_ints(func):
+        return {b: {k: tuple(np.int64(x) for x in v) for k, v in d.items()}
+                for b, d in block_info(func).items()}
+
+    assert _run("tensor_ir.block_info", block_info=numpy_ints)["score"] == 2
+    _fails("tensor_ir.block_info", "list of int extents",
+           block_info=lambda f: {b: {k: [object()] for k in d} for b, d in
+                                 block_info(f).items()})
+
+
+def test_te_wrong_returns():
+    _fails("tensor_ir.mean_var", "te tensor", mean_var=lambda n, m: te.placeholder((n, m)))
+    _fails("tensor_ir.mean_var", "should return a tir.PrimFunc", "got int",
+           mean_var=lambda n, m: 3)
+    _fails("tensor_ir.mean_var", "mean_var(3, 5): your code raised ZeroDivisionError",
+           mean_var=lambda n, m: 1 / 0)
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -1,95 +1,184 @@
-"""Unit 05, tensor IR: te programs checked against numpy, and a walk over a PrimFunc's IR.
+"""Unit 05, tensor IR (exercises 1-3): te programs checked against numpy.
 
-The te exercises ask for a *function of the shapes* that returns a ``tir.PrimFunc``, so a
-check can make programs for shapes the student never saw (rectangular, size 1, stride 2
-with padding). Each program is built with ``tir.build`` for the "python" target (no
-compilation; a read past the end of a buffer raises IndexError instead of reading
-garbage) on arrays whose outputs start as NaN, compared with numpy, and finally built
-once for "cpu" as well. When a result is wrong the check compares it with the results of
-the usual mistakes (relu inside the sum, no padding, stride ignored, sample variance,
-...) and says which one it looks like.
+The exercises ask for a *function of the shapes* returning a ``tir.PrimFunc``, so a check
+makes programs for shapes the student never saw. A PrimFunc cannot travel: ``observe``
+(worker) reports its parameters, its reduce extents and what running it did (built with
+``tir.build`` for "python", where a read past the end of a buffer is an IndexError, or
+once for "cpu"; run on the case's arrays, outputs starting as NaN). ``judge`` (grader)
+computes the numpy reference and, when a result is wrong, compares it with the usual
+mistakes (relu inside the sum, no padding, stride ignored, sample variance, ...).
+Exercise 4 (``block_info``) is in :mod:`.tensor_ir_blocks`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise, call as _call, first_line as _first_line
+from ..registry import Check, CheckFailed, call, exercise, need
 
 NB = "05_tensor_ir"
+TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
-# ---- shared helpers ------------------------------------------------------------------------
+# ---- in the worker: a PrimFunc as data --------------------------------------------------------
 
-def _make(t, fn, name, args):
-    """Call the student's ``fn(*args)`` and insist on a PrimFunc."""
+def _observe_prim(ns: dict, name: str, case: dict) -> dict:
+    """Call the student's ``name(*args)``; describe what it returned and what running it did."""
     from ... import te, tir
+    from ...tir.functor import blocks_in
 
-    call = f"{name}({', '.join(map(repr, args))})"
-    func = _call(call, fn, *args)
-    if isinstance(func, (list, tuple)) and func and all(isinstance(x, te.Tensor) for x in func):
-        raise CheckFailed(f"{call} returned a list of te tensors; pass them to "
-                          "te.create_prim_func([...]) and return the PrimFunc it makes")
-    if isinstance(func, te.Tensor):
-        raise CheckFailed(f"{call} returned the te tensor {func.name}; return "
-                          "te.create_prim_func([inputs..., outputs...]) instead")
-    if not isinstance(func, tir.PrimFunc):
-        raise CheckFailed(f"{call} should return a tir.PrimFunc (made by "
-                          f"te.create_prim_func), got {type(func).__name__}")
-    return func, call
+    res = call(case["call"], need(ns, name), *case["args"])
+    if isinstance(res, (list, tuple)) and res and all(isinstance(x, te.Tensor) for x in res):
+        return {"kind": "tensors", "names": [str(x.name) for x in res]}
+    if isinstance(res, te.Tensor):
+        return {"kind": "tensor", "name": str(res.name)}
+    if not isinstance(res, tir.PrimFunc):
+        return {"kind": "other", "type": type(res).__name__}
+    params = [[str(p.name), [int(s) for s in p.shape], str(p.dtype)] for p in res.params]
+    reduce = sorted(int(iv.extent) for b in blocks_in(res.body) for iv in b.iter_vars
+                    if iv.kind == "reduce")
+    return {"kind": "primfunc", "params": params, "reduce": reduce, "run": _run(res, case)}
 
 
-def _check_params(func, call, expected):
+def _run(func, case: dict) -> dict:
+    """Build ``func`` for the case's target, run it on the case's inputs and NaN outputs."""
+    from ... import tir
+
+    inputs = [np.array(a, dtype=np.float32) for a in case["inputs"]]
+    outputs = [np.full(tuple(s), np.nan, np.float32) for s in case["outputs"]]
+    try:
+        mod = tir.build(func, case["target"])
+    except Exception as err:  # noqa: BLE001 - reported as data, judged in the grader
+        return _error("build", err)
+    try:
+        mod(*inputs, *outputs)
+    except Exception as err:  # noqa: BLE001
+        return _error("run", err)
+    return {"outputs": outputs}
+
+
+def _error(stage: str, err: BaseException) -> dict:
+    return {"stage": stage, "type": type(err).__name__,
+            "mro": [c.__name__ for c in type(err).__mro__], "text": str(err)[:2000]}
+
+
+# ---- in the grader: reading the observation ---------------------------------------------------
+
+def _text(v, limit: int = 300) -> str:
+    """A string from the worker, on one line and of bounded length."""
+    s = " ".join((v if isinstance(v, str) else repr(v)).split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def _malformed(call_: str, what: str):
+    return CheckFailed(f"{call_}: malformed observation ({what})")
+
+
+def _ints(v, call_: str, what: str) -> list[int]:
+    if not isinstance(v, (list, tuple)) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise _malformed(call_, what)
+    return [int(x) for x in v]
+
+
+def _check_params(params, call_: str, expected) -> None:
     """``expected``: a list of (role, shape) in parameter order; all float32."""
-    got = [(p.name, p.shape, p.dtype) for p in func.params]
+    if not isinstance(params, list):
+        raise _malformed(call_, "parameters")
+    got = []
+    for p in params:
+        if not (isinstance(p, (list, tuple)) and len(p) == 3 and isinstance(p[0], str)
+                and isinstance(p[2], str)):
+            raise _malformed(call_, "parameters")
+        got.append((_text(p[0], 60), tuple(_ints(p[1], call_, "a parameter's shape")), p[2]))
     want = ", ".join(f"{role} {shape}" for role, shape in expected)
     if len(got) != len(expected):
         have = ", ".join(f"{n} {s}" for n, s, _ in got)
-        raise CheckFailed(f"{call}: the PrimFunc should take {len(expected)} buffers, in this "
+        raise CheckFailed(f"{call_}: the PrimFunc should take {len(expected)} buffers, in this "
                           f"order: {want}; yours takes {len(got)}: {have}. Pass "
                           "create_prim_func the inputs and then the outputs, and nothing else")
     for pos, ((pname, pshape, pdtype), (role, shape)) in enumerate(
             zip(got, expected, strict=True)):
         if pshape != tuple(shape):
-            raise CheckFailed(f"{call}: parameter {pos} ({pname}) should be {role} of shape "
+            raise CheckFailed(f"{call_}: parameter {pos} ({pname}) should be {role} of shape "
                               f"{tuple(shape)}, but it has shape {pshape}")
         if pdtype != "float32":
-            raise CheckFailed(f"{call}: parameter {pos} ({pname}) should be float32, "
-                              f"got {pdtype}")
+            raise CheckFailed(f"{call_}: parameter {pos} ({pname}) should be float32, "
+                              f"got {_text(pdtype, 40)}")
 
 
-def _run(func, call, arrays, target="python"):
-    """Build ``func`` for ``target`` and run it on ``arrays`` (outputs written in place)."""
-    from ... import tir
+def _outputs(case: dict, obs, expected, explain=None) -> tuple[list, list[int]]:
+    """The outputs of a te exercise's run (float64 arrays) and its reduce extents, after
+    checking what was returned and its parameters. ``explain(red, index_error)`` adds a
+    diagnosis to the message of a failed build or run."""
+    c = case["call"]
+    if not isinstance(obs, dict):
+        raise _malformed(c, "not a dict")
+    kind = obs.get("kind")
+    if kind == "tensors":
+        raise CheckFailed(f"{c} returned a list of te tensors; pass them to "
+                          "te.create_prim_func([...]) and return the PrimFunc it makes")
+    if kind == "tensor":
+        raise CheckFailed(f"{c} returned the te tensor {_text(obs.get('name'), 60)}; return "
+                          "the PrimFunc that te.create_prim_func makes of the inputs and "
+                          "outputs instead")
+    if kind != "primfunc":
+        raise CheckFailed(f"{c} should return a tir.PrimFunc (made by te.create_prim_func), "
+                          f"got {_text(obs.get('type'), 60)}")
+    _check_params(obs.get("params"), c, expected)
+    red = _ints(obs.get("reduce"), c, "reduce extents")
+    run = obs.get("run")
+    if not isinstance(run, dict):
+        raise _malformed(c, "run")
+    if "stage" in run:
+        msg, index_error = _run_message(case, run)
+        raise CheckFailed(msg + (explain(red, index_error) if explain else ""))
+    outs = run.get("outputs")
+    if not isinstance(outs, list) or len(outs) != len(case["outputs"]):
+        raise _malformed(c, "outputs")
+    arrays = []
+    for i, (o, shape) in enumerate(zip(outs, case["outputs"], strict=True)):
+        try:
+            a = np.asarray(o, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _malformed(c, f"output {i}") from None
+        if a.shape != tuple(shape):
+            raise _malformed(c, f"output {i} has shape {a.shape}")
+        arrays.append(a)
+    return arrays, red
 
-    try:
-        mod = tir.build(func, target)
-    except tir.VerifyError as err:
-        raise CheckFailed(f"{call}: the PrimFunc is not well formed: "
-                          + " ".join(str(err).split())) from None
-    try:
-        mod(*arrays)
-    except IndexError as err:
-        raise CheckFailed(f"{call}: the program reads or writes outside a buffer "
-                          f"(IndexError: {_first_line(err)}). Check every index against "
-                          "the shape of the buffer it reads") from None
-    except Exception as err:  # noqa: BLE001
-        raise CheckFailed(f"{call}, built for {target!r}, raised {type(err).__name__}: "
-                          f"{_first_line(err)}") from None
+
+def _run_message(case: dict, run: dict) -> tuple[str, bool]:
+    """The message of a failed build or run, and whether it was an IndexError."""
+    c, target = case["call"], case["target"]
+    mro = run.get("mro") if isinstance(run.get("mro"), list) else []
+    kind = _text(run.get("type"), 60)
+    text = run.get("text") if isinstance(run.get("text"), str) else ""
+    first = _text(text.strip().splitlines()[0] if text.strip() else "")
+    if run.get("stage") == "build":
+        if "VerifyError" in mro:
+            return f"{c}: the PrimFunc is not well formed: {_text(text, 600)}", False
+        return f"{c}: building it for {target!r} raised {kind}: {first}", False
+    if "IndexError" in mro:
+        return (f"{c}: the program reads or writes outside a buffer (IndexError: {first}). "
+                "Check every index against the shape of the buffer it reads", True)
+    return f"{c}, built for {target!r}, raised {kind}: {first}", False
 
 
 def _close(a, b, rtol=1e-4, atol=1e-5) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
 
 
-def _blocks(func):
-    from ...tir.functor import blocks_in
-
-    return blocks_in(func.body)
-
-
-def _reduce_extents(func) -> list:
-    return sorted(iv.extent for b in _blocks(func) for iv in b.iter_vars if iv.kind == "reduce")
+def _te_cases(rng, name: str, shapes, cpu_shape, inputs, outputs) -> list[dict]:
+    """One case per shape ("python"), then one built for "cpu". ``inputs(rng, *shape)`` and
+    ``outputs(*shape)`` give the input arrays and the output shapes."""
+    out = []
+    for shape, target in [*((s, "python") for s in shapes), (cpu_shape, "cpu")]:
+        c = f"{name}({', '.join(map(repr, shape))})"
+        out.append({"what": c if target == "python" else f"{c} built for 'cpu'", "call": c,
+                    "args": list(shape), "inputs": inputs(rng, *shape),
+                    "outputs": [list(s) for s in outputs(*shape)], "target": target})
+    return out
 
 
 # ---- exercise 1: batch matmul + relu ---------------------------------------------------------
@@ -98,63 +187,58 @@ def _bmm_ref(A, B):
     return np.maximum(np.einsum("bik,bkj->bij", A.astype(np.float64), B.astype(np.float64)), 0)
 
 
-@exercise("tensor_ir.batch_matmul_relu", points=2, notebook=NB,
-          hint="one compute for the batched product, C[b, i, j] = te.sum(A[b, i, r] * "
-               "B[b, r, j], axis=r) with r = te.reduce_axis((0, k)), then a second compute "
-               "for the relu, te.max(C[b, i, j], 0.0); return "
-               "te.create_prim_func([A, B, Out])")
-def _(ns, t):
-    fn = t.need(ns, "batch_matmul_relu")
-    rng = np.random.default_rng(50)
-    cases = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 5, 2, 7), (1, 6, 9, 4)]
-    for b, n, k, m in cases:
-        func, call = _make(t, fn, "batch_matmul_relu", (b, n, k, m))
-        _check_params(func, call, [("A", (b, n, k)), ("B", (b, k, m)), ("the output", (b, n, m))])
-        A = rng.uniform(-1, 1, (b, n, k)).astype(np.float32)
-        B = rng.uniform(-1, 1, (b, k, m)).astype(np.float32)
-        C = np.full((b, n, m), np.nan, np.float32)
-        try:
-            _run(func, call, [A, B, C])
-        except CheckFailed as err:
-            red = _reduce_extents(func)
-            if k not in red:  # the usual reason for a read past the end here
-                raise CheckFailed(f"{err}. The reduction should run over the shared dimension "
-                                  f"k = {k}, but the reduce axes of your program have extents "
-                                  f"{red}") from None
-            raise
+@exercise("tensor_ir.batch_matmul_relu", points=2, notebook=NB, needs=("batch_matmul_relu",),
+          hint="two compute stages: the batched product is a reduction over the shared "
+               "dimension, and the relu applies to each finished element of it in a stage "
+               "of its own; the PrimFunc's parameters are the inputs, then the output (the "
+               "lecture's te.compute, te.reduce_axis and te.create_prim_func)")
+class _BatchMatmulRelu(Check):
+    def cases(self):
+        rng = np.random.default_rng(50)
+
+        def inputs(rng, b, n, k, m):
+            return [rng.uniform(-1, 1, (b, n, k)).astype(np.float32),
+                    rng.uniform(-1, 1, (b, k, m)).astype(np.float32)]
+
+        return _te_cases(rng, "batch_matmul_relu",
+                         [(1, 1, 1, 1), (2, 3, 4, 5), (3, 5, 2, 7), (1, 6, 9, 4)],
+                         (2, 16, 12, 8), inputs, lambda b, n, k, m: [(b, n, m)])
+
+    def observe(self, ns, case):
+        return _observe_prim(ns, "batch_matmul_relu", case)
+
+    def judge(self, case, obs, t):
+        b, n, k, m = case["args"]
+        A, B = case["inputs"]
+
+        def explain(red, index_error):  # the usual reason for a read past the end here
+            return "" if k in red else (f". The reduction should run over the shared "
+                                        f"dimension k = {k}, but the reduce axes of your "
+                                        f"program have extents {red}")
+
+        (C,), red = _outputs(case, obs, [("A", (b, n, k)), ("B", (b, k, m)),
+                                         ("the output", (b, n, m))], explain)
         ref = _bmm_ref(A, B)
         if not _close(C, ref):
-            _diagnose_bmm(func, call, A, B, C, k)
-            t.close(C, ref, f"{call} equals relu(A @ B)", rtol=1e-4, atol=1e-5)
-        t.passed.append(f"{call} equals relu(A @ B) on random inputs")
-    # one compiled build: the same program through numba
-    b, n, k, m = 2, 16, 12, 8
-    func, call = _make(t, fn, "batch_matmul_relu", (b, n, k, m))
-    A = rng.uniform(-1, 1, (b, n, k)).astype(np.float32)
-    B = rng.uniform(-1, 1, (b, k, m)).astype(np.float32)
-    C = np.full((b, n, m), np.nan, np.float32)
-    _run(func, call, [A, B, C], target="cpu")
-    t.close(C, _bmm_ref(A, B), f"{call} built for 'cpu' equals relu(A @ B)", rtol=1e-4,
-            atol=1e-5)
+            _diagnose_bmm(case["call"], A, B, C, k, red)
+        t.close(C, ref, f"{case['what']} equals relu(A @ B) on random inputs", **TOL)
 
 
-def _diagnose_bmm(func, call, A, B, C, k):
+def _diagnose_bmm(c, A, B, C, k, red):
     A64, B64 = A.astype(np.float64), B.astype(np.float64)
-    plain = np.einsum("bik,bkj->bij", A64, B64)
     if np.isnan(C).any():
-        raise CheckFailed(f"{call}: some outputs were never written (they are still NaN): "
+        raise CheckFailed(f"{c}: some outputs were never written (they are still NaN): "
                           "does the last compute cover the whole (b, n, m) output?")
-    if _close(C, plain):
-        raise CheckFailed(f"{call}: the result is A @ B without the relu: negative entries "
-                          "must become 0 (te.max(x, 0.0) in a compute after the sum)")
+    if _close(C, np.einsum("bik,bkj->bij", A64, B64)):
+        raise CheckFailed(f"{c}: the result is A @ B without the relu: negative entries "
+                          "must become 0, in a compute stage after the sum")
     inside = np.maximum(A64[:, :, :, None] * B64[:, None, :, :], 0).sum(axis=2)
     if _close(C, inside):
-        raise CheckFailed(f"{call}: you applied the relu to each product inside the sum "
+        raise CheckFailed(f"{c}: you applied the relu to each product inside the sum "
                           "(sum of relu(a*b)); relu must apply to the finished sum, in a "
                           "compute stage of its own")
-    red = _reduce_extents(func)
     if k not in red:
-        raise CheckFailed(f"{call}: the reduction should run over the shared dimension "
+        raise CheckFailed(f"{c}: the reduction should run over the shared dimension "
                           f"k = {k}, but the reduce axes of your program have extents {red}")
 
 
@@ -180,69 +264,71 @@ def _out_size(H, W, KH, KW, stride, pad):
     return (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
 
 
-@exercise("tensor_ir.conv2d", points=3, notebook=NB,
-          hint="first a padded copy, Xp = te.compute((N, C, H + 2*pad, W + 2*pad), lambda "
-               "n, c, h, w: te.if_then_else(te.all(h >= pad, h < H + pad, w >= pad, w < W + "
-               "pad), X[n, c, h - pad, w - pad], 0.0)); then three reduce axes rc, rh, rw and "
-               "Out[n, f, y, x] = te.sum(Xp[n, rc, y*stride + rh, x*stride + rw] * "
-               "Wt[f, rc, rh, rw], axis=[rc, rh, rw])")
-def _(ns, t):
-    fn = t.need(ns, "conv2d_nchw")
-    rng = np.random.default_rng(51)
-    # (N, C, H, W, F, KH, KW, stride, pad)
-    cases = [(1, 1, 3, 3, 1, 1, 1, 1, 0), (1, 2, 5, 5, 3, 3, 3, 1, 0),
-             (1, 2, 5, 6, 2, 3, 3, 1, 1), (2, 3, 7, 6, 2, 3, 2, 2, 1),
-             (1, 2, 6, 5, 2, 2, 3, 2, 0), (1, 1, 4, 4, 1, 3, 3, 1, 2)]
-    for case in cases:
-        N, C, H, W, F, KH, KW, stride, pad = case
+@exercise("tensor_ir.conv2d", points=3, notebook=NB, needs=("conv2d_nchw",),
+          hint="pad first, in a compute stage of its own that gives zeros outside the image; "
+               "then one reduction over the input channels and the kernel window together, "
+               "the window's origin moving by stride from one output element to the next. "
+               "Check the output shape against the formula in the exercise")
+class _Conv2d(Check):
+    def cases(self):
+        rng = np.random.default_rng(51)
+
+        def inputs(rng, N, C, H, W, F, KH, KW, stride, pad):
+            return [rng.uniform(-1, 1, (N, C, H, W)).astype(np.float32),
+                    rng.uniform(-1, 1, (F, C, KH, KW)).astype(np.float32)]
+
+        def outputs(N, C, H, W, F, KH, KW, stride, pad):
+            return [(N, F, *_out_size(H, W, KH, KW, stride, pad))]
+
+        # (N, C, H, W, F, KH, KW, stride, pad)
+        shapes = [(1, 1, 3, 3, 1, 1, 1, 1, 0), (1, 2, 5, 5, 3, 3, 3, 1, 0),
+                  (1, 2, 5, 6, 2, 3, 3, 1, 1), (2, 3, 7, 6, 2, 3, 2, 2, 1),
+                  (1, 2, 6, 5, 2, 2, 3, 2, 0), (1, 1, 4, 4, 1, 3, 3, 1, 2)]
+        return _te_cases(rng, "conv2d_nchw", shapes, (1, 3, 8, 8, 4, 3, 3, 1, 1), inputs,
+                         outputs)
+
+    def observe(self, ns, case):
+        return _observe_prim(ns, "conv2d_nchw", case)
+
+    def judge(self, case, obs, t):
+        N, C, H, W, F, KH, KW, stride, pad = case["args"]
         OH, OW = _out_size(H, W, KH, KW, stride, pad)
-        func, call = _make(t, fn, "conv2d_nchw", case)
-        _check_params(func, call, [("the input X", (N, C, H, W)), ("the weight", (F, C, KH, KW)),
-                                   (f"the output, (N, F, OH, OW) with OH = (H + 2*pad - KH) "
-                                    f"// stride + 1 = {OH} and OW = {OW},", (N, F, OH, OW))])
-        X = rng.uniform(-1, 1, (N, C, H, W)).astype(np.float32)
-        Wt = rng.uniform(-1, 1, (F, C, KH, KW)).astype(np.float32)
-        out = np.full((N, F, OH, OW), np.nan, np.float32)
-        try:
-            _run(func, call, [X, Wt, out])
-        except CheckFailed as err:
-            red = _reduce_extents(func)
-            if "IndexError" in str(err) and red != sorted([C, KH, KW]):
-                raise CheckFailed(f"{err}. The reduce axes should have extents "
-                                  f"{sorted([C, KH, KW])} (C, KH, KW); yours have {red}") from None
-            if pad and "IndexError" in str(err):
-                raise CheckFailed(f"{err}. With pad = {pad} the windows at the border reach "
-                                  "past the input: read a zero-padded copy of X (a compute "
-                                  "stage with te.if_then_else) instead of X itself") from None
-            raise
+        X, Wt = case["inputs"]
+
+        def explain(red, index_error):
+            if index_error and red != sorted([C, KH, KW]):
+                return (f". The reduce axes should have extents {sorted([C, KH, KW])} "
+                        f"(C, KH, KW); yours have {red}")
+            if index_error and pad:
+                return (f". With pad = {pad} the windows at the border reach past the input: "
+                        "read a zero-padded copy of X (a compute stage with te.if_then_else) "
+                        "instead of X itself")
+            return ""
+
+        expected = [("the input X", (N, C, H, W)), ("the weight", (F, C, KH, KW)),
+                    (f"the output, (N, F, OH, OW) with OH = (H + 2*pad - KH) // stride + 1 = "
+                     f"{OH} and OW = {OW},", (N, F, OH, OW))]
+        (out,), red = _outputs(case, obs, expected, explain)
         ref = conv2d_ref(X, Wt, stride, pad)
         if not _close(out, ref):
-            _diagnose_conv(func, call, X, Wt, out, ref, case)
-            t.close(out, ref, f"{call} equals a numpy conv2d", rtol=1e-4, atol=1e-5)
-        t.passed.append(f"{call} equals a numpy conv2d (stride {stride}, pad {pad})")
-    case = (1, 3, 8, 8, 4, 3, 3, 1, 1)
-    func, call = _make(t, fn, "conv2d_nchw", case)
-    X = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    Wt = rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32)
-    out = np.full((1, 4, 8, 8), np.nan, np.float32)
-    _run(func, call, [X, Wt, out], target="cpu")
-    t.close(out, conv2d_ref(X, Wt, 1, 1), f"{call} built for 'cpu' equals a numpy conv2d",
-            rtol=1e-4, atol=1e-5)
+            _diagnose_conv(case["call"], X, Wt, out, ref, case["args"], red)
+        t.close(out, ref, f"{case['what']} equals a numpy conv2d (stride {stride}, pad {pad})",
+                **TOL)
 
 
-def _diagnose_conv(func, call, X, Wt, out, ref, case):
-    N, C, H, W, F, KH, KW, stride, pad = case
+def _diagnose_conv(c, X, Wt, out, ref, args, red):
+    N, C, H, W, F, KH, KW, stride, pad = args
     if np.isnan(out).any():
-        raise CheckFailed(f"{call}: some outputs were never written (still NaN): does the "
+        raise CheckFailed(f"{c}: some outputs were never written (still NaN): does the "
                           "last compute cover the whole output?")
-    bad = ~np.isclose(out, ref, rtol=1e-4, atol=1e-5)
+    bad = ~np.isclose(out, ref, **TOL)
     if pad:
         # output positions whose window lies wholly inside the unpadded input
         ys = np.arange(out.shape[2]) * stride - pad
         xs = np.arange(out.shape[3]) * stride - pad
         inner = ((ys >= 0) & (ys + KH <= H))[:, None] & ((xs >= 0) & (xs + KW <= W))[None, :]
         if inner.any() and not bad[:, :, inner].any():
-            raise CheckFailed(f"{call}: the interior of the output is right, the border is "
+            raise CheckFailed(f"{c}: the interior of the output is right, the border is "
                               f"wrong: with pad = {pad} a window that overhangs the input "
                               "must read zeros there (a negative index reads from the other "
                               "end of the array in Python; it does not give 0)")
@@ -250,207 +336,66 @@ def _diagnose_conv(func, call, X, Wt, out, ref, case):
         # the program may slide the window by 1 instead of by stride
         full = conv2d_ref(X, Wt, 1, pad)
         if _close(out, full[:, :, :out.shape[2], :out.shape[3]]):
-            raise CheckFailed(f"{call}: the window moves by 1 element instead of by "
-                              f"stride = {stride}: output (y, x) reads the input from row "
-                              "y*stride + kh and column x*stride + kw")
-    red = _reduce_extents(func)
+            raise CheckFailed(f"{c}: the window moves by 1 element instead of by "
+                              f"stride = {stride}: see in the exercise's formula which input "
+                              "row and column an output element's window starts at")
     if red != sorted([C, KH, KW]):
-        raise CheckFailed(f"{call}: a conv2d sums over the input channels and the kernel "
+        raise CheckFailed(f"{c}: a conv2d sums over the input channels and the kernel "
                           f"window, so its reduce axes should have extents {sorted([C, KH, KW])}"
                           f" (C, KH, KW); yours have {red}")
-    flipped = conv2d_ref(X, Wt[:, :, ::-1, ::-1].copy(), stride, pad)
-    if _close(out, flipped):
-        raise CheckFailed(f"{call}: the kernel is flipped (a true convolution); deep-learning "
-                          "conv2d is a cross-correlation: Wt[f, c, kh, kw] multiplies "
-                          "X[.., y*stride + kh - pad, x*stride + kw - pad]")
+    if _close(out, conv2d_ref(X, Wt[:, :, ::-1, ::-1].copy(), stride, pad)):
+        raise CheckFailed(f"{c}: the kernel is flipped (a true convolution); deep-learning "
+                          "conv2d is a cross-correlation: the kernel index and the offset "
+                          "into the window run the same way (see the exercise's formula)")
 
 
 # ---- exercise 3: row mean and variance --------------------------------------------------------
 
-@exercise("tensor_ir.mean_var", points=2, notebook=NB,
-          hint="Mean[i] = te.sum(X[i, j] / m, axis=j); then a second reduction that reads "
-               "Mean: Var[i] = te.sum((X[i, j] - Mean[i]) * (X[i, j] - Mean[i]) / m, axis=j) "
-               "with a fresh reduce axis; return te.create_prim_func([X, Mean, Var])")
-def _(ns, t):
-    fn = t.need(ns, "mean_var")
-    rng = np.random.default_rng(52)
-    for n, m in [(3, 5), (1, 1), (6, 2), (4, 17)]:
-        func, call = _make(t, fn, "mean_var", (n, m))
-        _check_params(func, call, [("X", (n, m)), ("Mean", (n,)), ("Var", (n,))])
-        X = rng.uniform(1, 3, (n, m)).astype(np.float32)  # a mean far from 0
-        mean, var = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
-        _run(func, call, [X, mean, var])
-        X64 = X.astype(np.float64)
+@exercise("tensor_ir.mean_var", points=2, notebook=NB, needs=("mean_var",),
+          hint="two reductions over each row, each with a reduce axis of its own; the second "
+               "one reads the output of the first. Compare your outputs with numpy's "
+               "X.mean(axis=1) and X.var(axis=1) on a small example")
+class _MeanVar(Check):
+    def cases(self):
+        rng = np.random.default_rng(52)
+        return _te_cases(rng, "mean_var", [(3, 5), (1, 1), (6, 2), (4, 17)], (8, 33),
+                         # a mean far from 0
+                         lambda rng, n, m: [rng.uniform(1, 3, (n, m)).astype(np.float32)],
+                         lambda n, m: [(n,), (n,)])
+
+    def observe(self, ns, case):
+        return _observe_prim(ns, "mean_var", case)
+
+    def judge(self, case, obs, t):
+        n, m = case["args"]
+        c, what = case["call"], case["what"]
+        (mean, var), _ = _outputs(case, obs, [("X", (n, m)), ("Mean", (n,)), ("Var", (n,))])
+        X64 = case["inputs"][0].astype(np.float64)
         ref_mean, ref_var = X64.mean(axis=1), X64.var(axis=1)
         if not _close(mean, ref_mean):
             if np.isnan(mean).any():
-                raise CheckFailed(f"{call}: Mean has entries that were never written (NaN)")
+                raise CheckFailed(f"{c}: Mean has entries that were never written (NaN)")
             if _close(mean, X64.sum(axis=1)):
-                raise CheckFailed(f"{call}: Mean is the row sum: divide by m = {m}")
-            t.close(mean, ref_mean, f"{call}: Mean equals X.mean(axis=1)", rtol=1e-4, atol=1e-5)
-        t.passed.append(f"{call}: Mean equals X.mean(axis=1)")
+                raise CheckFailed(f"{c}: Mean is the row sum: divide by m = {m}")
+        t.close(mean, ref_mean, f"{what}: Mean equals X.mean(axis=1)", **TOL)
         if not _close(var, ref_var):
-            _diagnose_var(call, X64, var, m)
-            t.close(var, ref_var, f"{call}: Var equals X.var(axis=1)", rtol=1e-4, atol=1e-5)
-        t.passed.append(f"{call}: Var equals X.var(axis=1)")
-    n, m = 8, 33
-    func, call = _make(t, fn, "mean_var", (n, m))
-    X = rng.uniform(1, 3, (n, m)).astype(np.float32)
-    mean, var = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
-    _run(func, call, [X, mean, var], target="cpu")
-    t.close(np.stack([mean, var]), np.stack([X.astype(np.float64).mean(1),
-                                             X.astype(np.float64).var(1)]),
-            f"{call} built for 'cpu' gives the mean and the variance", rtol=1e-4, atol=1e-5)
+            _diagnose_var(c, X64, var, m)
+        t.close(var, ref_var, f"{what}: Var equals X.var(axis=1)", **TOL)
 
 
-def _diagnose_var(call, X, var, m):
+def _diagnose_var(c, X, var, m):
     if np.isnan(var).any():
-        raise CheckFailed(f"{call}: Var has entries that were never written (NaN)")
+        raise CheckFailed(f"{c}: Var has entries that were never written (NaN)")
     mean = X.mean(axis=1, keepdims=True)
     sq = ((X - mean) ** 2).sum(axis=1)
     if m > 1 and _close(var, sq / (m - 1)):
-        raise CheckFailed(f"{call}: Var divides by m - 1 (the sample variance); the "
+        raise CheckFailed(f"{c}: Var divides by m - 1 (the sample variance); the "
                           "exercise asks for the population variance, X.var(axis=1): "
                           f"divide by m = {m}")
     if _close(var, sq):
-        raise CheckFailed(f"{call}: Var is the sum of squared deviations: divide by m = {m}")
+        raise CheckFailed(f"{c}: Var is the sum of squared deviations: divide by m = {m}")
     if _close(var, np.sqrt(sq / m)):
-        raise CheckFailed(f"{call}: Var is the standard deviation; leave out the sqrt")
+        raise CheckFailed(f"{c}: Var is the standard deviation; leave out the sqrt")
     if _close(var, (X ** 2).mean(axis=1)):
-        raise CheckFailed(f"{call}: Var is the mean of X**2: subtract the row's mean from "
+        raise CheckFailed(f"{c}: Var is the mean of X**2: subtract the row's mean from "
                           "each element before squaring")
-
-
-# ---- exercise 4: reading IR ------------------------------------------------------------------
-
-def _reference_info(func) -> dict:
-    from ...tir.stmt import Block, For
-    from ...tir.functor import stmt_children
-
-    out = {}
-
-    def walk(s, loops):
-        if isinstance(s, Block):
-            out[s.name] = {"loops": list(loops),
-                           "spatial": [iv.extent for iv in s.iter_vars if iv.kind == "spatial"],
-                           "reduce": [iv.extent for iv in s.iter_vars if iv.kind == "reduce"]}
-            return
-        if isinstance(s, For):
-            loops = loops + [s.extent]
-        for c in stmt_children(s):
-            walk(c, loops)
-
-    walk(func.body, [])
-    return out
-
-
-def _info_cases():
-    """Hidden PrimFuncs: (description, func)."""
-    from ... import te, tir
-    from ...schedule.examples import matmul_hand_schedule
-
-    def matmul(n, k, m):
-        A = te.placeholder((n, k), name="A")
-        B = te.placeholder((k, m), name="B")
-        r = te.reduce_axis((0, k), name="k")
-        C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-        return te.create_prim_func([A, B, C])
-
-    def softmax(n, m):
-        X = te.placeholder((n, m), name="X")
-        r1, r2 = te.reduce_axis((0, m), name="j"), te.reduce_axis((0, m), name="j")
-        M = te.compute((n,), lambda i: te.max(X[i, r1], axis=r1), name="row_max")
-        E = te.compute((n, m), lambda i, j: te.exp(X[i, j] - M[i]), name="exp")
-        S = te.compute((n,), lambda i: te.sum(E[i, r2], axis=r2), name="row_sum")
-        Y = te.compute((n, m), lambda i, j: E[i, j] / S[i], name="softmax")
-        return te.create_prim_func([X, Y])
-
-    def conv(C, H, F, K, pad):
-        X = te.placeholder((1, C, H, H), name="X")
-        Wt = te.placeholder((F, C, K, K), name="W")
-        P = te.compute((1, C, H + 2 * pad, H + 2 * pad), lambda n, c, h, w: te.if_then_else(
-            te.all(h >= pad, h < H + pad, w >= pad, w < H + pad), X[n, c, h - pad, w - pad],
-            0.0), name="pad")
-        rc, rh, rw = (te.reduce_axis((0, e), name=s) for e, s in ((C, "rc"), (K, "rh"),
-                                                                   (K, "rw")))
-        O = te.compute((1, F, H, H), lambda n, f, y, x: te.sum(
-            P[n, rc, y + rh, x + rw] * Wt[f, rc, rh, rw], axis=[rc, rh, rw]), name="conv")
-        return te.create_prim_func([X, Wt, O])
-
-    out = [("a 5x3 @ 3x7 matmul", matmul(5, 3, 7)),
-           ("a 4x6 softmax (four loop nests, three intermediate buffers)", softmax(4, 6)),
-           ("a conv2d with a padding stage", conv(2, 5, 3, 3, 1))]
-    sch = tir.Schedule(matmul(8, 3, 7))
-    i, j, k = sch.get_loops(sch.get_block("C"))
-    i0, i1 = sch.split(i, factors=[None, 4])
-    sch.reorder(j, i0, k, i1)
-    out.append(("an 8x3 @ 3x7 matmul after split(i, [None, 4]) and reorder(j, i_0, k, i_1) "
-                "(4 loops, 3 iterators)", sch.func))
-    # tiles, a local accumulator written back under the tile loop, the init split off:
-    # three blocks under one loop nest
-    sch = matmul_hand_schedule(tir.Schedule(matmul(16, 8, 32)), tile_i=4, tile_j=8)
-    out.append(("a tiled 16x8 @ 8x32 matmul with a local accumulator (three blocks under "
-                "one loop nest)", sch.func))
-    return out
-
-
-def _norm_info(res, call):
-    if not isinstance(res, dict):
-        raise CheckFailed(f"{call} should return a dict (block name -> info), got "
-                          f"{type(res).__name__}")
-    out = {}
-    for name, info in res.items():
-        if not isinstance(info, dict) or set(info) != {"loops", "spatial", "reduce"}:
-            raise CheckFailed(f"{call}: the entry of block {name!r} should be a dict with "
-                              "the keys 'loops', 'spatial' and 'reduce', got "
-                              f"{info!r}"[:300])
-        try:
-            out[name] = {key: [int(x) for x in info[key]] for key in info}
-        except (TypeError, ValueError):
-            raise CheckFailed(f"{call}: block {name!r}: each entry should be a list of int "
-                              f"extents, got {info!r}"[:300]) from None
-    return out
-
-
-@exercise("tensor_ir.block_info", points=2, notebook=NB,
-          hint="recurse over the statements with the list of enclosing loop extents as an "
-               "argument: For -> recurse into .body with loops + [s.extent]; SeqStmt -> each "
-               "of .seq; Allocate -> .body; Block -> record it (iter_vars: .kind and "
-               ".extent). Build a new list for each loop instead of appending to a shared one")
-def _(ns, t):
-    fn = t.need(ns, "block_info")
-    for desc, func in _info_cases():
-        call = f"block_info on {desc}"
-        before = func.script()
-        res = _call(call, fn, func)
-        got, want = _norm_info(res, call), _reference_info(func)
-        missing = [b for b in want if b not in got]
-        if missing:
-            raise CheckFailed(f"{call}: block(s) {missing} are missing from your result (you "
-                              f"found {list(got)}). Does your walk go through Allocate "
-                              "(intermediate buffers) and every statement of a SeqStmt?")
-        extra = [b for b in got if b not in want]
-        if extra:
-            raise CheckFailed(f"{call}: there is no block named {extra[0]!r}; the blocks are "
-                              f"{list(want)}")
-        for b, w in want.items():
-            g = got[b]
-            if g["loops"] != w["loops"]:
-                more = ""
-                if len(g["loops"]) > len(w["loops"]):
-                    more = (": loops of an earlier loop nest leaked into this one? Pass a new "
-                            "list (loops + [extent]) down the recursion rather than appending "
-                            "to a shared one")
-                elif g["loops"] == w["spatial"] + w["reduce"]:
-                    more = (": those are the block's iterator extents, not the loops around "
-                            "it (after a split they differ)")
-                raise CheckFailed(f"{call}: block {b!r} should sit under loops of extents "
-                                  f"{w['loops']} (outermost first), you found {g['loops']}{more}")
-            for key in ("spatial", "reduce"):
-                if g[key] != w[key]:
-                    raise CheckFailed(f"{call}: block {b!r} has {key} iterators of extents "
-                                      f"{w[key]} (in the block's order), you found {g[key]}: "
-                                      "read iter_vars, each with .kind and .extent")
-        if func.script() != before:
-            raise CheckFailed(f"{call} changed the PrimFunc it was given; only read it")
-        t.passed.append(f"{call}: {len(want)} block(s), loops and iterators right")
