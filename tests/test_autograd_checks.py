@@ -1,12 +1,22 @@
-"""The checks of unit 02 (autodiff): full marks for the reference, clear failures otherwise."""
+"""The checks of unit 02 (autodiff): full marks for the reference, clear failures otherwise,
+"not implemented yet" and no hint for an untouched stub, and judges that survive forged
+observations."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mlc
 from mlc import ops
+from mlc.grading import registry
 from mlc.grading.check import run_check
+from mlc.grading.grader import grade_notebook
+from mlc.grading.protocol import verdict
+from mlc.grading.wire import public, roundtrip
 from check_util import check_runner
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- reference solutions (the same as in solutions/02_autodiff.ipynb) ----------------------
@@ -92,14 +102,103 @@ def test_reference_gets_full_marks(ex_id):
     assert rec["score"] == rec["max_score"], rec["message"]
 
 
-def test_missing_and_unimplemented():
+def test_notebooks_grade_full_and_zero():
+    report = grade_notebook(ROOT / "solutions" / "02_autodiff.ipynb", timeout=60)
+    assert (report.score, report.max_score) == (13, 13), report.results
+    report = grade_notebook(ROOT / "exercises" / "02_autodiff.ipynb", timeout=60)
+    assert (report.score, report.max_score) == (0, 13), report.results
+    for rec in report.results:
+        assert "not implemented yet" in rec.message and rec.hint == "", rec
+
+
+def test_missing_definitions():
     rec = run_check("autodiff.grad_ops", {})
-    assert rec["score"] == 0 and "not defined" in rec["message"]
+    assert rec["score"] == 0 and "not defined" in rec["message"] and rec["hint"] == ""
 
-    def todo(*args):
-        raise NotImplementedError("your code here")
 
-    assert "not implemented" in _fails("autodiff.topo_sort", find_topo_sort=todo)
+def _todo(*args):
+    raise NotImplementedError("your code here")
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_gets_only_not_implemented(ex_id):
+    rec = _run(ex_id, **{name: _todo for name in registry.get(ex_id).needs})
+    assert rec["score"] == 0
+    assert "not implemented yet" in rec["message"]
+    assert rec["hint"] == ""
+
+
+def test_one_stub_among_solved_functions_is_not_implemented():
+    rec = _run("autodiff.grad_ops", divide_grad=_todo)
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"] and not rec["hint"]
+
+
+# ---- the checks' own contract: plain cases, untrusted observations, nudging hints -----------
+
+def _keys(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _keys(v)
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_travel_without_their_answers(ex_id):
+    for case in registry.get(ex_id).check.cases():
+        sent = roundtrip(public(case))
+        assert "what" in sent
+        assert not [k for k in _keys(sent) if k.startswith("_")], case["what"]
+
+
+FORGED = [None, 0, "all cases passed", [], {}, {"items": None}, {"items": [1, 2]},
+          {"items": [{"tensor": True}, {"tensor": True, "value": "x"}]},
+          {"items": [{"tensor": True, "value": np.zeros((99, 99))}] * 2},
+          {"type": "list", "order": [0, 1, 2, 3, 99]}, {"type": "list", "order": "abcde"},
+          {"type": "list", "order": [-1] * 5}, {"x": None, "y": {}, "w": 1, "out": []},
+          {"a": {"tensor": True, "value": np.zeros(4)}}, {"loss": {"tensor": False}},
+          {"loss": {"tensor": True, "value": np.zeros(3)}},
+          {"loss": {"tensor": True, "value": np.array(np.nan)}, "grad": None},
+          {"w": {"tensor": True, "value": np.zeros((3, 2)), "op": False},
+           "b": None, "frozen": None}, np.zeros(3), [None] * 50]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_forged_observations_score_zero(ex_id):
+    ex = registry.get(ex_id)
+    names = {n: "callable" for n in ex.needs}
+    for case in ex.check.cases():
+        for forged in FORGED:
+            rec = verdict(ex, [case], names, [{"ok": roundtrip(forged)}], None)
+            assert rec["score"] == 0, (forged, case["what"])
+            assert "unexpected form" not in rec["message"], (forged, rec["message"])
+
+
+CODE = ["=", "ops.", "np.", ".data", "reversed(", "transpose(", "@", "sum(", "one_hot",
+        "lr *", "gradient_as_tuple"]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges_not_code(ex_id):
+    hint = registry.get(ex_id).hint
+    assert len(hint) > 40
+    assert not [c for c in CODE if c in hint], hint
+
+
+def test_topo_graphs_are_what_the_library_builds():
+    """The judge reasons on the graph as data; it must be the graph the worker builds."""
+    from mlc.grading.checks import autodiff as checks
+
+    for case in registry.get("autodiff.topo_sort").check.cases():
+        graph = roundtrip(public(case))["graph"]
+        nodes = checks._build(graph)
+        pos = {id(n): i for i, n in enumerate(nodes)}
+        assert [[pos[id(i)] for i in n.inputs] for n in nodes] == checks._inputs(graph)
+        want = checks._reference_topo(checks._inputs(graph), case["roots"])
+        got = mlc.autograd.find_topo_sort([nodes[r] for r in case["roots"]])
+        assert [pos[id(n)] for n in got] == want
 
 
 def test_wrong_gradients_fail():
@@ -111,6 +210,20 @@ def test_wrong_gradients_fail():
     msg = _fails("autodiff.grad_ops",
                  matmul_grad=lambda g, a, b: (g.numpy() @ b.numpy().T, a.numpy().T @ g.numpy()))
     assert "Tensors" in msg
+    # nor can Tensors made from numpy values: right numbers, but leaves of no graph
+    msg = _fails("autodiff.grad_ops", matmul_grad=lambda g, a, b: (
+        mlc.Tensor(g.numpy() @ np.swapaxes(b.numpy(), -1, -2), device=g.device, dtype=g.dtype),
+        mlc.Tensor(np.swapaxes(a.numpy(), -1, -2) @ g.numpy(), device=g.device,
+                   dtype=g.dtype)))
+    assert "built with tensor ops" in msg
+    # a multiply_grad that detaches its result is a leaf too
+    assert "built with tensor ops" in _fails(
+        "autodiff.grad_ops", multiply_grad=lambda g, a, b: ((g * b).detach(), (g * a).detach()))
+    # one that cuts the graph at its inputs has no second derivative
+    assert "x has no .grad after backward()" in _fails(
+        "autodiff.grad_ops", multiply_grad=lambda g, a, b: (g * b.detach(), g * a.detach()))
+    assert "a tuple of 2 Tensors" in _fails("autodiff.grad_ops",
+                                            divide_grad=lambda g, a, b: g / b)
     # forgetting the transpose on batched operands
     assert "matmul_grad" in _fails(
         "autodiff.grad_ops",
@@ -151,6 +264,16 @@ def test_wrong_topo_sort_and_backward_fail():
     assert "gradient of leaf x" in _fails("autodiff.backward",
                                           compute_gradients=last_partial_only)
 
+    def leaves_only(output, out_grad):  # sets no .grad on inner nodes nor the output
+        compute_gradients(output, out_grad)
+        output.grad = None
+
+    assert "out_grad" in _fails("autodiff.backward", compute_gradients=leaves_only)
+    assert "has no .grad" in _fails("autodiff.backward",
+                                    compute_gradients=lambda output, out_grad: None)
+    assert "returned None" not in _fails("autodiff.topo_sort",
+                                         find_topo_sort=lambda nodes: tuple(nodes))
+
 
 def test_wrong_loss_and_step_fail():
     def naive_loss(logits, y):  # overflows for large logits
@@ -173,3 +296,12 @@ def test_wrong_loss_and_step_fail():
     assert "after one step" in _fails("autodiff.sgd_step",
                                       sgd_step=lambda ps, lr: [setattr(p, "data", p.data)
                                                                for p in ps])
+
+    def also_frozen(params, lr):  # moves the parameter that has no gradient
+        sgd_step(params, lr)
+        params[2].data = params[2].data * 0.5
+
+    assert "left alone" in _fails("autodiff.sgd_step", sgd_step=also_frozen)
+    assert "softmax_loss should return one number" in _fails(
+        "autodiff.softmax_loss", softmax_loss=lambda z, y: ops.logsumexp(z, axes=(1,)))
+    assert "Tensors" in _fails("autodiff.softmax_loss", softmax_loss=lambda z, y: 0.5)

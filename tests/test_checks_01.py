@@ -17,11 +17,17 @@ from hypothesis import strategies as st
 
 from check_util import check_runner
 
+from mlc.grading import registry
 from mlc.grading.check import run_check
 from mlc.grading.grader import grade_notebook
+from mlc.grading.protocol import verdict
+from mlc.grading.wire import public, roundtrip
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "01_ndarray.ipynb"
+EXERCISE = ROOT / "exercises" / "01_ndarray.ipynb"
+IDS = ["ndarray.compact_strides", "ndarray.permute", "ndarray.broadcast_to", "ndarray.getitem",
+       "ndarray.compact"]
 
 
 # ---- reference solutions (the same as in solutions/01_ndarray.ipynb) -----------------------
@@ -93,9 +99,7 @@ _run, _fails = check_runner(REFERENCE)
 
 # ---- the reference passes ------------------------------------------------------------------
 
-@pytest.mark.parametrize("ex_id", ["ndarray.compact_strides", "ndarray.permute",
-                                   "ndarray.broadcast_to", "ndarray.getitem",
-                                   "ndarray.compact"])
+@pytest.mark.parametrize("ex_id", IDS)
 def test_reference_gets_full_marks(ex_id):
     rec = _run(ex_id)
     assert rec["score"] == rec["max_score"] > 0, rec["message"]
@@ -107,14 +111,88 @@ def test_solution_notebook_gets_full_marks():
     assert (report.score, report.max_score) == (10, 10), report.results
 
 
+def test_exercise_notebook_gets_zero_without_hints():
+    report = grade_notebook(EXERCISE, timeout=60)
+    assert (report.score, report.max_score) == (0, 10), report.results
+    for rec in report.results:
+        assert "not implemented yet" in rec.message and rec.hint == "", rec
+
+
 def test_missing_and_unimplemented_definitions():
     rec = run_check("ndarray.permute", {})
     assert rec["score"] == 0 and "`permute` is not defined" in rec["message"]
+    assert rec["hint"] == ""
 
-    def todo(*args):
-        raise NotImplementedError("your code here")
 
-    assert "not implemented" in _run("ndarray.getitem", getitem=todo)["message"]
+def _todo(*args):
+    raise NotImplementedError("your code here")
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_gets_only_not_implemented(ex_id):
+    rec = _run(ex_id, **{name: _todo for name in registry.get(ex_id).needs})
+    assert rec["score"] == 0
+    assert "not implemented yet" in rec["message"]
+    assert rec["hint"] == ""
+
+
+# ---- the checks' own contract: plain cases, untrusted observations, nudging hints -----------
+
+def _keys(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _keys(v)
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_travel_without_their_answers(ex_id):
+    for case in registry.get(ex_id).check.cases():
+        sent = roundtrip(public(case))
+        assert "what" in sent
+        assert not [k for k in _keys(sent) if k.startswith("_")], case["what"]
+
+
+FORGED = [None, 0, "all cases passed", [], {}, (1, 2, 3), [(3, 4), (4, 1)],
+          {"unreadable": 5}, ((3, 4), (4, 1), 10**30), ((10**9, 10**9), (0, 0), 0),
+          ((3, 4), (True, 1), 0), ((4,), (10**40,), 0), {"raised": "ValueError"},
+          {"raised": None, "mro": "ValueError"}, {"array": True, "dtype": "float32"},
+          [None] * 200, np.zeros((2, 2)), {"items": [1, 2]}]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_forged_observations_score_zero(ex_id):
+    ex = registry.get(ex_id)
+    cases = ex.check.cases()
+    names = {n: "callable" for n in ex.needs}
+    for forged in FORGED:
+        for case in cases:
+            rec = verdict(ex, [case], names, [{"ok": roundtrip(forged)}], None)
+            assert rec["score"] == 0, (forged, case["what"])
+            assert "unexpected form" not in rec["message"], (forged, rec["message"])
+
+
+CODE = ["=", "range(", "np.", "itertools", "product(", "indices(", "strides[", "shape[", "zip("]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges_not_code(ex_id):
+    hint = registry.get(ex_id).hint
+    assert len(hint) > 40
+    assert not [c for c in CODE if c in hint], hint
+
+
+def test_length_one_axes_may_have_any_stride():
+    """numpy never reads the stride of an axis of length 1; neither does the check."""
+    def odd_strides(shape, strides, offset, idx):
+        new_shape, new_strides, offset = getitem(shape, strides, offset, idx)
+        return new_shape, tuple(10**12 if n == 1 else s for n, s in
+                                zip(new_shape, new_strides, strict=True)), offset
+
+    assert _run("ndarray.getitem", getitem=odd_strides)["score"] == 3
 
 
 # ---- the reference agrees with numpy (a sanity check of the checks' own oracle) -------------
@@ -274,12 +352,12 @@ def test_compact_failures():
 
     _fails("ndarray.compact", "shares memory with the buffer", compact=returns_buffer)
 
-    def cheats(flat, shape, strides, offset):
+    def compact(flat, shape, strides, offset):  # noqa: F811 - the grader reads this source
         view = np.lib.stride_tricks.as_strided(
             flat[offset:], shape, tuple(s * flat.itemsize for s in strides))
         return view.copy().reshape(-1)
 
-    _fails("ndarray.compact", "walks the indices itself", "as_strided", compact=cheats)
+    _fails("ndarray.compact", "walks the indices itself", "as_strided", compact=compact)
 
     def float64(flat, shape, strides, offset):
         return compact(flat, shape, strides, offset).astype(np.float64)
@@ -292,3 +370,43 @@ def test_compact_failures():
         return compact(flat, shape, strides, offset)
 
     _fails("ndarray.compact", "0-d view", compact=no_zero_d)
+
+
+def _cheat_cells():
+    helper = (
+        "import numpy as np\n"
+        "def _helper(flat, shape, strides, offset):\n"
+        "    view = np.lib.stride_tricks.as_strided(\n"
+        "        flat[offset:], shape, tuple(s * flat.itemsize for s in strides))\n"
+        "    return view.copy().reshape(-1)\n")
+    return {"alias": [helper, "compact = _helper"],
+            "through a helper": [helper, "def compact(flat, shape, strides, offset):\n"
+                                 "    return _helper(flat, shape, strides, offset)\n"],
+            "np.ndarray": ["import numpy as np\n"
+                           "def compact(flat, shape, strides, offset):\n"
+                           "    view = np.ndarray(shape, flat.dtype, flat, offset * "
+                           "flat.itemsize,\n"
+                           "                      tuple(s * flat.itemsize for s in strides))\n"
+                           "    return view.copy().reshape(-1)\n"]}
+
+
+@pytest.mark.parametrize("how", ["alias", "through a helper", "np.ndarray"])
+def test_compact_source_rule_follows_the_notebook(how):
+    """The rule reads the notebook's source (here IPython's ``In``), through aliases and
+    helper functions defined in it."""
+    cells = _cheat_cells()[how]
+    ns = {"In": cells}
+    for cell in cells:
+        exec(cell, ns)
+    rec = run_check("ndarray.compact", ns)
+    assert rec["score"] == 0 and "walks the indices itself" in rec["message"], rec
+    assert rec["hint"]
+
+
+def test_compact_source_rule_ignores_unrelated_cells():
+    """A scratch cell that tries as_strided on its own does not count against compact."""
+    scratch = ("import numpy as np\n"
+               "view = np.lib.stride_tricks.as_strided(np.arange(4), (2, 2), (8, 8))\n")
+    ns = {"In": [scratch], "compact": compact}
+    rec = run_check("ndarray.compact", ns)
+    assert rec["score"] == 2, rec["message"]

@@ -1,19 +1,27 @@
 """Unit 02, automatic differentiation: gradients per op, topological order, backward,
 the softmax loss and an SGD step, all on mlc Tensors.
 
-Every check works in float64 on the ``cpu_numpy`` device (exact enough to compare with
-formulas, and nothing to compile) and compares with numpy written out by hand, on cases
-the notebook does not show.
+Tensors do not travel, so the split (see :mod:`mlc.grading.registry`) is: ``cases``
+draws every input in the grader as numpy arrays (and, for the graph exercises, the graph
+itself as a list of ops); ``observe`` builds float64 Tensors on the ``cpu_numpy`` device
+in the worker (exact enough to compare with formulas, and nothing to compile), calls the
+student's function and reports what came back as data: for each result whether it is a
+Tensor, its values, and whether it has an op (so it can be differentiated again); for a
+graph, the positions of the nodes in the order returned. ``judge`` computes every
+reference with numpy written out by hand, in the grader, and compares.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise, call as _call
+from ..registry import Check, CheckFailed, call, exercise, need
 
 NB = "02_autodiff"
+RTOL, ATOL = 1e-7, 1e-9
 
+
+# ---- in the worker: Tensors in, data out ---------------------------------------------------
 
 def _t(array, requires_grad=True):
     import mlc
@@ -23,233 +31,267 @@ def _t(array, requires_grad=True):
                       dtype="float64", requires_grad=requires_grad)
 
 
-def _tensors(t, result, n: int, what: str):
-    """``result`` as a tuple of ``n`` mlc Tensors, or a clear failure."""
+def _repr(value, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - the student's object may fail to print
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def tensor_obs(value) -> dict:
+    """One value as data: a Tensor's values and whether an op made it, else its type."""
     from mlc.autograd import Tensor
 
-    if n == 1:
-        result = (result,)
-    if not isinstance(result, (tuple, list)) or len(result) != n:
-        raise CheckFailed(f"{what}: expected a tuple of {n} Tensors, got {result!r:.80}")
-    for r in result:
-        if not isinstance(r, Tensor):
+    if isinstance(value, Tensor):
+        return {"tensor": True, "value": np.asarray(value.numpy()),
+                "op": value.op is not None, "requires_grad": bool(value.requires_grad)}
+    return {"tensor": False, "type": type(value).__name__}
+
+
+def tensors_obs(result, n: int) -> dict:
+    """What a gradient function returned: one value (``n == 1``) or a tuple of ``n``."""
+    items = (result,) if n == 1 else result
+    if not isinstance(items, (tuple, list)):
+        return {"items": None, "repr": _repr(result)}
+    return {"items": [tensor_obs(r) for r in items], "repr": _repr(result)}
+
+
+def grad_obs(tensor):
+    """A tensor's ``.grad`` after a backward pass, as data (None when there is none)."""
+    grad = getattr(tensor, "grad", None)
+    return None if grad is None else tensor_obs(grad)
+
+
+# ---- in the grader: reading the observations -----------------------------------------------
+
+def judge_tensors(obs, n: int, what: str) -> list[dict]:
+    """The ``n`` observed Tensors (dicts with "value" and "op"), or a clear failure."""
+    items = obs.get("items") if isinstance(obs, dict) else None
+    if not isinstance(items, list) or len(items) != n:
+        got = obs.get("repr") if isinstance(obs, dict) else obs
+        raise CheckFailed(f"{what}: expected a tuple of {n} Tensors, got {str(got)[:80]}")
+    for r in items:
+        if not (isinstance(r, dict) and r.get("tensor") is True
+                and isinstance(r.get("value"), np.ndarray)):
+            kind = r.get("type") if isinstance(r, dict) else "?"
             raise CheckFailed(f"{what}: expected mlc Tensors (built with tensor ops, so that "
-                              f"gradients can be differentiated again), got {type(r).__name__}")
-    return tuple(result)
+                              f"gradients can be differentiated again), got {str(kind)[:40]}")
+    return items
 
 
-def _close(t, tensor, expected, what):
-    got = tensor.numpy()
-    if got.shape != np.shape(expected):
-        raise CheckFailed(f"{what}: expected shape {np.shape(expected)}, got shape {got.shape}")
-    t.close(got, expected, what, rtol=1e-7, atol=1e-9)
+def close(t, value, expected, what: str) -> None:
+    t.close(value, expected, what, rtol=RTOL, atol=ATOL)
+
+
+def judge_grad(t, obs, expected, name: str, what: str,
+               after: str = "compute_gradients") -> None:
+    """An observed ``.grad`` (see :func:`grad_obs`) equals ``expected``."""
+    if obs is None:
+        raise CheckFailed(f"{name} has no .grad after {after}")
+    (g,) = judge_tensors({"items": [obs], "repr": "a .grad"}, 1, f"the .grad of {name}")
+    close(t, g["value"], expected, what)
 
 
 # ---- exercise 1: the gradients of three ops -----------------------------------------------
 
 @exercise("autodiff.grad_ops", points=3, notebook=NB,
-          hint="each input gets out_grad times the derivative of the output in that input; "
-               "for a @ b that is out_grad @ b^T and a^T @ out_grad (transpose = last two axes)")
-def _(ns, t):
-    from mlc import ops
+          needs=("multiply_grad", "divide_grad", "matmul_grad"),
+          hint="Each input receives out_grad times the partial derivative of the output in "
+               "that input, written with Tensor ops so that the result is part of a graph. "
+               "For matmul, let the shapes guide you: each gradient has its input's shape, "
+               "and batched operands have leading batch axes (lecture 02, 'The chain rule, "
+               "one op at a time').")
+class _GradOps(Check):
+    def cases(self):
+        rng = np.random.default_rng(20)
+        a, b, g = (rng.standard_normal((3, 4)), rng.uniform(0.5, 2, (3, 4)),
+                   rng.standard_normal((3, 4)))
+        out = [{"what": "multiply_grad", "fn": "multiply_grad", "g": g, "a": a, "b": b},
+               {"what": "divide_grad", "fn": "divide_grad", "g": g, "a": a, "b": b}]
+        for sa, sb in [((3, 4), (4, 2)), ((2, 3, 4), (2, 4, 5)), ((1, 5), (5, 1))]:
+            a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+            g = rng.standard_normal((a @ b).shape)
+            out.append({"what": f"matmul_grad {sa} @ {sb}", "fn": "matmul_grad",
+                        "g": g, "a": a, "b": b})
+        # gradients of gradients: d/da of sum(multiply_grad(1, a, a*a)[0]) = d/da sum(a^2)
+        out.append({"what": "the gradient of your gradient (second derivative)",
+                    "fn": "second", "x": rng.standard_normal(4)})
+        return out
 
-    mul, div, mm = (t.need(ns, n) for n in ("multiply_grad", "divide_grad", "matmul_grad"))
-    rng = np.random.default_rng(20)
-    a, b, g = rng.standard_normal((3, 4)), rng.uniform(0.5, 2, (3, 4)), rng.standard_normal((3, 4))
-    ga, gb = _tensors(t, _call("multiply_grad", mul, _t(g), _t(a), _t(b)), 2, "multiply_grad")
-    _close(t, ga, g * b, "multiply_grad: gradient for a")
-    _close(t, gb, g * a, "multiply_grad: gradient for b")
-    ga, gb = _tensors(t, _call("divide_grad", div, _t(g), _t(a), _t(b)), 2, "divide_grad")
-    _close(t, ga, g / b, "divide_grad: gradient for a")
-    _close(t, gb, -g * a / b ** 2, "divide_grad: gradient for b")
-    for sa, sb in [((3, 4), (4, 2)), ((2, 3, 4), (2, 4, 5)), ((1, 5), (5, 1))]:
-        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
-        g = rng.standard_normal((a @ b).shape)
-        ga, gb = _tensors(t, _call("matmul_grad", mm, _t(g), _t(a), _t(b)), 2, "matmul_grad")
-        _close(t, ga, g @ np.swapaxes(b, -1, -2), f"matmul_grad {sa} @ {sb}: gradient for a")
-        _close(t, gb, np.swapaxes(a, -1, -2) @ g, f"matmul_grad {sa} @ {sb}: gradient for b")
-    # gradients of gradients: d/da of sum(multiply_grad(1, a, a*a)[0]) = d/da sum(a^2) = 2a
-    x = _t(rng.standard_normal(4))
-    ga, _ = _call("multiply_grad", mul, _t(np.ones(4), False), x, x * x)
-    _call("backward of your gradient", ops.summation(ga).backward)
-    _close(t, x.grad, 2 * x.numpy(), "the gradient of your gradient (second derivative)")
+    def observe(self, ns, case):
+        from mlc import ops
+
+        if case["fn"] != "second":
+            f = need(ns, case["fn"])
+            return tensors_obs(call(case["fn"], f, _t(case["g"]), _t(case["a"]), _t(case["b"])),
+                               2)
+        x = _t(case["x"])
+        result = call("multiply_grad", need(ns, "multiply_grad"), _t(np.ones(4), False), x,
+                      x * x)
+        call("backward of your gradient", ops.summation(result[0]).backward)
+        return grad_obs(x)
+
+    def judge(self, case, obs, t):
+        if case["fn"] == "second":
+            judge_grad(t, obs, 2 * case["x"], "x", case["what"], after="backward()")
+            return
+        a, b, g = case["a"], case["b"], case["g"]
+        ga, gb = judge_tensors(obs, 2, case["what"])
+        if case["fn"] == "multiply_grad":
+            want_a, want_b = g * b, g * a
+        elif case["fn"] == "divide_grad":
+            want_a, want_b = g / b, -g * a / b ** 2
+        else:
+            want_a, want_b = g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g
+        close(t, ga["value"], want_a, f"{case['what']}: gradient for a")
+        close(t, gb["value"], want_b, f"{case['what']}: gradient for b")
+        t.true(ga.get("op") is True and gb.get("op") is True,
+               f"{case['what']}: the gradients are built with tensor ops",
+               "a Tensor made from numpy values is a leaf: nothing can differentiate "
+               "through it")
 
 
 # ---- exercise 2: the gradients of summation and broadcast_to -------------------------------
 
 @exercise("autodiff.grad_reduce", points=2, notebook=NB,
-          hint="summation and broadcast_to are adjoint: the gradient of a sum is the incoming "
-               "gradient reshaped with 1s for the summed axes and broadcast back; the gradient "
-               "of a broadcast sums over the axes that were added or stretched")
-def _(ns, t):
-    sg, bg = t.need(ns, "summation_grad"), t.need(ns, "broadcast_to_grad")
-    rng = np.random.default_rng(21)
-    for shape, axes in [((2, 3, 4), (1,)), ((2, 3, 4), (0, 2)), ((3, 2), None), ((5,), (0,))]:
-        a = rng.standard_normal(shape)
-        out = a.sum(axis=axes)
-        g = rng.standard_normal(np.shape(out))
-        (ga,) = _tensors(t, _call("summation_grad", sg, _t(g), _t(a), axes), 1,
-                         "summation_grad")
-        kept = tuple(1 if axes is None or i in axes else n for i, n in enumerate(shape))
-        _close(t, ga, np.broadcast_to(np.reshape(g, kept), shape),
-               f"summation_grad for shape {shape}, axes {axes}")
-    for shape, new in [((3, 1), (3, 4)), ((4,), (2, 3, 4)), ((1, 3, 1), (2, 3, 5)),
-                       ((2, 3), (2, 3))]:
-        a = rng.standard_normal(shape)
-        g = rng.standard_normal(new)
-        (ga,) = _tensors(t, _call("broadcast_to_grad", bg, _t(g), _t(a)), 1,
-                         "broadcast_to_grad")
-        lead = len(new) - len(shape)
-        want = g.sum(axis=tuple(range(lead)))
-        want = want.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
-        _close(t, ga, want, f"broadcast_to_grad from {shape} to {new}")
+          needs=("summation_grad", "broadcast_to_grad"),
+          hint="summation and broadcast_to are adjoint: each one's gradient is built from the "
+               "other. Think about which axes of the input disappeared in a sum, or were added "
+               "or stretched in a broadcast, and how out_grad must be reshaped to match the "
+               "input's shape (lecture 02, 'The chain rule, one op at a time').")
+class _GradReduce(Check):
+    def cases(self):
+        rng = np.random.default_rng(21)
+        out = []
+        for shape, axes in [((2, 3, 4), (1,)), ((2, 3, 4), (0, 2)), ((3, 2), None),
+                            ((5,), (0,))]:
+            a = rng.standard_normal(shape)
+            g = rng.standard_normal(np.shape(a.sum(axis=axes)))
+            out.append({"what": f"summation_grad for shape {shape}, axes {axes}",
+                        "fn": "summation_grad", "g": g, "a": a, "axes": axes})
+        for shape, new in [((3, 1), (3, 4)), ((4,), (2, 3, 4)), ((1, 3, 1), (2, 3, 5)),
+                           ((2, 3), (2, 3))]:
+            a, g = rng.standard_normal(shape), rng.standard_normal(new)
+            out.append({"what": f"broadcast_to_grad from {shape} to {new}",
+                        "fn": "broadcast_to_grad", "g": g, "a": a})
+        return out
+
+    def observe(self, ns, case):
+        f = need(ns, case["fn"])
+        args = [_t(case["g"]), _t(case["a"])]
+        if case["fn"] == "summation_grad":
+            args.append(case["axes"])
+        return tensors_obs(call(case["fn"], f, *args), 1)
+
+    def judge(self, case, obs, t):
+        (ga,) = judge_tensors(obs, 1, case["fn"])
+        a, g = case["a"], case["g"]
+        if case["fn"] == "summation_grad":
+            axes = case["axes"]
+            kept = tuple(1 if axes is None or i in axes else n for i, n in enumerate(a.shape))
+            want = np.broadcast_to(np.reshape(g, kept), a.shape)
+        else:
+            want = g.sum(axis=tuple(range(g.ndim - a.ndim)))
+            want = want.sum(axis=tuple(i for i, n in enumerate(a.shape) if n == 1),
+                            keepdims=True)
+        close(t, ga["value"], want, case["what"])
 
 
 # ---- exercise 3: topological order -------------------------------------------------------
 
-def _reference_topo(nodes):
+_KINDS = ("mul", "add", "exp")
+
+
+def _random_graph(rng, n_leaves=3, n_ops=12) -> dict:
+    """A graph as data: leaf values, then ops [kind, i, j] on earlier nodes."""
+    leaves = [rng.standard_normal(2) for _ in range(n_leaves)]
+    ops, n = [], n_leaves
+    for _ in range(n_ops):
+        i, j = (int(v) for v in rng.integers(0, n, 2))
+        r = rng.random()
+        ops.append(["mul", i, j] if r < 0.4 else ["add", i, j] if r < 0.8 else ["exp", i, i])
+        n += 1
+    return {"leaves": leaves, "ops": ops}
+
+
+def _build(graph) -> list:
+    """In the worker: the graph's Tensors, leaves first, one per op after them."""
+    nodes = [_t(v) for v in graph["leaves"]]
+    for kind, i, j in graph["ops"]:
+        nodes.append(nodes[i] * nodes[j] if kind == "mul" else
+                     nodes[i] + nodes[j] if kind == "add" else nodes[i].exp())
+    return nodes
+
+
+def _inputs(graph) -> list[list[int]]:
+    """In the grader: the inputs of each node, as positions."""
+    return [[] for _ in graph["leaves"]] + [[i] if kind == "exp" else [i, j]
+                                            for kind, i, j in graph["ops"]]
+
+
+def _reference_topo(inputs, roots) -> list[int]:
     order, seen = [], set()
 
     def visit(n):
-        if id(n) in seen:
+        if n in seen:
             return
-        seen.add(id(n))
-        for i in n.inputs:
+        seen.add(n)
+        for i in inputs[n]:
             visit(i)
         order.append(n)
 
-    for n in nodes:
+    for n in roots:
         visit(n)
     return order
 
 
-def _random_graph(rng, n_leaves=3, n_ops=12):
-    nodes = [_t(rng.standard_normal(2)) for _ in range(n_leaves)]
-    for _ in range(n_ops):
-        i, j = rng.integers(0, len(nodes), 2)
-        r = rng.random()
-        nodes.append(nodes[i] * nodes[j] if r < 0.4 else
-                     nodes[i] + nodes[j] if r < 0.8 else nodes[i].exp())
-    return nodes
+@exercise("autodiff.topo_sort", points=2, notebook=NB, needs=("find_topo_sort",),
+          hint="A depth-first search can emit a node once everything it depends on has been "
+               "emitted; remember which nodes you have already seen, since graphs share "
+               "nodes (lecture 02, 'Topological order').")
+class _TopoSort(Check):
+    def cases(self):
+        fixed = {"leaves": [np.array([1.0]), np.array([2.0])],
+                 "ops": [["mul", 0, 1], ["add", 2, 0], ["exp", 3, 3]]}
+        out = [{"what": "order of c = a*b; d = c + a; e = exp(d)", "graph": fixed,
+                "roots": [4], "call": "find_topo_sort([e])", "_names": "abcde"}]
+        rng = np.random.default_rng(22)
+        for k in range(4):
+            graph = _random_graph(rng)
+            n = len(graph["leaves"]) + len(graph["ops"])
+            out.append({"what": f"random graph {k}", "graph": graph,
+                        "roots": [n - 1] if k < 2 else [n - 1, n - 3],
+                        "call": "find_topo_sort"})
+        return out
 
+    def observe(self, ns, case):
+        nodes = _build(case["graph"])
+        pos = {id(n): i for i, n in enumerate(nodes)}
+        roots = [nodes[r] for r in case["roots"]]
+        got = call(case["call"], need(ns, "find_topo_sort"), roots)
+        if not isinstance(got, list):
+            return {"type": type(got).__name__}
+        return {"type": "list", "order": [pos.get(id(n), -1) for n in got]}
 
-@exercise("autodiff.topo_sort", points=2, notebook=NB,
-          hint="post-order depth-first search: visit a node's inputs (in order) before "
-               "appending the node, and never visit a node twice")
-def _(ns, t):
-    topo = t.need(ns, "find_topo_sort")
-    a, b = _t([1.0]), _t([2.0])
-    c = a * b
-    d = c + a
-    e = d.exp()
-    got = _call("find_topo_sort([e])", topo, [e])
-    names = {id(a): "a", id(b): "b", id(c): "c", id(d): "d", id(e): "e"}
-    if not isinstance(got, list):
-        raise CheckFailed(f"find_topo_sort should return a list, got {type(got).__name__}")
-    t.equal([names.get(id(n), "?") for n in got], ["a", "b", "c", "d", "e"],
-            "order of c = a*b; d = c + a; e = exp(d)")
-    rng = np.random.default_rng(22)
-    for k in range(4):
-        nodes = _random_graph(rng)
-        roots = [nodes[-1]] if k < 2 else [nodes[-1], nodes[-3]]
-        got = _call("find_topo_sort", topo, roots)
-        want = _reference_topo(roots)
-        t.true(len(got) == len(want) and len({id(n) for n in got}) == len(want),
-               f"random graph {k}: every node once", f"{len(got)} nodes, expected {len(want)}")
-        pos = {id(n): i for i, n in enumerate(got)}
-        t.true(all(pos[id(i)] < pos[id(n)] for n in got for i in n.inputs),
-               f"random graph {k}: every node after its inputs")
-        t.true([id(n) for n in got] == [id(n) for n in want],
-               f"random graph {k}: the post-order DFS order")
-
-
-# ---- exercise 4: the backward pass ---------------------------------------------------------
-
-@exercise("autodiff.backward", points=3, notebook=NB,
-          hint="walk reversed(find_topo_sort([output])); at each node add up the partial "
-               "gradients its users sent, store the sum in node.grad, then call "
-               "node.op.gradient_as_tuple(node.grad, node) and send each result to its input")
-def _(ns, t):
-    backward = t.need(ns, "compute_gradients")
-    rng = np.random.default_rng(23)
-    xv, yv, wv = rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), \
-        rng.standard_normal((2, 4))
-
-    def build():
-        x, y, w = _t(xv), _t(yv), _t(wv)
-        c = _t(rng_c, requires_grad=False)
-        h = (x * y + x * x) @ w          # x is used three times
-        out = (h.tanh() * c).sum(axes=(1,))
-        return (x, y, w), out
-
-    rng_c = rng.standard_normal((3, 4))
-    (x, y, w), out = build()
-    g = rng.standard_normal(3)
-    _call("compute_gradients(out, out_grad)", backward, out, _t(g, requires_grad=False))
-    (rx, ry, rw), ref = build()
-    ref.backward(_t(g, requires_grad=False))
-    for name, mine, theirs in [("x", x, rx), ("y", y, ry), ("w", w, rw)]:
-        if mine.grad is None:
-            raise CheckFailed(f"leaf {name} has no .grad after compute_gradients")
-        _close(t, mine.grad, theirs.grad.numpy(), f"gradient of leaf {name}")
-    t.true(out.grad is not None and np.allclose(out.grad.numpy(), g),
-           "the output's .grad is out_grad")
-    # a second graph: a node reached by two paths of different length
-    a = _t(rng.standard_normal(4))
-    b = a.exp()
-    z = (b * a + b).sum()
-    _call("compute_gradients on exp(a) * a + exp(a)", backward, z, _t(1.0, False))
-    av = a.numpy()
-    _close(t, a.grad, np.exp(av) * (av + 2), "gradient of sum(exp(a) * a + exp(a))")
-
-
-# ---- exercise 5: the softmax loss -----------------------------------------------------------
-
-@exercise("autodiff.softmax_loss", points=2, notebook=NB,
-          hint="mean over the batch of logsumexp(z) - z[y]; use ops.logsumexp (stable) and "
-               "pick z[y] as a sum of z times a one-hot matrix of the labels")
-def _(ns, t):
-    loss_fn = t.need(ns, "softmax_loss")
-    rng = np.random.default_rng(24)
-    for n, k, scale in [(5, 3, 1.0), (8, 10, 3.0), (4, 6, 1000.0)]:
-        z = rng.standard_normal((n, k)) * scale
-        y = rng.integers(0, k, n)
-        logits = _t(z)
-        loss = _call("softmax_loss", loss_fn, logits, y)
-        (loss,) = _tensors(t, loss, 1, "softmax_loss")
-        if loss.size != 1:
-            raise CheckFailed(f"softmax_loss should return one number, got shape {loss.shape}")
-        m = z.max(1, keepdims=True)
-        lse = np.log(np.exp(z - m).sum(1)) + m[:, 0]
-        want = (lse - z[np.arange(n), y]).mean()
-        t.close(loss.numpy().reshape(()), want, f"loss of {n} examples, {k} classes, "
-                f"logits up to {scale:g}", rtol=1e-7)
-        _call("loss.backward()", loss.reshape(()).backward if loss.shape else loss.backward)
-        p = np.exp(z - m) / np.exp(z - m).sum(1, keepdims=True)
-        _close(t, logits.grad, (p - np.eye(k)[y]) / n, f"gradient for {n}x{k} logits")
-
-
-# ---- exercise 6: one SGD step ---------------------------------------------------------------
-
-@exercise("autodiff.sgd_step", points=1, notebook=NB,
-          hint="for each parameter with a gradient, set p.data = p.data - lr * p.grad.data "
-               "(on .data, so the update builds no graph and the parameter stays the same object)")
-def _(ns, t):
-    import mlc
-
-    step = t.need(ns, "sgd_step")
-    rng = np.random.default_rng(25)
-    w, b, frozen = _t(rng.standard_normal((3, 2))), _t(rng.standard_normal(2)), \
-        _t(rng.standard_normal(2))
-    loss = ((mlc.ops.tanh(_t(rng.standard_normal((4, 3)), False) @ w) + b) ** 2).sum()
-    loss.backward()
-    frozen.grad = None
-    before = {id(p): (p.numpy(), None if p.grad is None else p.grad.numpy())
-              for p in (w, b, frozen)}
-    _call("sgd_step(params, lr=0.1)", step, [w, b, frozen], 0.1)
-    for name, p in [("w", w), ("b", b)]:
-        old, grad = before[id(p)]
-        _close(t, p, old - 0.1 * grad, f"parameter {name} after one step")
-        t.true(p.op is None and p.requires_grad,
-               f"{name} is still a trainable leaf (no graph was built into it)")
-    t.close(frozen.numpy(), before[id(frozen)][0], "a parameter without gradient is left alone")
+    def judge(self, case, obs, t):
+        if not isinstance(obs, dict) or obs.get("type") != "list":
+            kind = obs.get("type") if isinstance(obs, dict) else "?"
+            t.fail(f"find_topo_sort should return a list, got {str(kind)[:40]}")
+        got = obs.get("order")
+        if not (isinstance(got, list) and all(isinstance(i, int) for i in got)):
+            t.fail(f"{case['what']}: malformed observation")
+        inputs = _inputs(case["graph"])
+        want = _reference_topo(inputs, case["roots"])
+        if "_names" in case:
+            names = case["_names"]
+            t.equal([names[i] if 0 <= i < 5 else "?" for i in got], list(names), case["what"])
+            return
+        k = case["what"]
+        t.true(len(got) == len(want) and set(got) == set(want),
+               f"{k}: every node once", f"{len(got)} nodes, expected {len(want)}"
+               + ("" if -1 not in got else ", some of them not nodes of the graph"))
+        pos = {n: i for i, n in enumerate(got)}
+        t.true(all(pos[i] < pos[n] for n in got for i in inputs[n]),
+               f"{k}: every node after its inputs")
+        t.true(got == want, f"{k}: the post-order DFS order")

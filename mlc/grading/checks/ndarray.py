@@ -1,48 +1,98 @@
 """Unit 01, NDArray: strides and views, on bare ``(shape, strides, offset)`` triples.
 
 The student's functions never see an NDArray: a view is a triple of plain tuples and an
-int, strides counted in elements. To grade a triple we *use* it: we lay numpy's
-``np.arange(n)`` out as the flat buffer, read the view the triple describes, and compare
-with what numpy's own indexing returns. Every buffer position holds its own address, so
-equal values mean the student's view touches exactly the right addresses in the right
-order. Triples are checked to stay inside the buffer before anything is read.
+int, strides counted in elements. To grade a triple the grader *uses* it: it lays
+numpy's ``np.arange(n)`` out as the flat buffer, reads the view the triple describes, and
+compares with what numpy's own indexing returns. Every buffer position holds its own
+address, so equal values mean the student's view touches exactly the right addresses in
+the right order. Triples are checked to stay inside the buffer before anything is read.
+
+The split (see :mod:`mlc.grading.registry`): ``cases`` draws every input, hidden ones
+too, in the grader and keeps numpy's view of each under a private key; ``observe`` only
+calls the student's function in the worker and turns what it returned into ints (or
+reports that it could not); ``judge`` reads the view in the grader and compares. Slices
+cannot travel, so an index goes out as ints and ``{"slice": [start, stop, step]}`` and
+becomes a tuple of ints and slices again in the worker. ``getitem`` and ``compact`` are
+in :mod:`.ndarray_views`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
 
-from ..registry import CheckFailed, _short, exercise, call as _call
+from ..registry import Check, CheckFailed, call, exercise, first_line, need, raised
 
 NB = "01_ndarray"
 
 
-# ---- helpers shared by the checks -----------------------------------------------------------
+# ---- in the worker: what the student's code returned, as plain data ------------------------
 
-def _triple_of(view: np.ndarray, flat: np.ndarray) -> tuple[tuple, tuple, int]:
+def _repr(value, limit: int = 120) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - the student's object may fail to print
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def ints_obs(value):
+    """``value`` as a tuple of python ints, or ``{"unreadable": repr}``."""
+    try:
+        return tuple(int(v) for v in value)
+    except Exception:  # noqa: BLE001 - anything the student returned
+        return {"unreadable": _repr(value)}
+
+
+def triple_obs(what: str, fn, *args):
+    """``fn(*args)`` as ``(shape, strides, offset)`` of python ints, or ``{"unreadable"}``."""
+    result = call(what, fn, *args)
+    try:
+        shape, strides, offset = result
+        return (tuple(int(n) for n in shape), tuple(int(s) for s in strides), int(offset))
+    except Exception:  # noqa: BLE001 - anything the student returned
+        return {"unreadable": _repr(result)}
+
+
+def raised_with_message(fn, *args) -> dict:
+    """:func:`raised`, and the whole message of the exception (checks that read it)."""
+    try:
+        fn(*args)
+    except NotImplementedError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
+        return {"raised": f"{type(err).__name__}: {first_line(err)}",
+                "mro": [c.__name__ for c in type(err).__mro__], "message": str(err)[:2000]}
+    return {"raised": None, "mro": [], "message": ""}
+
+
+# ---- in the grader: numpy's views and reading the student's ---------------------------------
+
+def triple_of(view: np.ndarray, flat: np.ndarray) -> tuple[tuple, tuple, int]:
     """The (shape, strides in elements, offset) of a numpy view of the 1-D array ``flat``."""
     item = flat.itemsize
     offset = (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // item
     return tuple(view.shape), tuple(s // item for s in view.strides), int(offset)
 
 
-def _as_triple(result, what: str) -> tuple[tuple, tuple, int]:
-    """The student's ``(shape, strides, offset)`` as tuples of python ints, or a clear failure."""
-    try:
-        shape, strides, offset = result
-        shape = tuple(int(n) for n in shape)
-        strides = tuple(int(s) for s in strides)
-        offset = int(offset)
-    except (TypeError, ValueError):
-        raise CheckFailed(f"{what}: expected a tuple (shape, strides, offset), "
-                          f"got {result!r}") from None
-    return shape, strides, offset
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _read_view(flat: np.ndarray, shape, strides, offset, what: str) -> np.ndarray:
+def as_triple(obs, what: str) -> tuple[tuple, tuple, int]:
+    """An observed ``(shape, strides, offset)``, validated (it is untrusted data)."""
+    if isinstance(obs, dict) and "unreadable" in obs:
+        raise CheckFailed(f"{what}: expected a tuple (shape, strides, offset), got "
+                          f"{str(obs['unreadable'])[:120]}")
+    if not (isinstance(obs, (tuple, list)) and len(obs) == 3
+            and all(isinstance(p, (tuple, list)) and all(_is_int(v) for v in p)
+                    for p in obs[:2]) and _is_int(obs[2])):
+        raise CheckFailed(f"{what}: malformed observation of (shape, strides, offset)")
+    return tuple(obs[0]), tuple(obs[1]), obs[2]
+
+
+def read_view(flat: np.ndarray, shape, strides, offset, what: str) -> np.ndarray:
     """The elements the view (shape, strides, offset) of ``flat`` shows, in row-major order.
 
     Checks the triple first: as_strided does not, and a wrong triple must cost points,
@@ -54,8 +104,10 @@ def _read_view(flat: np.ndarray, shape, strides, offset, what: str) -> np.ndarra
         raise CheckFailed(f"{what}: shape {shape} has a negative dimension")
     if math.prod(shape) == 0:
         return np.empty(shape, flat.dtype)
-    lo = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=False) if s < 0)
-    hi = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=False) if s > 0)
+    # the stride of an axis of length 1 is never used (and may be any number)
+    eff = tuple(s if n > 1 else 0 for n, s in zip(shape, strides, strict=True))
+    lo = offset + sum((n - 1) * s for n, s in zip(shape, eff, strict=True) if s < 0)
+    hi = offset + sum((n - 1) * s for n, s in zip(shape, eff, strict=True) if s > 0)
     if lo < 0 or hi >= flat.size:
         raise CheckFailed(f"{what}: the view (shape={shape}, strides={strides}, "
                           f"offset={offset}) reaches buffer positions {lo}..{hi}, but the "
@@ -63,21 +115,21 @@ def _read_view(flat: np.ndarray, shape, strides, offset, what: str) -> np.ndarra
     # Start at the view's first element; negative strides step back into flat, which the
     # bounds check above allows.
     view = np.lib.stride_tricks.as_strided(
-        flat[offset:], shape=shape, strides=tuple(s * flat.itemsize for s in strides),
+        flat[offset:], shape=shape, strides=tuple(s * flat.itemsize for s in eff),
         writeable=False)
     return np.array(view)
 
 
-def _same_view(t, fn, args, expected: np.ndarray, flat: np.ndarray, what: str,
+def judge_view(t, obs, expected: np.ndarray, flat: np.ndarray, what: str,
                record: bool = True) -> None:
-    """The triple ``fn(*args)`` shows exactly numpy's view ``expected`` of ``flat``."""
-    shape, strides, offset = _as_triple(_call(what, fn, *args), what)
-    exp = _triple_of(expected, flat)
+    """The observed triple shows exactly numpy's view ``expected`` of ``flat``."""
+    shape, strides, offset = as_triple(obs, what)
+    exp = triple_of(expected, flat)
     both = (f"expected (shape={exp[0]}, strides={exp[1]}, offset={exp[2]}), got "
             f"(shape={shape}, strides={strides}, offset={offset})")
     if shape != expected.shape:
         raise CheckFailed(f"{what}: {both}: the shape differs")
-    got = _read_view(flat, shape, strides, offset, what)
+    got = read_view(flat, shape, strides, offset, what)
     if not np.array_equal(got, expected):
         bad = tuple(int(i) for i in np.argwhere(got != expected)[0])
         raise CheckFailed(f"{what}: {both}; element {bad} of your view is buffer position "
@@ -86,7 +138,7 @@ def _same_view(t, fn, args, expected: np.ndarray, flat: np.ndarray, what: str,
         t.passed.append(what)
 
 
-def _random_base(rng, flat_size: int = 0):
+def random_base(rng, flat_size: int = 0):
     """A random numpy view of a fresh ``np.arange`` buffer: compact, stepped, reversed or
     permuted, so student code cannot assume compact strides or a zero offset."""
     ndim = int(rng.integers(1, 5))
@@ -107,238 +159,185 @@ def _random_base(rng, flat_size: int = 0):
     return flat, arr
 
 
-def _source_mentions(fn, words) -> list[str]:
-    try:
-        src = inspect.getsource(fn)
-    except (OSError, TypeError):
-        return []
-    return [w for w in words if w in src]
+def compact_strides_of(shape) -> tuple:
+    return tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+
+
+def view_case(what: str, args: list, view: np.ndarray, flat: np.ndarray) -> dict:
+    return {"what": what, "args": args, "_view": view, "_flat": flat}
+
+
+class ViewCheck(Check):
+    """A check of a function that returns a view triple. A case is one call
+    (``"args"``, numpy's view under ``"_view"``), a call that must raise
+    (``"raises": True``), or a bundle of random calls (``"items"``)."""
+
+    fn = ""
+    error: type[BaseException] = ValueError
+
+    def args(self, case: dict) -> list:
+        """The arguments as the student's function takes them (in the worker)."""
+        return list(case["args"])
+
+    def observe(self, ns, case):
+        f = need(ns, self.fn)
+        if "items" in case:
+            return [triple_obs(it["what"], f, *self.args(it)) for it in case["items"]]
+        if case.get("raises"):
+            return raised(f, *self.args(case))
+        return triple_obs(case["what"], f, *self.args(case))
+
+    def judge(self, case, obs, t):
+        if "items" in case:
+            items = case["items"]
+            if not (isinstance(obs, list) and len(obs) == len(items)):
+                t.fail(f"{case['what']}: malformed observation")
+            for it, o, view, flat in zip(items, obs, case["_views"], case["_flats"],
+                                         strict=True):
+                judge_view(t, o, view, flat, it["what"], record=False)
+            t.passed.append(case["what"])
+        elif case.get("raises"):
+            t.raised(obs, self.error, case["what"])
+        else:
+            judge_view(t, obs, case["_view"], case["_flat"], case["what"])
+
+
+def bundle(what: str, items: list[dict]) -> dict:
+    """Many view cases as one (one observation, one line in the passed list)."""
+    return {"what": what, "items": [{"what": it["what"], "args": it["args"]} for it in items],
+            "_views": [it["_view"] for it in items], "_flats": [it["_flat"] for it in items]}
 
 
 # ---- 1. compact strides ---------------------------------------------------------------------
 
-@exercise("ndarray.compact_strides", points=1, notebook=NB,
-          hint="Walk the axes from the last one: the last axis has stride 1, and each axis "
-               "before it steps over a whole row of the axes after it, so "
-               "strides[i] = shape[i+1] * strides[i+1].")
-def _compact_strides(ns, t):
-    f = t.need(ns, "compact_strides")
-    cases = [(3, 4), (2, 3, 4), (5,), (), (1,), (4, 1), (1, 4), (2, 1, 3), (2, 0, 3),
-             (0,), (3, 0), (7, 1, 1, 2), (2, 3, 4, 5, 6)]
-    for shape in cases:
-        expected = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
-        got = f(shape)
-        try:
-            got = tuple(int(s) for s in got)
-        except TypeError:
-            raise CheckFailed(f"compact_strides({shape}): expected a tuple such as "
-                              f"{expected}, got {got!r}") from None
-        t.equal(got, expected, f"compact_strides({shape})")
-    nonzero = (3, 4, 5)
-    t.equal(tuple(s * 8 for s in f(nonzero)), np.empty(nonzero).strides,
-            "agrees with numpy's strides (in bytes: times 8 for float64) for shape (3, 4, 5)")
+@exercise("ndarray.compact_strides", points=1, notebook=NB, needs=("compact_strides",),
+          hint="In row-major order the last axis is the contiguous one; ask how many elements "
+               "one step along an earlier axis skips over (lecture 01, 'Row-major strides'). "
+               "Mind the 0-d shape () and shapes with a 0 in them.")
+class _CompactStrides(Check):
+    SHAPES = [(3, 4), (2, 3, 4), (5,), (), (1,), (4, 1), (1, 4), (2, 1, 3), (2, 0, 3),
+              (0,), (3, 0), (7, 1, 1, 2), (2, 3, 4, 5, 6)]
+
+    def cases(self):
+        out = [{"what": f"compact_strides({shape})", "shape": shape} for shape in self.SHAPES]
+        out.append({"what": "agrees with numpy's strides (in bytes: times 8 for float64) for "
+                            "shape (3, 4, 5)", "shape": (3, 4, 5), "_numpy": True})
+        return out
+
+    def observe(self, ns, case):
+        return ints_obs(call(case["what"], need(ns, "compact_strides"), case["shape"]))
+
+    def judge(self, case, obs, t):
+        shape = case["shape"]
+        expected = compact_strides_of(shape)
+        if isinstance(obs, dict) and "unreadable" in obs:
+            t.fail(f"compact_strides({shape}): expected a tuple such as {expected}, got "
+                   f"{str(obs['unreadable'])[:120]}")
+        if not (isinstance(obs, tuple) and all(_is_int(s) for s in obs)):
+            t.fail(f"{case['what']}: malformed observation")
+        if case.get("_numpy"):
+            t.equal(tuple(s * 8 for s in obs), np.empty(shape).strides, case["what"])
+        else:
+            t.equal(obs, expected, case["what"])
 
 
 # ---- 2. permute -----------------------------------------------------------------------------
 
-@exercise("ndarray.permute", points=2, notebook=NB,
-          hint="Axis i of the result is axis axes[i] of the input: pick shape[axes[i]] and "
-               "strides[axes[i]]; the offset does not change. Before that, check that "
-               "sorted(axes) == list(range(len(shape))) and raise ValueError if not.")
-def _permute(ns, t):
-    f = t.need(ns, "permute")
-    flat = np.arange(12)
-    a = flat.reshape(3, 4)
-    what = "permute of a 3x4 matrix with axes (1, 0)"
-    _same_view(t, f, ((3, 4), (4, 1), 0, (1, 0)), a.T, flat, what)
-    rng = np.random.default_rng(101)
-    for case in range(25):
-        flat, base = _random_base(rng)
-        shape, strides, offset = _triple_of(base, flat)
-        axes = tuple(int(x) for x in rng.permutation(base.ndim))
-        _same_view(t, f, (shape, strides, offset, axes), base.transpose(axes), flat,
-                   f"random case {case}: permute(shape={shape}, strides={strides}, "
-                   f"offset={offset}, axes={axes})", record=False)
-    t.passed.append("25 random permutations of stepped, reversed and permuted views")
-    _same_view(t, f, ((), (), 5, ()), np.arange(6)[5, ...], np.arange(6),
-               "permute of a 0-d view with axes ()")
-    for shape, strides, axes in [((2, 3), (3, 1), (0, 0)), ((2, 3), (3, 1), (0, 2)),
-                                 ((2, 3, 4), (12, 4, 1), (0, 1)),
-                                 ((2, 3), (3, 1), (0, 1, 2)),
-                                 ((2, 3, 4), (12, 4, 1), (2, 2, 1))]:
-        t.raises(ValueError, lambda s=shape, st=strides, ax=axes: f(s, st, 0, ax),
-                 f"permute(shape={shape}, ..., axes={axes}) raises ValueError")
+@exercise("ndarray.permute", points=2, notebook=NB, needs=("permute",),
+          hint="Permuting the axes moves no data: it only reorders what describes each axis. "
+               "Which axis of the input does axis i of the result come from? Axes that are "
+               "not a permutation of 0..ndim-1 must raise ValueError (lecture 01, 'Transpose: "
+               "permute the strides').")
+class _Permute(ViewCheck):
+    fn = "permute"
+
+    def cases(self):
+        flat = np.arange(12)
+        out = [view_case("permute of a 3x4 matrix with axes (1, 0)", [(3, 4), (4, 1), 0, (1, 0)],
+                         flat.reshape(3, 4).T, flat)]
+        rng = np.random.default_rng(101)
+        items = []
+        for case in range(25):
+            flat, base = random_base(rng)
+            shape, strides, offset = triple_of(base, flat)
+            axes = tuple(int(x) for x in rng.permutation(base.ndim))
+            items.append(view_case(f"random case {case}: permute(shape={shape}, "
+                                   f"strides={strides}, offset={offset}, axes={axes})",
+                                   [shape, strides, offset, axes], base.transpose(axes), flat))
+        out.append(bundle("25 random permutations of stepped, reversed and permuted views",
+                          items))
+        flat = np.arange(6)
+        out.append(view_case("permute of a 0-d view with axes ()", [(), (), 5, ()],
+                             flat[5, ...], flat))
+        for shape, strides, axes in [((2, 3), (3, 1), (0, 0)), ((2, 3), (3, 1), (0, 2)),
+                                     ((2, 3, 4), (12, 4, 1), (0, 1)),
+                                     ((2, 3), (3, 1), (0, 1, 2)),
+                                     ((2, 3, 4), (12, 4, 1), (2, 2, 1))]:
+            out.append({"what": f"permute(shape={shape}, ..., axes={axes}) raises ValueError",
+                        "raises": True, "args": [shape, strides, 0, axes]})
+        return out
 
 
 # ---- 3. broadcast_to ------------------------------------------------------------------------
 
-@exercise("ndarray.broadcast_to", points=2, notebook=NB,
-          hint="Line the shapes up on the right. New leading axes get stride 0; an axis of "
-               "length 1 stretched to length m > 1 gets stride 0; an axis whose length "
-               "already matches keeps its stride; anything else raises ValueError with "
-               "both shapes in the message.")
-def _broadcast_to(ns, t):
-    f = t.need(ns, "broadcast_to")
-    cases = [((3,), (2, 3)), ((3, 1), (3, 4)), ((1,), (2, 3, 4)), ((), (2, 2)),
-             ((2, 1, 3), (4, 2, 5, 3)), ((1, 1), (1, 1)), ((4,), (4,)), ((1,), (0,)),
-             ((0,), (3, 0)), ((2, 1), (2, 0)), ((1, 3), (2, 2, 3))]
-    for shape, new_shape in cases:
-        flat = np.arange(math.prod(shape) + 3)
-        base = flat[3:].reshape(shape)
-        # A stepped base so that kept strides are not all compact.
-        if shape and shape[-1] > 1:
-            flat = np.arange(2 * math.prod(shape) + 3)
-            base = flat[3::2][: math.prod(shape)].reshape(shape)
-        sh, st, off = _triple_of(base, flat)
-        _same_view(t, f, (sh, st, off, new_shape), np.broadcast_to(base, new_shape), flat,
-                   f"broadcast_to(shape={sh}, strides={st}, offset={off}, "
-                   f"new_shape={new_shape})")
-    rng = np.random.default_rng(202)
-    for case in range(15):
-        flat, base = _random_base(rng)
-        # squash random axes to length 1, then stretch them and add leading axes
-        idx = tuple(slice(0, 1) if rng.random() < 0.5 else slice(None) for _ in base.shape)
-        base = base[idx]
-        lead = tuple(int(n) for n in rng.integers(1, 4, size=int(rng.integers(0, 3))))
-        new_shape = lead + tuple(int(rng.integers(1, 4)) if n == 1 else n for n in base.shape)
-        sh, st, off = _triple_of(base, flat)
-        _same_view(t, f, (sh, st, off, new_shape), np.broadcast_to(base, new_shape), flat,
-                   f"random case {case}: broadcast_to(shape={sh}, strides={st}, "
-                   f"offset={off}, new_shape={new_shape})", record=False)
-    t.passed.append("15 random broadcasts of stepped, reversed and permuted views")
-    for shape, new_shape in [((3,), (4,)), ((2, 3), (3,)), ((2,), (2, 1)), ((2, 3), (2, 3, 3)),
-                             ((3, 1), (3, 4, 2))]:
-        strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
-        what = f"broadcast_to(shape={shape}, ..., new_shape={new_shape}) raises ValueError"
-        try:
-            f(shape, strides, 0, new_shape)
-        except ValueError as err:
-            msg = str(err)
-            if str(shape) not in msg or str(new_shape) not in msg:
-                raise CheckFailed(f"{what} naming both shapes: the message should contain "
-                                  f"{shape} and {new_shape}, it is {msg!r}") from None
-            t.passed.append(what + " naming both shapes")
-        except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-            raise CheckFailed(f"{what}: got {type(err).__name__}: {err}") from None
-        else:
-            raise CheckFailed(f"{what}: nothing was raised")
+@exercise("ndarray.broadcast_to", points=2, notebook=NB, needs=("broadcast_to",),
+          hint="Line the two shapes up the way numpy's broadcasting rules do (lecture 01, "
+               "'Broadcasting is stride 0'). A stretched or added axis must show the same "
+               "element at every position along it: which stride does that? Shapes that do "
+               "not broadcast raise ValueError, and the message names both shapes.")
+class _BroadcastTo(ViewCheck):
+    fn = "broadcast_to"
 
+    def cases(self):
+        out = []
+        for shape, new_shape in [((3,), (2, 3)), ((3, 1), (3, 4)), ((1,), (2, 3, 4)),
+                                 ((), (2, 2)), ((2, 1, 3), (4, 2, 5, 3)), ((1, 1), (1, 1)),
+                                 ((4,), (4,)), ((1,), (0,)), ((0,), (3, 0)), ((2, 1), (2, 0)),
+                                 ((1, 3), (2, 2, 3))]:
+            flat = np.arange(math.prod(shape) + 3)
+            base = flat[3:].reshape(shape)
+            # A stepped base so that kept strides are not all compact.
+            if shape and shape[-1] > 1:
+                flat = np.arange(2 * math.prod(shape) + 3)
+                base = flat[3::2][: math.prod(shape)].reshape(shape)
+            sh, st, off = triple_of(base, flat)
+            out.append(view_case(f"broadcast_to(shape={sh}, strides={st}, offset={off}, "
+                                 f"new_shape={new_shape})", [sh, st, off, new_shape],
+                                 np.broadcast_to(base, new_shape), flat))
+        rng = np.random.default_rng(202)
+        items = []
+        for case in range(15):
+            flat, base = random_base(rng)
+            # squash random axes to length 1, then stretch them and add leading axes
+            idx = tuple(slice(0, 1) if rng.random() < 0.5 else slice(None) for _ in base.shape)
+            base = base[idx]
+            lead = tuple(int(n) for n in rng.integers(1, 4, size=int(rng.integers(0, 3))))
+            new_shape = lead + tuple(int(rng.integers(1, 4)) if n == 1 else n
+                                     for n in base.shape)
+            sh, st, off = triple_of(base, flat)
+            items.append(view_case(f"random case {case}: broadcast_to(shape={sh}, strides={st}, "
+                                   f"offset={off}, new_shape={new_shape})",
+                                   [sh, st, off, new_shape], np.broadcast_to(base, new_shape),
+                                   flat))
+        out.append(bundle("15 random broadcasts of stepped, reversed and permuted views", items))
+        for shape, new_shape in [((3,), (4,)), ((2, 3), (3,)), ((2,), (2, 1)),
+                                 ((2, 3), (2, 3, 3)), ((3, 1), (3, 4, 2))]:
+            out.append({"what": f"broadcast_to(shape={shape}, ..., new_shape={new_shape}) "
+                                "raises ValueError", "raises": True,
+                        "args": [shape, compact_strides_of(shape), 0, new_shape]})
+        return out
 
-# ---- 4. getitem -----------------------------------------------------------------------------
+    def observe(self, ns, case):
+        if case.get("raises"):
+            return raised_with_message(need(ns, self.fn), *self.args(case))
+        return super().observe(ns, case)
 
-def _random_index(rng, shape):
-    """A tuple of ints and slices for the first k <= ndim axes, like a student would write."""
-    k = int(rng.integers(0, len(shape) + 1))
-    idx = []
-    for n in shape[:k]:
-        if rng.random() < 0.3 and n > 0:
-            idx.append(int(rng.integers(-n, n)))
-            continue
-
-        def bound(n=n):
-            return None if rng.random() < 0.3 else int(rng.integers(-n - 2, n + 3))
-
-        step = None if rng.random() < 0.3 else int(rng.choice([-3, -2, -1, 1, 2, 3]))
-        idx.append(slice(bound(), bound(), step))
-    return tuple(idx)
-
-
-def _fmt_index(idx) -> str:
-    def one(i):
-        if isinstance(i, slice):
-            parts = ["" if v is None else str(v) for v in (i.start, i.stop, i.step)]
-            return ":".join(parts[:2]) + (f":{parts[2]}" if i.step is not None else "")
-        return str(i)
-
-    return "[" + ", ".join(one(i) for i in idx) + "]"
-
-
-@exercise("ndarray.getitem", points=3, notebook=NB,
-          hint="Pad idx with slice(None) up to ndim. For a slice, start, stop, step = "
-               "s.indices(n); the new length is len(range(start, stop, step)), the new stride "
-               "is stride * step and the offset moves by start * stride (only when the length "
-               "is not 0). An int i (after i += n when negative; IndexError unless "
-               "0 <= i < n) moves the offset by i * stride and drops the axis.")
-def _getitem(ns, t):
-    f = t.need(ns, "getitem")
-    flat = np.arange(12)
-    a = flat.reshape(3, 4)
-    shown = [((1,), "a[1]"), ((slice(None), 2), "a[:, 2]"), ((slice(None, None, 2),), "a[::2]"),
-             ((slice(None), slice(None, None, -1)), "a[:, ::-1]"), ((-1, -1), "a[-1, -1]"),
-             ((slice(1, 3), slice(1, None, 2)), "a[1:3, 1::2]"), ((), "a[()]"),
-             ((slice(5, 9),), "a[5:9] (empty)")]
-    for idx, text in shown:
-        _same_view(t, f, ((3, 4), (4, 1), 0, idx), a[idx], flat, f"{text} of a 3x4 matrix")
-    rng = np.random.default_rng(303)
-    for case in range(120):
-        flat, base = _random_base(rng, flat_size=int(rng.integers(0, 4)))
-        shape, strides, offset = _triple_of(base, flat)
-        idx = _random_index(rng, shape)
-        _same_view(t, f, (shape, strides, offset, idx), base[idx], flat,
-                   f"random case {case}: view{_fmt_index(idx)} with shape={shape}, "
-                   f"strides={strides}, offset={offset}", record=False)
-    t.passed.append("120 random indexings of stepped, reversed and permuted views")
-    for shape, idx in [((3, 4), (3,)), ((3, 4), (-4,)), ((3, 4), (0, 4)), ((3, 4), (1, -5)),
-                       ((0, 2), (0,)), ((5,), (7,))]:
-        strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
-        t.raises(IndexError, lambda s=shape, st=strides, i=idx: f(s, st, 0, i),
-                 f"index {_fmt_index(idx)} on shape {shape} raises IndexError")
-
-
-# ---- 5. compact -----------------------------------------------------------------------------
-
-@exercise("ndarray.compact", points=2, notebook=NB,
-          hint="Allocate out = np.empty(prod(shape), flat.dtype). Visit every index tuple of "
-               "the view in row-major order (itertools.product(*map(range, shape)) or an "
-               "odometer of counters) and copy flat[offset + sum(i * s for i, s in "
-               "zip(index, strides, strict=False))] to out[k], k = 0, 1, 2, ...")
-def _compact(ns, t):
-    f = t.need(ns, "compact")
-    used = _source_mentions(f, ["as_strided", "stride_tricks", "np.ndarray(", "numpy.ndarray("])
-    t.true(not used, "compact walks the indices itself",
-           f"it uses {', '.join(used)}; compute each element's position from the strides")
-    flat = np.arange(12, dtype=np.float32) * 1.5
-    shown = [("a compact 3x4 array", flat.reshape(3, 4)),
-             ("the transpose of a 3x4 array", flat.reshape(3, 4).T),
-             ("every other column, reversed", flat.reshape(3, 4)[:, ::-2]),
-             ("a row broadcast to 3 rows (stride 0)", np.broadcast_to(flat[4:8], (3, 4))),
-             ("a single element as a 0-d view", flat[7, ...]),
-             ("an empty view of shape (0, 4)", flat.reshape(3, 4)[3:]),
-             ("an empty view of shape (2, 0, 3)", np.broadcast_to(flat[:0, None], (2, 0, 3)))]
-    for what, view in shown:
-        shape, strides, offset = _triple_of(view, flat)
-        before = flat.copy()
-        label = f"compact of {what} (shape={shape}, strides={strides}, offset={offset})"
-        out = _call(label, f, flat, shape, strides, offset)
-        if not isinstance(out, np.ndarray):
-            raise CheckFailed(f"{label}: expected a numpy array, got {type(out).__name__}")
-        if out.dtype != flat.dtype:
-            raise CheckFailed(f"{label}: expected dtype {flat.dtype} (the buffer's), "
-                              f"got {out.dtype}")
-        expected = np.ascontiguousarray(view).reshape(-1)
-        if out.shape != expected.shape:
-            raise CheckFailed(f"{label}: expected a 1-D array of shape {expected.shape}, "
-                              f"got shape {out.shape}")
-        if not np.array_equal(out, expected):
-            k = int(np.argwhere(out != expected)[0][0])
-            raise CheckFailed(f"{label}: expected {expected.tolist()}, got {out.tolist()} "
-                              f"(first difference at position {k})")
-        if np.shares_memory(out, flat):
-            raise CheckFailed(f"{label}: the result shares memory with the buffer; "
-                              "allocate a fresh output array")
-        if not np.array_equal(flat, before):
-            raise CheckFailed(f"{label}: the buffer was modified; only write to the output")
-        t.passed.append(label)
-    rng = np.random.default_rng(404)
-    for case in range(20):
-        flat, base = _random_base(rng, flat_size=int(rng.integers(0, 4)))
-        if rng.random() < 0.3:  # stretch a length-1 axis or add one, with stride 0
-            base = np.broadcast_to(base[..., :1], base.shape[:-1] + (3,))
-        shape, strides, offset = _triple_of(base, flat)
-        label = (f"random case {case}: compact(flat, shape={shape}, strides={strides}, "
-                 f"offset={offset})")
-        out = np.asarray(_call(label, f, flat, shape, strides, offset))
-        expected = np.ascontiguousarray(base).reshape(-1)
-        if out.shape != expected.shape or not np.array_equal(out, expected):
-            raise CheckFailed(f"{label}: expected {_short(expected)}, got {_short(out)}")
-    t.passed.append("20 random stepped, reversed, permuted and broadcast views")
+    def judge(self, case, obs, t):
+        super().judge(case, obs, t)
+        if case.get("raises"):
+            shape, new_shape = case["args"][0], case["args"][3]
+            msg = obs.get("message")
+            msg = msg if isinstance(msg, str) else ""
+            t.true(str(shape) in msg and str(new_shape) in msg,
+                   f"{case['what']} naming both shapes",
+                   f"the message should contain {shape} and {new_shape}, it is {msg[:200]!r}")
