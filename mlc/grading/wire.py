@@ -55,7 +55,7 @@ def to_plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufc":
             raise WireError(f"cannot send an array of dtype {value.dtype}")
-        data = np.ascontiguousarray(value)
+        data = np.array(value, order="C", copy=True)  # keeps 0-d arrays 0-d
         return {_TAG: "ndarray", "dtype": data.dtype.str, "shape": list(data.shape),
                 "b64": base64.b64encode(data.tobytes()).decode("ascii")}
     if isinstance(value, tuple):

@@ -1,13 +1,20 @@
 """Unit 04, GPU operators: grids and blocks, 2-D indexing, shared-memory reductions and tiles.
 
-The checks launch the student's ``@cuda.jit`` kernels themselves, on hidden tiny shapes
-and launch configurations chosen to catch the usual mistakes: more threads than
-elements (a missing bounds test), fewer threads than elements (a missing grid-stride
-loop), shapes that are no multiple of the tile. In the simulator each launch goes
-through :func:`mlc.memcount.count_memory`, so the checks also grade *traffic*: a
-reduction must read each input element once, a tiled matmul must read global memory
-about ``2 n^3 / T`` times instead of ``2 n^3``, and a 2-D kernel must coalesce.
-On a real GPU the results are checked but traffic cannot be counted (the check says so).
+Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases`` and
+``judge`` run in the grader, ``observe`` next to the student's code.
+
+The grader sends hidden tiny inputs and launch configurations chosen to catch the usual
+mistakes: more threads than elements (a missing bounds test), fewer threads than
+elements (a missing grid-stride loop), shapes that are no multiple of the tile. Outputs
+start as NaN, so an element never written shows. The worker launches the student's
+``@cuda.jit`` kernel; in Numba's simulator it launches through
+:func:`mlc.perf.count_memory` and reports the *traffic* as counts per argument (in the
+order of the kernel's parameters), which the judge bounds and compares: a reduction must
+read each input element once, a tiled matmul must read global memory about ``2 n^3 / T``
+times instead of ``2 n^3``, a 2-D kernel must coalesce. On a real GPU the results are
+judged but traffic cannot be counted: the exercises that grade traffic say so.
+That the kernels are ``@cuda.jit`` kernels is read from the notebook's source. The
+launching and the bounding of what a launch reports live in :mod:`.gpu_launch`.
 """
 
 from __future__ import annotations
@@ -16,173 +23,229 @@ import math
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise, first_line
+from ..registry import exercise, need
+from .gpu_launch import (KernelCheck, all_written, counts_of, float_array, int_value,
+                         launch, once, per_request, ran)
 
 NB = "04_gpu_operators"
-
-
-def _simulated() -> bool:
-    import numba
-
-    return bool(numba.config.ENABLE_CUDASIM)
-
-
-def _need_kernel(ns, t, name):
-    k = t.need(ns, name)
-    if not (hasattr(k, "py_func") and hasattr(k, "__getitem__")):
-        raise CheckFailed(f"`{name}` should be a CUDA kernel: put @cuda.jit on the line above "
-                          f"`def {name}`")
-    if getattr(k, "_device", False):
-        raise CheckFailed(f"`{name}` is a device function (device=True); it should be a "
-                          "kernel, launched as name[blocks, threads](...)")
-    t.passed.append(f"`{name}` is a @cuda.jit kernel")
-    return k
-
-
-def _launch(what, kernel, griddim, blockdim, *args, trace=False):
-    """Launch; return the memory counts in the simulator, None on a real GPU."""
-    try:
-        if _simulated():
-            from mlc.memcount import count_memory
-
-            return count_memory(kernel, griddim, blockdim, *args, trace=trace)
-        kernel[griddim, blockdim](*args)
-        return None
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        hint = ""
-        if isinstance(err, IndexError):
-            hint = " (a thread indexed past the end of an array: test i < n before using i)"
-        raise CheckFailed(f"{what}: your kernel raised {type(err).__name__}: "
-                          f"{first_line(err)}{hint}") from None
-
-
-def _counts(t, counts, what):
-    """The counts, or a failure explaining that traffic needs the simulator."""
-    if counts is None:
-        raise CheckFailed(f"{what}: memory traffic can only be counted in Numba's CUDA "
-                          "simulator; grade this exercise with NUMBA_ENABLE_CUDASIM=1 set "
-                          "before Python starts")
-    return counts
-
-
-def _all_written(t, out, what):
-    """Outputs start as NaN: any NaN left means some element was never written."""
-    missing = int(np.isnan(out).sum())
-    t.true(missing == 0, f"{what}: writes every element of the output",
-           f"{missing} of {out.size} elements were never written; does every thread find its "
-           "element(s), and do the launched threads cover the whole array?")
+MAX_TILE = 16  # the operand pools of matmul_tiled cover shapes up to 2 * 16 + 4
 
 
 def _rand(rng, *shape):
     return rng.uniform(-1, 1, shape).astype(np.float32)
 
 
-@exercise("gpu_operators.vector_add", points=1, notebook=NB,
-          hint="start = cuda.grid(1), stride = cuda.gridsize(1); "
-               "for i in range(start, out.size, stride): out[i] = x[i] + y[i]")
-def _(ns, t):
-    kernel = _need_kernel(ns, t, "vector_add")
-    rng = np.random.default_rng(10)
-    for n, blocks, threads, why in [(300, 3, 128, "more threads than elements"),
-                                    (1000, 2, 64, "fewer threads than elements"),
-                                    (1, 1, 32, "a single element")]:
-        x, y, out = _rand(rng, n), _rand(rng, n), np.full(n, np.nan, np.float32)
-        what = f"vector_add[{blocks}, {threads}] on {n} elements ({why})"
-        counts = _launch(what, kernel, blocks, threads, x, y, out)
-        _all_written(t, out, what)
+# ---- the exercises ------------------------------------------------------------------------------
+
+@exercise("gpu_operators.vector_add", points=1, notebook=NB, needs=("vector_add",),
+          hint="a launch may have more threads than elements, or fewer: every thread must "
+               "stay inside the array, and a thread may have to handle several elements "
+               "(the lecture's grid-stride loop)")
+class _VectorAdd(KernelCheck):
+    kernel = "vector_add"
+
+    def cases(self):
+        rng = np.random.default_rng(10)
+        out = []
+        for n, blocks, threads, why in [(300, 3, 128, "more threads than elements"),
+                                        (1000, 2, 64, "fewer threads than elements"),
+                                        (1, 1, 32, "a single element")]:
+            x, y = _rand(rng, n), _rand(rng, n)
+            out.append({"what": f"vector_add[{blocks}, {threads}] on {n} elements ({why})",
+                        "blocks": blocks, "threads": threads, "x": x, "y": y,
+                        "out": np.full(n, np.nan, np.float32)})
+        return out
+
+    def observe(self, ns, case):
+        out = case["out"]
+        obs = launch(need(ns, "vector_add"), case["blocks"], case["threads"], case["x"],
+                     case["y"], out)
+        return {**obs, "out": out}
+
+    def judge(self, case, obs, t):
+        what, x, y = case["what"], case["x"], case["y"]
+        ran(t, obs, self.kernel, what)
+        out = float_array(t, obs.get("out"), x.shape, what)
+        all_written(t, out, what)
         t.close(out, x + y, what)
-        if counts is not None:
-            t.equal((counts["x"].reads, counts["y"].reads, counts["out"].writes), (n, n, n),
+        c = counts_of(t, obs, 3, what, required=False)
+        if c is not None:  # on a real GPU traffic is not counted, and not asked for
+            n, g = x.size, c["global"]
+            t.equal((g[0]["reads"], g[1]["reads"], g[2]["writes"]), (n, n, n),
                     f"{what}: reads each of x and y once and writes out once")
 
 
 BIAS_BLOCK = (32, 4)  # x runs along columns (j), y along rows (i)
 
 
-@exercise("gpu_operators.indexing_2d", points=2, notebook=NB,
-          hint="j, i = cuda.grid(2) (x is the column), then "
-               "if i < out.shape[0] and j < out.shape[1]: out[i, j] = X[i, j] + b[j]")
-def _(ns, t):
-    kernel = _need_kernel(ns, t, "add_bias")
-    rng = np.random.default_rng(11)
-    bx, by = BIAS_BLOCK
-    for rows, cols in [(5, 37), (1, 1), (9, 64)]:
-        X, b = _rand(rng, rows, cols), _rand(rng, cols)
-        out = np.full((rows, cols), np.nan, np.float32)
-        grid = (math.ceil(cols / bx), math.ceil(rows / by))
-        what = f"add_bias[{grid}, {BIAS_BLOCK}] on X of shape {(rows, cols)}"
-        counts = _launch(what, kernel, grid, BIAS_BLOCK, X, b, out, trace=(rows == 9))
-        _all_written(t, out, what)
+@exercise("gpu_operators.indexing_2d", points=2, notebook=NB, needs=("add_bias",),
+          simulator=True,
+          hint="cuda.grid(2) gives the x coordinate first, and threads next to each other "
+               "in a warp differ in x: which axis of the matrix should x walk so that a "
+               "warp reads neighbouring addresses? Threads outside the matrix must do nothing")
+class _AddBias(KernelCheck):
+    kernel = "add_bias"
+
+    def cases(self):
+        rng = np.random.default_rng(11)
+        bx, by = BIAS_BLOCK
+        out = []
+        for rows, cols in [(5, 37), (1, 1), (9, 64)]:
+            X, b = _rand(rng, rows, cols), _rand(rng, cols)
+            grid = (math.ceil(cols / bx), math.ceil(rows / by))
+            out.append({"what": f"add_bias[{grid}, {BIAS_BLOCK}] on X of shape {(rows, cols)}",
+                        "grid": grid, "X": X, "b": b,
+                        "out": np.full((rows, cols), np.nan, np.float32),
+                        "trace": rows == 9})  # the coalescing case (768 threads traced)
+        return out
+
+    def observe(self, ns, case):
+        out = case["out"]
+        obs = launch(need(ns, "add_bias"), case["grid"], BIAS_BLOCK, case["X"], case["b"],
+                     out, trace=((0, "r"), (2, "w")) if case["trace"] else ())
+        return {**obs, "out": out}
+
+    def judge(self, case, obs, t):
+        what, X, b = case["what"], case["X"], case["b"]
+        ran(t, obs, self.kernel, what)
+        out = float_array(t, obs.get("out"), X.shape, what)
+        all_written(t, out, what)
         t.close(out, X + b, what)
-        if counts is not None:
-            t.equal((counts["X"].reads, counts["out"].writes), (rows * cols, rows * cols),
-                    f"{what}: reads X and writes out once per element")
-        if rows == 9:
-            counts = _counts(t, counts, what)
-            for name, kind in (("X", "r"), ("out", "w")):
-                per = counts.transactions(name, kind=kind)["per_request"]
+        c = counts_of(t, obs, 3, what, required=case["trace"])
+        if c is None:
+            return
+        g = c["global"]
+        t.equal((g[0]["reads"], g[2]["writes"]), (X.size, X.size),
+                f"{what}: reads X and writes out once per element")
+        if case["trace"]:
+            for name, key in (("X", "0r"), ("out", "2w")):
+                per = per_request(t, c, key, X.size, what)
                 t.true(per <= 1.5, f"{what}: accesses to {name} coalesce (one 128-byte "
                        "segment per warp)",
-                       f"a warp touches {per:.1f} segments of {name} per access; neighbouring "
-                       "threads (threadIdx.x) must touch neighbouring columns j")
+                       f"a warp touches {per:.1f} segments of {name} per access; the "
+                       "threads of a warp (consecutive threadIdx.x) should touch consecutive "
+                       "addresses")
 
 
 @exercise("gpu_operators.reduce_shared", points=3, notebook=NB, simulator=True,
-          hint="each thread sums x[i] over a grid-stride loop into a register, stores it in "
-               "s[threadIdx.x], then halves: step = THREADS // 2; while step > 0: if tid < "
-               "step: s[tid] += s[tid + step]; cuda.syncthreads(); step //= 2. Thread 0 writes "
-               "s[0] to partial[blockIdx.x]")
-def _(ns, t):
-    kernel = _need_kernel(ns, t, "block_sum")
-    threads = t.need(ns, "THREADS", callable_=False)
-    t.true(isinstance(threads, int) and 32 <= threads <= 256 and threads & (threads - 1) == 0,
-           "THREADS is a power of two between 32 and 256", f"THREADS = {threads!r}")
-    rng = np.random.default_rng(12)
-    for n, blocks in [(1000, 2), (100, 1), (0, 1), (3001, 3)]:
-        x = _rand(rng, n) if n else np.zeros(0, np.float32)
-        partial = np.full(blocks, np.nan, np.float32)
-        what = f"block_sum[{blocks}, {threads}] on {n} elements"
-        counts = _launch(what, kernel, blocks, threads, x, partial)
-        t.close(partial.sum(dtype=np.float64), x.sum(dtype=np.float64),
+          needs=("block_sum",), values=("THREADS",),
+          hint="read each element of x once (a grid-stride loop into a register), then "
+               "combine the block's values in a shared array by halving the number of "
+               "active threads at each step, with a barrier between steps (the lecture's "
+               "reduction section); one thread per block writes the block's result")
+class _BlockSum(KernelCheck):
+    kernel = "block_sum"
+
+    def cases(self):
+        rng = np.random.default_rng(12)
+        out = []
+        for n, blocks in [(1000, 2), (100, 1), (0, 1), (3001, 3)]:
+            x = _rand(rng, n) if n else np.zeros(0, np.float32)
+            out.append({"what": f"block_sum[{blocks}, THREADS] on {n} elements",
+                        "blocks": blocks, "x": x, "partial": np.full(blocks, np.nan,
+                                                                     np.float32)})
+        return out
+
+    def observe(self, ns, case):
+        threads = int_value(ns, "THREADS")
+        kernel = need(ns, "block_sum")
+        partial = case["partial"]
+        if threads["value"] is None or not 1 <= threads["value"] <= 1024:
+            return {"threads": threads}  # no launch can have that many threads per block
+        obs = launch(kernel, case["blocks"], threads["value"], case["x"], partial)
+        return {**obs, "threads": threads, "partial": partial}
+
+    def judge(self, case, obs, t):
+        if not isinstance(obs, dict) or not isinstance(obs.get("threads"), dict):
+            t.fail(f"{case['what']}: malformed observation")
+        T = obs["threads"].get("value")
+        if not (type(T) is int and 32 <= T <= 256 and T & (T - 1) == 0):
+            t.fail("THREADS is a power of two between 32 and 256: failed "
+                   f"(THREADS = {str(obs['threads'].get('repr'))[:80]})")
+        once(t, "THREADS is a power of two between 32 and 256")
+        x, blocks = case["x"], case["blocks"]
+        n = x.size
+        what = f"block_sum[{blocks}, {T}] on {n} elements"
+        ran(t, obs, self.kernel, what)
+        partial = float_array(t, obs.get("partial"), (blocks,), what)
+        t.close(partial.sum(), x.sum(dtype=np.float64),
                 f"{what}: the partial sums add up to sum(x)", rtol=1e-4, atol=1e-4)
-        if counts is None:
-            continue
-        t.equal(counts["x"].reads, n, f"{what}: reads each element of x exactly once")
-        t.equal((counts["partial"].writes, counts["partial"].reads), (blocks, 0),
+        c = counts_of(t, obs, 2, what, required=True)
+        g = c["global"]
+        t.equal(g[0]["reads"], n, f"{what}: reads each element of x exactly once")
+        t.equal((g[1]["writes"], g[1]["reads"]), (blocks, 0),
                 f"{what}: one write of partial per block (and no reads)")
         if n:
-            t.true(counts.shared_reads > 0 and counts.shared_writes > 0,
+            t.true(c["shared_reads"] > 0 and c["shared_writes"] > 0,
                    f"{what}: the block reduces in shared memory",
-                   "make s = cuda.shared.array(THREADS, dtype=float32) and reduce in it")
+                   "combine the threads' values in a cuda.shared.array of THREADS elements")
+
+
+# (n, k, m) as (a, b) pairs meaning a * TILE + b: square, ragged, smaller than a tile
+_MATMUL_SHAPES = [((2, 0), (2, 0), (2, 0)), ((1, 4), (2, 4), (1, 2)), ((0, 1), (0, 3), (0, 1))]
+
+
+def _dims(spec, T):
+    return tuple(a * T + b for a, b in spec)
 
 
 @exercise("gpu_operators.matmul_tiled", points=4, notebook=NB, simulator=True,
-          hint="per tile step t: sA[ty, tx] = A[i, t*TILE + tx] and sB[ty, tx] = "
-               "B[t*TILE + ty, j] (0.0 when outside the matrix), cuda.syncthreads(), "
-               "accumulate sA[ty, k] * sB[k, tx] for k in range(TILE), cuda.syncthreads() again")
-def _(ns, t):
-    kernel = _need_kernel(ns, t, "matmul_tiled")
-    T = t.need(ns, "TILE", callable_=False)
-    t.true(isinstance(T, int) and 2 <= T <= 16, "TILE is an int between 2 and 16",
-           f"TILE = {T!r} (the simulator runs TILE*TILE threads per block: keep it small)")
-    rng = np.random.default_rng(13)
-    for n, k, m in [(2 * T, 2 * T, 2 * T), (T + 4, 2 * T + 4, T + 2), (1, 3, 1)]:
-        A, B = _rand(rng, n, k), _rand(rng, k, m)
+          needs=("matmul_tiled",), values=("TILE",),
+          hint="each block stages one tile of A and one of B in shared memory per step, "
+               "waits until the whole block has loaded them, uses them TILE times, and waits "
+               "again before the next step overwrites them; parts of a tile outside the "
+               "matrix count as zeros (the lecture's tiled-matmul section)")
+class _MatmulTiled(KernelCheck):
+    kernel = "matmul_tiled"
+
+    def cases(self):
+        # The shapes depend on the student's TILE, so the grader sends operand pools large
+        # enough for every TILE allowed; the worker and the judge cut the same corner.
+        rng = np.random.default_rng(13)
+        big = 2 * MAX_TILE + 4
+        return [{"what": "matmul_tiled on ({}T+{} x {}T+{}) @ ({}T+{} x {}T+{})".format(
+                     *spec[0], *spec[1], *spec[1], *spec[2]),
+                 "spec": [list(s) for s in spec], "A": _rand(rng, big, big),
+                 "B": _rand(rng, big, big)} for spec in _MATMUL_SHAPES]
+
+    def observe(self, ns, case):
+        tile = int_value(ns, "TILE")
+        kernel = need(ns, "matmul_tiled")
+        T = tile["value"]
+        if T is None or not 2 <= T <= MAX_TILE:
+            return {"tile": tile}  # the pools cover TILE <= 16 only (and so does the judge)
+        n, k, m = _dims(case["spec"], T)
+        A, B = case["A"][:n, :k].copy(), case["B"][:k, :m].copy()
         C = np.full((n, m), np.nan, np.float32)
+        obs = launch(kernel, (math.ceil(m / T), math.ceil(n / T)), (T, T), A, B, C)
+        return {**obs, "tile": tile, "C": C}
+
+    def judge(self, case, obs, t):
+        if not isinstance(obs, dict) or not isinstance(obs.get("tile"), dict):
+            t.fail(f"{case['what']}: malformed observation")
+        T = obs["tile"].get("value")
+        if not (type(T) is int and 2 <= T <= MAX_TILE):
+            t.fail("TILE is an int between 2 and 16: failed "
+                   f"(TILE = {str(obs['tile'].get('repr'))[:80]}; the simulator runs "
+                   "TILE*TILE threads per block: keep it small)")
+        once(t, "TILE is an int between 2 and 16")
+        n, k, m = _dims(case["spec"], T)
+        A = case["A"][:n, :k].astype(np.float64)
+        B = case["B"][:k, :m].astype(np.float64)
         grid = (math.ceil(m / T), math.ceil(n / T))
         what = f"matmul_tiled[{grid}, {(T, T)}] on ({n}x{k}) @ ({k}x{m})"
-        counts = _launch(what, kernel, grid, (T, T), A, B, C)
-        _all_written(t, C, what)
-        t.close(C, A.astype(np.float64) @ B, what, rtol=1e-4, atol=1e-5)
-        counts = _counts(t, counts, what)
+        ran(t, obs, self.kernel, what)
+        C = float_array(t, obs.get("C"), (n, m), what)
+        all_written(t, C, what)
+        t.close(C, A @ B, what, rtol=1e-4, atol=1e-5)
+        c = counts_of(t, obs, 3, what, required=True)
+        reads = sum(g["reads"] for g in c["global"])
         # each element of A is loaded once per block column, each of B once per block row
         tiled = n * k * math.ceil(m / T) + k * m * math.ceil(n / T)
         naive = 2 * n * k * m
-        t.true(counts.global_reads <= 1.1 * tiled,
+        t.true(reads <= 1.1 * tiled,
                f"{what}: reads global memory like a tiled kernel (at most {tiled}; "
                f"the naive kernel reads {naive})",
-               f"your kernel read global memory {counts.global_reads} times: load each tile "
+               f"your kernel read global memory {reads} times: load each tile "
                "into shared memory once and read it from there TILE times")
-        t.equal(counts["C"].writes, n * m, f"{what}: writes each element of C once")
+        t.equal(c["global"][2]["writes"], n * m, f"{what}: writes each element of C once")

@@ -1,0 +1,202 @@
+"""Launching a student's CUDA kernel and judging what the launch did, for unit 04's checks.
+
+In the worker, :func:`launch` runs the kernel (in Numba's simulator through
+:func:`mlc.perf.count_memory`) and reports, as plain data, what the kernel was, what it
+raised and its memory traffic per array argument, in the order of the kernel's
+parameters (the student may name them as they like). In the grader, the other helpers
+turn such a report into verdicts: they refuse counts that cannot be true (negative, not
+whole numbers, absurdly large, a trace that coalesces better than hardware can) and say
+so as the worker's measurement. :class:`KernelCheck` reads from the notebook's source
+that a kernel is a ``@cuda.jit`` kernel. This module registers no exercise.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+
+from ..registry import Check, first_line, need
+
+MAX_COUNT = 10 ** 8  # elements moved by one of unit 04's tiny launches; more is not a count
+
+NO_SIMULATOR = ("memory traffic can only be counted in Numba's CUDA simulator; grade this "
+                "exercise with NUMBA_ENABLE_CUDASIM=1 set before Python starts")
+
+
+def simulated() -> bool:
+    import numba
+
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+# ---- in the worker ------------------------------------------------------------------------------
+
+def kind_of(k) -> str:
+    """"kernel", "device" (a device function), or the type of what is not a kernel."""
+    if not (hasattr(k, "py_func") and hasattr(k, "__getitem__")):
+        return type(k).__name__
+    return "device" if getattr(k, "_device", False) else "kernel"
+
+
+def traffic(counts, trace) -> dict:
+    """A launch's counts as data: per global argument in parameter order, shared totals,
+    and for ``trace`` ((position, "r" or "w"), ...) how the warps' accesses coalesce."""
+    glob = [a for a in counts.arrays.values() if a.space == "global"]
+    out = {"global": [{"reads": a.reads, "writes": a.writes, "atomics": a.atomics}
+                      for a in glob],
+           "shared_reads": counts.shared_reads, "shared_writes": counts.shared_writes}
+    if counts.accesses is not None:
+        out["coalescing"] = {}
+        for pos, kind in trace:
+            tr = counts.transactions(glob[pos].name, kind=kind)
+            out["coalescing"][f"{pos}{kind}"] = {"requests": tr["requests"],
+                                                 "transactions": tr["transactions"]}
+    return out
+
+
+def launch(kernel, griddim, blockdim, *args, trace=()) -> dict:
+    """Launch the student's kernel; report what it was, what it raised and its traffic
+    (None on a real GPU, where Python cannot see the loads)."""
+    kind = kind_of(kernel)
+    if kind != "kernel":
+        return {"kernel": kind}
+    try:
+        if simulated():
+            from mlc.perf import count_memory
+
+            counts = traffic(count_memory(kernel, griddim, blockdim, *args,
+                                          trace=bool(trace)), trace)
+        else:
+            kernel[griddim, blockdim](*args)
+            counts = None
+    except NotImplementedError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
+        return {"kernel": kind, "raised": f"{type(err).__name__}: {first_line(err)}",
+                "mro": [c.__name__ for c in type(err).__mro__]}
+    return {"kernel": kind, "raised": None, "counts": counts}
+
+
+def int_value(ns, name) -> dict:
+    """A value such as TILE as data: the int itself (None if it is no int) and its repr."""
+    v = need(ns, name, callable_=False)
+    return {"value": v if type(v) is int else None, "repr": repr(v)[:80]}
+
+
+# ---- in the grader ------------------------------------------------------------------------------
+
+def once(t, what: str) -> None:
+    """Record a fact of the exercise that every case repeats (it is a kernel) once."""
+    if what not in t.passed:
+        t.passed.append(what)
+
+
+def ran(t, obs, name: str, what: str) -> dict:
+    """The launch observation, after failing on a non-kernel or a kernel that raised."""
+    if not isinstance(obs, dict):
+        t.fail(f"{what}: malformed observation")
+    kind = obs.get("kernel")
+    if kind == "device":
+        t.fail(f"`{name}` is a device function (device=True); it should be a kernel, "
+               "launched as name[blocks, threads](...)")
+    if kind != "kernel":
+        t.fail(f"`{name}` should be a CUDA kernel (it is a {str(kind)[:40]}): put @cuda.jit "
+               f"on the line above `def {name}`")
+    once(t, f"`{name}` is a @cuda.jit kernel")
+    if obs.get("raised") is not None:
+        mro = obs.get("mro") if isinstance(obs.get("mro"), list) else []
+        nudge = (" (a thread indexed past the end of an array: does every thread check its "
+                 "index against the array's size?)" if "IndexError" in mro else "")
+        t.fail(f"{what}: your kernel raised {str(obs['raised'])[:300]}{nudge}")
+    return obs
+
+
+def float_array(t, v, shape, what: str) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.shape != tuple(shape):
+        t.fail(f"{what}: expected the output array of shape {tuple(shape)} back from the "
+               f"worker, got {type(v).__name__}" + (f" of shape {a.shape}" if a is not None
+                                                    else ""))
+    return a
+
+
+def all_written(t, out: np.ndarray, what: str) -> None:
+    """Outputs start as NaN: any NaN left means some element was never written."""
+    missing = int(np.isnan(out).sum())
+    t.true(missing == 0, f"{what}: writes every element of the output",
+           f"{missing} of {out.size} elements were never written; does every thread find its "
+           "element(s), and do the launched threads cover the whole array?")
+
+
+def is_count(v) -> bool:
+    return type(v) is int and 0 <= v <= MAX_COUNT
+
+
+def counts_of(t, obs, n_args: int, what: str, required: bool):
+    """The worker's traffic counts, bounded; None (when not required) on a real GPU."""
+    c = obs.get("counts")
+    if c is None:
+        if required:
+            t.fail(f"{what}: {NO_SIMULATOR}")
+        return None
+    glob = c.get("global") if isinstance(c, dict) else None
+    if not (isinstance(glob, list) and len(glob) == n_args
+            and all(isinstance(g, dict) and all(is_count(g.get(k)) for k in
+                                                ("reads", "writes", "atomics")) for g in glob)
+            and is_count(c.get("shared_reads")) and is_count(c.get("shared_writes"))):
+        t.fail(f"{what}: the worker's memory counts are malformed or out of range (each "
+               f"must be a whole number between 0 and {MAX_COUNT}, for each of the kernel's "
+               f"{n_args} array arguments)")
+    return c
+
+
+def per_request(t, c, key: str, accessed: int, what: str) -> float:
+    """Segments per warp-wide access, from the worker's trace, after bounding it."""
+    co = c.get("coalescing")
+    tr = co.get(key) if isinstance(co, dict) else None
+    req = tr.get("requests") if isinstance(tr, dict) else None
+    tx = tr.get("transactions") if isinstance(tr, dict) else None
+    if not (is_count(req) and is_count(tx) and 32 * req >= accessed > 0
+            and req <= tx <= 32 * req):
+        t.fail(f"{what}: the worker's coalescing measurement is missing or cannot be true "
+               f"(requests {req!r}, transactions {tx!r} for {accessed} accesses)")
+    return tx / req
+
+
+def decorator_names(tree) -> tuple[set, bool]:
+    """Names in a definition's decorators (or in the call a kernel is assigned from), and
+    whether any of them passes device=True."""
+    nodes = getattr(tree, "decorator_list", None)
+    if nodes is None:
+        nodes = [tree.value] if isinstance(getattr(tree, "value", None), ast.AST) else []
+    names, device = set(), False
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                names.add(sub.id)
+            elif isinstance(sub, ast.Attribute):
+                names.add(sub.attr)
+            elif isinstance(sub, ast.keyword) and sub.arg == "device":
+                device = device or not (isinstance(sub.value, ast.Constant)
+                                        and sub.value.value is False)
+    return names, device
+
+
+class KernelCheck(Check):
+    """A check of one kernel: its source must show a @cuda.jit kernel."""
+
+    kernel = ""
+
+    def inspect(self, src, t):
+        d = src.definition(self.kernel)
+        if d is None:
+            t.fail(f"`{self.kernel}` is decorated with @cuda.jit: failed (no top-level "
+                   f"definition of `{self.kernel}` was found in the notebook)")
+        names, device = decorator_names(d.tree)
+        t.true("jit" in names and not device, f"`{self.kernel}` is decorated with @cuda.jit",
+               "a device function (device=True) cannot be launched" if device else
+               f"put @cuda.jit on the line above `def {self.kernel}`")

@@ -1,0 +1,306 @@
+"""The checks of unit 03 (CPU operators).
+
+Each check must give full marks to a correct solution and fail, with a message that
+points at the mistake, on the mistakes students make: C not zeroed, the wrong loop order,
+edges of a tile forgotten, a reduction without prange or without parallel=True. An
+untouched stub hears only "not implemented yet", and the judge refuses timings that
+cannot have been measured.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit, prange
+
+from check_util import check_runner
+
+from mlc.grading import registry
+from mlc.grading.check import run_check
+from mlc.grading.grader import grade_notebook
+from mlc.grading.protocol import NOT_IMPLEMENTED
+from mlc.grading.registry import CheckFailed
+from mlc.grading.source import Sources
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ["cpu_operators.matmul_ikj", "cpu_operators.matmul_tiled", "cpu_operators.parallel_sum"]
+
+
+# ---- reference solutions (the same as in solutions/03_cpu_operators.ipynb) ------------------
+
+@njit(cache=True)
+def matmul_ikj(A, B, C):
+    n, K = A.shape
+    m = B.shape[1]
+    C[:] = 0
+    for i in range(n):
+        for k in range(K):
+            a = A[i, k]
+            for j in range(m):
+                C[i, j] += a * B[k, j]
+
+
+@njit(cache=True)
+def matmul_tiled(A, B, C, tile):
+    n, K = A.shape
+    m = B.shape[1]
+    C[:] = 0
+    for i0 in range(0, n, tile):
+        for k0 in range(0, K, tile):
+            for j0 in range(0, m, tile):
+                jn = min(tile, m - j0)
+                for i in range(i0, min(i0 + tile, n)):
+                    Ci = C[i, j0:j0 + jn]
+                    for k in range(k0, min(k0 + tile, K)):
+                        a = A[i, k]
+                        Bk = B[k, j0:j0 + jn]
+                        for jj in range(jn):
+                            Ci[jj] += a * Bk[jj]
+
+
+@njit(parallel=True, cache=True)
+def parallel_sum(x):
+    total = 0.0
+    for i in prange(x.size):
+        total += x[i]
+    return total
+
+
+CPU = {"matmul_ikj": matmul_ikj, "matmul_tiled": matmul_tiled, "parallel_sum": parallel_sum}
+
+_run, _fails = check_runner(CPU)
+
+
+def _judge(ex_id, case, obs):
+    """Judge a (forged) observation of one of the grader's own cases."""
+    registry.get(ex_id).check.judge(case, obs, registry.Tester())
+
+
+# ---- references pass, stubs hear only "not implemented yet" ---------------------------------
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = _run(ex_id)
+    assert rec["score"] == rec["max_score"] > 0, rec["message"]
+    assert len(rec["passed"]) >= 4
+
+
+def test_solution_notebook_gets_full_marks():
+    report = grade_notebook(ROOT / "solutions" / "03_cpu_operators.ipynb", timeout=120)
+    assert (report.score, report.max_score) == (7, 7), report.results
+
+
+def test_exercise_notebook_gets_zero_and_no_hints():
+    report = grade_notebook(ROOT / "exercises" / "03_cpu_operators.ipynb", timeout=120)
+    assert (report.score, report.max_score) == (0, 7), report.results
+    for r in report.results:
+        assert r.message == NOT_IMPLEMENTED, r
+
+
+def _stubs():
+    @njit
+    def matmul_ikj(A, B, C):
+        raise NotImplementedError("your code here")
+
+    @njit
+    def matmul_tiled(A, B, C, tile):
+        raise NotImplementedError("your code here")
+
+    @njit(parallel=True)
+    def parallel_sum(x):
+        raise NotImplementedError("your code here")
+
+    return {"cpu_operators.matmul_ikj": {"matmul_ikj": matmul_ikj},
+            "cpu_operators.matmul_tiled": {"matmul_tiled": matmul_tiled},
+            "cpu_operators.parallel_sum": {"parallel_sum": parallel_sum}}
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_is_not_implemented_and_gets_no_hint(ex_id):
+    rec = _run(ex_id, **_stubs()[ex_id])
+    assert rec["score"] == 0
+    assert "not implemented yet" in rec["message"], rec["message"]
+    assert rec["hint"] == ""
+
+
+def test_missing_definition():
+    rec = run_check("cpu_operators.matmul_ikj", {})
+    assert "`matmul_ikj` is not defined" in rec["message"]
+    assert rec["score"] == 0 and rec["hint"] == ""
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges_not_code(ex_id):
+    hint = registry.get(ex_id).hint
+    assert hint and not any(s in hint for s in ("=", "range(", "[", "prange(x"))
+
+
+# ---- wrong solutions fail with a useful message ---------------------------------------------
+
+def test_matmul_ikj_failures():
+    _fails("cpu_operators.matmul_ikj", "compiled with Numba", matmul_ikj=matmul_ikj.py_func)
+
+    @njit
+    def garbage_in_c(A, B, C):  # forgets to zero C
+        for i in range(A.shape[0]):
+            for k in range(A.shape[1]):
+                for j in range(B.shape[1]):
+                    C[i, j] += A[i, k] * B[k, j]
+
+    _fails("cpu_operators.matmul_ikj", "(1x1) @ (1x1) float32", "nan",
+           matmul_ikj=garbage_in_c)
+
+    @njit
+    def slow(A, B, C):  # right answer, computed by the column-walking order, three times
+        for _ in range(3):
+            for i in range(A.shape[0]):
+                for j in range(B.shape[1]):
+                    acc = 0.0
+                    for k in range(A.shape[1]):
+                        acc += A[i, k] * B[k, j]
+                    C[i, j] = acc
+
+    _fails("cpu_operators.matmul_ikj", "at least 2x faster", "innermost loop", matmul_ikj=slow)
+
+    @njit
+    def raises(A, B, C):
+        raise ValueError("oops")
+
+    _fails("cpu_operators.matmul_ikj", "your code raised ValueError: oops", matmul_ikj=raises)
+
+
+def test_matmul_tiled_failures():
+    @njit
+    def drops_edges(A, B, C, tile):  # only whole tiles: the ragged edges stay garbage
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = np.nan
+        for i0 in range(0, n - n % tile, tile):
+            for j0 in range(0, m - m % tile, tile):
+                for i in range(i0, i0 + tile):
+                    for j in range(j0, j0 + tile):
+                        acc = 0.0
+                        for k in range(K):
+                            acc += A[i, k] * B[k, j]
+                        C[i, j] = acc
+
+    _fails("cpu_operators.matmul_tiled", "(37x53) @ (53x29) float32, 8", "first mismatch",
+           matmul_tiled=drops_edges)
+
+    @njit
+    def slow(A, B, C, tile):
+        for _ in range(3):
+            matmul_tiled(A, B, C, tile)
+            for i in range(A.shape[0]):
+                for j in range(B.shape[1]):
+                    acc = 0.0
+                    for k in range(A.shape[1]):
+                        acc += A[i, k] * B[k, j]
+                    C[i, j] = acc
+
+    _fails("cpu_operators.matmul_tiled", "1.2x faster", "vectorizing", matmul_tiled=slow)
+
+    @njit
+    def wrong_when_timed(A, B, C, tile):  # right on the small cases, garbage at 256
+        matmul_tiled(A, B, C, tile)
+        if A.shape[0] == 256:
+            C[0, 0] = 1e9
+
+    _fails("cpu_operators.matmul_tiled", "the timed call's result",
+           matmul_tiled=wrong_when_timed)
+
+
+def test_parallel_sum_failures():
+    @njit
+    def parallel_sum(x):  # sequential: no parallel=True
+        total = 0.0
+        for i in range(x.size):
+            total += x[i]
+        return total
+
+    _fails("cpu_operators.parallel_sum", "parallel=True", parallel_sum=parallel_sum)
+
+    @njit(parallel=True)
+    def parallel_sum(x):  # noqa: F811 - parallel, but no prange loop
+        return x.sum()
+
+    _fails("cpu_operators.parallel_sum", "prange", parallel_sum=parallel_sum)
+
+    @njit(parallel=True)
+    def skips_first(x):
+        total = 0.0
+        for i in prange(1, x.size):
+            total += x[i]
+        return total
+
+    _fails("cpu_operators.parallel_sum", "parallel_sum of 1 float64 elements", "expected 2.5",
+           parallel_sum=skips_first)
+
+    @njit(parallel=True)
+    def clobbers(x):
+        total = 0.0
+        for i in prange(x.size):
+            total += x[i]
+            x[i] = 0.0
+        return total
+
+    _fails("cpu_operators.parallel_sum", "leaves its input unchanged", parallel_sum=clobbers)
+
+    @njit(parallel=True)
+    def returns_array(x):
+        return x[:1]
+
+    _fails("cpu_operators.parallel_sum", "expected shape ()", parallel_sum=returns_array)
+
+
+def test_parallel_sum_source_rule():
+    check = registry.get("cpu_operators.parallel_sum").check
+    check.inspect(Sources(["@njit(parallel=True)\ndef parallel_sum(x):\n    t = 0.0\n"
+                           "    for i in prange(x.size):\n        t += x[i]\n    return t\n"]),
+                  registry.Tester())
+    for cells in (["@njit(parallel=True)\ndef parallel_sum(x):\n    return x.sum()\n"], []):
+        with pytest.raises(CheckFailed, match="prange"):
+            check.inspect(Sources(cells), registry.Tester())
+
+
+# ---- the judge bounds what the worker measured ----------------------------------------------
+
+def _speed_case(ex_id):
+    return next(c for c in registry.get(ex_id).check.cases() if c.get("speed"))
+
+
+@pytest.mark.parametrize("rounds,fragment", [
+    ([1e-3] * 4, "malformed"),                   # too few rounds
+    ([1e-3] * 4 + ["fast"], "malformed"),        # not numbers
+    ([1e-3] * 4 + [float("nan")], "cannot be a real measurement"),
+    ([1e-3] * 4 + [-1.0], "cannot be a real measurement"),
+    ([1e-3] * 4 + [0.0], "cannot be a real measurement"),
+    ([1e-3] * 4 + [1e-9], "cannot be a real measurement"),  # 34 PFLOP/s
+    ([1e-3] * 4 + [1e6], "cannot be a real measurement"),
+])
+def test_forged_timings_are_refused(rounds, fragment):
+    case = _speed_case("cpu_operators.matmul_ikj")
+    C = case["A"].astype(np.float64) @ case["B"]
+    obs = {"numba": True, "C": C, "t_ref": [0.05] * 5, "t_fn": rounds}
+    with pytest.raises(CheckFailed, match=fragment) as err:
+        _judge("cpu_operators.matmul_ikj", case, obs)
+    assert "worker" in str(err.value)
+
+
+def test_plausible_timings_are_judged_by_their_best_round():
+    case = _speed_case("cpu_operators.matmul_ikj")
+    C = case["A"].astype(np.float64) @ case["B"]
+    _judge("cpu_operators.matmul_ikj", case,
+           {"numba": True, "C": C, "t_ref": [0.05] * 5, "t_fn": [0.04] * 4 + [0.01]})
+    with pytest.raises(CheckFailed, match="2x faster"):
+        _judge("cpu_operators.matmul_ikj", case,
+               {"numba": True, "C": C, "t_ref": [0.05] * 4 + [0.01], "t_fn": [0.01] * 5})
+    with pytest.raises(CheckFailed, match="timed call's result"):
+        _judge("cpu_operators.matmul_ikj", case,
+               {"numba": True, "C": None, "t_ref": [0.05] * 5, "t_fn": [0.01] * 5})
+
+
+def test_untimed_pure_python_fails_without_being_timed():
+    case = _speed_case("cpu_operators.matmul_tiled")
+    with pytest.raises(CheckFailed, match="compiled with Numba"):
+        _judge("cpu_operators.matmul_tiled", case, {"numba": False})

@@ -1,0 +1,428 @@
+"""The checks of unit 04 (GPU operators), in Numba's CUDA simulator.
+
+Each check must give full marks to a correct solution and fail, with a message that
+points at the mistake, on the mistakes students make: a kernel without a bounds test or
+grid-stride loop, swapped 2-D indices, uncoalesced accesses, a reduction that reads its
+input twice, a "tiled" matmul that reads global memory like the naive one. An untouched
+stub hears only "not implemented yet", and the judge refuses traffic counts that cannot
+have been measured. Launches stay tiny: the simulator runs a Python thread per thread.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from check_util import check_runner
+
+import mlc
+from mlc.grading import registry
+from mlc.grading.check import run_check
+from mlc.grading.grader import grade_notebook
+from mlc.grading.protocol import NOT_IMPLEMENTED
+from mlc.grading.registry import CheckFailed
+from mlc.grading.source import Sources
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ["gpu_operators.vector_add", "gpu_operators.indexing_2d", "gpu_operators.reduce_shared",
+       "gpu_operators.matmul_tiled"]
+
+
+# ---- reference solutions (the same as in solutions/04_gpu_operators.ipynb) ------------------
+
+@cuda.jit
+def vector_add(x, y, out):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.size, stride):
+        out[i] = x[i] + y[i]
+
+
+@cuda.jit
+def add_bias(X, b, out):
+    j, i = cuda.grid(2)
+    if i < out.shape[0] and j < out.shape[1]:
+        out[i, j] = X[i, j] + b[j]
+
+
+THREADS = 64
+
+
+@cuda.jit
+def block_sum(x, partial):
+    s = cuda.shared.array(THREADS, dtype=np.float32)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        acc += x[i]
+    s[tid] = acc
+    cuda.syncthreads()
+    step = THREADS // 2
+    while step > 0:
+        if tid < step:
+            s[tid] += s[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        partial[cuda.blockIdx.x] = s[0]
+
+
+TILE = 4
+
+
+@cuda.jit
+def matmul_tiled(A, B, C):
+    sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
+    sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    acc = 0.0
+    for t in range((A.shape[1] + TILE - 1) // TILE):
+        kk = t * TILE + tx
+        sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
+        kk = t * TILE + ty
+        sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
+        cuda.syncthreads()
+        for k in range(TILE):
+            acc += sA[ty, k] * sB[k, tx]
+        cuda.syncthreads()
+    if i < C.shape[0] and j < C.shape[1]:
+        C[i, j] = acc
+
+
+GPU = {"vector_add": vector_add, "add_bias": add_bias, "block_sum": block_sum,
+       "THREADS": THREADS, "matmul_tiled": matmul_tiled, "TILE": TILE}
+
+_run, _fails = check_runner(GPU)
+
+
+def _case(ex_id, index=0):
+    return registry.get(ex_id).check.cases()[index]
+
+
+def _judge(ex_id, case, obs):
+    """Judge a (forged) observation of one of the grader's own cases."""
+    registry.get(ex_id).check.judge(case, obs, registry.Tester())
+
+
+# ---- references pass, stubs hear only "not implemented yet" ---------------------------------
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = _run(ex_id)
+    assert rec["score"] == rec["max_score"] > 0, rec["message"]
+    assert len(rec["passed"]) >= 4
+
+
+def test_solution_notebook_gets_full_marks():
+    report = grade_notebook(ROOT / "solutions" / "04_gpu_operators.ipynb", timeout=120)
+    assert (report.score, report.max_score) == (10, 10), report.results
+
+
+def test_exercise_notebook_gets_zero_and_no_hints():
+    report = grade_notebook(ROOT / "exercises" / "04_gpu_operators.ipynb", timeout=120)
+    assert (report.score, report.max_score) == (0, 10), report.results
+    for r in report.results:
+        assert r.message == NOT_IMPLEMENTED, r
+
+
+def _stubs():
+    @cuda.jit
+    def vector_add(x, y, out):
+        raise NotImplementedError("your code here")
+
+    @cuda.jit
+    def add_bias(X, b, out):
+        raise NotImplementedError("your code here")
+
+    @cuda.jit
+    def block_sum(x, partial):
+        raise NotImplementedError("your code here")
+
+    @cuda.jit
+    def matmul_tiled(A, B, C):
+        raise NotImplementedError("your code here")
+
+    return {"gpu_operators.vector_add": {"vector_add": vector_add},
+            "gpu_operators.indexing_2d": {"add_bias": add_bias},
+            "gpu_operators.reduce_shared": {"block_sum": block_sum, "THREADS": 128},
+            "gpu_operators.matmul_tiled": {"matmul_tiled": matmul_tiled, "TILE": 8}}
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_is_not_implemented_and_gets_no_hint(ex_id):
+    rec = _run(ex_id, **_stubs()[ex_id])
+    assert rec["score"] == 0
+    assert "not implemented yet" in rec["message"], rec["message"]
+    assert rec["hint"] == ""
+
+
+def test_missing_definitions():
+    rec = _run("gpu_operators.vector_add", vector_add=None)
+    assert rec["score"] == 0 and "`vector_add` should be a function" in rec["message"]
+    ns = {k: v for k, v in GPU.items() if k != "THREADS"}
+    rec = run_check("gpu_operators.reduce_shared", ns)
+    assert rec["score"] == 0 and rec["hint"] == ""
+    assert "`THREADS` is not defined" in rec["message"]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges_not_code(ex_id):
+    hint = registry.get(ex_id).hint
+    assert hint and not any(s in hint for s in ("=", "range(", "[", "syncthreads()"))
+
+
+# ---- wrong solutions fail with a useful message ---------------------------------------------
+
+def test_vector_add_failures():
+    @cuda.jit
+    def unguarded(x, y, out):
+        i = cuda.grid(1)
+        out[i] = x[i] + y[i]
+
+    _fails("gpu_operators.vector_add", "more threads than elements", "IndexError",
+           "past the end", vector_add=unguarded)
+
+    @cuda.jit
+    def one_per_thread(x, y, out):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = x[i] + y[i]
+
+    _fails("gpu_operators.vector_add", "fewer threads than elements", "872 of 1000",
+           vector_add=one_per_thread)
+
+    @cuda.jit
+    def reads_twice(x, y, out):
+        for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+            out[i] = x[i] + y[i] + x[i] - x[i]
+
+    _fails("gpu_operators.vector_add", "reads each of x and y once", vector_add=reads_twice)
+
+    _fails("gpu_operators.vector_add", "should be a CUDA kernel",
+           vector_add=lambda x, y, out: None)
+
+    @cuda.jit(device=True)
+    def device_fn(x, y, out):
+        pass
+
+    _fails("gpu_operators.vector_add", "device function", vector_add=device_fn)
+
+
+def test_add_bias_failures():
+    @cuda.jit
+    def swapped(X, b, out):  # i from x: rows and columns trade places
+        i, j = cuda.grid(2)
+        if i < out.shape[0] and j < out.shape[1]:
+            out[i, j] = X[i, j] + b[j]
+
+    _fails("gpu_operators.indexing_2d", "shape (5, 37)", "145 of 185 elements were never written",
+           add_bias=swapped)
+
+    @cuda.jit
+    def uncoalesced(X, b, out):  # correct, but neighbouring threads walk down a column
+        x0, y0 = cuda.grid(2)
+        sx, sy = cuda.gridsize(2)
+        for i in range(x0, out.shape[0], sx):
+            for j in range(y0, out.shape[1], sy):
+                out[i, j] = X[i, j] + b[j]
+
+    _fails("gpu_operators.indexing_2d", "coalesce", "segments of X", add_bias=uncoalesced)
+
+
+def test_reduce_shared_failures():
+    @cuda.jit
+    def reads_twice(x, partial):
+        s = cuda.shared.array(THREADS, dtype=np.float32)
+        tid = cuda.threadIdx.x
+        acc = 0.0
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            acc += 2 * x[i] - x[i]
+        s[tid] = acc
+        cuda.syncthreads()
+        if tid == 0:
+            total = 0.0
+            for r in range(THREADS):
+                total += s[r]
+            partial[cuda.blockIdx.x] = total
+
+    _fails("gpu_operators.reduce_shared", "reads each element of x exactly once",
+           "expected 1000, got 2000", block_sum=reads_twice)
+
+    @cuda.jit
+    def atomics_only(x, partial):
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            cuda.atomic.add(partial, cuda.blockIdx.x, x[i])
+
+    # partial starts as NaN: an atomic sum into it without initialising it stays NaN
+    _fails("gpu_operators.reduce_shared", "add up to sum(x)", block_sum=atomics_only)
+
+    @cuda.jit
+    def no_grid_stride(x, partial):
+        s = cuda.shared.array(THREADS, dtype=np.float32)
+        tid = cuda.threadIdx.x
+        i = cuda.grid(1)
+        s[tid] = x[i] if i < x.size else 0.0
+        cuda.syncthreads()
+        step = THREADS // 2
+        while step > 0:
+            if tid < step:
+                s[tid] += s[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            partial[cuda.blockIdx.x] = s[0]
+
+    _fails("gpu_operators.reduce_shared", "block_sum[2, 64] on 1000 elements", "sum(x)",
+           block_sum=no_grid_stride)
+
+    @cuda.jit
+    def no_shared(x, partial):  # right sums, but one thread per block does all the work
+        if cuda.threadIdx.x == 0:
+            acc = 0.0
+            for i in range(cuda.blockIdx.x, x.size, cuda.gridDim.x):
+                acc += x[i]
+            partial[cuda.blockIdx.x] = acc
+
+    _fails("gpu_operators.reduce_shared", "reduces in shared memory", block_sum=no_shared)
+    _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 48", THREADS=48)
+    _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 64.0", THREADS=64.0)
+    _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 4096", THREADS=4096)
+
+
+def test_matmul_tiled_failures():
+    @cuda.jit
+    def naive(A, B, C):
+        j, i = cuda.grid(2)
+        if i < C.shape[0] and j < C.shape[1]:
+            acc = 0.0
+            for k in range(A.shape[1]):
+                acc += A[i, k] * B[k, j]
+            C[i, j] = acc
+
+    _fails("gpu_operators.matmul_tiled", "like a tiled kernel (at most 256",
+           "read global memory 1024 times", matmul_tiled=naive)
+
+    @cuda.jit
+    def no_bounds(A, B, C):  # fine on multiples of TILE, reads past the end otherwise
+        sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        i = cuda.blockIdx.y * TILE + ty
+        j = cuda.blockIdx.x * TILE + tx
+        acc = 0.0
+        for t in range(A.shape[1] // TILE):
+            sA[ty, tx] = A[i, t * TILE + tx]
+            sB[ty, tx] = B[t * TILE + ty, j]
+            cuda.syncthreads()
+            for k in range(TILE):
+                acc += sA[ty, k] * sB[k, tx]
+            cuda.syncthreads()
+        C[i, j] = acc
+
+    _fails("gpu_operators.matmul_tiled", "(8x12) @ (12x6)", "IndexError",
+           matmul_tiled=no_bounds)
+    _fails("gpu_operators.matmul_tiled", "TILE is an int between 2 and 16", TILE=32)
+    _fails("gpu_operators.matmul_tiled", "TILE is an int between 2 and 16", TILE="4")
+
+
+def test_traffic_needs_the_simulator(monkeypatch):
+    assert mlc._env.cuda_simulated()
+    from mlc.grading.checks import gpu_launch
+
+    monkeypatch.setattr(gpu_launch, "simulated", lambda: False)
+    for ex_id in ("gpu_operators.matmul_tiled", "gpu_operators.reduce_shared",
+                  "gpu_operators.indexing_2d"):
+        msg = _fails(ex_id, "NUMBA_ENABLE_CUDASIM=1")
+        assert "can only be counted" in msg
+    # vector_add grades its results everywhere, and its traffic only where it is counted
+    rec = _run("gpu_operators.vector_add")
+    assert rec["score"] == rec["max_score"], rec["message"]
+
+
+# ---- source rules: the kernels are @cuda.jit kernels ----------------------------------------
+
+@pytest.mark.parametrize("cells,ok", [
+    (["@cuda.jit\ndef vector_add(x, y, out):\n    pass\n"], True),
+    (["from numba import cuda\n@numba.cuda.jit()\ndef vector_add(x, y, out):\n    pass\n"], True),
+    (["vector_add = cuda.jit(_impl)\n"], True),
+    (["def vector_add(x, y, out):\n    pass\n"], False),
+    (["@cuda.jit(device=True)\ndef vector_add(x, y, out):\n    pass\n"], False),
+    ([], False),
+])
+def test_kernels_are_read_from_the_source(cells, ok):
+    check = registry.get("gpu_operators.vector_add").check
+    if ok:
+        check.inspect(Sources(cells), registry.Tester())
+    else:
+        with pytest.raises(CheckFailed, match="decorated with @cuda.jit"):
+            check.inspect(Sources(cells), registry.Tester())
+
+
+# ---- the judge bounds what the worker measured ----------------------------------------------
+
+def _vector_obs(case, counts):
+    return {"kernel": "kernel", "raised": None, "out": case["x"] + case["y"],
+            "counts": counts}
+
+
+def _g(reads, writes=0, atomics=0):
+    return {"reads": reads, "writes": writes, "atomics": atomics}
+
+
+@pytest.mark.parametrize("counts", [
+    {"global": [_g(300), _g(300)], "shared_reads": 0, "shared_writes": 0},   # an argument short
+    {"global": [_g(-1), _g(300), _g(0, 300)], "shared_reads": 0, "shared_writes": 0},
+    {"global": [_g(300.0), _g(300), _g(0, 300)], "shared_reads": 0, "shared_writes": 0},
+    {"global": [_g(True), _g(300), _g(0, 300)], "shared_reads": 0, "shared_writes": 0},
+    {"global": [_g(10 ** 12), _g(300), _g(0, 300)], "shared_reads": 0, "shared_writes": 0},
+    {"global": [_g(300), _g(300), _g(0, 300)]},
+    "lots",
+])
+def test_forged_counts_are_refused(counts):
+    case = _case("gpu_operators.vector_add")
+    with pytest.raises(CheckFailed, match="worker's memory counts"):
+        _judge("gpu_operators.vector_add", case, _vector_obs(case, counts))
+
+
+def test_plausible_counts_are_judged():
+    case = _case("gpu_operators.vector_add")
+    good = {"global": [_g(300), _g(300), _g(0, 300)], "shared_reads": 0, "shared_writes": 0}
+    _judge("gpu_operators.vector_add", case, _vector_obs(case, good))
+    good["global"][1] = _g(600)
+    with pytest.raises(CheckFailed, match="reads each of x and y once"):
+        _judge("gpu_operators.vector_add", case, _vector_obs(case, good))
+
+
+@pytest.mark.parametrize("coalescing", [
+    None,
+    {"0r": {"requests": 18, "transactions": 18}},                    # out's missing
+    {"0r": {"requests": 1, "transactions": 1}, "2w": {"requests": 18, "transactions": 18}},
+    {"0r": {"requests": 18, "transactions": 17}, "2w": {"requests": 18, "transactions": 18}},
+    {"0r": {"requests": 18, "transactions": 0.5}, "2w": {"requests": 18, "transactions": 18}},
+])
+def test_forged_coalescing_is_refused(coalescing):
+    case = _case("gpu_operators.indexing_2d", 2)
+    assert case["trace"]
+    n = case["X"].size
+    counts = {"global": [_g(n), _g(n), _g(0, n)], "shared_reads": 0, "shared_writes": 0,
+              "coalescing": coalescing}
+    obs = {"kernel": "kernel", "raised": None, "out": case["X"] + case["b"], "counts": counts}
+    with pytest.raises(CheckFailed, match="coalescing measurement"):
+        _judge("gpu_operators.indexing_2d", case, obs)
+    counts["coalescing"] = {"0r": {"requests": 18, "transactions": 18},
+                            "2w": {"requests": 18, "transactions": 18}}
+    _judge("gpu_operators.indexing_2d", case, obs)
+
+
+def test_forged_outputs_are_refused():
+    case = _case("gpu_operators.matmul_tiled")
+    obs = {"kernel": "kernel", "raised": None, "tile": {"value": 4, "repr": "4"},
+           "C": "the right answer", "counts": None}
+    with pytest.raises(CheckFailed, match="expected the output array of shape"):
+        _judge("gpu_operators.matmul_tiled", case, obs)
+    with pytest.raises(CheckFailed, match="malformed observation"):
+        _judge("gpu_operators.matmul_tiled", case, [1, 2, 3])
+    with pytest.raises(CheckFailed, match="TILE is an int"):
+        _judge("gpu_operators.matmul_tiled", case, {**obs, "tile": {"value": True}})
