@@ -1,10 +1,11 @@
-"""The ``mlc`` command: ``doctor``, ``grade``, ``release`` and ``bench``."""
+"""The ``mlc`` command: ``doctor``, ``grade``, ``autograder``, ``release`` and ``bench``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,16 +20,27 @@ def cmd_doctor(args) -> int:
     return run_doctor()
 
 
-def cmd_grade(args) -> int:
-    from .grading.grader import format_report, grade_notebook, gradescope_json
+def _limits(args, jobs: int = 1):
+    from .grading.limits import Limits, parse_size
 
+    default = Limits.default(jobs)
+    memory = default.memory_bytes if args.memory_limit is None else parse_size(args.memory_limit)
+    procs = default.max_processes if args.max_processes is None else (args.max_processes or None)
+    return Limits(memory_bytes=memory, max_processes=procs)
+
+
+def cmd_grade(args) -> int:
+    from .grading.grader import NotebookError, format_report, grade_notebook, gradescope_json
+
+    if args.roster:
+        return _grade_roster(args)
     paths: list[Path] = []
     for target in args.notebooks:
         p = Path(target)
         if p.is_dir():
             if not args.all:
-                print(f"mlc grade: {p} is a folder; use --all to grade every notebook in it",
-                      file=sys.stderr)
+                print(f"mlc grade: {p} is a folder; use --all to grade every notebook in it, "
+                      "or --roster for a folder of students' submissions", file=sys.stderr)
                 return 2
             paths += sorted(q for q in p.glob("*.ipynb") if not q.name.startswith("."))
         elif p.suffix != ".ipynb" or not p.exists():
@@ -39,9 +51,20 @@ def cmd_grade(args) -> int:
     if not paths:
         print("mlc grade: no notebooks to grade", file=sys.stderr)
         return 2
-    reports = []
+    limits = _limits(args)
+    reports, failed = [], False
     for p in paths:
-        rep = grade_notebook(p, timeout=args.timeout)
+        try:
+            rep = grade_notebook(p, timeout=args.timeout, limits=limits)
+        except NotebookError as err:
+            print(f"mlc grade: {err}", file=sys.stderr)
+            failed = True
+            continue
+        if not rep.results:
+            print(f"mlc grade: no course exercise found in {p} (is it one of the course's "
+                  "exercise notebooks, with its check(...) cells?)", file=sys.stderr)
+            failed = True
+            continue
         reports.append(rep)
         print(format_report(rep))
         print()
@@ -49,10 +72,46 @@ def cmd_grade(args) -> int:
         total = sum(r.score for r in reports)
         most = sum(r.max_score for r in reports)
         print(f"all notebooks: {total:g} / {most:g} points")
-    if args.json:
+    if args.json and reports:
         Path(args.json).write_text(json.dumps(gradescope_json(reports), indent=2),
                                    encoding="utf-8")
         print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+def _grade_roster(args) -> int:
+    from .grading.roster import format_summary, grade_roster, plot_totals, write_csv
+
+    if len(args.notebooks) != 1 or not Path(args.notebooks[0]).is_dir():
+        print("mlc grade --roster: give one folder of submissions (a subfolder or a notebook "
+              "per student)", file=sys.stderr)
+        return 2
+    jobs = args.jobs or os.cpu_count() or 1
+    limits = _limits(args, jobs)
+    print(f"grading with {jobs} worker(s), {limits.describe()} each", file=sys.stderr)
+    rows = grade_roster(args.notebooks[0], jobs=jobs, timeout=args.timeout, limits=limits,
+                        progress=not args.quiet)
+    if not rows:
+        print(f"mlc grade --roster: no notebooks in {args.notebooks[0]}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "grades.csv")
+    plot_totals(rows, out / "totals.png")
+    print(format_summary(rows))
+    print(f"grades written to {out / 'grades.csv'}, histogram to {out / 'totals.png'}")
+    return 0
+
+
+def cmd_autograder(args) -> int:
+    from .grading.autograder import build_bundle
+
+    try:
+        path = build_bundle(args.unit, args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mlc autograder: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: upload it as the course platform's autograder for unit {args.unit}")
     return 0
 
 
@@ -124,7 +183,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write Gradescope-style results here")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds allowed for each cell and each exercise (default 60)")
+    p.add_argument("--roster", action="store_true",
+                   help="grade a folder of submissions (one subfolder or notebook per student)"
+                        " into grades.csv, a summary and a histogram")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="parallel workers for --roster (default: the number of cores)")
+    p.add_argument("--out", default="grades", help="output folder for --roster")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="memory cap per worker, e.g. 2G ('none' for no cap; default: a share "
+                        "of this machine's memory, at most 4G)")
+    p.add_argument("--max-processes", type=int, default=None, metavar="N",
+                   help="process cap per worker (0 for no cap; default 64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("autograder", help="build a course-platform autograder bundle")
+    asub = p.add_subparsers(dest="action", required=True)
+    b = asub.add_parser("build", help="write the bundle (setup.sh, run_autograder) of a unit")
+    b.add_argument("unit", help="the unit, e.g. 00, 00_welcome or welcome")
+    b.add_argument("--out", default="autograder.zip", help="the zip to write")
+    b.set_defaults(func=cmd_autograder)
 
     p = sub.add_parser("release", help="write exercises/ from solutions/")
     p.add_argument("--check", action="store_true",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nbformat
 
+from .limits import Limits, session_processes
 from .protocol import decode_observation, record, verdict
 from .registry import Exercise, all_exercises, for_notebook, get
 from .source import Sources
@@ -198,16 +199,19 @@ class _Session:
             else:
                 self.obs[ex_id][case] = decode_observation(msg.get("obs"))
 
-    def result(self, ex: Exercise, sources: Sources, stuck: bool) -> dict | None:
+    def result(self, ex: Exercise, sources: Sources, stuck: dict | None) -> dict | None:
         """The record of ``ex``, or None when its check never ran in this attempt."""
         if ex.id in self.tampered:
             return record(ex, 0, [], f"the grader's channel was tampered with "
                           f"({self.tampered[ex.id]}); this exercise scores 0")
         if ex.id not in self.started:
             return None
+        stuck = stuck if stuck and stuck.get("id") == ex.id else None
         status = self.ended.get(ex.id, "timeout" if stuck else "crashed")
         failure = None
-        if status == "timeout":
+        if stuck and stuck.get("why"):
+            failure = f"your code {stuck['why']}"
+        elif status == "timeout":
             failure = f"timed out after {self.timeouts[ex.id]:g} s"
         elif status != "ok":
             failure = "your code crashed the grader's worker"
@@ -227,12 +231,40 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
-    """Grade every exercise of notebook ``path``; each cell and check gets ``timeout`` s."""
+class NotebookError(ValueError):
+    """A file that cannot be graded as a notebook (missing, truncated, not JSON)."""
+
+
+def read_notebook(path: Path) -> list[str]:
+    """The code cells of notebook ``path``; :class:`NotebookError` in one line otherwise."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        return [str(c.source) for c in nb.cells if c.cell_type == "code"]
+    except FileNotFoundError:
+        raise NotebookError(f"{path}: no such notebook") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NotebookError(f"{path} is not a valid notebook: it is not JSON "
+                            f"({type(err).__name__} at {getattr(err, 'pos', '?')}); "
+                            "was it saved completely?") from None
+    except Exception as err:  # noqa: BLE001 - nbformat raises many kinds for a bad file
+        raise NotebookError(f"{path} is not a valid notebook: "
+                            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+
+
+def grade_notebook(path: str | Path, timeout: float = 60.0,
+                   limits: Limits | None = None) -> NotebookReport:
+    """Grade every exercise of notebook ``path``; each cell and check gets ``timeout`` s.
+
+    The worker runs under ``limits`` (memory and process caps; :mod:`.limits`), by
+    default sized to this machine. Raises :class:`NotebookError` for a file that is not a
+    notebook."""
+    if not hasattr(os, "fork"):
+        raise RuntimeError("mlc grade needs a POSIX system (Linux, macOS or WSL): each "
+                           "exercise is observed in a fork of the grading worker")
     path = Path(path)
+    limits = limits or Limits.default()
     start = time.time()
-    nb = nbformat.read(path, as_version=4)
-    cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    cells = read_notebook(path)
     sources = Sources(cells)
     exercises = exercises_of(path, cells)
     cases = {ex.id: ex.check.cases() for ex in exercises}  # the grader's own, hidden ones too
@@ -268,13 +300,20 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
                     [sys.executable, "-m", "mlc.grading.runner", str(job_path), str(write_fd)],
                     cwd=str(path.parent.resolve()), env=env, stdout=log,
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, pass_fds=(write_fd,))
+                    start_new_session=True, pass_fds=(write_fd,),
+                    preexec_fn=limits.preexec())
             os.close(write_fd)
             reader = _Reader(read_fd)
             reader.start()
             stuck = None
             while proc.poll() is None:
-                time.sleep(0.05)
+                time.sleep(0.02)
+                if limits.max_processes and session_processes(proc.pid) > limits.max_processes:
+                    last = reader.last_progress()
+                    stuck = dict(last[1]) if last else {"kind": "runner"}
+                    stuck["why"] = (f"started more than {limits.max_processes} processes "
+                                    "(the grader's process cap)")
+                    break
                 last = reader.last_progress()
                 if last and last[1].get("state") == "start":
                     stamp, ev = last
@@ -292,8 +331,7 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
                 notes.append(f"{reader.malformed} malformed message(s) from the worker "
                              "were ignored")
             for ex in todo:
-                rec = session.result(ex, sources, stuck is not None and
-                                     stuck.get("id") == ex.id)
+                rec = session.result(ex, sources, stuck)
                 if rec is not None:
                     results[ex.id] = rec
             if all(ex.id in results for ex in exercises):
@@ -303,9 +341,14 @@ def grade_notebook(path: str | Path, timeout: float = 60.0) -> NotebookReport:
             if last and last.get("kind") == "cell" and last.get("state") == "start" \
                     and isinstance(last.get("index"), int) and last["index"] not in skip:
                 skip.add(last["index"])
-                why = "did not finish" if stuck else "crashed the Python process"
-                notes.append(f"cell {last['index']} {why} within {timeout:g} s; "
-                             "it was skipped and the notebook run again without it")
+                if stuck and stuck.get("why"):
+                    why = stuck["why"]
+                elif stuck:
+                    why = f"did not finish within {timeout:g} s"
+                else:
+                    why = f"crashed the Python process within {timeout:g} s"
+                notes.append(f"cell {last['index']} {why}; it was skipped and the notebook "
+                             "run again without it")
             elif last and last.get("kind") == "check" and last.get("id") in results:
                 continue  # that check hung or broke the worker; the others run again
             elif final and final[-1].get("state") == "done":

@@ -87,7 +87,10 @@ def _dumps(nb: nbformat.NotebookNode) -> str:
 def _pairs(solutions: Path, exercises: Path):
     if not solutions.is_dir():
         raise FileNotFoundError(f"no solutions folder at {solutions}")
-    for src in sorted(solutions.glob("*.ipynb")):
+    found = sorted(solutions.glob("*.ipynb"))
+    if not found:  # run from the wrong folder, a CI step must fail rather than pass
+        raise FileNotFoundError(f"no solution notebooks (*.ipynb) in {solutions}")
+    for src in found:
         yield src, exercises / src.name
 
 

@@ -1,0 +1,126 @@
+"""Resource caps for a grading worker: memory and processes.
+
+A class produces every kind of notebook, including one that allocates 50 GB or forks
+without end. Each worker therefore runs under two caps, so that such a notebook scores 0
+with a clear note and the grader, the other workers and the machine stay up:
+
+- **memory**: ``RLIMIT_AS`` (the address space), set in the worker before it starts.
+  An allocation past it fails inside the student's code (numpy raises ``MemoryError``),
+  which the grader reports as "ran out of memory".
+- **processes**: the grader counts the processes of the worker's session (the worker
+  starts a session of its own) every few milliseconds and stops the whole session when
+  there are more than the cap. Where the kernel enforces it (an ordinary user; Linux
+  exempts root), ``RLIMIT_NPROC`` is set too, to the processes this user already has
+  plus the cap, so that a fork bomb fails inside the kernel before the count sees it.
+
+Defaults are sized to the machine: an equal share of the memory per parallel worker,
+at most 4 GiB each, and 64 processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+GIB = 1 << 30
+
+
+def total_memory() -> int | None:
+    """Bytes of RAM on this machine, or None when the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"2G"``, ``"512M"``, ``"1.5GiB"`` or a number of bytes; ``"none"``/None for no cap."""
+    if text is None or isinstance(text, int):
+        return text
+    t = str(text).strip().lower().removesuffix("ib").removesuffix("b")
+    if t in ("", "none", "0"):
+        return None
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": GIB, "t": 1 << 40}.get(t[-1], 1)
+    number = t[:-1] if t[-1] in "kmgt" else t
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ValueError(f"cannot read the size {text!r}: write e.g. 2G, 512M or 1000000")
+    if value <= 0:
+        raise ValueError(f"a memory cap must be positive, not {text!r}")
+    return int(value)
+
+
+def _user_processes() -> int:
+    uid = os.getuid()
+    count = 0
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    if entry.stat().st_uid == uid:
+                        count += 1
+                except OSError:
+                    pass
+    except OSError:
+        return 0
+    return count
+
+
+def session_processes(sid: int) -> int:
+    """How many processes belong to session ``sid`` (Linux /proc; 0 where unknown)."""
+    count = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp session ...: comm may hold spaces, so split after ')'
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The caps of one worker. ``None`` means no cap."""
+
+    memory_bytes: int | None = None
+    max_processes: int | None = None
+
+    @classmethod
+    def default(cls, jobs: int = 1) -> Limits:
+        ram = total_memory()
+        share = max(GIB, min(4 * GIB, ram // max(1, 2 * jobs))) if ram else 4 * GIB
+        return cls(memory_bytes=share, max_processes=64)
+
+    def describe(self) -> str:
+        mem = f"{self.memory_bytes / GIB:.3g} GiB" if self.memory_bytes else "no"
+        procs = self.max_processes if self.max_processes else "no"
+        return f"{mem} memory cap, {procs} process cap"
+
+    def preexec(self):
+        """A function for ``subprocess.Popen(preexec_fn=...)`` that sets the kernel caps."""
+        import resource
+
+        nproc = None
+        if self.max_processes and os.getuid() != 0:
+            nproc = _user_processes() + self.max_processes
+
+        def apply():
+            if self.memory_bytes:
+                resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
+            if nproc:
+                soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+                cap = nproc if hard == resource.RLIM_INFINITY else min(nproc, hard)
+                resource.setrlimit(resource.RLIMIT_NPROC, (cap, hard))
+
+        return apply
