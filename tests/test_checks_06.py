@@ -6,6 +6,11 @@ one it does not need), a textual substitution that also rewrites `ii` when split
 guards left unrewritten, floor instead of ceiling; a matmul schedule that is illegal,
 assumes one shape, computes something else or is no faster than the naive loop nest; a
 "fused" relu still in a loop nest of its own.
+
+The grader never trusts the worker: the tests also hand each judge forged observations
+(cycles, huge extents, malformed nodes, NaN or impossible timings) and check that the
+student's expression text is parsed by the grader's own whitelist interpreter, never
+evaluated; an untouched stub hears only "not implemented yet", with no hint.
 """
 
 import math
@@ -14,13 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pytest
 from check_util import check_runner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlc import te
-from mlc.grading.checks.scheduling import _run_tiny
+from mlc.grading.checks import scheduling, scheduling_tir
+from mlc.grading.checks.scheduling import data_to_nest, nest_to_data, run_tiny
 from mlc.grading.grader import grade_notebook
+from mlc.grading.registry import CheckFailed, get
+from mlc.grading.registry import Tester as _Tester
 from mlc.grading.release import release_notebook
 from mlc.schedule.examples import matmul_hand_schedule
 
@@ -183,11 +193,17 @@ def test_split_law_on_random_nests(n, m, factor, var):
 
     extent = {"i": n, "j": m, "k": 3}[var]
     new = make_split()(nest(), var, factor)
-    assert _run_tiny(new) == _run_tiny(nest())
+    assert _instances(new) == _instances(nest())
     guards = sum(isinstance(x, Guard) for x in _walk(new))
     assert guards == 1 + (extent % factor != 0)
     wrong = make_split(guard="never")(nest(), var, factor)
-    assert (_run_tiny(wrong) == _run_tiny(nest())) == (extent % factor == 0)
+    assert (_instances(wrong) == _instances(nest())) == (extent % factor == 0)
+
+
+def _instances(nest):
+    """What the grader's interpreter sees of a nest of the notebook's classes: the
+    observation the worker makes of it, rebuilt in the grader and run."""
+    return run_tiny(data_to_nest(nest_to_data(nest)))
 
 
 def _walk(s):
@@ -199,6 +215,121 @@ def _walk(s):
 def test_split_failure_shows_the_nest():
     msg = _fails("scheduling.split", split=make_split(guard="never"), **TINY)
     assert "for i_0 in range(3):" in msg and "for i_1 in range(4):" in msg
+
+
+@pytest.mark.parametrize("ex_id,names", [
+    ("scheduling.split", {"split": None, **TINY}),
+    ("scheduling.schedule_matmul", {"schedule_matmul": None}),
+    ("scheduling.fuse_relu", {"fuse_relu": None})])
+def test_untouched_stub_hears_only_not_implemented(ex_id, names):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("your code here")
+
+    name = ex_id.split(".")[1]
+    rec = _run(ex_id, **{**names, name: stub})
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"], rec
+    assert rec["hint"] == ""
+
+
+def test_split_hint_is_a_nudge_not_the_solution():
+    hint = get("scheduling.split").hint
+    assert hint and "Guard(" not in hint and "Loop(" not in hint and "_0 *" not in hint
+
+
+def test_split_expressions_are_parsed_never_evaluated(tmp_path):
+    """The grader runs the student's expression text with its own ast interpreter: a call,
+    an attribute or an import in it is refused, and nothing of it runs."""
+    marker = tmp_path / "ran"
+
+    def sneaky(nest, var, factor):
+        out = make_split()(nest, var, factor)
+        for s in _walk(out):
+            if isinstance(s, Compute):
+                s.bindings["vi"] = f"open({str(marker)!r}, 'w').close() or 0"
+        return out
+
+    msg = _fails("scheduling.split", "cannot evaluate", "Call is not allowed", split=sneaky, **TINY)
+    assert "open(" in msg and not marker.exists()
+    for text in ("i.real", "[i]", "lambda: 0", "i ** 2", "i if i else 0", "'a'", "i @ i"):
+        with pytest.raises(CheckFailed, match="cannot evaluate"):
+            scheduling.evaluate(text, {"i": 1})
+    with pytest.raises(CheckFailed, match="ZeroDivisionError"):
+        scheduling.evaluate("i // (i - 1)", {"i": 1})
+    with pytest.raises(CheckFailed, match="not a loop variable"):
+        scheduling.evaluate("i + q", {"i": 1})
+
+
+_expr = st.recursive(
+    st.one_of(st.integers(-20, 20).map(str), st.sampled_from(["i", "j", "i_0", "ii"])),
+    lambda e: st.one_of(
+        st.tuples(e, st.sampled_from(["+", "-", "*", "//", "%", "<", "<=", ">", ">=", "==",
+                                      "!=", "and", "or"]), e).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        e.map(lambda x: f"(not {x})"), e.map(lambda x: f"-{x}")),
+    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_expr, st.integers(-5, 9), st.integers(-5, 9))
+def test_evaluate_agrees_with_python_on_its_subset(text, i, j):
+    env = {"i": i, "j": j, "i_0": i + j, "ii": 3}
+    try:
+        want = eval(text, {"__builtins__": {}}, dict(env))  # noqa: S307 - test-made text
+    except ZeroDivisionError:
+        with pytest.raises(CheckFailed, match="ZeroDivisionError"):
+            scheduling.evaluate(text, env)
+        return
+    assert scheduling.evaluate(text, env) == want
+
+
+def test_split_result_that_is_huge_or_cyclic_is_refused():
+    def huge(nest, var, factor):
+        return Loop(f"{var}_0", 10**12, [Loop(f"{var}_1", factor, [])])
+
+    _fails("scheduling.split", "more than", split=huge, **TINY)
+
+    def cyclic(nest, var, factor):
+        outer = make_split()(nest, var, factor)
+        outer.body[0].body.append(outer)
+        return outer
+
+    _fails("scheduling.split", "cycle", split=cyclic, **TINY)
+
+    def deep(nest, var, factor):
+        out = make_split()(nest, var, factor)
+        for _ in range(200):
+            out = Guard("1 < 2", [out])
+        return out
+
+    _fails("scheduling.split", "deep", split=deep, **TINY)
+
+
+def test_split_shared_statements_are_read_as_such():
+    """A nest that puts one object in two places is seen with the sharing: `is` holds in
+    the grader where it held in the student's nest."""
+    inner = Loop("i_1", 4, [Compute("S", {"vi": "i_0 * 4 + i_1"})])
+    data = nest_to_data([Loop("i_0", 3, [inner]), Loop("t", 2, [inner])])
+    a, b = data_to_nest(data)
+    assert a["body"][0] is b["body"][0] and len(data["nodes"]) == 4
+
+
+@pytest.mark.parametrize("obs,fragment", [
+    (None, "malformed"), ({"root": [0], "nodes": [{"kind": "Loop", "body": [7]}]}, "malformed"),
+    ({"root": [0], "nodes": "x"}, "malformed"), ({"root": 0, "nodes": [{"kind": "X"}]},
+                                                  "malformed"),
+    ({"root": [0], "nodes": [{"kind": "Loop", "var": "i_0", "extent": 2, "body": [0]}]},
+     "cycle"),
+    ({"root": [0], "nodes": [{"kind": "Loop", "var": "i_0", "extent": 2.5, "body": []}]},
+     "extents must be ints"),
+    ({"root": [0], "nodes": [{"kind": "While", "body": []}]}, "only Loop, Guard and Compute"),
+    ({"root": [0], "nodes": [{"kind": "Compute", "name": "S", "bindings": None,
+                              "bindings_type": "list"}]}, "expected a dict"),
+    ({"root": None, "nodes": []}, "returned None")])
+def test_split_judge_on_forged_observations(obs, fragment):
+    ex = get("scheduling.split")
+    case = ex.check.cases()[0]
+    with pytest.raises(CheckFailed, match=fragment):
+        ex.check.judge(case, obs, _Tester())
 
 
 # ---- exercise 2 failures ------------------------------------------------------------------------
@@ -250,6 +381,47 @@ def test_schedule_matmul_too_slow():
     assert "ms" in msg
 
 
+def _speed_case():
+    cases = get("scheduling.schedule_matmul").check.cases()
+    assert [c.get("time", False) for c in cases] == [False, False, True]
+    return cases[-1]
+
+
+@pytest.mark.parametrize("t_ref,t_fn,fragment", [
+    ([0.05] * 7, [float("nan")] * 7, "worker's timing"),
+    ([0.05] * 7, [-1.0] * 7, "worker's timing"),
+    ([0.05] * 7, [], "worker's timing"),
+    ([0.05] * 7, "fast", "worker's timing"),
+    ([0.05] * 7, [1e-9] * 7, "TFLOP/s"),
+    ([0.05] * 7, [0.03] * 7, "1.67x"),
+])
+def test_schedule_matmul_judge_bounds_the_workers_timings(t_ref, t_fn, fragment):
+    """Timings come from the worker, which the student's code shares: the grader accepts
+    only positive, finite, physically possible ones."""
+    ex = get("scheduling.schedule_matmul")
+    case = _speed_case()
+    c = (case["a"].astype(np.float64) @ case["b"].astype(np.float64)).astype(np.float32)
+    obs = {"c": c, "loops": [["i_0", 8, "serial"], ["j_1", 64, "vectorized"]],
+           "t_ref": t_ref, "t_fn": t_fn}
+    with pytest.raises(CheckFailed, match=fragment):
+        ex.check.judge(case, obs, _Tester())
+    ex.check.judge(case, {**obs, "t_fn": [0.01] * 7}, _Tester())  # 5x: passes
+
+
+def test_schedule_matmul_judge_on_forged_results():
+    ex = get("scheduling.schedule_matmul")
+    case = ex.check.cases()[0]
+    for obs in (None, {}, {"c": "zeros"}, {"c": np.zeros((2, 2))}):
+        with pytest.raises(CheckFailed):
+            ex.check.judge(case, obs, _Tester())
+
+
+def test_schedule_matmul_hint_is_a_nudge():
+    hint = get("scheduling.schedule_matmul").hint
+    assert hint and not any(p in hint for p in ("cache_write", "reverse_compute_at",
+                                                "decompose_reduction", "sch."))
+
+
 # ---- exercise 3 failures ------------------------------------------------------------------------
 
 def test_fuse_relu_failures():
@@ -265,6 +437,30 @@ def test_fuse_relu_failures():
         sch.reverse_compute_inline(sch.get_block("D"))
 
     _fails(ex, "a primitive refused", "reduction block", fuse_relu=inline)
+
+
+def test_fuse_relu_judge_on_forged_observations():
+    ex = get("scheduling.fuse_relu")
+    case = ex.check.cases()[0]
+    good = np.maximum(case["a"].astype(np.float64) @ case["b"].astype(np.float64), 0)
+    for obs, fragment in [(None, "malformed"), ({"d": good}, "malformed"),
+                          ({"d": good, "root": {"stmts": 1, "allocs": []}}, "malformed"),
+                          ({"d": -good - 1, "root": {"stmts": ["For"], "allocs": []}},
+                           "matches numpy"),
+                          ({"d": good, "root": {"stmts": ["For", "For"], "allocs": []}},
+                           "2 loop nests"),
+                          ({"d": good, "root": {"stmts": ["For"], "allocs": [["C", [16, 8]]]}},
+                           "allocates C[16, 8]")]:
+        with pytest.raises(CheckFailed, match=re.escape(fragment)):
+            ex.check.judge(case, obs, _Tester())
+    ex.check.judge(case, {"d": good, "root": {"stmts": ["For"], "allocs": []}}, _Tester())
+    hint = ex.hint
+    assert hint and "reverse_compute_at" not in hint and "compute_at(" not in hint
+
+
+def test_modules_stay_small():
+    for mod in (scheduling, scheduling_tir):
+        assert len(Path(mod.__file__).read_text().splitlines()) <= 400
 
 
 # ---- the notebooks ------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ what students get wrong: a stride without the row size, a non-affine index taken
 fixed step, a search that measures twins or rejected draws or uses the global random
 module, a ranking metric that counts tied measurements or ignores tied predictions, a
 mutation that changes the product or only ever moves in one direction.
+
+Each judge is also handed forged observations (wrong lengths, non-numbers, decisions the
+space never returns, a changed input) and must fail them with a message; an untouched stub
+hears only "not implemented yet", with no hint, and every hint is a nudge without code.
 """
 
 import itertools
@@ -22,7 +26,9 @@ from mlc import tir
 from check_util import check_runner
 
 from mlc.grading.check import run_check
-from mlc.grading.checks import autotuning
+from mlc.grading.checks import autotuning, autotuning_rank
+from mlc.grading.registry import CheckFailed, get
+from mlc.grading.registry import Tester as _Tester
 from mlc.schedule import ScheduleError
 
 # ---- reference solutions (as in solutions/07_autotuning.ipynb) ---------------------------
@@ -119,7 +125,32 @@ def test_missing_and_unimplemented(ex_id):
     def todo(*args, **kwargs):
         raise NotImplementedError("your code here")
 
-    assert "not implemented" in _run(ex_id, **{name: todo})["message"]
+    rec = _run(ex_id, **{name: todo})
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"], rec
+    assert rec["hint"] == ""  # an untouched stub hears no nudge yet
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hint_is_a_nudge_not_the_solution(ex_id):
+    """A wrong answer hears the exercise's hint: ideas and where to look, no code."""
+    hint = get(ex_id).hint
+    assert hint and "lecture 07" in hint
+    for code in ("tir.arith.linear", "collect_vars", "random.Random(seed)", "json.dumps",
+                 "rng.choice", "try/except", "math.inf", " = ", "measure(sch)", "//"):
+        assert code not in hint, (ex_id, code)
+
+
+def test_observations_are_plain_data():
+    """What the worker sends for each exercise crosses the wire (no Buffer, no Var)."""
+    from mlc.grading.protocol import observe_case
+    from mlc.grading.wire import public, roundtrip
+
+    for ex_id in IDS:
+        ex = get(ex_id)
+        case = ex.check.cases()[0]
+        obs = observe_case(ex, REF, roundtrip(public(case)))
+        assert "ok" in obs, (ex_id, obs)
+        assert "_expected" not in public(case)
 
 
 # ---- access_stride -----------------------------------------------------------------------
@@ -203,6 +234,21 @@ def test_access_stride_failures():
     _fails("autotuning.access_stride", "expected 16, got -16", access_stride=signed)
     _fails("autotuning.access_stride", "expected 16, got 1", access_stride=column_major)
     _fails("autotuning.access_stride", "expected a number", access_stride=lambda b, i, v: "1")
+
+
+def test_access_stride_judge_on_forged_observations():
+    ex = get("autotuning.access_stride")
+    case = ex.check.cases()[2]  # the fused matmul: strides 0, 1, 8, 16 and inf
+    want = [w for _, w in case["_expected"]]
+    assert math.inf in want
+    ex.check.judge(case, want, _Tester())
+    bad = [None, want[:-1], "16", [True] * len(want),
+           [{"unsendable": "IntImm", "repr": "IntImm(1)"}] * len(want),
+           [-w if w else w for w in want], [w if math.isfinite(w) else 1e308 for w in want],
+           [w if math.isfinite(w) else -math.inf for w in want]]
+    for obs in bad:
+        with pytest.raises(CheckFailed):
+            ex.check.judge(case, obs, _Tester())
 
 
 # ---- random_search -----------------------------------------------------------------------
@@ -291,6 +337,37 @@ def test_random_search_failures():
     _fails("autotuning.random_search", "trials=40", "still drawing", random_search=forever)
 
 
+def test_random_search_judge_on_forged_observations():
+    ex = get("autotuning.random_search")
+    case = ex.check.cases()[0]
+    honest = ex.check.observe(REF, case)
+    ex.check.judge(case, honest, _Tester())
+    forged_call = [dict(r, calls=[[[5, 5], 0]] + r["calls"][1:]) for r in honest]
+    list_result = [dict(r, result=list(r["result"])) for r in honest]
+    for obs, fragment in [(None, "malformed"), (honest[:2], "malformed"),
+                          (forged_call, "space.sample never returns"),
+                          (list_result, "expected a tuple"),
+                          ([dict(r, calls=np.zeros(3)) for r in honest], "malformed"),
+                          ([dict(r, calls=[np.zeros(2)] * 8) for r in honest], "never returns"),
+                          ([dict(r, result=("fast", None)) for r in honest], "smallest time")]:
+        with pytest.raises(CheckFailed, match=fragment):
+            ex.check.judge(case, obs, _Tester())
+
+
+def test_random_search_result_must_be_a_tuple():
+    def as_list(space, measure, trials, seed=0):
+        return list(random_search(space, measure, trials, seed))
+
+    _fails("autotuning.random_search", "expected a tuple", random_search=as_list)
+
+    def measures_forever(space, measure, trials, seed=0):
+        sch, _ = space.sample(random.Random(seed))
+        while True:
+            measure(sch)
+
+    _fails("autotuning.random_search", "more than 5000 times", random_search=measures_forever)
+
+
 # ---- pairwise_accuracy -------------------------------------------------------------------
 
 def test_pairwise_accuracy_failures():
@@ -337,7 +414,7 @@ def test_pairwise_accuracy_laws(rows, rnd):
     pred = np.array([r[0] for r in rows])
     meas = np.array([r[1] for r in rows])
     acc = pairwise_accuracy(pred, meas)
-    assert acc == autotuning._pairwise_reference(list(pred), list(meas)) or (
+    assert acc == autotuning_rank._pairwise_reference(list(pred), list(meas)) or (
         math.isnan(acc) and len(set(meas)) == 1)
     if math.isnan(acc):
         return
@@ -350,11 +427,18 @@ def test_pairwise_accuracy_laws(rows, rnd):
     assert math.isclose(pairwise_accuracy(pred[perm], meas[perm]), acc)    # order-free
 
 
+def test_pairwise_accuracy_wrong_types():
+    _fails("autotuning.pairwise_accuracy", "expected numbers",
+           pairwise_accuracy=lambda p, m: object())
+    _fails("autotuning.pairwise_accuracy", "is nan",
+           pairwise_accuracy=lambda p, m: pairwise_accuracy(p, m) if len(set(m)) > 1 else None)
+
+
 # ---- mutate_tile -------------------------------------------------------------------------
 
 def test_mutate_tile_failures():
     def only_outward(tile, rng, max_innermost_factor=None):  # moves toward the inside only
-        moves = [m for m in autotuning._neighbours(tile, max_innermost_factor)
+        moves = [m for m in autotuning_rank._neighbours(tile, max_innermost_factor)
                  if any(m[b] > tile[b] for b in range(1, len(tile)))
                  and all(m[b] <= tile[b] or b > a for a in range(len(tile))
                          for b in range(len(tile)) if m[a] < tile[a])]
@@ -407,7 +491,7 @@ def test_mutate_tile_failures():
        st.one_of(st.none(), st.integers(1, 16)), st.integers(0, 2**32 - 1))
 def test_mutate_tile_laws(tile, mx, seed):
     got = mutate_tile(list(tile), random.Random(seed), mx)
-    legal = autotuning._neighbours(tile, mx)
+    legal = autotuning_rank._neighbours(tile, mx)
     if got is None:
         assert not legal
         return
@@ -423,10 +507,32 @@ def test_library_move_factor_agrees():
     """The library's own mutation (mlc.tune.space.move_factor) makes the same moves."""
     from mlc.tune.space import move_factor
 
-    for tile, mx in autotuning.MUTATE_CASES:
+    for tile, mx in autotuning_rank.MUTATE_CASES:
         got = {tuple(m) for s in range(200)
                if (m := move_factor(tile, random.Random(s), mx)) is not None}
-        assert got == autotuning._neighbours(tile, mx), (tile, mx)
+        assert got == autotuning_rank._neighbours(tile, mx), (tile, mx)
+
+
+def test_mutate_tile_judge_on_forged_observations():
+    ex = get("autotuning.mutate_tile")
+    case = ex.check.cases()[1]  # [4, 4]: moves [2, 8] and [8, 2]
+    honest = ex.check.observe(REF, case)
+    ex.check.judge(case, honest, _Tester())
+    for obs, fragment in [(None, "malformed"), (honest[:5], "malformed"),
+                          ([dict(r, input=np.array([4, 4])) for r in honest], "changed its input"),
+                          ([dict(r, got=(2, 8)) for r in honest], "list of ints"),
+                          ([dict(r, got=[True, 16]) for r in honest], "list of ints"),
+                          ([dict(r, got=[2, 8], again=[2, 8]) for r in honest], "reaches all"),
+                          ([dict(r, again=None) for r in honest], "draw only from the rng")]:
+        with pytest.raises(CheckFailed, match=fragment):
+            ex.check.judge(case, obs, _Tester())
+
+
+def test_modules_stay_small():
+    from pathlib import Path
+
+    for mod in (autotuning, autotuning_rank):
+        assert len(Path(mod.__file__).read_text().splitlines()) <= 400
 
 
 # ---- the notebooks -----------------------------------------------------------------------

@@ -1,29 +1,76 @@
-"""Unit 07, auto-tuning: a cost-model feature, random search, ranking, mutation.
+"""Unit 07, auto-tuning (1 of 2): a cost-model feature and random search.
 
 Nothing here times anything: a tuner's pieces are graded on hidden inputs whose right
 answer is exact. ``access_stride`` runs on the index expressions of scheduled programs
 (split, fused, transposed, strided, 3-d) against the library's own feature code;
 ``random_search`` runs on a fake search space with a deterministic fake cost, recording
-every candidate it is asked to measure; ``pairwise_accuracy`` is compared with a brute
-force count on hidden data with ties; ``mutate_tile`` is checked by its laws (product,
-length, one prime factor moved, input untouched) and by reaching every neighbour.
+every candidate it is asked to measure. ``pairwise_accuracy`` and ``mutate_tile`` are in
+:mod:`.autotuning_rank`.
+
+The split (see :mod:`mlc.grading.registry`): buffers and loop variables cannot travel, so
+both sides build the same hidden programs with the library; the worker calls
+``access_stride`` on every (access, loop variable) pair of one program and returns the
+numbers, the grader computes the strides itself (``mlc.tune.features``). The fake space
+and its ``measure`` live in the worker, which reports what ``random_search`` returned and
+the decisions it measured, in order; the grader recomputes their fake costs.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
 
 import numpy as np
 
-from ..registry import CheckFailed, exercise, call as _call
+from ..registry import Check, CheckFailed, call, exercise, need
 
 NB = "07_autotuning"
 
 
-# --------------------------------------------------------------------- access_stride
+# ---- plain data from the student's values (in the worker) -----------------------------------
+
+def _repr(value, limit: int = 160) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - the student's object may fail to print
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plain(value, depth: int = 0):
+    """``value`` if it can travel (numbers, strings, lists, tuples, numeric arrays), else
+    ``{"unsendable": type name, "repr": ...}`` in its place."""
+    if value is None or isinstance(value, (bool, int, float, str, np.bool_, np.integer,
+                                           np.floating)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    if depth < 8 and isinstance(value, (list, tuple)):
+        items = [plain(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if depth < 8 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: plain(v, depth + 1) for k, v in value.items()}
+    return {"unsendable": type(value).__name__, "repr": _repr(value)}
+
+
+def same(a, b) -> bool:
+    """``a == b`` for values from the worker, which may compare strangely (arrays)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - a forged observation may be anything
+        return False
+
+
+def shown(value) -> str:
+    """How a message shows an observed value (the worker's repr of one that could not
+    travel)."""
+    if isinstance(value, dict) and set(value) == {"unsendable", "repr"}:
+        return str(value["repr"])
+    return _repr(value)
+
+
+# ---- access_stride ---------------------------------------------------------------------------
 
 def _stride_programs():
     """Scheduled programs whose index expressions cover what a tuner meets: plain loop
@@ -81,65 +128,84 @@ def _stride_programs():
     return out
 
 
-def _block_name(func):
+def _pairs(label, func):
+    """``(what, buffer, indices, var)`` for every access of the program's main block and
+    every loop variable (and one variable bound by no loop: every stride is 0)."""
+    from ...tir import expr_to_str
+    from ...tir.expr import Var
+    from ...tune.features import _accesses, find_block
     from ...tune.space import main_block
 
-    return main_block(func).name
+    blk, loops = find_block(func, main_block(func).name)
+    for var in [lp.loop_var for lp in loops] + [Var("unused")]:
+        for buf, idx in _accesses(blk):
+            text = f"{buf.name}[{', '.join(expr_to_str(i) for i in idx)}]"
+            yield (f"access_stride({text}, {var.name}) with {buf.name} of shape {buf.shape}, "
+                   f"in {label}", buf, list(idx), var)
 
 
 def _stride_cases():
-    from ...tir.expr import Var
-    from ...tune.features import _accesses, _stride, find_block
+    """``(label, buffer, indices, var, expected stride)`` of every hidden pair."""
+    from ...tune.features import _stride
 
     for label, func in _stride_programs():
-        blk, loops = find_block(func, _block_name(func))
-        accesses = _accesses(blk)
-        # a variable bound by no loop: every stride is 0
-        for var in [lp.loop_var for lp in loops] + [Var("unused")]:
-            for buf, idx in accesses:
-                yield label, buf, list(idx), var, _stride(buf, idx, var)
+        for _, buf, idx, var in _pairs(label, func):
+            yield label, buf, idx, var, _stride(buf, idx, var)
 
 
-def _show(buf, idx):
-    from ...tir import expr_to_str
-
-    return f"{buf.name}[{', '.join(expr_to_str(i) for i in idx)}]"
-
-
-@exercise("autotuning.access_stride", points=3, notebook=NB,
-          hint="row-major strides: the last dimension has stride 1, dimension d has the "
-               "product of the shape after d. For each index, tir.arith.linear(index).terms "
-               "gives (atom, coefficient) pairs: add coefficient * row stride when the atom "
-               "is the variable itself (`atom is var`), return math.inf when the variable "
-               "hides inside a non-linear atom (tir.collect_vars(atom)), and return the "
-               "absolute value")
-def _(ns, t):
-    fn = t.need(ns, "access_stride")
-    n = 0
-    for label, buf, idx, var, expected in _stride_cases():
-        what = f"access_stride({_show(buf, idx)}, {var.name}) with {buf.name} of shape " \
-               f"{buf.shape}, in {label}"
-        got = _call(what, fn, buf, list(idx), var)
-        if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, float, np.integer,
-                                                                     np.floating)):
-            raise CheckFailed(f"{what}: expected a number, got {got!r}")
-        if math.isinf(expected):
-            t.true(math.isinf(got) and got > 0, f"{what} is math.inf",
-                   f"got {got!r}; {var.name} occurs inside a floor division or modulo, so "
-                   "the address does not move by a fixed step: the stride is math.inf")
-            n += 1
-            continue
-        if got != expected:
-            raise CheckFailed(f"{what}: expected {expected}, got {got!r}")
-        n += 1
-    t.passed.append(f"{n} (access, loop variable) pairs in 8 hidden programs give the "
-                    "expected stride")
+def _number(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    return {"unsendable": type(value).__name__, "repr": _repr(value)}
 
 
-# --------------------------------------------------------------------- random_search
+@exercise("autotuning.access_stride", points=3, notebook=NB, needs=("access_stride",),
+          hint="a row-major address is a sum over the dimensions of index x (the product of "
+               "the sizes after that dimension): ask how each index moves when the variable "
+               "grows by one and the others stay put, compare variables by identity, and "
+               "think about what a variable inside a floor division or modulo means for a "
+               "fixed step (the exercise's text, and lecture 07, section 5)")
+class _AccessStride(Check):
+    def cases(self):
+        from ...tune.features import _stride
 
-class _Rejected(Exception):
-    """Stands in for ScheduleError in the fake space."""
+        out = []
+        for p, (label, func) in enumerate(_stride_programs()):
+            expected = [[what, _stride(buf, idx, var)] for what, buf, idx, var in
+                        _pairs(label, func)]
+            out.append({"what": label, "program": p, "_expected": expected})
+        return out
+
+    def observe(self, ns, case):
+        fn = need(ns, "access_stride")
+        label, func = _stride_programs()[case["program"]]
+        return [_number(call(what, fn, buf, idx, var)) for what, buf, idx, var in
+                _pairs(label, func)]
+
+    def judge(self, case, obs, t):
+        expected = case["_expected"]
+        if not (isinstance(obs, list) and len(obs) == len(expected)):
+            t.fail(f"{case['what']}: expected {len(expected)} strides from the worker, got "
+                   f"{shown(obs)}")
+        for (what, want), got in zip(expected, obs, strict=True):
+            if isinstance(got, bool) or not isinstance(got, (int, float)):
+                t.fail(f"{what}: expected a number, got {shown(got)}")
+            if math.isinf(want):
+                t.true(math.isinf(got) and got > 0, f"{what} is math.inf",
+                       f"got {got!r}; the variable occurs inside a floor division or "
+                       "modulo, so the address does not move by a fixed step: the stride is "
+                       "math.inf")
+            elif got != want:
+                t.fail(f"{what}: expected {want}, got {got!r}")
+        t.passed.append(f"{case['what']}: all {len(expected)} (access, loop variable) pairs "
+                        "give the expected stride")
+
+
+# ---- random_search ---------------------------------------------------------------------------
+
+MAX_MEASURE = 5000
 
 
 class _FakeSchedule:
@@ -148,16 +214,16 @@ class _FakeSchedule:
 
 
 class _FakeSpace:
-    """A tiny search space: decisions ``[tile, order]`` drawn from a list of legal
-    candidates; the ones listed in ``rejected`` make the template raise ScheduleError
-    (as a real template does on an illegal draw)."""
+    """A tiny search space (in the worker): decisions ``[tile, order]`` drawn from a list
+    of candidates; the ones in ``rejected`` make the template raise ScheduleError (as a
+    real template does on an illegal draw)."""
 
-    def __init__(self, tiles, orders, rejected=()):
+    def __init__(self, candidates, rejected=()):
         from ...schedule import ScheduleError
 
         self.error = ScheduleError
-        self.candidates = [[list(tl), o] for tl in tiles for o in orders]
-        self.rejected = {json.dumps(d) for d in rejected}
+        self.candidates = [[list(tl), o] for tl, o in candidates]
+        self.rejected = {json.dumps([list(tl), o]) for tl, o in rejected}
         self.draws = 0
 
     def sample(self, rng):
@@ -165,15 +231,11 @@ class _FakeSpace:
             raise CheckFailed(f"space.sample(rng) must be given a random.Random, got "
                               f"{type(rng).__name__}: make one with random.Random(seed)")
         self.draws += 1
-        d = [list(x) if isinstance(x, list) else x
-             for x in self.candidates[rng.randrange(len(self.candidates))]]
+        tile, order = self.candidates[rng.randrange(len(self.candidates))]
+        d = [list(tile), order]
         if json.dumps(d) in self.rejected:
             raise self.error(f"template rejected the draw {d}")
-        return _FakeSchedule([list(x) if isinstance(x, list) else x for x in d]), d
-
-    @property
-    def legal(self):
-        return [d for d in self.candidates if json.dumps(d) not in self.rejected]
+        return _FakeSchedule([list(tile), order]), d
 
 
 def _fake_cost(decisions):
@@ -185,184 +247,111 @@ def _fake_cost(decisions):
                    + 0.01 * ((a * 13 + b * 7 + order * 3) % 17))
 
 
-def _run_search(fn, space, trials, seed, what):
-    calls = []
+def _run_search(fn, case, run):
+    space, calls = _FakeSpace(case["candidates"], case["rejected"]), []
 
     def measure(sch):
         if not isinstance(sch, _FakeSchedule):
-            raise CheckFailed(f"{what}: measure() must be given the schedule that "
+            raise CheckFailed(f"{run['what']}: measure() must be given the schedule that "
                               f"space.sample returned, got {type(sch).__name__}")
+        if len(calls) >= MAX_MEASURE:
+            raise CheckFailed(f"{run['what']}: measure() was called more than "
+                              f"{MAX_MEASURE} times")
         calls.append(sch.decisions)
         return _fake_cost(sch.decisions)
 
-    got = _call(what, fn, space, measure, trials, seed=seed)
+    got = call(run["what"], fn, space, measure, run["trials"], seed=run["seed"])
+    return {"result": plain(got), "calls": calls, "draws": space.draws}
+
+
+def _pairs_of(extent):
+    return [[d, extent // d] for d in range(1, extent + 1) if extent % d == 0]
+
+
+def _search_run(case, obs, i):
+    """Run ``i`` of an observation: (best, decisions, calls), every call a candidate."""
+    what = case["runs"][i]["what"]
+    runs = obs if isinstance(obs, list) and len(obs) == len(case["runs"]) else None
+    run = runs[i] if runs and isinstance(runs[i], dict) else None
+    if run is None or not isinstance(run.get("calls"), list):
+        raise CheckFailed(f"{what}: malformed observation")
+    got = run.get("result")
     if not (isinstance(got, tuple) and len(got) == 2):
         raise CheckFailed(f"{what}: expected a tuple (best_seconds, best_decisions), got "
-                          f"{got!r}")
-    return got, calls
+                          f"{shown(got)}")
+    for c in run["calls"]:
+        if not any(same(c, d) for d in case["candidates"]):
+            raise CheckFailed(f"{what}: measure() was given decisions {shown(c)}, which "
+                              "space.sample never returns")
+    return got[0], got[1], run["calls"]
 
 
-def _pairs(tile_extent):
-    return [[d, tile_extent // d] for d in range(1, tile_extent + 1) if tile_extent % d == 0]
+def _key(decisions) -> str:
+    return json.dumps(decisions)  # only called on candidates: plain lists of ints
 
 
-@exercise("autotuning.random_search", points=3, notebook=NB,
-          hint="rng = random.Random(seed); loop while fewer than `trials` candidates were "
-               "measured and fewer than 100 * trials draws were made: sch, decisions = "
-               "space.sample(rng) inside try/except ScheduleError (skip a rejected draw), "
-               "skip decisions already measured (keep json.dumps(decisions) in a set), "
-               "t = measure(sch), keep the smallest t with its decisions")
-def _(ns, t):
-    fn = t.need(ns, "random_search")
-    # 1. A space with 6 x 3 = 18 candidates, 2 of them rejected by the template.
-    space = _FakeSpace(_pairs(32), [0, 1, 2], rejected=[[[4, 8], 1], [[1, 32], 0]])
-    what = "random_search(space, measure, trials=8, seed=0) on a space of 18 candidates"
-    (best, dec), calls = _run_search(fn, space, 8, 0, what)
-    t.equal(len(calls), 8, f"{what} measures 8 candidates")
-    keys = [json.dumps(c) for c in calls]
-    t.true(len(set(keys)) == len(keys), f"{what} never measures a candidate twice",
-           f"measured {calls}")
-    t.true(all(c in space.legal for c in calls), f"{what} measures no rejected draw",
-           "a draw the template rejects raises ScheduleError: catch it and draw again; it "
-           "costs no trial")
-    times = [_fake_cost(c) for c in calls]
-    t.equal(best, min(times), f"{what} returns the smallest time it measured")
-    t.true(dec == calls[int(np.argmin(times))],
-           f"{what} returns the decisions of the fastest candidate",
-           f"got {dec}, the fastest measured was {calls[int(np.argmin(times))]}")
-    # 2. Same seed, same search; another seed, another search.
-    (best2, _), calls2 = _run_search(fn, space, 8, 0, what)
-    t.true(calls2 == calls, "a second run with seed=0 measures the same candidates in the "
-           "same order", "draw only from random.Random(seed), never from the global "
-           "random module")
-    (_, _), calls3 = _run_search(fn, space, 8, 1, what.replace("seed=0", "seed=1"))
-    t.true(calls3 != calls, "seed=1 measures other candidates than seed=0",
-           "make the generator with random.Random(seed) and pass it to space.sample")
-    # 3. More trials than the space holds: measure each legal candidate once, then stop.
-    what = "random_search(space, measure, trials=40, seed=3) on a space of 16 legal candidates"
-    (best, dec), calls = _run_search(fn, space, 40, 3, what)
-    t.equal(sorted(json.dumps(c) for c in calls), sorted(json.dumps(c) for c in space.legal),
-            f"{what} measures every legal candidate exactly once and stops")
-    finite = [c for c in space.legal if math.isfinite(_fake_cost(c))]
-    opt = min(finite, key=_fake_cost)
-    t.true(dec == opt and best == _fake_cost(opt), f"{what} finds the global optimum {opt}",
-           f"got ({best!r}, {dec})")
-    # 4. Every candidate fails (crashes): no best.
-    space = _FakeSpace([[3, 1]], [0, 1, 2, 3])
-    bad = [c for c in space.candidates if not math.isfinite(_fake_cost(c))]
-    space.candidates = bad
-    what = "random_search on a space whose only candidate fails (its time is inf)"
-    (best, dec), calls = _run_search(fn, space, 5, 0, what)
-    t.true(len(calls) == 1 and math.isinf(best) and dec is None,
-           f"{what} measures it once and returns (inf, None)", f"got ({best!r}, {dec!r}) "
-           f"after {len(calls)} measurements")
+@exercise("autotuning.random_search", points=3, notebook=NB, needs=("random_search",),
+          hint="every rule in the exercise's list is one case here: a single generator made "
+               "from the seed (and nothing else random), rejected draws cost no trial, no "
+               "decisions measured twice, a cap on draws so that a small space cannot keep "
+               "you drawing forever, and the fastest finite time wins (lecture 07, section 4)")
+class _RandomSearch(Check):
+    def cases(self):
+        mixed = [[tl, o] for tl in _pairs_of(32) for o in (0, 1, 2)]  # 18 candidates
+        rejected = [[[4, 8], 1], [[1, 32], 0]]
+        what = "random_search(space, measure, trials=8, seed=0) on a space of 18 candidates"
+        failing = [c for c in [[[3, 1], o] for o in range(4)] if math.isinf(_fake_cost(c))]
+        return [
+            {"what": what, "candidates": mixed, "rejected": rejected,
+             "runs": [{"what": what, "trials": 8, "seed": 0},
+                      {"what": what, "trials": 8, "seed": 0},
+                      {"what": what.replace("seed=0", "seed=1"), "trials": 8, "seed": 1}]},
+            {"what": "random_search(space, measure, trials=40, seed=3) on a space of 16 legal "
+                     "candidates", "candidates": mixed, "rejected": rejected, "exhaust": True,
+             "runs": [{"what": "random_search(space, measure, trials=40, seed=3) on a space "
+                               "of 16 legal candidates", "trials": 40, "seed": 3}]},
+            {"what": "random_search on a space whose only candidate fails (its time is inf)",
+             "candidates": failing, "rejected": [], "fails": True,
+             "runs": [{"what": "random_search on a space whose only candidate fails (its "
+                               "time is inf)", "trials": 5, "seed": 0}]},
+        ]
 
+    def observe(self, ns, case):
+        fn = need(ns, "random_search")
+        return [_run_search(fn, case, run) for run in case["runs"]]
 
-# --------------------------------------------------------------------- pairwise_accuracy
-
-def _pairwise_reference(pred, meas):
-    good = total = 0.0
-    for a, b in itertools.combinations(range(len(meas)), 2):
-        if meas[a] == meas[b]:
-            continue
-        total += 1
-        s = (pred[a] - pred[b]) * (meas[a] - meas[b])
-        good += 1.0 if s > 0 else 0.5 if s == 0 else 0.0
-    return good / total if total else math.nan
-
-
-@exercise("autotuning.pairwise_accuracy", points=2, notebook=NB,
-          hint="for every pair i < j with measured[i] != measured[j]: count 1 when "
-               "predicted orders them the same way (the signs of predicted[i] - predicted[j] "
-               "and measured[i] - measured[j] agree), 1/2 when predicted[i] == predicted[j]; "
-               "divide by the number of such pairs; nan when there is none")
-def _(ns, t):
-    fn = t.need(ns, "pairwise_accuracy")
-    rng = np.random.default_rng(70)
-    cases = [("2 candidates, ranked right", [0.1, 0.9], [1.0, 2.0]),
-             ("2 candidates, ranked wrong", [0.9, 0.1], [1.0, 2.0]),
-             ("3 candidates, predictions tied", [5.0, 5.0, 5.0], [1.0, 2.0, 3.0]),
-             ("4 candidates, two measured times equal", [1.0, 2.0, 3.0, 0.0],
-              [1.0, 1.0, 3.0, 2.0]),
-             ("5 candidates as python lists", [3, 1, 4, 1, 5], [9, 2, 6, 5, 3])]
-    for n in (12, 60, 200):
-        meas = np.round(rng.lognormal(0, 1, n), 1)        # rounded: ties in measured
-        pred = np.round(np.log(meas) + rng.normal(0, 0.7, n), 1)  # and in predicted
-        cases.append((f"{n} candidates, a noisy model, with ties", pred, meas))
-    for label, pred, meas in cases:
-        what = f"pairwise_accuracy on {label}"
-        args = (list(pred), list(meas)) if "lists" in label else (np.asarray(pred, float),
-                                                                    np.asarray(meas, float))
-        got = _call(what, fn, *args)
-        t.close(got, _pairwise_reference(list(pred), list(meas)), what, rtol=1e-9, atol=1e-12)
-    what = "pairwise_accuracy when every measured time is the same (no pair to rank)"
-    got = _call(what, fn, np.array([1.0, 2.0, 3.0]), np.array([4.0, 4.0, 4.0]))
-    t.true(isinstance(got, (float, np.floating)) and math.isnan(got), f"{what} is nan",
-           f"got {got!r}")
-
-
-# --------------------------------------------------------------------- mutate_tile
-
-def _primes(x):
-    return [p for p in range(2, x + 1) if x % p == 0 and all(p % q for q in range(2, p))]
-
-
-def _neighbours(tile, max_inner):
-    out = set()
-    for a, x in enumerate(tile):
-        for p in _primes(x):
-            for b in range(len(tile)):
-                if b != a:
-                    new = list(tile)
-                    new[a], new[b] = x // p, new[b] * p
-                    if max_inner is None or new[-1] <= max_inner:
-                        out.add(tuple(new))
-    return out
-
-
-MUTATE_CASES = [([1, 8, 64], None), ([4, 4], None), ([12, 1, 1], None), ([2, 3, 5], 4),
-                ([1, 1, 8], 8), ([6, 1], 2), ([1, 1, 1], None), ([7], None), ([3, 1], 2),
-                ([1, 2, 9, 2], 4)]
-
-
-@exercise("autotuning.mutate_tile", points=2, notebook=NB,
-          hint="list every legal move: for each level a, each prime p dividing tile[a], each "
-               "other level b, the tile with tile[a] // p and tile[b] * p, kept when its last "
-               "factor is at most max_innermost_factor; return rng.choice(moves) on a copy, "
-               "or None when the list is empty")
-def _(ns, t):
-    fn = t.need(ns, "mutate_tile")
-    for tile, mx in MUTATE_CASES:
-        what = f"mutate_tile({tile}, rng, max_innermost_factor={mx})"
-        legal = _neighbours(tile, mx)
-        seen = set()
-        for seed in range(120):
-            before = list(tile)
-            got = _call(what, fn, before, random.Random(seed), mx)
-            if before != tile:
-                raise CheckFailed(f"{what} changed its input to {before}: work on a copy")
-            if not legal:
-                t.true(got is None, f"{what} returns None: no legal move exists",
-                       f"got {got!r}")
-                break
-            if not isinstance(got, list) or not all(isinstance(v, (int, np.integer))
-                                                    and not isinstance(v, bool) for v in got):
-                raise CheckFailed(f"{what}: expected a list of ints, got {got!r}")
-            if len(got) != len(tile) or math.prod(got) != math.prod(tile):
-                raise CheckFailed(f"{what} returned {got}: a mutation keeps the number of "
-                                  f"levels ({len(tile)}) and the product ({math.prod(tile)})")
-            if mx is not None and got[-1] > mx:
-                raise CheckFailed(f"{what} returned {got}: the innermost factor {got[-1]} is "
-                                  f"above max_innermost_factor={mx}")
-            if tuple(got) not in legal:
-                raise CheckFailed(f"{what} returned {got}, which is not one prime factor "
-                                  f"moved from one level to another; the moves are "
-                                  f"{sorted(list(m) for m in legal)}")
-            again = _call(what, fn, list(tile), random.Random(seed), mx)
-            if again != got:
-                raise CheckFailed(f"{what} with random.Random({seed}) gave {got}, then "
-                                  f"{again}: draw only from the rng you are given")
-            seen.add(tuple(got))
-        else:
-            t.true(seen == legal, f"{what} reaches all {len(legal)} neighbours over 120 seeds",
-                   f"never returned {sorted(list(m) for m in legal - seen)}")
+    def judge(self, case, obs, t):
+        what = case["what"]
+        legal = [c for c in case["candidates"] if c not in case["rejected"]]
+        best, dec, calls = _search_run(case, obs, 0)
+        if case.get("fails"):
+            t.true(len(calls) == 1 and isinstance(best, float) and math.isinf(best)
+                   and dec is None, f"{what} measures it once and returns (inf, None)",
+                   f"got ({shown(best)}, {shown(dec)}) after {len(calls)} measurements")
+            return
+        if case.get("exhaust"):
+            t.equal(sorted(_key(c) for c in calls), sorted(_key(c) for c in legal),
+                    f"{what} measures every legal candidate exactly once and stops")
+            opt = min((c for c in legal if math.isfinite(_fake_cost(c))), key=_fake_cost)
+            t.true(same(dec, opt) and same(best, _fake_cost(opt)),
+                   f"{what} finds the global optimum {opt}", f"got ({shown(best)}, "
+                   f"{shown(dec)})")
+            return
+        t.equal(len(calls), 8, f"{what} measures 8 candidates")
+        keys = [_key(c) for c in calls]
+        t.true(len(set(keys)) == len(keys), f"{what} never measures a candidate twice",
+               f"measured {calls}")
+        t.true(all(c in legal for c in calls), f"{what} measures no rejected draw",
+               "a draw the template rejects raises ScheduleError: it costs no trial")
+        times = [_fake_cost(c) for c in calls]
+        t.equal(best, min(times), f"{what} returns the smallest time it measured")
+        t.true(same(dec, calls[int(np.argmin(times))]),
+               f"{what} returns the decisions of the fastest candidate",
+               f"got {shown(dec)}, the fastest measured was {calls[int(np.argmin(times))]}")
+        _, _, calls2 = _search_run(case, obs, 1)
+        t.true(calls2 == calls, "a second run with seed=0 measures the same candidates in the "
+               "same order", "draw only from random.Random(seed), never from the global "
+               "random module")
+        _, _, calls3 = _search_run(case, obs, 2)
+        t.true(calls3 != calls, "seed=1 measures other candidates than seed=0",
+               "the generator must depend on the seed, and space.sample must draw from it")

@@ -1,137 +1,65 @@
-"""Unit 06, scheduling: split on a tiny loop IR, a fast matmul schedule, relu fused into a
-matmul.
+"""Unit 06, scheduling (1 of 2): ``split`` on the notebook's tiny loop IR.
 
-* ``scheduling.split`` runs the student's ``split(nest, var, factor)`` on hidden nests
-  built from the notebook's own ``Loop`` / ``Guard`` / ``Compute`` classes, and compares
-  the instances the new nest computes, in order, with the original's (the check has its
-  own interpreter); it also looks at the shape of the result (two loops with the right
-  extents, a guard exactly when the split is imperfect).
-* ``scheduling.schedule_matmul`` applies ``schedule_matmul(sch)`` to te matmuls of hidden
-  shapes (no multiples of the usual tiles), builds them for "cpu", compares with numpy,
-  then times the 256^3 one against the unscheduled program, interleaved in the same
-  process (a load spike slows both), with parallel loops run serially so that a core
-  busy with another program does not decide the grade. The margin asked for, 3x, is far
-  below what the lecture's hand schedule reaches on one thread (about 15-20x on a
-  two-core laptop; a mere loop reorder to i, k, j gets about 12x).
-* ``scheduling.fuse_relu`` applies ``fuse_relu(sch)`` to matmul + relu programs, runs them
-  for the "python" target against numpy, and checks the lowered program: one loop nest
-  at the root (the relu is no longer a separate pass) and no intermediate allocated at
-  full size outside every loop.
+``scheduling.split`` runs the student's ``split(nest, var, factor)`` on hidden nests and
+compares the instances the new nest computes, in order, with the original's; it also looks
+at the shape of the result (two loops with the right extents, a guard exactly when the
+split is imperfect) and asks for ``ValueError`` on a factor of 0 and on a loop that does
+not exist. ``schedule_matmul`` and ``fuse_relu`` are in :mod:`.scheduling_tir`.
+
+The split (see :mod:`mlc.grading.registry`): the hidden nests are plain nested dicts in
+the grader. ``observe`` builds each one from the notebook's own ``Loop`` / ``Guard`` /
+``Compute`` classes, calls ``split`` and reads the nest it returned back into plain data
+with ``getattr`` (expressions as ``str``), one flat list of nodes so that a shared or even
+cyclic nest can travel. ``judge`` rebuilds the nest in the grader and runs it with its
+own interpreter, whose expressions are parsed with :mod:`ast` and evaluated on a small
+whitelist (numbers, loop variables, ``+ - * // %``, comparisons, ``and or not``): nothing
+that came from the worker is ever ``eval``-ed.
 """
 
 from __future__ import annotations
 
+import ast
 import math
-import statistics
+import operator
 
-import numpy as np
-
-from ..registry import CheckFailed, exercise, call as _call, first_line as _first_line
+from ..registry import Check, CheckFailed, call, exercise, need, raised
 
 NB = "06_scheduling"
-SPEED_N = 256
-SPEEDUP = 3.0
+MAX_NODES = 5000        # statements a returned nest may hold
+MAX_DEPTH = 60          # statements nested in one another
+MAX_EXPR = 2000         # characters of one expression
 
 
-# ---------------------------------------------------------------------------- split on a tiny IR
-def _run_tiny(stmts, env=None, out=None) -> list:
-    """The instances a tiny nest computes, in order: (name, sorted (iterator, value) pairs).
+# ---- the hidden nests, as plain data ---------------------------------------------------------
 
-    Works on any objects with the fields of the notebook's Loop (var, extent, body), Guard
-    (cond, body) and Compute (name, bindings): the check does not trust the notebook's own
-    interpreter."""
-    env = dict(env or {})
-    out = [] if out is None else out
-    if not isinstance(stmts, (list, tuple)):
-        stmts = [stmts]
-    for s in stmts:
-        kind = type(s).__name__
-        if kind == "Loop":
-            if not isinstance(s.extent, int) or isinstance(s.extent, bool):
-                raise CheckFailed(f"loop {s.var} has extent {s.extent!r}; extents must be ints")
-            for v in range(s.extent):
-                env[s.var] = v
-                _run_tiny(s.body, env, out)
-            env.pop(s.var, None)
-        elif kind == "Guard":
-            if _eval(s.cond, env):
-                _run_tiny(s.body, env, out)
-        elif kind == "Compute":
-            out.append((s.name, tuple(sorted((k, _eval(e, env)) for k, e in s.bindings.items()))))
-        else:
-            raise CheckFailed(f"the nest contains a {kind}; only Loop, Guard and Compute "
-                              "may appear in it")
-    return out
+def L(var, extent, body):  # noqa: N802 - reads like the notebook's Loop
+    return {"kind": "Loop", "var": var, "extent": extent, "body": body}
 
 
-def _eval(expr, env):
-    try:
-        return eval(str(expr), {"__builtins__": {}}, dict(env))  # noqa: S307 - tiny IR text
-    except Exception as err:  # noqa: BLE001
-        raise CheckFailed(f"cannot evaluate the expression {expr!r} with loop variables "
-                          f"{sorted(env)}: {type(err).__name__}: {err}") from None
+def G(cond, body):  # noqa: N802
+    return {"kind": "Guard", "cond": cond, "body": body}
 
 
-def _walk(stmts):
-    if not isinstance(stmts, (list, tuple)):
-        stmts = [stmts]
-    for s in stmts:
-        yield s
-        if hasattr(s, "body"):
-            yield from _walk(s.body)
+def C(name, bindings):  # noqa: N802
+    return {"kind": "Compute", "name": name, "bindings": bindings}
 
 
-def _count(stmts, kind) -> int:
-    return sum(type(s).__name__ == kind for s in _walk(stmts))
-
-
-def _find_loop(stmts, var):
-    for s in _walk(stmts):
-        if type(s).__name__ == "Loop" and s.var == var:
-            return s
-    return None
-
-
-def _show(stmts, ind="") -> str:
-    if not isinstance(stmts, (list, tuple)):
-        stmts = [stmts]
-    lines = []
-    for s in stmts:
-        kind = type(s).__name__
-        if kind == "Loop":
-            lines.append(f"{ind}for {s.var} in range({s.extent}):")
-            lines.append(_show(s.body, ind + "    "))
-        elif kind == "Guard":
-            lines.append(f"{ind}if {s.cond}:")
-            lines.append(_show(s.body, ind + "    "))
-        else:
-            args = ", ".join(f"{k}={e}" for k, e in s.bindings.items())
-            lines.append(f"{ind}{s.name}({args})")
-    return "\n".join(x for x in lines if x)
-
-
-def _split_cases(Loop, Guard, Compute):
-    """(description, nest builder, var, factor) for the hidden cases."""
+def _split_cases():
+    """(description, nest, var, factor) of the hidden cases."""
     def one(n):
-        return lambda: Loop("i", n, [Compute("S", {"vi": "i"})])
+        return L("i", n, [C("S", {"vi": "i"})])
 
     def matmul(n, m, k):
-        return lambda: Loop("i", n, [Loop("j", m, [
-            Compute("C_init", {"vi": "i", "vj": "j"}),
-            Loop("k", k, [Compute("C", {"vi": "i", "vj": "j", "vk": "k"})])])])
+        return L("i", n, [L("j", m, [C("C_init", {"vi": "i", "vj": "j"}),
+                                     L("k", k, [C("C", {"vi": "i", "vj": "j", "vk": "k"})])])])
 
     def triangle(n):  # a guard already there, mentioning the loop being split
-        return lambda: Loop("i", n, [Loop("j", n, [
-            Guard("j <= i", [Compute("L", {"vi": "i", "vj": "j"})])])])
+        return L("i", n, [L("j", n, [G("j <= i", [C("L", {"vi": "i", "vj": "j"})])])])
 
     def prefix(n):  # loop names that contain the split variable as a prefix
-        return lambda: Loop("i", n, [Loop("ii", 3, [
-            Compute("P", {"vi": "i", "vii": "ii", "vs": "i * 3 + ii"})])])
+        return L("i", n, [L("ii", 3, [C("P", {"vi": "i", "vii": "ii", "vs": "i * 3 + ii"})])])
 
-    def sequence():  # two loops side by side in a list
-        return lambda: [Loop("i", 6, [Compute("X", {"vi": "i"})]),
-                        Loop("t", 5, [Compute("Y", {"vt": "t"})])]
-
+    sequence = [L("i", 6, [C("X", {"vi": "i"})]), L("t", 5, [C("Y", {"vt": "t"})])]
     return [
         ("a single loop of 12 split by 4 (perfect)", one(12), "i", 4),
         ("a single loop of 10 split by 4 (imperfect: 3 x 4 = 12 > 10)", one(10), "i", 4),
@@ -142,219 +70,320 @@ def _split_cases(Loop, Guard, Compute):
         ("the inner loop k of a 2 x 2 x 9 matmul nest, split by 4", matmul(2, 2, 9), "k", 4),
         ("loop i of a triangle (a guard `j <= i` below it), split by 3", triangle(7), "i", 3),
         ("loop i with an inner loop named ii, split by 2", prefix(5), "i", 2),
-        ("the second of two loops in a list, split by 2", sequence(), "t", 2),
+        ("the second of two loops in a list, split by 2", sequence, "t", 2),
     ]
 
 
-@exercise("scheduling.split", points=3, notebook=NB,
-          hint="find the Loop whose var is `var` (recursively); build Loop(var + '_0', "
-               "ceil(extent / factor), [Loop(var + '_1', factor, body)]) where body is the old "
-               "body with `var` replaced by `(var_0 * factor + var_1)` in every binding and "
-               "guard (use `substitute`, which respects word boundaries); when factor does not "
-               "divide extent wrap the inner body in Guard('(...) < extent', body)")
-def _(ns, t):
-    split = t.need(ns, "split")
-    Loop, Guard, Compute = (t.need(ns, name) for name in ("Loop", "Guard", "Compute"))
-    for what, make, var, factor in _split_cases(Loop, Guard, Compute):
-        before = _run_tiny(make())
-        new = _call(f"split({what})", split, make(), var, factor)
-        if new is None:
-            raise CheckFailed(f"split({what}) returned None; return the new nest")
+# ---- in the worker: the student's objects <-> plain data -------------------------------------
+
+def build_nest(data, Loop, Guard, Compute):  # noqa: N803 - the notebook's class names
+    """A plain nest (nested dicts, or a list of them) made of the notebook's classes."""
+    if isinstance(data, list):
+        return [build_nest(s, Loop, Guard, Compute) for s in data]
+    if data["kind"] == "Loop":
+        return Loop(data["var"], data["extent"],
+                    [build_nest(s, Loop, Guard, Compute) for s in data["body"]])
+    if data["kind"] == "Guard":
+        return Guard(data["cond"], [build_nest(s, Loop, Guard, Compute) for s in data["body"]])
+    return Compute(data["name"], dict(data["bindings"]))
+
+
+def _scalar(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        return f"<{type(value).__name__} {value!r}>"[:200]
+    except Exception:  # noqa: BLE001 - the student's object may fail to print
+        return f"<{type(value).__name__}>"
+
+
+def nest_to_data(nest) -> dict:
+    """The nest ``split`` returned as ``{"root": [...], "nodes": [...]}``: every statement
+    once (read with getattr: the kind is its class's name), bodies as node indices."""
+    nodes, index = [], {}
+
+    def ref(s):
+        if id(s) not in index:
+            if len(nodes) >= MAX_NODES:
+                raise CheckFailed(f"the nest returned has more than {MAX_NODES} statements")
+            index[id(s)] = len(nodes)
+            nodes.append(None)
+            todo.append(s)
+        return index[id(s)]
+
+    def refs(body):
+        return ([ref(c) for c in body], True) if isinstance(body, (list, tuple)) else \
+            ([ref(body)], False)
+
+    todo, keep = [], []  # keep: every object stays alive, so that no id() is reused
+    root = None if nest is None else refs(nest)[0]
+    while todo:
+        s = todo.pop()
+        keep.append(s)
+        kind = type(s).__name__
+        node = {"kind": kind}
+        if kind == "Loop":
+            node.update(var=_scalar(getattr(s, "var", None)),
+                        extent=_scalar(getattr(s, "extent", None)))
+        elif kind == "Guard":
+            node["cond"] = str(getattr(s, "cond", None))[:MAX_EXPR + 1]
+        elif kind == "Compute":
+            node["name"] = _scalar(getattr(s, "name", None))
+            b = getattr(s, "bindings", None)
+            node["bindings"] = ({str(k): str(e)[:MAX_EXPR + 1] for k, e in b.items()}
+                                if isinstance(b, dict) else None)
+            node["bindings_type"] = type(b).__name__
+        if hasattr(s, "body"):
+            node["body"], node["body_is_list"] = refs(s.body)
+        nodes[index[id(s)]] = node
+    return {"root": root, "nodes": nodes}
+
+
+# ---- in the grader: plain data -> a nest of dicts, and its interpreter ----------------------
+
+def data_to_nest(obs):
+    """The nest of an observation as dicts (shared statements stay shared, so ``is``
+    works as on the student's objects): a list of statements, or None."""
+    if not isinstance(obs, dict) or not isinstance(obs.get("nodes"), list):
+        raise CheckFailed("malformed observation of the nest")
+    raw = obs["nodes"]
+    if obs.get("root") is None:
+        return None
+    if len(raw) > MAX_NODES or not all(isinstance(n, dict) and isinstance(n.get("kind"), str)
+                                       for n in raw):
+        raise CheckFailed("malformed observation of the nest")
+    objs = [dict(n, body=[]) if "body" in n else dict(n) for n in raw]
+
+    def get(i):
+        if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(objs)):
+            raise CheckFailed("malformed observation of the nest")
+        return objs[i]
+
+    for n, o in zip(raw, objs, strict=True):
+        if "body" in n:
+            if not isinstance(n["body"], list):
+                raise CheckFailed("malformed observation of the nest")
+            o["body"] = [get(i) for i in n["body"]]
+    if not isinstance(obs["root"], list):
+        raise CheckFailed("malformed observation of the nest")
+    root = [get(i) for i in obs["root"]]
+    # no statement inside itself; at most MAX_NODES statements (shared ones counted at each
+    # place) and MAX_DEPTH levels, so that every walk of the nest in the grader is short
+    state, size, height, stack = {}, {}, {}, [(s, False) for s in root]
+    while stack:
+        s, done = stack.pop()
+        if done:
+            state[id(s)] = "done"
+            kids = s.get("body", [])
+            size[id(s)] = 1 + sum(size[id(c)] for c in kids)
+            height[id(s)] = 1 + max((height[id(c)] for c in kids), default=0)
+            if size[id(s)] > MAX_NODES:
+                raise CheckFailed(f"the nest returned has more than {MAX_NODES} statements")
+            if height[id(s)] > MAX_DEPTH:
+                raise CheckFailed(f"the nest is more than {MAX_DEPTH} statements deep")
+            continue
+        if state.get(id(s)) == "open":
+            raise CheckFailed(f"the nest contains a {s['kind']} inside itself (a cycle)")
+        if state.get(id(s)) == "done":
+            continue
+        state[id(s)] = "open"
+        stack.append((s, True))
+        stack += [(c, False) for c in s.get("body", [])]
+    if sum(size[id(s)] for s in root) > MAX_NODES:
+        raise CheckFailed(f"the nest returned has more than {MAX_NODES} statements")
+    return root
+
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+_CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+           ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_PARSED: dict = {}
+
+
+class UnsupportedExpression(Exception):
+    pass
+
+
+def _value(node, env):
+    """A whitelisted expression node's value: never ``eval``."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            raise NameError(f"name {node.id!r} is not a loop variable here")
+        return env[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_value(node.left, env), _value(node.right, env))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
+        v = _value(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else +v if isinstance(
+            node.op, ast.UAdd) else not v
+    if isinstance(node, ast.BoolOp):
+        v = None
+        for part in node.values:
+            v = _value(part, env)
+            if bool(v) == isinstance(node.op, ast.Or):
+                return v
+        return v
+    if isinstance(node, ast.Compare) and all(type(op) in _CMPOPS for op in node.ops):
+        left = _value(node.left, env)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = _value(right_node, env)
+            if not _CMPOPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    raise UnsupportedExpression(f"{type(node).__name__} is not allowed (only numbers, loop "
+                                "variables, + - * // %, comparisons, and/or/not)")
+
+
+def evaluate(expr, env):
+    """The value of a tiny-IR expression (text) with loop variables ``env``."""
+    try:
+        if not isinstance(expr, str) or len(expr) > MAX_EXPR:
+            raise ValueError("not an expression of at most 2000 characters")
+        if expr not in _PARSED:
+            _PARSED[expr] = ast.parse(expr.strip(), mode="eval").body
+        return _value(_PARSED[expr], env)
+    except Exception as err:  # noqa: BLE001 - any text may arrive
+        raise CheckFailed(f"cannot evaluate the expression {expr!r} with loop variables "
+                          f"{sorted(env)}: {type(err).__name__}: {err}") from None
+
+
+def run_tiny(stmts, limit: int = 10**6) -> list:
+    """The instances a nest of dicts computes, in order: (name, sorted (iterator, value)
+    pairs). At most ``limit`` statements run, in all."""
+    out, steps = [], [0]
+
+    def run(stmts, env):
+        for s in stmts:
+            kind = s["kind"]
+            steps[0] += 1
+            if steps[0] > limit:
+                raise CheckFailed(f"the nest runs more than {limit} statements")
+            if kind == "Loop":
+                extent = s.get("extent")
+                if not isinstance(extent, int) or isinstance(extent, bool):
+                    raise CheckFailed(f"loop {s.get('var')} has extent {extent!r}; extents "
+                                      "must be ints")
+                steps[0] += max(extent, 0)
+                if steps[0] > limit:
+                    raise CheckFailed(f"the nest runs more than {limit} statements")
+                for v in range(extent):
+                    run(s["body"], {**env, s.get("var"): v})
+            elif kind == "Guard":
+                if evaluate(s.get("cond"), env):
+                    run(s["body"], env)
+            elif kind == "Compute":
+                b = s.get("bindings")
+                if not isinstance(b, dict):
+                    raise CheckFailed(f"Compute {s.get('name')} has bindings of type "
+                                      f"{s.get('bindings_type')}, expected a dict")
+                out.append((s.get("name"), tuple(sorted((k, evaluate(e, env))
+                                                        for k, e in b.items()))))
+            else:
+                raise CheckFailed(f"the nest contains a {kind}; only Loop, Guard and Compute "
+                                  "may appear in it")
+
+    run(stmts if isinstance(stmts, list) else [stmts], {})
+    return out
+
+
+def _walk(stmts):
+    for s in stmts if isinstance(stmts, list) else [stmts]:
+        yield s
+        yield from _walk(s.get("body", []))
+
+
+def _find_loop(stmts, var):
+    return next((s for s in _walk(stmts) if s["kind"] == "Loop" and s.get("var") == var), None)
+
+
+def _count(stmts, kind) -> int:
+    return sum(s["kind"] == kind for s in _walk(stmts))
+
+
+def show(stmts, ind="") -> str:
+    """A nest of dicts as the notebook's ``show`` prints it."""
+    lines = []
+    for s in stmts if isinstance(stmts, list) else [stmts]:
+        if s["kind"] == "Loop":
+            lines += [f"{ind}for {s.get('var')} in range({s.get('extent')}):",
+                      show(s["body"], ind + "    ")]
+        elif s["kind"] == "Guard":
+            lines += [f"{ind}if {s.get('cond')}:", show(s["body"], ind + "    ")]
+        else:
+            b = s.get("bindings")
+            args = ", ".join(f"{k}={e}" for k, e in b.items()) if isinstance(b, dict) else "?"
+            lines.append(f"{ind}{s.get('name')}({args})")
+    return "\n".join(x for x in lines if x)
+
+
+@exercise("scheduling.split", points=3, notebook=NB, needs=("split", "Loop", "Guard", "Compute"),
+          hint="a split must compute exactly the instances of the original loop, in the same "
+               "order: think about what the old loop variable is in terms of the two new "
+               "ones, which expressions below the loop mention it (guards too; whole words "
+               "only), and what happens to the last tile when the factor does not divide the "
+               "extent (lecture 06, section 2.2)")
+class _Split(Check):
+    def cases(self):
+        out = [{"what": what, "nest": nest, "var": var, "factor": factor}
+               for what, nest, var, factor in _split_cases()]
+        small = L("i", 4, [C("S", {"vi": "i"})])
+        out += [{"what": "a factor of 0 raises ValueError", "nest": small, "var": "i",
+                 "factor": 0, "raises": True},
+                {"what": "splitting a loop that does not exist raises ValueError",
+                 "nest": small, "var": "q", "factor": 2, "raises": True}]
+        return out
+
+    def observe(self, ns, case):
+        split = need(ns, "split")
+        classes = [need(ns, name) for name in ("Loop", "Guard", "Compute")]
+        nest = build_nest(case["nest"], *classes)
+        if case.get("raises"):
+            return raised(split, nest, case["var"], case["factor"])
+        return nest_to_data(call(f"split({case['what']})", split, nest, case["var"],
+                                 case["factor"]))
+
+    def judge(self, case, obs, t):
+        what, var, factor = case["what"], case["var"], case["factor"]
+        if case.get("raises"):
+            t.raised(obs, ValueError, what)
+            return
         try:
-            after = _run_tiny(new)
+            new = data_to_nest(obs)
         except CheckFailed as err:
-            raise CheckFailed(f"{what}: {err}. Your nest:\n{_show(new)}") from None
+            t.fail(f"{what}: {err}")
+        if new is None:
+            t.fail(f"split({what}) returned None; return the new nest")
+        before = run_tiny(case["nest"])
+        try:
+            after = run_tiny(new, limit=20 * len(before) + 1000)
+        except CheckFailed as err:
+            t.fail(f"{what}: {err}. Your nest:\n{show(new)}")
         if after != before:
             n_b, n_a = len(before), len(after)
-            diff = next((i for i, (x, y) in enumerate(zip(before, after, strict=False)) if x != y),
-                        min(n_b, n_a))
+            diff = next((i for i, (x, y) in enumerate(zip(before, after, strict=False))
+                         if x != y), min(n_b, n_a))
             got = after[diff] if diff < n_a else "nothing"
             want = before[diff] if diff < n_b else "nothing more"
-            raise CheckFailed(
-                f"{what}: the split nest computes {n_a} instances, the original {n_b}; the "
-                f"first difference is instance #{diff}: expected {want}, got {got}. Your "
-                f"nest:\n{_show(new)}")
+            t.fail(f"{what}: the split nest computes {n_a} instances, the original {n_b}; "
+                   f"the first difference is instance #{diff}: expected {want}, got {got}. "
+                   f"Your nest:\n{show(new)}")
         t.passed.append(f"{what}: the same instances in the same order")
         outer, inner = _find_loop(new, f"{var}_0"), _find_loop(new, f"{var}_1")
-        extent = _find_loop(make(), var).extent
+        extent = _find_loop(case["nest"], var)["extent"]
         if outer is None or inner is None:
-            raise CheckFailed(f"{what}: expected loops named {var}_0 and {var}_1, got:\n"
-                              f"{_show(new)}")
+            t.fail(f"{what}: expected loops named {var}_0 and {var}_1, got:\n{show(new)}")
         t.true(_find_loop(new, var) is None, f"{what}: loop {var} is gone",
                f"loop {var} is still in the nest")
-        t.equal((outer.extent, inner.extent), (math.ceil(extent / factor), factor),
+        t.equal((outer.get("extent"), inner.get("extent")), (math.ceil(extent / factor), factor),
                 f"{what}: extents of ({var}_0, {var}_1)")
-        t.true(len(outer.body) == 1 and outer.body[0] is inner,
-               f"{what}: {var}_1 is the whole body of {var}_0",
-               f"got:\n{_show(new)}")
-        guards = _count(new, "Guard") - _count(make(), "Guard")
+        t.true(outer.get("body_is_list", True) and len(outer["body"]) == 1
+               and outer["body"][0] is inner, f"{what}: {var}_1 is the whole body of {var}_0",
+               f"got:\n{show(new)}")
+        guards = _count(new, "Guard") - _count(case["nest"], "Guard")
         want = 0 if extent % factor == 0 else 1
         t.equal(guards, want, f"{what}: number of guards added "
                 f"({'none for a perfect split' if not want else 'one for the overhang'})")
-    t.raises(ValueError, lambda: split(Loop("i", 4, [Compute("S", {"vi": "i"})]), "i", 0),
-             "a factor of 0 raises ValueError")
-    t.raises(ValueError, lambda: split(Loop("i", 4, [Compute("S", {"vi": "i"})]), "q", 2),
-             "splitting a loop that does not exist raises ValueError")
-
-
-# ---------------------------------------------------------------------------- the matmul schedule
-_NAIVE = {}
-
-
-def matmul_func(n: int, k: int, m: int):
-    from ... import te
-
-    A = te.placeholder((n, k), "float32", name="A")
-    B = te.placeholder((k, m), "float32", name="B")
-    r = te.reduce_axis((0, k), name="k")
-    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return te.create_prim_func([A, B, C])
-
-
-def mm_relu_func(n: int, k: int, m: int):
-    from ... import te
-
-    A = te.placeholder((n, k), "float32", name="A")
-    B = te.placeholder((k, m), "float32", name="B")
-    r = te.reduce_axis((0, k), name="k")
-    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
-    D = te.compute((n, m), lambda i, j: te.max(C[i, j], 0.0), name="D")
-    return te.create_prim_func([A, B, D])
-
-
-def _scheduled(fn, func, what):
-    """Apply the student's schedule function to a fresh Schedule of ``func``."""
-    from ... import tir
-    from ...schedule import ScheduleError
-
-    sch = tir.Schedule(func)
-    try:
-        out = fn(sch)
-    except NotImplementedError:
-        raise
-    except ScheduleError as err:
-        raise CheckFailed(f"{what}: a primitive refused: ScheduleError: {err}") from None
-    except Exception as err:  # noqa: BLE001
-        raise CheckFailed(f"{what}: your function raised {type(err).__name__}: "
-                          f"{_first_line(err)}") from None
-    return out if isinstance(out, tir.Schedule) else sch  # in place, or a new one returned
-
-
-def _build(sch, target, what):
-    from ... import tir
-
-    try:
-        return tir.build(sch, target)
-    except Exception as err:  # noqa: BLE001
-        raise CheckFailed(f"{what}: building the scheduled program for {target!r} failed: "
-                          f"{type(err).__name__}: {_first_line(err)}") from None
-
-
-def _operands(rng, n, k, m):
-    a = rng.uniform(-1, 1, (n, k)).astype(np.float32)
-    b = rng.uniform(-1, 1, (k, m)).astype(np.float32)
-    return a, b, np.full((n, m), np.nan, np.float32)  # garbage in C must not leak out
-
-
-def _serial(func):
-    """``func`` with its parallel loops made serial.
-
-    The speed is compared on one thread: on a machine with two cores a parallel loop waits
-    for its slowest thread, and one core taken by another program makes every call wait
-    for the scheduler's next tick, so the grade would depend on the grader's load, not on
-    the loop nest. It also keeps Numba's OpenMP threads out of the check: the grader runs
-    each check in a fork of the process that ran the notebook, and GNU OpenMP aborts a
-    fork whose parent already used it."""
-    from ...tir.functor import IRMutator
-
-    class _Serial(IRMutator):
-        def visit_for(self, s):
-            s2 = super().visit_for(s)
-            return s2.with_(kind="serial") if s2 is not None and s2.kind == "parallel" else s2
-
-    return func.with_body(_Serial().visit_stmt(func.body))
-
-
-def _speedup(mod, n=SPEED_N, rounds=7):
-    """Median time of the unscheduled matmul over the median time of ``mod``, interleaved."""
-    from ... import bench, tir
-
-    if n not in _NAIVE:
-        _NAIVE[n] = tir.build(matmul_func(n, n, n), "cpu")
-    naive = _NAIVE[n]
-    rng = np.random.default_rng(11)
-    a, b, c = _operands(rng, n, n, n)
-    naive(a, b, c)  # both compiled before any timing
-    mod(a, b, c)
-    t_ref, t_fn = [], []
-    for _ in range(rounds):
-        t_ref.append(bench.timeit(lambda: naive(a, b, c), repeat=1, warmup=0, min_time=0.01))
-        t_fn.append(bench.timeit(lambda: mod(a, b, c), repeat=1, warmup=0, min_time=0.01))
-    t_ref, t_fn = statistics.median(t_ref), statistics.median(t_fn)
-    return t_ref / t_fn, t_ref, t_fn
-
-
-@exercise("scheduling.schedule_matmul", points=3, notebook=NB, timeout=120,
-          hint="follow section 2 of the lecture: split i and j into tiles, reorder to "
-               "(i_0, j_0, k, i_1, j_1) so the innermost loop runs along rows, then "
-               "cache_write + reverse_compute_at for a local accumulator, "
-               "decompose_reduction, vectorize the innermost loop and parallel the outermost")
-def _(ns, t):
-    fn = t.need(ns, "schedule_matmul")
-    rng = np.random.default_rng(10)
-    for n, k, m in [(48, 40, 72), (33, 17, 65), (SPEED_N, SPEED_N, SPEED_N)]:
-        what = f"schedule_matmul on a ({n}x{k}) @ ({k}x{m}) matmul"
-        sch = _scheduled(fn, matmul_func(n, k, m), what)
-        mod = _build(_serial(sch.func), "cpu", what)
-        a, b, c = _operands(rng, n, k, m)
-        _call(what + ", running it", mod, a, b, c)
-        t.close(c, a.astype(np.float64) @ b.astype(np.float64),
-                f"{what}: the result matches numpy", rtol=1e-3, atol=1e-3)
-    ratio, t_ref, t_fn = _speedup(mod)
-    t.true(ratio >= SPEEDUP, f"the scheduled matmul is at least {SPEEDUP:g}x faster than the "
-           f"unscheduled one at {SPEED_N}x{SPEED_N}x{SPEED_N} (both on one thread)",
-           f"unscheduled {t_ref * 1e3:.2f} ms, yours {t_fn * 1e3:.2f} ms: {ratio:.2f}x. Is the "
-           "innermost loop over j (stride 1 in B and C), and at least 64 iterations long? A "
-           "narrower one may never reach the vector code (lecture, section 2.6). Print "
-           "sch.func.script() to see the loop nest you made")
-
-
-# ---------------------------------------------------------------------------- relu fused
-def _root_nest(func):
-    """(root allocations, top-level statements) of a lowered PrimFunc."""
-    from ...tir.stmt import Allocate, SeqStmt
-
-    body, allocs = func.body, []
-    while isinstance(body, Allocate):
-        allocs.append(body.buffer)
-        body = body.body
-    stmts = list(body.seq) if isinstance(body, SeqStmt) else [body]
-    return allocs, stmts
-
-
-@exercise("scheduling.fuse_relu", points=2, notebook=NB,
-          hint="get the blocks C and D and the loops of C; move D into C's loop nest with "
-               "sch.reverse_compute_at(D, j) (after the whole k loop, so C[i, j] is final), or "
-               "move C into D's loops with sch.compute_at(C, loop of D)")
-def _(ns, t):
-    from ... import tir
-
-    fn = t.need(ns, "fuse_relu")
-    rng = np.random.default_rng(12)
-    for n, k, m in [(16, 24, 8), (20, 12, 36), (48, 32, 40)]:
-        what = f"fuse_relu on ({n}x{k}) @ ({k}x{m}) + relu"
-        sch = _scheduled(fn, mm_relu_func(n, k, m), what)
-        mod = _build(sch, "python", what)
-        a, b, d = _operands(rng, n, k, m)
-        _call(what + ", running it", mod, a, b, d)
-        t.close(d, np.maximum(a.astype(np.float64) @ b.astype(np.float64), 0),
-                f"{what}: the result matches numpy", rtol=1e-4, atol=1e-4)
-        allocs, stmts = _root_nest(tir.lower(sch.func))
-        t.true(len(stmts) == 1, f"{what}: one loop nest at the root",
-               f"the lowered program has {len(stmts)} loop nests one after the other, so the "
-               "relu still reads C back from memory in a pass of its own. Move block D into "
-               "a loop of C (or C into a loop of D)")
-        full = [f"{b.name}{list(b.shape)}" for b in allocs]
-        t.true(not full, f"{what}: no intermediate allocated at full size outside the loops",
-               f"the lowered program allocates {', '.join(full)} before every loop: the relu "
-               "must read C inside the loop that produced it")

@@ -1,0 +1,279 @@
+"""Unit 06, scheduling (2 of 2): a fast matmul schedule, relu fused into a matmul.
+
+* ``scheduling.schedule_matmul`` applies ``schedule_matmul(sch)`` to te matmuls of hidden
+  shapes (no multiples of the usual tiles), builds them for "cpu" and runs them on the
+  grader's operands; the grader compares with numpy. On the 256^3 one the worker also
+  times it against the unscheduled program, interleaved in the same process (a load
+  spike slows both), with parallel loops run serially so that a core busy with another
+  program does not decide the grade. The margin asked for, 3x, is far below what the
+  lecture's hand schedule reaches on one thread (about 15-20x on a two-core laptop; a
+  mere loop reorder to i, k, j gets about 12x).
+* ``scheduling.fuse_relu`` applies ``fuse_relu(sch)`` to matmul + relu programs, runs them
+  for the "python" target, and reports the lowered program's root: the grader asks for
+  one loop nest there (the relu is no longer a separate pass) and no intermediate
+  allocated at full size outside every loop.
+
+The split (see :mod:`mlc.grading.registry`): the operands are drawn in the grader and
+travel with the case; ``observe`` builds the Schedule from the case's shapes, applies the
+student's function, builds and runs the result and returns the output array, the loops
+around the matmul's block and the lowered program's root as plain data (and, for the
+speed case, the rounds timed with :func:`mlc.perf.timeit`); ``judge`` computes numpy's
+answer itself and bounds the worker's timings.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+from ..registry import Check, CheckFailed, call, exercise, first_line, need
+
+NB = "06_scheduling"
+SPEED_N = 256
+SPEEDUP = 3.0
+ROUNDS = 7
+MAX_FLOPS = 1e12  # one CPU thread is far below this: a faster time is not a measurement
+
+
+# ---- the programs, built in the worker from a case's shapes ----------------------------------
+
+def matmul_func(n: int, k: int, m: int):
+    from ... import te
+
+    A = te.placeholder((n, k), "float32", name="A")
+    B = te.placeholder((k, m), "float32", name="B")
+    r = te.reduce_axis((0, k), name="k")
+    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
+    return te.create_prim_func([A, B, C])
+
+
+def mm_relu_func(n: int, k: int, m: int):
+    from ... import te
+
+    A = te.placeholder((n, k), "float32", name="A")
+    B = te.placeholder((k, m), "float32", name="B")
+    r = te.reduce_axis((0, k), name="k")
+    C = te.compute((n, m), lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name="C")
+    D = te.compute((n, m), lambda i, j: te.max(C[i, j], 0.0), name="D")
+    return te.create_prim_func([A, B, D])
+
+
+def _operand_cases(seed, shapes, label):
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, k, m in shapes:
+        out.append({"what": label.format(n=n, k=k, m=m), "shape": [n, k, m],
+                    "a": rng.uniform(-1, 1, (n, k)).astype(np.float32),
+                    "b": rng.uniform(-1, 1, (k, m)).astype(np.float32)})
+    return out
+
+
+# ---- in the worker -------------------------------------------------------------------------
+
+def _scheduled(fn, func, what):
+    """Apply the student's schedule function to a fresh Schedule of ``func``."""
+    from ... import tir
+    from ...schedule import ScheduleError
+
+    sch = tir.Schedule(func)
+    try:
+        out = fn(sch)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except ScheduleError as err:
+        raise CheckFailed(f"{what}: a primitive refused: ScheduleError: {err}") from None
+    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
+        raise CheckFailed(f"{what}: your function raised {type(err).__name__}: "
+                          f"{first_line(err)}") from None
+    return out if isinstance(out, tir.Schedule) else sch  # in place, or a new one returned
+
+
+def _build(func, target, what):
+    from ... import tir
+
+    try:
+        return tir.build(func, target)
+    except Exception as err:  # noqa: BLE001
+        raise CheckFailed(f"{what}: building the scheduled program for {target!r} failed: "
+                          f"{type(err).__name__}: {first_line(err)}") from None
+
+
+def _serial(func):
+    """``func`` with its parallel loops made serial.
+
+    The speed is compared on one thread: on a machine with two cores a parallel loop waits
+    for its slowest thread, and one core taken by another program makes every call wait
+    for the scheduler's next tick, so the grade would depend on the grader's load, not on
+    the loop nest. It also keeps Numba's OpenMP threads out of the check: the grader runs
+    each check in a fork of the process that ran the notebook, and GNU OpenMP aborts a
+    fork whose parent already used it."""
+    from ...tir.functor import IRMutator
+
+    class _Serial(IRMutator):
+        def visit_for(self, s):
+            s2 = super().visit_for(s)
+            return s2.with_(kind="serial") if s2 is not None and s2.kind == "parallel" else s2
+
+    return func.with_body(_Serial().visit_stmt(func.body))
+
+
+def _loops_of(func, block):
+    """The loops around ``block`` as ``[name, extent, kind]``, outermost first (or None)."""
+    from ...tune.features import find_block
+
+    try:
+        blk, loops = find_block(func, block)
+        return None if blk is None else [[lp.loop_var.name, int(lp.extent), str(lp.kind)]
+                                         for lp in loops]
+    except Exception:  # noqa: BLE001 - a program the student replaced may be anything
+        return None
+
+
+def _root(func) -> dict:
+    """The lowered program's root: the buffers allocated outside every loop and the kinds
+    of the statements one after the other there."""
+    from ... import tir
+    from ...tir.stmt import Allocate, SeqStmt
+
+    body, allocs = tir.lower(func).body, []
+    while isinstance(body, Allocate):
+        allocs.append([body.buffer.name, [int(d) for d in body.buffer.shape]])
+        body = body.body
+    stmts = list(body.seq) if isinstance(body, SeqStmt) else [body]
+    return {"allocs": allocs, "stmts": [type(s).__name__ for s in stmts]}
+
+
+def _time_rounds(naive, mod, a, b, c, rounds=ROUNDS):
+    """Seconds per call of the unscheduled and the scheduled program, round by round."""
+    from ...perf import timeit
+
+    naive(a, b, c)  # both compiled before any timing
+    mod(a, b, c)
+    t_ref, t_fn = [], []
+    for _ in range(rounds):
+        t_ref.append(float(timeit(lambda: naive(a, b, c), repeat=1, warmup=0, min_time=0.01)))
+        t_fn.append(float(timeit(lambda: mod(a, b, c), repeat=1, warmup=0, min_time=0.01)))
+    return t_ref, t_fn
+
+
+# ---- in the grader -------------------------------------------------------------------------
+
+def _reference(case, relu=False):
+    c = case["a"].astype(np.float64) @ case["b"].astype(np.float64)
+    return np.maximum(c, 0) if relu else c
+
+
+def _timings(obs, key, what):
+    v = obs.get(key) if isinstance(obs, dict) else None
+    if not (isinstance(v, list) and 1 <= len(v) <= 100 and all(
+            isinstance(x, float) and math.isfinite(x) and 0 < x < 60 for x in v)):
+        raise CheckFailed(f"{what}: the worker's timing measurement {key} is not a list of "
+                          f"positive finite seconds (got {str(v)[:80]})")
+    return statistics.median(v)
+
+
+def _innermost(loops) -> str:
+    if not (isinstance(loops, list) and loops and isinstance(loops[-1], list)
+            and len(loops[-1]) == 3):
+        return ""
+    name, extent, kind = loops[-1]
+    return f" Your innermost loop around C is {name} ({extent} iterations, {kind})."
+
+
+@exercise("scheduling.schedule_matmul", points=3, notebook=NB, needs=("schedule_matmul",),
+          timeout=120,
+          hint="a fast CPU matmul keeps a tile of C in registers and streams contiguous rows "
+               "of B through vector instructions: think about which loop should be "
+               "innermost, how long it must be to vectorize, and where the accumulator lives "
+               "(lecture 06, sections 2.1-2.6, and the trace of section 5)")
+class _ScheduleMatmul(Check):
+    def cases(self):
+        out = _operand_cases(10, [(48, 40, 72), (33, 17, 65), (SPEED_N, SPEED_N, SPEED_N)],
+                             "schedule_matmul on a ({n}x{k}) @ ({k}x{m}) matmul")
+        out[-1]["time"] = True
+        return out
+
+    def observe(self, ns, case):
+        from ... import tir
+
+        fn, what = need(ns, "schedule_matmul"), case["what"]
+        n, k, m = case["shape"]
+        sch = _scheduled(fn, matmul_func(n, k, m), what)
+        func = _serial(sch.func)
+        mod = _build(func, "cpu", what)
+        a, b = case["a"], case["b"]
+        c = np.full((n, m), np.nan, np.float32)  # garbage in C must not leak out
+        call(what + ", running it", mod, a, b, c)
+        obs = {"c": c.copy(), "loops": _loops_of(sch.func, "C")}
+        if case.get("time"):
+            naive = tir.build(matmul_func(n, k, m), "cpu")
+            obs["t_ref"], obs["t_fn"] = _time_rounds(naive, mod, a, b, c)
+        return obs
+
+    def judge(self, case, obs, t):
+        what = case["what"]
+        if not isinstance(obs, dict):
+            t.fail(f"{what}: malformed observation")
+        t.close(obs.get("c"), _reference(case), f"{what}: the result matches numpy",
+                rtol=1e-3, atol=1e-3)
+        if not case.get("time"):
+            return
+        n, k, m = case["shape"]
+        t_ref, t_fn = _timings(obs, "t_ref", what), _timings(obs, "t_fn", what)
+        for label, sec in (("unscheduled", t_ref), ("scheduled", t_fn)):
+            t.true(2 * n * k * m / sec <= MAX_FLOPS, f"the worker's timing of the {label} "
+                   f"matmul is plausible", f"{sec:.3g} s per call would be more than "
+                   f"{MAX_FLOPS / 1e12:g} TFLOP/s on one CPU thread")
+        ratio = t_ref / t_fn
+        t.true(ratio >= SPEEDUP, f"the scheduled matmul is at least {SPEEDUP:g}x faster than "
+               f"the unscheduled one at {n}x{k}x{m} (both on one thread)",
+               f"the worker measured unscheduled {t_ref * 1e3:.2f} ms, yours "
+               f"{t_fn * 1e3:.2f} ms: {ratio:.2f}x.{_innermost(obs.get('loops'))} Is the "
+               "innermost loop over j (stride 1 in B and C), and at least 64 iterations "
+               "long? A narrower one may never reach the vector code (lecture, section "
+               "2.6). Print sch.func.script() to see the loop nest you made")
+
+
+@exercise("scheduling.fuse_relu", points=2, notebook=NB, needs=("fuse_relu",),
+          hint="fusing means the relu reads each element of C inside the loop nest that "
+               "produced it, once that element is final (after its whole reduction): "
+               "lecture 06, section 3.2 shows the two primitives that move one block into "
+               "another's loops")
+class _FuseRelu(Check):
+    def cases(self):
+        return _operand_cases(12, [(16, 24, 8), (20, 12, 36), (48, 32, 40)],
+                              "fuse_relu on ({n}x{k}) @ ({k}x{m}) + relu")
+
+    def observe(self, ns, case):
+        fn, what = need(ns, "fuse_relu"), case["what"]
+        n, k, m = case["shape"]
+        sch = _scheduled(fn, mm_relu_func(n, k, m), what)
+        mod = _build(sch.func, "python", what)
+        d = np.full((n, m), np.nan, np.float32)
+        call(what + ", running it", mod, case["a"], case["b"], d)
+        try:
+            root = _root(sch.func)
+        except Exception as err:  # noqa: BLE001
+            raise CheckFailed(f"{what}: lowering the scheduled program failed: "
+                              f"{type(err).__name__}: {first_line(err)}") from None
+        return {"d": d, "root": root}
+
+    def judge(self, case, obs, t):
+        what = case["what"]
+        if not isinstance(obs, dict) or not isinstance(obs.get("root"), dict):
+            t.fail(f"{what}: malformed observation")
+        t.close(obs.get("d"), _reference(case, relu=True), f"{what}: the result matches numpy",
+                rtol=1e-4, atol=1e-4)
+        stmts, allocs = obs["root"].get("stmts"), obs["root"].get("allocs")
+        if not (isinstance(stmts, list) and isinstance(allocs, list)):
+            t.fail(f"{what}: malformed observation")
+        t.true(len(stmts) == 1, f"{what}: one loop nest at the root",
+               f"the lowered program has {len(stmts)} loop nests one after the other, so the "
+               "relu still reads C back from memory in a pass of its own")
+        full = [f"{a[0]}{list(a[1])}" if isinstance(a, list) and len(a) == 2 else str(a)
+                for a in allocs]
+        t.true(not full, f"{what}: no intermediate allocated at full size outside the loops",
+               f"the lowered program allocates {', '.join(full)} before every loop: the relu "
+               "must read C inside the loop that produced it")
