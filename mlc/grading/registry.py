@@ -240,10 +240,7 @@ def _load_all() -> None:
     from . import checks
 
     for info in pkgutil.iter_modules(checks.__path__):
-        try:  # TEMP-MIGRATION
-            importlib.import_module(f"{checks.__name__}.{info.name}")
-        except TypeError:  # TEMP-MIGRATION
-            pass  # TEMP-MIGRATION
+        importlib.import_module(f"{checks.__name__}.{info.name}")
     _LOADED = True
 
 
