@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 import mlc.ndarray as nd
-from mlc.bench import gflops, matmul_flops, print_table, timeit
+from mlc.perf import gflops, matmul_flops, print_table, timeit
 
 
 def _sync(device):

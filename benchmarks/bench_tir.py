@@ -19,11 +19,10 @@ Times are medians of a few runs; speed is reported in GFLOP/s and as a ratio to 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from mlc import bench, te, tir
+from mlc import perf, te, tir
 from mlc.schedule.examples import matmul_hand_schedule
 
 
@@ -68,25 +67,24 @@ def main(argv=None) -> int:
         a = rng.uniform(-1, 1, (n, n)).astype(np.float32)
         b = rng.uniform(-1, 1, (n, n)).astype(np.float32)
         want = a @ b
-        flops = bench.matmul_flops(n, n, n)
-        t_np = bench.timeit(lambda: a @ b, repeat=args.repeat)  # noqa: B023
-        rows.append((n, "numpy", t_np * 1e3, bench.gflops(flops, t_np), 1.0, ""))
+        flops = perf.matmul_flops(n, n, n)
+        t_np = perf.timeit(lambda: a @ b, repeat=args.repeat)  # noqa: B023
+        rows.append((n, "numpy", t_np * 1e3, perf.gflops(flops, t_np), 1.0, ""))
         func = matmul_func(n)
         t = time_module(tir.build(func, "cpu"), a, b, want, max(1, args.repeat // 2))
-        rows.append((n, "naive", t * 1e3, bench.gflops(flops, t), t_np / t, ""))
+        rows.append((n, "naive", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
         sch = matmul_hand_schedule(tir.Schedule(func))
         t = time_module(tir.build(sch, "cpu"), a, b, want, args.repeat)
-        rows.append((n, "hand", t * 1e3, bench.gflops(flops, t), t_np / t, ""))
-        t0 = time.perf_counter()
-        res = tune(func, target="cpu", trials=trials, strategy="evolutionary",
-                   seed=args.seed, log_file=args.log, progress=True)
-        tuning = time.perf_counter() - t0
+        rows.append((n, "hand", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
+        with perf.stopwatch() as tuning:
+            res = tune(func, target="cpu", trials=trials, strategy="evolutionary",
+                       seed=args.seed, log_file=args.log, progress=True)
         t = time_module(res.build(), a, b, want, args.repeat)
-        rows.append((n, f"tuned ({trials} trials)", t * 1e3, bench.gflops(flops, t),
-                     t_np / t, f"{tuning:.0f} s, {res.n_failures - res.n_rejected} failed, "
+        rows.append((n, f"tuned ({trials} trials)", t * 1e3, perf.gflops(flops, t),
+                     t_np / t, f"{tuning.seconds:.0f} s, {res.n_failures - res.n_rejected} failed, "
                      f"{res.n_rejected} rejected"))
         print(f"n={n}: best tuned decisions {res.decisions}")
-    bench.print_table(rows, ["n", "program", "ms", "GFLOP/s", "x numpy", "tuning"])
+    perf.print_table(rows, ["n", "program", "ms", "GFLOP/s", "x numpy", "tuning"])
     return 0
 
 

@@ -3,7 +3,8 @@
 The layers, bottom up: ``mlc.ndarray`` (strided arrays on numpy, Numba CPU and
 Numba-CUDA devices), ``mlc.autograd``/``mlc.ops``/``mlc.nn`` (reverse-mode autodiff and
 modules), ``mlc.tir``/``mlc.te`` (tensor IR and its frontend), schedules, code generation
-and tuning. Submodules load lazily so ``import mlc`` stays quick.
+and tuning; ``mlc.perf`` measures them all. Submodules load lazily so ``import mlc`` stays
+quick.
 """
 
 from . import _env
@@ -12,9 +13,11 @@ _env.choose_cuda_mode()
 
 __version__ = "0.1.0"
 
+# Only modules that exist: a name here that does not import would turn a typo's clear
+# AttributeError into a confusing ModuleNotFoundError.
 _SUBMODULES = {
     "ndarray", "autograd", "ops", "nn", "init", "optim", "data", "tir", "te",
-    "schedule", "codegen", "tune", "grading", "bench", "graph", "memory", "quant",
+    "schedule", "codegen", "tune", "grading", "perf",
 }
 
 

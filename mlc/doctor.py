@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import time
 import traceback
 
 import numpy as np
+
+from .perf import stopwatch
 
 
 def _version(dist: str) -> str:
@@ -23,10 +24,10 @@ def _line(ok: bool | None, what: str, detail: str = "") -> None:
 
 
 def _try(fn):
-    t0 = time.perf_counter()
+    sw = stopwatch()
     try:
         fn()
-        return True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms (includes compilation)"
+        return True, f"{sw.stop() * 1e3:.0f} ms (includes compilation)"
     except Exception as err:  # noqa: BLE001 - report every failure, never stop the doctor
         last = traceback.format_exception_only(type(err), err)[-1].strip()
         return False, last

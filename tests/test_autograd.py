@@ -7,10 +7,32 @@ import mlc
 import mlc.ndarray as nd
 from mlc import ops
 from mlc.autograd import Tensor, compute_gradient_of_variables, find_topo_sort
-from mlc.grading.checks.autodiff import _reference_topo as recursive_topo
 
 CPU_NUMPY = nd.cpu_numpy()
 DEVICES = [nd.cpu_numpy(), nd.cpu()] + ([nd.cuda()] if nd.cuda().enabled() else [])
+
+
+# --- the package -------------------------------------------------------------------
+
+
+def test_autograd_is_a_package_with_the_old_names():
+    import mlc.autograd as ag
+    from mlc.autograd import backward, grad_mode, tensor
+
+    assert ag.Tensor is tensor.Tensor is mlc.Tensor
+    assert ag.find_topo_sort is backward.find_topo_sort
+    assert ag.compute_gradient_of_variables is backward.compute_gradient_of_variables
+    assert ag.no_grad is grad_mode.no_grad is mlc.no_grad
+    for name in ("Value", "Op", "TensorOp", "TensorTuple", "TensorTupleOp", "sum_node_list",
+                 "enable_grad", "is_grad_enabled"):
+        assert hasattr(ag, name), name
+
+
+def test_every_lazy_submodule_imports():
+    import importlib
+
+    for name in sorted(mlc._SUBMODULES):
+        assert importlib.import_module(f"mlc.{name}") is getattr(mlc, name)
 
 
 # --- construction --------------------------------------------------------------------
@@ -113,6 +135,23 @@ def test_topo_sort_matches_recursive_reference_on_random_dags():
             nodes.append(nodes[i] * nodes[j] if rng.random() < 0.5 else nodes[i] + nodes[j])
         roots = [nodes[-1], nodes[-4]]
         assert find_topo_sort(roots) == recursive_topo(roots)
+
+
+def recursive_topo(roots):
+    """Post-order depth-first search, written recursively: the textbook reference."""
+    order, seen = [], set()
+
+    def visit(node):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for parent in node.inputs:
+            visit(parent)
+        order.append(node)
+
+    for root in roots:
+        visit(root)
+    return order
 
 
 def test_topo_sort_handles_deep_graphs():

@@ -11,7 +11,6 @@ import mlc
 from mlc import ops
 from mlc.grading import registry
 from mlc.grading.check import run_check
-from mlc.grading.grader import grade_notebook
 from mlc.grading.protocol import verdict
 from mlc.grading.wire import public, roundtrip
 from check_util import check_runner
@@ -102,10 +101,10 @@ def test_reference_gets_full_marks(ex_id):
     assert rec["score"] == rec["max_score"], rec["message"]
 
 
-def test_notebooks_grade_full_and_zero():
-    report = grade_notebook(ROOT / "solutions" / "02_autodiff.ipynb", timeout=60)
+def test_notebooks_grade_full_and_zero(graded):
+    report = graded(ROOT / "solutions" / "02_autodiff.ipynb")
     assert (report.score, report.max_score) == (13, 13), report.results
-    report = grade_notebook(ROOT / "exercises" / "02_autodiff.ipynb", timeout=60)
+    report = graded(ROOT / "exercises" / "02_autodiff.ipynb")
     assert (report.score, report.max_score) == (0, 13), report.results
     for rec in report.results:
         assert "not implemented yet" in rec.message and rec.hint == "", rec

@@ -19,7 +19,6 @@ from check_util import check_runner
 
 from mlc.grading import registry
 from mlc.grading.check import run_check
-from mlc.grading.grader import grade_notebook
 from mlc.grading.protocol import verdict
 from mlc.grading.wire import public, roundtrip
 
@@ -106,13 +105,13 @@ def test_reference_gets_full_marks(ex_id):
     assert len(rec["passed"]) > 5
 
 
-def test_solution_notebook_gets_full_marks():
-    report = grade_notebook(SOLUTION, timeout=60)
+def test_solution_notebook_gets_full_marks(graded):
+    report = graded(SOLUTION)
     assert (report.score, report.max_score) == (10, 10), report.results
 
 
-def test_exercise_notebook_gets_zero_without_hints():
-    report = grade_notebook(EXERCISE, timeout=60)
+def test_exercise_notebook_gets_zero_without_hints(graded):
+    report = graded(EXERCISE)
     assert (report.score, report.max_score) == (0, 10), report.results
     for rec in report.results:
         assert "not implemented yet" in rec.message and rec.hint == "", rec

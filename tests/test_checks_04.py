@@ -19,7 +19,6 @@ from check_util import check_runner
 import mlc
 from mlc.grading import registry
 from mlc.grading.check import run_check
-from mlc.grading.grader import grade_notebook
 from mlc.grading.protocol import NOT_IMPLEMENTED
 from mlc.grading.registry import CheckFailed
 from mlc.grading.source import Sources
@@ -115,13 +114,13 @@ def test_reference_gets_full_marks(ex_id):
     assert len(rec["passed"]) >= 4
 
 
-def test_solution_notebook_gets_full_marks():
-    report = grade_notebook(ROOT / "solutions" / "04_gpu_operators.ipynb", timeout=120)
+def test_solution_notebook_gets_full_marks(graded):
+    report = graded(ROOT / "solutions" / "04_gpu_operators.ipynb")
     assert (report.score, report.max_score) == (10, 10), report.results
 
 
-def test_exercise_notebook_gets_zero_and_no_hints():
-    report = grade_notebook(ROOT / "exercises" / "04_gpu_operators.ipynb", timeout=120)
+def test_exercise_notebook_gets_zero_and_no_hints(graded):
+    report = graded(ROOT / "exercises" / "04_gpu_operators.ipynb")
     assert (report.score, report.max_score) == (0, 10), report.results
     for r in report.results:
         assert r.message == NOT_IMPLEMENTED, r

@@ -46,7 +46,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_top_level_layout():
     expected = {"notebooks", "mlc", "exercises", "solutions", "tests", "benchmarks",
-                "environment.yml", "pyproject.toml", "README.md", ".ci"}
+                "environment.yml", "pyproject.toml", "README.md", ".ci", "conftest.py"}
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode != 0 or not tracked.stdout:
         return  # not a git checkout (e.g. an sdist): nothing to compare

@@ -81,6 +81,31 @@ def test_compiled_code_is_cached_by_source():
     assert m1.source == m2.source and m1.entry is m2.entry
 
 
+def test_compile_cache_is_bounded_least_recently_used_out(monkeypatch):
+    from mlc.codegen import module
+
+    monkeypatch.setattr(module, "_CACHE", type(module._CACHE)())
+    monkeypatch.setattr(module, "CACHE_SIZE", 3)
+    src = "def f_{0}(x):\n    return x + {0}\n"
+    first = module.compile_source(src.format(0), "f_0", "python")
+    for i in range(1, 3):
+        module.compile_source(src.format(i), f"f_{i}", "python")
+    assert module.compile_source(src.format(0), "f_0", "python") is first  # a hit, now newest
+    module.compile_source(src.format(3), "f_3", "python")  # evicts f_1, the least recent
+    assert len(module._CACHE) == 3
+    assert ("python", src.format(1)) not in module._CACHE
+    assert module.compile_source(src.format(0), "f_0", "python") is first
+    assert module.compile_source(src.format(1), "f_1", "python")(1) == 2  # compiled again
+
+
+def test_time_evaluator_returns_a_timing():
+    from mlc import perf
+
+    mod = tir.build(mm_func(), "cpu")
+    t = mod.time_evaluator(number=2, repeat=3)(*data())
+    assert isinstance(t, perf.Timing) and t.number == 2 and len(t.times) == 3 and t > 0
+
+
 def test_lowering_compacts_cache_tiles():
     sch = matmul_hand_schedule(tir.Schedule(mm_func(16, 16, 16)), tile_i=8, tile_j=8, unroll=2)
     low = tir.lower(sch)

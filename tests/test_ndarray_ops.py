@@ -234,7 +234,7 @@ def test_matmul_dtypes(device, dtype):
 @pytest.fixture
 def parallel_builds(monkeypatch):
     """Run Numba's parallel builds on test-sized arrays (normally only for big ones)."""
-    from mlc.ndarray import cpu_jit
+    from mlc.ndarray.backends.cpu import jit as cpu_jit
 
     monkeypatch.setattr(cpu_jit, "PARALLEL_THRESHOLD", 1 << 10)
 

@@ -217,7 +217,7 @@ def test_setitem_from_overlapping_view_of_itself(device):
 @pytest.mark.parametrize("device", CPU_DEVICES, ids=lambda d: d.name)
 def test_large_views_use_the_parallel_walk(device, monkeypatch):
     """The parallel Numba build of the strided walk: transpose, setitem and fill."""
-    from mlc.ndarray import cpu_jit
+    from mlc.ndarray.backends.cpu import jit as cpu_jit
 
     monkeypatch.setattr(cpu_jit, "PARALLEL_THRESHOLD", 1 << 10)
     x = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)

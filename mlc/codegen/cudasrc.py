@@ -261,13 +261,16 @@ class CudaModule(Module):
         for dst, arr in write_back:
             dst[...] = arr
 
-    def time_evaluator(self, number: int | None = None, repeat: int = 5):
-        """Median seconds per run of the kernels, on arrays already on the device."""
-        from ..bench import timeit
+    def time_evaluator(self, number: int | None = None, repeat: int = 5,
+                       min_time: float = 0.2):
+        """Seconds per run of the kernels (a :class:`mlc.perf.Timing`, the median), on
+        arrays copied to the device once, before the clock starts."""
+        from ..perf import timeit
 
         def f(*args):
             arrays, _ = self._prepare(args)
             dev = self._to_device(arrays)
-            return timeit(lambda: self.entry(*dev), repeat=repeat, number=number)
+            return timeit(lambda: self.entry(*dev), repeat=repeat, number=number,
+                          min_time=min_time)
 
         return f

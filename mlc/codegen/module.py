@@ -11,12 +11,16 @@ Targets:
 
 Compiled code is cached by (target, source text): two schedules that generate the same
 program share one compilation, which matters when a tuner meets the same candidate twice.
+The cache keeps the ``CACHE_SIZE`` most recently used programs (least recently used out
+first): a long tuning run compiles thousands of candidates, and keeping every one alive
+would hold on to all their machine code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import linecache
+from collections import OrderedDict
 
 import numpy as np
 
@@ -26,7 +30,9 @@ from ..tir.stmt import PrimFunc
 from .lower import lower
 
 TARGETS = ("python", "cpu", "cuda")
-_CACHE: dict = {}
+CACHE_SIZE = 256  # compiled programs kept; enough for every candidate a search revisits
+# (target, source) -> callable, in order of last use: the least recently used comes first.
+_CACHE: OrderedDict = OrderedDict()
 
 
 def _exec_source(source: str, name: str, target: str) -> dict:
@@ -40,9 +46,10 @@ def _exec_source(source: str, name: str, target: str) -> dict:
 
 
 def compile_source(source: str, name: str, target: str, parallel: bool = False):
-    """The callable for ``source`` on ``target`` (cached by target and source text)."""
+    """The callable for ``source`` on ``target`` (an LRU cache by target and source text)."""
     key = (target, source)
     if key in _CACHE:
+        _CACHE.move_to_end(key)  # just used: the last to be dropped
         return _CACHE[key]
     ns = _exec_source(source, name, target)
     fn = ns[name]
@@ -52,6 +59,8 @@ def compile_source(source: str, name: str, target: str, parallel: bool = False):
         fn = numba.njit(cache=False, fastmath=True, parallel=parallel,
                         error_model="numpy")(fn)
     _CACHE[key] = fn
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
     return fn
 
 
@@ -102,14 +111,17 @@ class Module:
         for dst, arr in write_back:
             dst[...] = arr
 
-    def time_evaluator(self, number: int | None = None, repeat: int = 5):
-        """A function ``f(*args) -> seconds``: the median time of one call (mlc.bench.timeit,
-        after a warm-up call that also pays for compilation)."""
-        from ..bench import timeit
+    def time_evaluator(self, number: int | None = None, repeat: int = 5,
+                       min_time: float = 0.2):
+        """A function ``f(*args) -> Timing``: seconds per call, the median of ``repeat``
+        rounds of :func:`mlc.perf.timeit` (after a warm-up call that also pays for
+        compilation; ``number`` and ``min_time`` as there)."""
+        from ..perf import timeit
 
         def f(*args):
-            arrays, _ = self._prepare(args)
-            return timeit(lambda: self.entry(*arrays), repeat=repeat, number=number)
+            arrays, _ = self._prepare(args)  # checked and converted once, outside the clock
+            return timeit(lambda: self.entry(*arrays), repeat=repeat, number=number,
+                          min_time=min_time)
 
         return f
 

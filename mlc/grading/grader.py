@@ -368,7 +368,7 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
 
 
 def format_report(report: NotebookReport) -> str:
-    from ..bench import format_table
+    from ..perf import format_table
 
     rows = [(r.id, f"{r.score:g}", f"{r.max_score:g}", _one_line(r.message))
             for r in report.results]

@@ -17,8 +17,11 @@ Files, in reading order:
 - ``creation.py``    array, full, zeros, rand, concatenate, stack, ...;
 - ``functions.py``   needle/numpy-style free functions: ``nd.exp(a)``, ``nd.sum(a, axis)``;
 - ``device.py``      devices and the backend interface ``BACKEND_API``;
-- ``backend_numpy.py`` (reference), ``backend_cpu.py`` (Numba), ``backend_cuda.py``
-  (Numba-CUDA): one module of kernels per device.
+- ``backends/``      one module of kernels per device, all with the same functions:
+  ``numpy.py`` (the reference, read it first), ``cpu/`` (Numba: ``__init__.py`` is the
+  backend, the kernels are in ``strided.py``, ``elementwise.py``, ``reduce.py``,
+  ``matmul.py``, compiled by ``jit.py``), ``cuda/`` (Numba-CUDA: ``__init__.py`` and
+  ``kernels.py``).
 """
 
 from .._env import cuda_simulated

@@ -4,9 +4,9 @@ Every backend module offers the same functions (see ``BACKEND_API``), so NDArray
 needs to know which device it is on: it computes shapes and strides, then calls
 ``device.ewise_add(a, b, out)`` and the module does the arithmetic.
 
-- ``cpu_numpy()``  the reference, written with numpy (``backend_numpy.py``);
-- ``cpu()``        Numba ``@njit`` kernels, the default (``backend_cpu.py``);
-- ``cuda()``       Numba-CUDA kernels (``backend_cuda.py``), on a GPU or in Numba's
+- ``cpu_numpy()``  the reference, written with numpy (``backends/numpy.py``);
+- ``cpu()``        Numba ``@njit`` kernels, the default (``backends/cpu/``);
+- ``cuda()``       Numba-CUDA kernels (``backends/cuda/``), on a GPU or in Numba's
   CUDA simulator.
 
 Backend modules are imported on first use, so ``import mlc.ndarray`` does not pay for
@@ -123,9 +123,9 @@ def _cuda_available() -> bool:
         return False
 
 
-_CPU = BackendDevice("cpu", ".backend_cpu")
-_CPU_NUMPY = BackendDevice("cpu_numpy", ".backend_numpy")
-_CUDA = BackendDevice("cuda", ".backend_cuda")
+_CPU = BackendDevice("cpu", ".backends.cpu")
+_CPU_NUMPY = BackendDevice("cpu_numpy", ".backends.numpy")
+_CUDA = BackendDevice("cuda", ".backends.cuda")
 
 
 def cpu() -> BackendDevice:

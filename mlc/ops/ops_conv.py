@@ -19,7 +19,7 @@ convolutions can be differentiated twice.
 
 from __future__ import annotations
 
-from ..autograd import Tensor, TensorOp
+from ..autograd.tensor import Tensor, TensorOp  # the module: see the end of tensor.py
 from .. import ndarray as nd
 from .ops_shape import matmul, reshape
 from .ops_tensor import pad

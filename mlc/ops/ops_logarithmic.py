@@ -11,7 +11,7 @@ The gradient of logsumexp is the softmax, ``exp(z - logsumexp(z))``.
 
 from __future__ import annotations
 
-from ..autograd import TensorOp
+from ..autograd.tensor import TensorOp  # the module: see the end of tensor.py
 from .ops_mathematic import exp
 from .ops_shape import broadcast_to, normalize_axes, reduce_axes, reshape
 

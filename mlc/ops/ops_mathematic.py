@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp
+from ..autograd.tensor import Tensor, TensorOp  # the module: see the end of tensor.py
 from .ops_shape import _same_dtype, broadcast_to
 
 

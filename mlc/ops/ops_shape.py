@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp
+from ..autograd.tensor import Tensor, TensorOp  # the module: see the end of tensor.py
 
 
 def normalize_axes(axes, ndim: int, opname: str) -> tuple[int, ...]:

@@ -7,7 +7,8 @@ window) undo each other; ``flip`` is its own inverse.
 
 from __future__ import annotations
 
-from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
+# the module, not the package: see the end of tensor.py
+from ..autograd.tensor import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from .. import ndarray as nd
 from .ops_shape import normalize_axes
 

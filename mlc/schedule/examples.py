@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 def matmul_hand_schedule(sch, block: str = "C", tile_i: int = 32, tile_j: int = 64,
-                         unroll: int = 1):
+                         unroll: int = 1, parallel: bool = True):
     """A fast CPU matmul: tiles, a local accumulator tile, vectorized columns.
 
     * split i into ``(i_0, i_1)`` and j into ``(j_0, j_1)``: a ``tile_i x tile_j`` tile of
@@ -21,8 +21,10 @@ def matmul_hand_schedule(sch, block: str = "C", tile_i: int = 32, tile_j: int = 
     * ``parallel(i_0)`` gives row tiles to the cores.
 
     ``unroll > 1`` further splits ``i_1`` and unrolls ``unroll`` rows innermost (more
-    work per load of ``B[k, j]``; on some machines it helps, measure). Tile sizes should
-    divide the matrix sizes (other sizes work, with a guard). Returns the schedule.
+    work per load of ``B[k, j]``; on some machines it helps, measure). ``parallel=False``
+    leaves the row tiles on one core (for a tiny matmul, starting threads costs more).
+    Tile sizes should divide the matrix sizes (other sizes work, with a guard). Returns
+    the schedule.
     """
     c = sch.get_block(block)
     i, j, k = sch.get_loops(c)
@@ -39,7 +41,8 @@ def matmul_hand_schedule(sch, block: str = "C", tile_i: int = 32, tile_j: int = 
     if unroll > 1:
         sch.unroll(i2)
     sch.vectorize(j1)
-    sch.parallel(i0)
+    if parallel:
+        sch.parallel(i0)
     return sch
 
 

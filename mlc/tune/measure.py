@@ -11,11 +11,10 @@ returned as an error string, never raised: one broken candidate must not end a s
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..codegen import build
+from ..perf import stopwatch
 
 
 def random_arguments(func, rng: np.random.Generator) -> list:
@@ -38,14 +37,18 @@ def random_arguments(func, rng: np.random.Generator) -> list:
 class Measurer:
     """Times candidates of ``func`` on ``target`` against the naive program's output.
 
-    ``repeat`` rounds of ``Module.time_evaluator`` give the median; a candidate whose
-    single checked run is already ``give_up`` times slower than the best so far is timed
-    by that run alone (it cannot win, and slow candidates would eat the budget).
+    ``repeat`` rounds of ``Module.time_evaluator`` (that is, :func:`mlc.perf.timeit`)
+    give the median, each round at least ``min_time`` seconds of calls: shorter than
+    ``timeit``'s default, since a search measures hundreds of candidates and only their
+    order matters. A candidate whose single run after the check is already ``give_up``
+    times slower than the best so far is timed by that run alone (it cannot win, and
+    slow candidates would eat the budget).
     """
 
     def __init__(self, func, target: str, repeat: int = 3, seed: int = 0,
-                 rtol: float = 1e-3, give_up: float = 8.0):
+                 rtol: float = 1e-3, give_up: float = 8.0, min_time: float = 0.05):
         self.func, self.target, self.repeat = func, target, repeat
+        self.min_time = min_time
         self.rtol, self.give_up = rtol, give_up
         naive = build(func, target)
         self.args = random_arguments(func, np.random.default_rng(seed))
@@ -88,11 +91,11 @@ class Measurer:
             err = self.check()
             if err:
                 return float("inf"), err
-            t0 = time.perf_counter()
-            mod(*self.args)
-            once = time.perf_counter() - t0
-            if once > self.give_up * best:
-                return once, None
-            return float(mod.time_evaluator(repeat=self.repeat)(*self.args)), None
+            with stopwatch() as once:  # one run, to spot a hopeless candidate cheaply
+                mod(*self.args)
+            if once.seconds > self.give_up * best:
+                return once.seconds, None
+            timer = mod.time_evaluator(repeat=self.repeat, min_time=self.min_time)
+            return float(timer(*self.args)), None
         except Exception as e:  # noqa: BLE001
             return float("inf"), f"run failed: {type(e).__name__}: {e}"

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 import numpy as np
 
 from ..codegen import TARGETS
+from ..perf import stopwatch
 from ..schedule import ScheduleError
 from ..tir.stmt import PrimFunc
 from .cost_model import make_model
@@ -255,7 +255,7 @@ def tune(func: PrimFunc, target: str = "cpu", trials: int = 64,
         raise ValueError("the default template (multi_level_tiling) schedules for the CPU; "
                          "pass template= a function that binds GPU threads to tune for cuda")
     make_model(cost_model)  # reject an unknown model name before any work
-    start = time.perf_counter()
+    elapsed = stopwatch()  # the whole search, for TuneResult's tuning time
     space = SearchSpace(func, template, target)
     log = (TuningLog(log_file, workload_key(func, target, space.name))
            if log_file is not None else None)
@@ -276,4 +276,4 @@ def tune(func: PrimFunc, target: str = "cpu", trials: int = 64,
         raise RuntimeError(f"tune: none of {len(tuner.history)} candidates ran ({first})")
     best_sch = space.apply(tuner.best_decisions)
     return TuneResult(best_sch, tuner.best, tuner.best_decisions, tuner.history, tuner.errors,
-                      target, strategy, time.perf_counter() - start)
+                      target, strategy, elapsed.stop())

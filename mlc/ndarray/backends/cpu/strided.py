@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .cpu_jit import kernel
-from .opcodes import GATHER, SCATTER
-from .shapes import prod, simplify_view
+from ...opcodes import GATHER, SCATTER
+from ...shapes import prod, simplify_view
+from .jit import kernel
 
 TB = 16  # rows per band for the transposed walk
 

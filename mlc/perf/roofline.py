@@ -1,83 +1,21 @@
-"""Timers, GFLOP/s and tables for measuring kernels honestly.
+"""The roofline: what this machine can do, measured, and where a kernel sits below it.
 
-Timings on a shared laptop are noisy: we take the median of several repeats after a
-warm-up call (which also pays for Numba's compilation), and we report speed as a ratio
-to numpy measured in the same run, never as an absolute promise.
+A kernel that performs F flops while moving Q bytes between memory and the cores has
+arithmetic intensity I = F / Q (flop per byte). Its speed is bounded by both the cores,
+P_peak, and the memory, I * bandwidth: ``attainable = min(P_peak, I * BW)``. This module
+measures the two ceilings on the machine at hand (:func:`measure_peak_gflops`,
+:func:`measure_bandwidth`) and draws the roof with the kernels under it
+(:func:`roofline_plot`).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from .flops import gflops, matmul_flops
+from .timing import timeit
 
-def timeit(fn: Callable[[], object], repeat: int = 5, number: int | None = None,
-           warmup: int = 1, min_time: float = 0.05) -> float:
-    """Median seconds per call of ``fn()``.
-
-    ``number`` calls are timed together in each of ``repeat`` rounds; when ``number`` is
-    None it is chosen so that one round lasts at least ``min_time`` seconds, which keeps
-    the clock's resolution out of the result for fast kernels.
-    """
-    for _ in range(max(warmup, 0)):
-        fn()
-    if number is None:
-        number = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            if time.perf_counter() - t0 >= min_time or number >= 1 << 20:
-                break
-            number *= 2
-    rounds = []
-    for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        rounds.append((time.perf_counter() - t0) / number)
-    return statistics.median(rounds)
-
-
-def gflops(flops: float, seconds: float) -> float:
-    """Billions of floating-point operations per second."""
-    return flops / seconds / 1e9 if seconds > 0 else float("inf")
-
-
-def matmul_flops(n: int, k: int, m: int) -> int:
-    """A multiply and an add for each of the n*m*k products."""
-    return 2 * n * k * m
-
-
-def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    """Rows as a plain-text table with aligned columns (floats to 3 significant digits)."""
-
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
-        return str(v)
-
-    text = [[cell(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text]
-    return "\n".join(out)
-
-
-def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
-    print(format_table(rows, headers))
-
-
-# ---------------------------------------------------------------------------------------
-# The roofline: what this machine can do, measured, and where a kernel sits below it.
-#
-# A kernel that performs F flops while moving Q bytes between memory and the cores has
-# arithmetic intensity I = F / Q (flop per byte). Its speed is bounded by both the
-# cores, P_peak, and the memory, I * bandwidth: attainable = min(P_peak, I * BW).
-# ---------------------------------------------------------------------------------------
+__all__ = ["measure_bandwidth", "measure_peak_gflops", "roofline_plot"]
 
 _STREAM_KERNELS = {}
 
@@ -141,15 +79,10 @@ def measure_bandwidth(kernel: str = "triad", mbytes: float = 64.0, repeat: int =
         def run():
             copy(a, b)
     arrays = 3 if kernel == "triad" else 2
-    run()  # warm up: compile, and fault the pages in
-    best = min(_once(run) for _ in range(max(repeat, 1)))
+    # warmup=1 compiles the kernel and faults the pages in; one call per round, since a
+    # call over 64 MB is long enough for the clock; the best round is the ceiling.
+    best = timeit(run, repeat=max(repeat, 1), number=1, warmup=1).min
     return arrays * n * 8 / best / 1e9
-
-
-def _once(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def measure_peak_gflops(n: int = 512, repeat: int = 10, dtype: str = "float32") -> float:
@@ -172,8 +105,9 @@ def measure_peak_gflops(n: int = 512, repeat: int = 10, dtype: str = "float32") 
     a = rng.random((n, n), dtype=np.float32).astype(dtype)
     b = rng.random((n, n), dtype=np.float32).astype(dtype)
     out = np.empty((n, n), dtype=dtype)
-    np.matmul(a, b, out=out)  # warm up: threads started, pages touched
-    best = min(_once(lambda: np.matmul(a, b, out=out)) for _ in range(max(repeat, 1)))
+    # warm up: threads started, pages touched; then one call per round, the best kept
+    best = timeit(lambda: np.matmul(a, b, out=out), repeat=max(repeat, 1), number=1,
+                  warmup=1).min
     return gflops(matmul_flops(n, n, n), best)
 
 

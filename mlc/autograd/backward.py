@@ -10,7 +10,7 @@ import functools
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from .autograd import Value
+    from .tensor import Value
 
 
 def find_topo_sort(node_list: Iterable[Value]) -> list[Value]:
@@ -52,7 +52,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     reverse topological order each node sums them (all its users are done by then) and
     hands each input its share via ``op.gradient``.
     """
-    from .autograd import Tensor  # autograd imports this module: look it up when called
+    from .tensor import Tensor  # tensor.py imports this module: look it up when called
 
     node_to_output_grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
     reverse_topo_order = list(reversed(find_topo_sort([output_tensor])))

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .cpu_elementwise import maximum
-from .cpu_jit import kernel
-from .opcodes import SUM
+from ...opcodes import SUM
+from .elementwise import maximum
+from .jit import kernel
 
 SUM_BLOCK = 4096
 INNER_CHUNK = 1024
@@ -39,7 +39,7 @@ def reduce_rows(a, out, R, op, zero):
         o = t // nb
         lo = o * R + (t % nb) * SUM_BLOCK
         hi = min(lo + SUM_BLOCK, o * R + R)
-        seg = a[lo:hi]  # a slice indexed from 0 vectorises (see cpu_elementwise)
+        seg = a[lo:hi]  # a slice indexed from 0 vectorises (see elementwise.py)
         if op == SUM:
             acc = zero
             for j in range(hi - lo):

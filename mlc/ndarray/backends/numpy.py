@@ -2,7 +2,7 @@
 
 Read this file first. Each function works on ``Array`` objects, which are nothing but a
 flat 1-D buffer; shapes and strides arrive as plain arguments. The other backends
-(``backend_cpu.py`` with Numba, ``backend_cuda.py`` with Numba-CUDA) implement exactly the
+(``cpu/`` with Numba, ``cuda/`` with Numba-CUDA) implement exactly the
 same functions with their own loops, and the tests check them against this one.
 
 Conventions:

@@ -2,7 +2,7 @@
 
 Every kernel uses a **grid-stride loop**: thread ``t`` of ``T`` handles elements
 ``t, t + T, t + 2T, ...``. The result never depends on how many threads were launched,
-so ``backend_cuda.py`` can size the grid to the data on a GPU and keep it tiny in
+so the backend (``cuda/__init__.py``) can size the grid to the data on a GPU and keep it tiny in
 Numba's CUDA simulator, which runs one OS thread per CUDA thread.
 
 Kernels that need typed shared memory (the reduction and the matmul) are built per dtype
@@ -23,8 +23,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .opcodes import (ABS, ADD, DIV, EQ, EXP, GATHER, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE,
-                      NEG, POW, RDIV, RPOW, RSUB, SCATTER, SQRT, SUB, SUM, TANH)
+from ...opcodes import (ABS, ADD, DIV, EQ, EXP, GATHER, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE,
+                        NEG, POW, RDIV, RPOW, RSUB, SCATTER, SQRT, SUB, SUM, TANH)
 
 
 @cuda.jit(device=True)

@@ -1,4 +1,4 @@
-"""mlc.memcount: exact element counts of global and shared traffic in the CUDA simulator.
+"""mlc.perf.memcount: exact element counts of global and shared traffic in the CUDA simulator.
 
 Every expected count below is derived by hand from the kernel's loops (written next to
 each test), so a counting bug shows as a wrong number, not as a crash.
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mlc  # noqa: F401  (chooses the simulator before numba is imported)
-from mlc.memcount import MemCountError, count_memory
+from mlc.perf import MemCountError, count_memory
 from numba import cuda
 from numba.cuda.simulator import kernelapi
 

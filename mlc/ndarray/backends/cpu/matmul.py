@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_jit import kernel
+from .jit import kernel
 
 MR, NR = 4, 4  # rows of A x rows of Bt per micro-kernel call
 KC = 512       # depth of a k block: 8 rows of KC float32 = 16 KiB, inside L1

@@ -22,7 +22,9 @@ Hessian-vector products). Inside ``with mlc.no_grad():`` ops compute values but 
 nothing, which is what inference and optimiser updates want.
 
 This module holds the graph (Value, Tensor, Op); the backward pass lives in
-``backward.py`` and grad mode in ``grad_mode.py``, both re-exported here.
+``backward.py`` and grad mode in ``grad_mode.py``. The package ``mlc.autograd``
+re-exports all three, so ``mlc.autograd.Tensor`` and ``mlc.autograd.find_topo_sort`` are
+the names to use.
 """
 
 from __future__ import annotations
@@ -31,11 +33,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import ndarray as nd
-
-from .backward import (  # noqa: F401  (re-exported)
-    compute_gradient_of_variables, find_topo_sort, sum_node_list)
-from .grad_mode import enable_grad, is_grad_enabled, no_grad  # noqa: F401  (re-exported)
+from .. import ndarray as nd
+from .backward import compute_gradient_of_variables
+from .grad_mode import is_grad_enabled
 
 
 class Op:
@@ -373,5 +373,7 @@ class TensorTuple(Value):
         return f"TensorTuple({[a.numpy() for a in self.realize_cached_data()]!r})"
 
 
-# Imported last: ops builds on the classes above (and autograd's operators call ops).
-from . import ops  # noqa: E402
+# Imported last: ops builds on the classes above (and the Tensor operators call ops).
+# ops imports them from this module, mlc.autograd.tensor, because the package's
+# __init__ is still running at this point and has not bound them yet.
+from .. import ops  # noqa: E402

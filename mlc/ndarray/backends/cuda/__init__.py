@@ -2,7 +2,7 @@
 
 Buffers are device arrays (``cuda.device_array``): data stays on the GPU between
 operations and crosses to the host only in ``from_numpy`` / ``to_numpy`` (that is, in
-``NDArray.to()`` and ``.numpy()``). The kernels live in ``cuda_kernels.py``; this module
+``NDArray.to()`` and ``.numpy()``). The kernels live in ``kernels.py``; this module
 picks launch sizes and calls them.
 
 Launch sizes: on a GPU, ``THREADS`` threads per block and enough blocks to cover the
@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .._env import cuda_simulated
-from . import cuda_kernels as K
-from . import opcodes as OP
-from .backend_numpy import strided_view
-from .shapes import prod, simplify_view
+from ...._env import cuda_simulated
+from ... import opcodes as OP
+from ...shapes import prod, simplify_view
+from ..numpy import strided_view
+from . import kernels as K
 
 __device_name__ = "cuda"
 
@@ -172,7 +172,7 @@ reduce_max = _reduce(OP.MAX_)
 
 def matmul_tiled(a: Array, b: Array, out: Array, m: int, n: int, p: int,
                  batch: int = 1) -> None:
-    """Shared-memory tiled ``out[k] = a[k] @ b[k]`` (see ``cuda_kernels``)."""
+    """Shared-memory tiled ``out[k] = a[k] @ b[k]`` (see ``kernels.py``)."""
     if out.size == 0:
         return
     tiles = batch * ((m + TILE - 1) // TILE) * ((p + TILE - 1) // TILE)

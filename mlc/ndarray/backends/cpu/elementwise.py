@@ -8,7 +8,7 @@ kernel per dtype serves all ops, which keeps Numba's compile time (paid once, th
 cached) small.
 
 Work is split into blocks of ``BLOCK`` elements; ``prange`` hands blocks to threads in
-the parallel build (see ``cpu_jit.py``).
+the parallel build (see ``jit.py``).
 
 ``exp_f32`` is a float32 exp that LLVM can vectorise: the libm ``expf`` a plain loop calls
 is a scalar function call per element, several times slower than numpy's SIMD exp.
@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_jit import kernel
-from .opcodes import (ABS, ADD, DIV, EQ, EXP, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE, NEG, POW,
-                      RDIV, RPOW, RSUB, SQRT, SUB, TANH)
+from ...opcodes import (ABS, ADD, DIV, EQ, EXP, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE, NEG, POW,
+                        RDIV, RPOW, RSUB, SQRT, SUB, TANH)
+from .jit import kernel
 
 BLOCK = 4096
 

@@ -1,14 +1,14 @@
 """The default CPU backend: the device interface implemented with Numba kernels.
 
-Same functions as ``backend_numpy.py``; here each one is a thin wrapper that unpacks the
+Same functions as ``backends/numpy.py``; here each one is a thin wrapper that unpacks the
 flat numpy buffers and calls a compiled kernel:
 
-- ``cpu_strided.py``      compact / setitem: walking a strided view;
-- ``cpu_elementwise.py``  elementwise ops (one kernel per family, an op code picks the
+- ``strided.py``      compact / setitem: walking a strided view;
+- ``elementwise.py``  elementwise ops (one kernel per family, an op code picks the
   loop) and a vectorised float32 exp;
-- ``cpu_reduce.py``       sum and max;
-- ``cpu_matmul.py``       a plainly tiled matmul and a packed, register-blocked one;
-- ``cpu_jit.py``          how kernels are compiled (serial and parallel builds, cached).
+- ``reduce.py``       sum and max;
+- ``matmul.py``       a plainly tiled matmul and a packed, register-blocked one;
+- ``jit.py``          how kernels are compiled (serial and parallel builds, cached).
 
 Buffers are numpy arrays, so allocation, ``fill`` and the transfers to and from numpy
 use numpy directly; all the loops are Numba's. Numba compiles each kernel once per
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_elementwise as E
-from . import cpu_matmul as M
-from . import cpu_reduce as R
-from . import cpu_strided as W
-from . import opcodes as OP
-from .backend_numpy import Array, fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
+from ... import opcodes as OP
+from ..numpy import Array, fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
+from . import elementwise as E
+from . import matmul as M
+from . import reduce as R
+from . import strided as W
 
 __device_name__ = "cpu"
 

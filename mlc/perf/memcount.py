@@ -33,6 +33,9 @@ a driver present) the kernel runs as machine code on the device, where Python ca
 its loads; :func:`count_memory` then raises :class:`MemCountError` — use a profiler
 (Nsight Compute's ``dram__bytes_read.sum``) there, or run this module in a separate
 process with ``NUMBA_ENABLE_CUDASIM=1``.
+
+This module does the counting; the result types (:class:`MemoryCounts` and what it holds)
+live in ``traffic.py``.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ import re
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
+
+from .traffic import Access, ArrayTraffic, MemoryCounts
 
 __all__ = ["count_memory", "MemoryCounts", "ArrayTraffic", "Access", "MemCountError"]
 
@@ -55,133 +59,6 @@ _SWITCH_INTERVAL = 1e-4  # seconds; see _instrumented_simulator
 
 class MemCountError(RuntimeError):
     """Memory traffic cannot be counted here (not the simulator, or not a kernel)."""
-
-
-@dataclass
-class ArrayTraffic:
-    """Elements read and written in one array during one launch."""
-
-    name: str
-    space: str  # "global" or "shared"
-    shape: tuple
-    dtype: np.dtype
-    reads: int = 0
-    writes: int = 0
-    atomics: int = 0
-
-    @property
-    def bytes_read(self) -> int:
-        return self.reads * self.dtype.itemsize
-
-    @property
-    def bytes_written(self) -> int:
-        return self.writes * self.dtype.itemsize
-
-
-@dataclass(frozen=True)
-class Access:
-    """One element access recorded with ``trace=True``.
-
-    ``thread`` is the thread's linear index in its block (x fastest, as CUDA numbers
-    lanes), ``seq`` counts that thread's accesses to this array so far (the same ``seq``
-    across the threads of a warp is "the same load instruction"), ``offset`` is the byte
-    address relative to the start of the array.
-    """
-
-    array: str
-    kind: str  # "r" or "w"
-    block: tuple
-    thread: int
-    seq: int
-    offset: int
-
-
-@dataclass
-class MemoryCounts:
-    """The traffic of one kernel launch, totals per memory space and per array."""
-
-    griddim: tuple
-    blockdim: tuple
-    arrays: dict = field(default_factory=dict)
-    accesses: list | None = None
-
-    def _total(self, space: str, what: str) -> int:
-        return sum(getattr(a, what) for a in self.arrays.values() if a.space == space)
-
-    @property
-    def global_reads(self) -> int:
-        return self._total("global", "reads")
-
-    @property
-    def global_writes(self) -> int:
-        return self._total("global", "writes")
-
-    @property
-    def shared_reads(self) -> int:
-        return self._total("shared", "reads")
-
-    @property
-    def shared_writes(self) -> int:
-        return self._total("shared", "writes")
-
-    @property
-    def global_bytes(self) -> int:
-        """Bytes moved between the kernel and global memory, both directions."""
-        return sum(a.bytes_read + a.bytes_written for a in self.arrays.values()
-                   if a.space == "global")
-
-    @property
-    def threads(self) -> int:
-        return int(np.prod(self.griddim)) * int(np.prod(self.blockdim))
-
-    def __getitem__(self, name: str) -> ArrayTraffic:
-        if name not in self.arrays:
-            raise KeyError(f"no array {name!r} in this launch; arrays: {list(self.arrays)}")
-        return self.arrays[name]
-
-    def table(self) -> str:
-        from .bench import format_table
-
-        rows = [(a.name, a.space, "x".join(map(str, a.shape)) or "()", str(a.dtype),
-                 a.reads, a.writes) for a in self.arrays.values()]
-        for space in ("global", "shared"):
-            rows.append((f"total {space}", "", "", "", self._total(space, "reads"),
-                         self._total(space, "writes")))
-        head = (f"launch grid={self.griddim} block={self.blockdim} "
-                f"({self.threads} threads)\n")
-        return head + format_table(rows, ["array", "space", "shape", "dtype", "reads",
-                                          "writes"])
-
-    __str__ = table
-
-    def __repr__(self) -> str:
-        return self.table()
-
-    def transactions(self, name: str, kind: str = "r", segment_bytes: int = 128,
-                     warp_size: int = 32) -> dict:
-        """How well the accesses to ``name`` coalesce (needs ``trace=True``).
-
-        The accesses of the threads of one warp with the same per-thread sequence number
-        form one warp-wide load (or store). The hardware serves it with one transaction
-        per distinct ``segment_bytes``-aligned segment it touches. Returns
-        ``{"requests": warp-wide accesses, "transactions": segments served,
-        "per_request": their ratio}``: 1 per request is perfect coalescing for 4-byte
-        elements, 32 is the worst case.
-        """
-        if self.accesses is None:
-            raise ValueError("no trace: call count_memory(..., trace=True)")
-        if kind not in ("r", "w"):
-            raise ValueError(f"kind must be 'r' or 'w', got {kind!r}")
-        self[name]  # a clear KeyError for an unknown array
-        segments: dict[tuple, set] = {}
-        for acc in self.accesses:
-            if acc.array == name and acc.kind == kind:
-                key = (acc.block, acc.thread // warp_size, acc.seq)
-                segments.setdefault(key, set()).add(acc.offset // segment_bytes)
-        requests = len(segments)
-        total = sum(len(s) for s in segments.values())
-        return {"requests": requests, "transactions": total,
-                "per_request": total / requests if requests else 0.0}
 
 
 class _Recorder:
