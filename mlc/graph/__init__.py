@@ -1,0 +1,45 @@
+"""``mlc.graph``: the graph level of the compiler.
+
+A model becomes a dataflow graph (:func:`trace`), passes rewrite it (``fold_constants``,
+``eliminate_dead_code``, ``eliminate_common_subexpressions``, ``fold_batch_norm``),
+fusion groups its operators into kernels (:func:`fuse`, explained by
+:func:`explain_fusion`), each group lowers through ``te`` to one ``tir.PrimFunc``
+(:func:`lower_group`) and :func:`build` compiles them into an executable::
+
+    from mlc import graph
+    g = graph.trace(model, example)
+    print(g)
+    fg = graph.fuse(g, policy="tvm")
+    print(graph.explain_fusion(fg))
+    exe = graph.build(g, target="cpu")
+    exe(x)                          # numpy in, numpy out; equals graph.interpret(g, x)
+
+One file per idea: ``ir`` (Node, Graph), ``opdefs`` (the op table), ``trace``,
+``interpret``, ``passes``, ``pattern``, ``dominators``, ``fuse``, ``explain``,
+``lower``, ``executor``, ``draw``.
+"""
+
+from .ir import Graph, GraphBuilder, Node, rewrite, topo_sort
+from .opdefs import OPS, PATTERNS
+from .pattern import pattern
+from .trace import TraceError, trace
+from .interpret import interpret
+
+__all__ = ["Graph", "GraphBuilder", "Node", "OPS", "PATTERNS", "TraceError", "interpret",
+           "pattern", "rewrite", "topo_sort", "trace"]
+from .passes import (DEFAULT_PASSES, PassManager, eliminate_common_subexpressions,  # noqa: E402
+                     eliminate_dead_code, fold_batch_norm, fold_constants, run_passes)
+from .dominators import post_dominators  # noqa: E402
+from .fuse import (POLICIES, EpiloguePolicy, FusedGraph, FusionPolicy, NoFusion,  # noqa: E402
+                   TVMPolicy, fuse, get_policy)
+from .explain import REASONS, FusionEdge, FusionReport, explain_fusion  # noqa: E402
+
+__all__ += ["DEFAULT_PASSES", "PassManager", "eliminate_common_subexpressions",
+            "eliminate_dead_code", "fold_batch_norm", "fold_constants", "run_passes",
+            "post_dominators", "POLICIES", "EpiloguePolicy", "FusedGraph", "FusionPolicy",
+            "NoFusion", "TVMPolicy", "fuse", "get_policy", "REASONS", "FusionEdge",
+            "FusionReport", "explain_fusion"]
+from .lower import LoweredGroup, lower_group  # noqa: E402
+from .executor import Executable, Kernel, ProfileReport, build  # noqa: E402
+
+__all__ += ["LoweredGroup", "lower_group", "Executable", "Kernel", "ProfileReport", "build"]

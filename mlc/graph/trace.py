@@ -1,0 +1,224 @@
+"""Tracing: run a model once on example tensors and keep the graph the tape recorded.
+
+Every ``mlc.Tensor`` made by an op remembers the op (``t.op``) and its inputs
+(``t.inputs``): the autodiff tape is already a dataflow graph. :func:`trace` runs one
+forward pass, walks the tape back from the outputs and writes each tensor as a
+:class:`~mlc.graph.ir.Node`: a leaf that is an example input becomes an ``input`` node,
+any other leaf (a parameter, a buffer such as BatchNorm's running mean, a constant made
+inside ``forward``) a ``constant`` node with its value, and every op tensor an op node::
+
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    g = graph.trace(model, mlc.Tensor(np.zeros((8, 64), "float32")))
+    print(g)
+
+This is *tracing*, as in ``torch.jit.trace`` and ``torch.fx``'s concrete mode: Python
+control flow is run, not recorded, so the graph is the one path taken for these example
+shapes. Modules run in eval mode (dropout is the identity, batch norm uses its running
+statistics), and the model is put back in the mode it was in.
+
+Two ops are rewritten on the way: ``logsumexp`` (one op on the tape) becomes the
+primitive ops that compute it stably (``reduce_max``, subtract, ``exp``, ``summation``,
+``log``, add), so that fusion sees its reductions; ``BatchNorm1d`` in eval mode is kept
+as one ``batch_norm`` node so that :func:`~mlc.graph.passes.fold_batch_norm` can fold it
+into the layer before it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import ops
+from ..autograd import Tensor, TensorOp, TensorTuple, enable_grad
+from .ir import Graph, Node
+from .opdefs import infer_shape
+
+
+class TraceError(TypeError):
+    """An op on the tape that the graph cannot represent."""
+
+
+# mlc.ops op class -> (graph op name, attributes)
+_SIMPLE = {
+    ops.EWiseAdd: "add", ops.EWiseMul: "multiply", ops.EWiseDiv: "divide",
+    ops.EWisePow: "power", ops.Maximum: "maximum", ops.Negate: "negate", ops.Exp: "exp",
+    ops.Log: "log", ops.ReLU: "relu", ops.Tanh: "tanh", ops.Sigmoid: "sigmoid",
+    ops.MatMul: "matmul",
+}
+_SCALAR = {ops.AddScalar: "add_scalar", ops.MulScalar: "mul_scalar",
+           ops.DivScalar: "divide_scalar", ops.PowerScalar: "power_scalar",
+           ops.MaximumScalar: "maximum_scalar"}
+
+
+def _attrs_of(op) -> tuple[str, dict]:
+    t = type(op)
+    if t in _SIMPLE:
+        return _SIMPLE[t], {}
+    if t in _SCALAR:
+        return _SCALAR[t], {"scalar": op.scalar}
+    if isinstance(op, ops.Permute):  # Transpose is a Permute
+        return "permute", {"axes": tuple(op.axes)}
+    if t is ops.BroadcastTo:
+        return "broadcast_to", {"shape": tuple(op.shape)}
+    if t is ops.Reshape:
+        return "reshape", {"shape": tuple(op.shape)}
+    if t is ops.Summation:
+        return "summation", {"axes": tuple(op.axes), "keepdims": bool(op.keepdims)}
+    if t is ops.Im2Col:
+        return "im2col", {"kernel": tuple(op.kernel), "stride": int(op.stride)}
+    if t is ops.Pad:
+        return "pad", {"axes": tuple(tuple(p) for p in op.axes)}
+    if t is ops.Crop:
+        return "crop", {"axes": tuple(tuple(p) for p in op.axes)}
+    if t is ops.Flip:
+        return "flip", {"axes": tuple(op.axes)}
+    if t is ops.Col2Im:
+        return "col2im", {"shape": tuple(op.shape), "kernel": tuple(op.kernel),
+                          "stride": int(op.stride)}
+    if t is _BatchNormEval:
+        return "batch_norm", {"eps": float(op.eps)}
+    raise TraceError(f"cannot trace op {t.__name__} ({op!r}): mlc.graph has no node for "
+                     "it (tuples, stack and split are not supported)")
+
+
+class _BatchNormEval(TensorOp):
+    """BatchNorm1d in eval mode as one op (so the graph keeps it whole)."""
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def compute(self, x, mean, var, weight, bias):
+        from .opdefs import _BatchNorm
+
+        return _BatchNorm(self.eps).compute(x, mean, var, weight, bias)
+
+
+def _bn_forward(module, x):
+    if x.ndim != 2 or x.shape[1] != module.dim:
+        raise ValueError(f"BatchNorm1d({module.dim}) expects (batch, {module.dim}), got "
+                         f"shape {x.shape}")
+    return _BatchNormEval(module.eps)(x, module.running_mean, module.running_var,
+                                      module.weight, module.bias)
+
+
+def _as_input(x) -> Tensor:
+    data = x.realize_cached_data() if isinstance(x, Tensor) else x
+    if not isinstance(x, Tensor) and not hasattr(data, "numpy"):
+        data = np.asarray(data)
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+    return Tensor(data, requires_grad=True)
+
+
+def _tape_order(outputs):
+    """The tensors the outputs depend on, each after its inputs (iterative DFS)."""
+    order, done, stack = [], set(), [(t, False) for t in reversed(outputs)]
+    while stack:
+        t, expanded = stack.pop()
+        if id(t) in done:
+            continue
+        if expanded:
+            done.add(id(t))
+            order.append(t)
+            continue
+        stack.append((t, True))
+        for x in reversed(t.inputs):
+            if id(x) not in done:
+                stack.append((x, False))
+    return order
+
+
+def trace(model, *example_inputs, input_names=None) -> Graph:
+    """The :class:`~mlc.graph.ir.Graph` of one forward pass of ``model``.
+
+    ``model`` is an ``nn.Module`` or any callable taking and returning ``mlc.Tensor`` s
+    (one, or a tuple/list); ``example_inputs`` are Tensors or numpy arrays. The graph's
+    inputs are named ``x`` (one input) or ``x0, x1, ...`` unless ``input_names`` says.
+    """
+    from ..nn import BatchNorm1d, Module
+
+    if not example_inputs:
+        raise ValueError("trace needs at least one example input")
+    xs = [_as_input(x) for x in example_inputs]
+    names = list(input_names) if input_names is not None else (
+        ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))])
+    if len(names) != len(xs):
+        raise ValueError(f"input_names has {len(names)} names for {len(xs)} inputs")
+    pnames: dict = {}
+    patched, was_training = [], None
+    if isinstance(model, Module):
+        was_training = model.training
+        for n, t in model.named_parameters() + model.named_buffers():
+            pnames.setdefault(id(t), n)
+        for m in [model] + model._children():
+            if isinstance(m, BatchNorm1d):
+                m.forward = functools.partial(_bn_forward, m)
+                patched.append(m)
+        model.eval()
+    try:
+        with enable_grad():
+            out = model(*xs)
+    finally:
+        for m in patched:
+            del m.forward
+        if was_training is not None:
+            model.train(was_training)
+    single = isinstance(out, Tensor)
+    outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else None
+    if not outs or not all(isinstance(t, Tensor) for t in outs):
+        raise TraceError(f"the model must return a Tensor or a tuple of Tensors, got "
+                         f"{type(out).__name__}")
+    return _to_graph(xs, names, outs, pnames)
+
+
+def _to_graph(xs, names, outs, pnames) -> Graph:
+    node_of: dict = {}
+    nodes, inputs = [], []
+    for x, nm in zip(xs, names, strict=True):
+        n = Node("input", (), {}, x.shape, x.dtype, nm)
+        node_of[id(x)] = n
+        nodes.append(n)
+        inputs.append(n)
+    for t in _tape_order(outs):
+        if id(t) in node_of:
+            continue
+        if isinstance(t, TensorTuple):
+            raise TraceError(f"cannot trace op {type(t.op).__name__}: it makes a tuple of "
+                             "tensors, which mlc.graph does not represent")
+        if t.op is None:
+            n = Node("constant", (), {}, t.shape, t.dtype, pnames.get(id(t), "const"),
+                     t.numpy().copy())
+            nodes.append(n)
+        else:
+            ins = [node_of[id(x)] for x in t.inputs]
+            if type(t.op) is ops.LogSumExp:
+                n = _logsumexp(nodes, ins[0], t.op)
+            else:
+                op, attrs = _attrs_of(t.op)
+                n = Node(op, ins, attrs, t.shape, t.dtype, op)
+                nodes.append(n)
+            if n.shape != tuple(t.shape):
+                raise AssertionError(f"traced {n.op} has shape {n.shape}, tape {t.shape}")
+        node_of[id(t)] = n
+    return Graph(nodes, inputs, [node_of[id(t)] for t in outs])
+
+
+def _logsumexp(nodes, z, op) -> Node:
+    """``max + log(sum(exp(z - max)))`` as primitive nodes (appended to ``nodes``)."""
+    axes = tuple(op.axes)
+
+    def add(o, *ins, **attrs):
+        shape = infer_shape(o, [x.shape for x in ins], attrs)
+        n = Node(o, ins, attrs, shape, z.dtype, o)
+        nodes.append(n)
+        return n
+
+    m = add("reduce_max", z, axes=axes, keepdims=True)
+    mb = add("broadcast_to", m, shape=z.shape) if m.shape != z.shape else m
+    e = add("exp", add("add", z, add("negate", mb)))
+    out = add("add", add("log", add("summation", e, axes=axes, keepdims=True)), m)
+    if not op.keepdims:
+        kept = tuple(n for i, n in enumerate(z.shape) if i not in axes)
+        out = add("reshape", out, shape=kept)
+    return out
