@@ -1,0 +1,53 @@
+"""``mlc.quant``: quantization, from the affine map to integer-only models.
+
+::
+
+    from mlc import quant
+    obs = quant.MinMaxObserver(dtype="int8", symmetric=False)   # also MovingAverageMinMaxObserver,
+    obs(x); scale, zero_point = obs.qparams()                   # HistogramObserver, PercentileObserver, axis=
+    q = quant.quantize(x, scale, zero_point, dtype="int8"); quant.dequantize(q, scale, zero_point)
+    m0, shift = quant.quantize_multiplier(real_multiplier)      # M = m0 * 2**(shift - 31)
+    quant.requantize(acc_int32, m0, shift, zero_point)          # integer-only, gemmlowp rounding
+    qmodel = quant.quantize_model(model, calibration_batches, per_channel=True)  # PTQ, int8
+    qat = quant.prepare_qat(model, bits=4); ...train...; quant.convert(qat)
+    quant.report(float_model, qmodel, (X, y))
+
+One idea per module:
+
+- ``affine.py``      qrange, qparams, quantize / dequantize / fake_quantize, SQNR;
+- ``observers.py``   MinMax, MovingAverageMinMax and Percentile observers;
+- ``histogram.py``   HistogramObserver (the range of least quantization error);
+- ``fixedpoint.py``  quantize_multiplier and gemmlowp's requantization (numpy and Numba);
+- ``reference.py``   the same arithmetic with Python ints, to test against;
+- ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue;
+- ``kernels_cuda.py`` the same kernel in Numba-CUDA;
+- ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
+- ``ptq.py``         quantize_model: fold batch norm, calibrate, integer-only model;
+- ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
+- ``report.py``      per-layer SQNR table, weight bytes, accuracy, error bar chart.
+"""
+
+from .affine import (DTYPES, dequantize, fake_quantize, qparams, qrange, quantization_error,
+                     quantize, sqnr)
+from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, Observer,
+                        PercentileObserver, make_observer)
+from .histogram import HistogramObserver
+from .fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier,
+                         requantize, rounding_divide_by_pot,
+                         saturating_rounding_doubling_high_mul)
+from .qops import PackedWeight, im2col_codes, qconv2d, qlinear, qmatmul
+from .ptq import CodeCheck, QuantizedModel, compare_codes, quantize_model, quantize_weight
+from .qat import FakeQuantize, QATModel, convert, prepare_qat
+from .report import Report, report
+
+__all__ = [
+    "DTYPES", "qrange", "qparams", "quantize", "dequantize", "fake_quantize",
+    "quantization_error", "sqnr",
+    "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
+    "HistogramObserver", "make_observer",
+    "quantize_multiplier", "requantize", "multiply_by_quantized_multiplier",
+    "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
+    "PackedWeight", "qmatmul", "qlinear", "qconv2d", "im2col_codes",
+    "quantize_model", "QuantizedModel", "quantize_weight", "compare_codes", "CodeCheck",
+    "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
+]

@@ -1,0 +1,84 @@
+"""The int8 linear kernel in Numba-CUDA: one thread per output element.
+
+Thread ``(i, j)`` runs the same arithmetic as the CPU kernel (:mod:`.kernels_cpu`): the
+int32 dot product of row ``i`` of ``a`` with row ``j`` of the packed ``wt``, the
+zero-point offsets (``rowsum`` is precomputed per row on the device by a first kernel),
+the int32 bias and the requantization epilogue, with the *same* fixed-point functions
+compiled as device functions, so the codes agree bit for bit. It is the readable
+version: no shared-memory tiling (unit 04 shows how), and in Numba's simulator it runs
+in Python, so the tests use tiny shapes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from .fixedpoint import rdbpot_nb, requantize_nb, srdhm_nb
+
+_srdhm = cuda.jit(device=True)(srdhm_nb.py_func)
+_rdbpot = cuda.jit(device=True)(rdbpot_nb.py_func)
+
+
+def _requantize_py(acc, m0, shift, zero_point, lo, hi):
+    x = np.int32(acc)
+    if shift > 0:
+        w = np.int64(x) << shift
+        if w > 2147483647:
+            w = np.int64(2147483647)
+        elif w < -2147483648:
+            w = np.int64(-2147483648)
+        x = np.int32(w)
+        right = 0
+    else:
+        right = -shift
+    y = np.int32(_rdbpot(_srdhm(x, np.int32(m0)), np.int32(right))) + np.int32(zero_point)
+    if y < lo:
+        y = lo
+    elif y > hi:
+        y = hi
+    return y
+
+
+_requantize = cuda.jit(device=True)(_requantize_py)
+assert requantize_nb.py_func.__code__.co_argcount == _requantize_py.__code__.co_argcount
+
+
+@cuda.jit
+def _rowsum(a, out):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        r = np.int32(0)
+        for k in range(a.shape[1]):
+            r += np.int32(a[i, k])
+        out[i] = r
+
+
+@cuda.jit
+def _qlinear(a, wt, rowsum, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out, raw):
+    i, j = cuda.grid(2)
+    if i < a.shape[0] and j < wt.shape[0]:
+        k_dim = a.shape[1]
+        s = np.int32(0)
+        for k in range(k_dim):
+            s += np.int32(a[i, k]) * np.int32(wt[j, k])
+        acc = s - zw[j] * rowsum[i] - za * colsum[j] + k_dim * za * zw[j] + bias[j]
+        if raw:
+            out[i, j] = acc
+        else:
+            out[i, j] = _requantize(acc, m0[j], shift[j], z_out, lo, hi)
+
+
+def qlinear_cuda(a, wt, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out_dtype,
+                 raw=False, threads=(8, 8)):
+    """Run the kernel on numpy inputs; returns a numpy array (int32 when ``raw``)."""
+    m, n = a.shape[0], wt.shape[0]
+    d = [cuda.to_device(np.ascontiguousarray(x)) for x in (a, wt, zw, colsum, bias, m0, shift)]
+    d_a, d_wt, d_zw, d_colsum, d_bias, d_m0, d_shift = d
+    d_rowsum = cuda.device_array(m, dtype=np.int32)
+    _rowsum[(m + 63) // 64, 64](d_a, d_rowsum)
+    d_out = cuda.device_array((m, n), dtype=np.int32 if raw else out_dtype)
+    grid = ((m + threads[0] - 1) // threads[0], (n + threads[1] - 1) // threads[1])
+    _qlinear[grid, threads](d_a, d_wt, d_rowsum, np.int32(za), d_zw, d_colsum, d_bias, d_m0,
+                            d_shift, np.int32(z_out), np.int32(lo), np.int32(hi), d_out, raw)
+    return d_out.copy_to_host()

@@ -1,0 +1,122 @@
+"""mlc.quant integer kernels: int8 matmul with zero-point offsets, fused requantize, conv.
+
+cpu() (Numba) and cuda() (Numba-CUDA; the simulator here, so tiny shapes) are checked
+bit for bit against plain int64 numpy arithmetic (cpu_numpy()).
+"""
+
+import platform
+
+import numpy as np
+import pytest
+
+import mlc
+import mlc.ndarray as nd
+from mlc import ops, quant
+from mlc.quant import qops
+
+DEVICES = [nd.cpu(), nd.cuda()]
+
+
+def _case(rng, m, k, n, a_dtype):
+    lo, hi = quant.qrange(a_dtype)
+    a = rng.integers(lo, hi + 1, (m, k)).astype(a_dtype)
+    w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    return a, w
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+@pytest.mark.parametrize("a_dtype,za,zw", [("int8", 0, 0), ("int8", -7, 0), ("uint8", 131, 3),
+                                           ("int8", 5, "per-column")])
+def test_qmatmul_offsets_exact(device, a_dtype, za, zw):
+    rng = np.random.default_rng(0)
+    m, k, n = (5, 19, 7) if device.name == "cuda" else (37, 70, 29)
+    a, w = _case(rng, m, k, n, a_dtype)
+    if zw == "per-column":
+        zw = rng.integers(-10, 10, n)
+    want = (a.astype(np.int64) - za) @ (w.astype(np.int64) - np.asarray(zw))
+    got = quant.qmatmul(a, w, za, zw, device=device)
+    assert got.dtype == np.int32 and (got == want).all()
+    assert (quant.qmatmul(a, w, za, zw, device=nd.cpu_numpy()) == want).all()
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+@pytest.mark.parametrize("relu", [False, True])
+def test_qlinear_fused_epilogue_matches_reference(device, relu):
+    rng = np.random.default_rng(1)
+    m, k, n = (4, 24, 6) if device.name == "cuda" else (33, 64, 40)
+    a, w = _case(rng, m, k, n, "int8")
+    bias = rng.integers(-5000, 5000, n).astype(np.int32)
+    m0, shift = quant.quantize_multiplier(rng.uniform(1e-4, 3e-3, n))
+    args = (a, w, 3, bias, m0, shift, -4)
+    want = quant.qlinear(*args, relu=relu, device=nd.cpu_numpy())
+    got = quant.qlinear(*args, relu=relu, device=device)
+    assert got.dtype == np.int8 and (got == want).all()
+    if relu:
+        assert want.min() >= -4
+    # the reference is requantize() of the offset-corrected accumulator
+    acc = (a.astype(np.int64) - 3) @ w.astype(np.int64) + bias
+    assert (want == quant.requantize(acc.astype(np.int32), m0, shift, -4, relu=relu)).all()
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+def test_qconv2d_matches_float_conv_of_the_codes(device):
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (1 if device.name == "cuda" else 2, 6, 6, 3)).astype(np.int8)
+    w = rng.integers(-127, 128, (3, 3, 3, 4)).astype(np.int8)
+    za = 9
+    # padding writes the zero point: the real 0
+    acc = quant.qconv2d(x, w, za, None, 1 << 30, 0, 0, stride=2, padding=1, device=device)
+    m0, shift = 1 << 30, 1                  # M = 1: the codes are the accumulators, saturated
+    real = ops.conv(mlc.Tensor(x.astype(np.float32) - za, requires_grad=False),
+                    mlc.Tensor(w.astype(np.float32), requires_grad=False),
+                    stride=2, padding=1).numpy()
+    want = np.clip(np.rint(real / 2), -128, 127)   # M = 2^30 * 2^(0-31) = 1/2
+    assert acc.shape == (x.shape[0], 3, 3, 4)
+    assert np.abs(acc.astype(np.int64) - want).max() <= 1
+    exact = quant.qconv2d(x, w, za, None, m0, shift, 0, stride=2, padding=1,
+                          device=nd.cpu_numpy())
+    got = quant.qconv2d(x, w, za, None, m0, shift, 0, stride=2, padding=1, device=device)
+    assert (got == exact).all()
+
+
+def test_validation_before_any_kernel():
+    a = np.zeros((4, 8), np.int8)
+    w = np.zeros((8, 3), np.int8)
+    with pytest.raises(TypeError, match="int8 or uint8"):
+        quant.qmatmul(a.astype(np.float32), w)
+    with pytest.raises(ValueError, match="do not match"):
+        quant.qmatmul(np.zeros((4, 7), np.int8), w)
+    with pytest.raises(TypeError, match="weights must be int8"):
+        quant.qmatmul(a, w.astype(np.uint8))
+    with pytest.raises(ValueError, match="zero point"):
+        quant.qmatmul(a, w, za=300)
+    with pytest.raises(ValueError, match="shape"):
+        quant.qlinear(a, w, 0, np.zeros(4, np.int32), 1 << 30, 0, 0)
+    with pytest.raises(TypeError, match="int32"):
+        quant.qlinear(a, w, 0, np.zeros(3, np.int64), 1 << 30, 0, 0)
+    with pytest.raises(ValueError, match="shift"):
+        quant.qlinear(a, w, 0, None, 1 << 30, 40, 0)
+    with pytest.raises(ValueError, match="unknown device"):
+        quant.qmatmul(a, w, device="tpu")
+    with pytest.raises(ValueError, match="does not match"):
+        quant.qconv2d(np.zeros((1, 4, 4, 2), np.int8), np.zeros((3, 3, 3, 1), np.int8), 0,
+                      None, 1 << 30, 0, 0)
+
+
+def test_packed_weight_and_large_values_do_not_overflow():
+    rng = np.random.default_rng(3)
+    a = np.full((3, 512), -128, np.int8)
+    w = np.full((512, 2), -127, np.int8)
+    pw = quant.PackedWeight(w)
+    assert pw.wt.shape == (2, 512) and pw.colsum.tolist() == [-127 * 512] * 2
+    assert (quant.qmatmul(a, pw) == 128 * 127 * 512).all()
+    u = rng.integers(0, 256, (4, 512)).astype(np.uint8)
+    assert (quant.qmatmul(u, w, 255) == (u.astype(np.int64) - 255) @ w.astype(np.int64)).all()
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+def test_llvm_emits_the_int16_multiply_add():
+    from mlc.quant.kernels_cpu import core_instructions
+
+    found = core_instructions()
+    assert found["vpmaddwd"] + found["vpdpwssd"] > 0, found
