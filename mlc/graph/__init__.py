@@ -43,3 +43,6 @@ from .lower import LoweredGroup, lower_group  # noqa: E402
 from .executor import Executable, Kernel, ProfileReport, build  # noqa: E402
 
 __all__ += ["LoweredGroup", "lower_group", "Executable", "Kernel", "ProfileReport", "build"]
+from . import examples  # noqa: E402  (graph.examples: the course's small models, seeded)
+
+__all__ += ["examples"]

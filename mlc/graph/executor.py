@@ -167,14 +167,16 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
     :class:`~mlc.graph.fuse.FusionPolicy`) groups them. ``optimize`` first folds constants
     (a weight's reshape is done once, not per call) and drops dead code. ``schedules``
     may map a matmul's ``(n, k, m)`` to a function ``f(sch, block_name)`` (a tuned
-    schedule) used instead of the hand schedule. ``memory_plan`` is reserved for
-    ``mlc.memory`` (arena execution); only ``None`` is supported here.
+    schedule) used instead of the hand schedule. ``memory_plan`` (a plan from
+    ``mlc.memory.plan``) runs every intermediate inside one preallocated arena laid out
+    by that plan (``plan.bind(exe)``, see :mod:`mlc.memory.arena`); ``None`` gives each
+    tensor its own buffer.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if memory_plan is not None:
-        raise ValueError("graph.build: memory_plan is not supported by this executor yet; "
-                         "pass memory_plan=None (each tensor gets its own buffer)")
+    if memory_plan is not None and not callable(getattr(memory_plan, "bind", None)):
+        raise ValueError(f"graph.build: memory_plan must be a plan made by "
+                         f"mlc.memory.plan(...) (or None), got {type(memory_plan).__name__}")
     from .fuse import get_policy
 
     pol = get_policy(policy if fuse else "none", max_group_size)
@@ -195,4 +197,5 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
         mod = tir_build(low.func, target=target)
         entry = mod if target == "cuda" else mod.entry
         kernels.append(Kernel(name, nodes, ins, outs, mod, entry, mod.source, low))
-    return Executable(g, fg, kernels, target)
+    exe = Executable(g, fg, kernels, target)
+    return exe if memory_plan is None else memory_plan.bind(exe)

@@ -84,6 +84,11 @@ class FusionReport(list):
         return out
 
 
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "an injective", "a reduce"."""
+    return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
+
 def _sentence(code, p, c, info, policy) -> str:
     P, C = f"%{p.name}", f"%{c.name}"
     d = info.get("sink")
@@ -108,12 +113,12 @@ def _sentence(code, p, c, info, policy) -> str:
         return (f"{P} is a reduction ({p.op}); policy {policy.name!r} starts a new kernel "
                 "after a reduction")
     if code == "matmul_prologue":
-        return f"{D} is a {pattern(d)} op: {P} would be its prologue, and only epilogues fuse"
+        return f"{D} is {_a(pattern(d))} op: {P} would be its prologue, and only epilogues fuse"
     if code == "injective_into_anchor":
-        return (f"{P} ({p.op}, injective) is read by {D} through a {info['path']} edge; "
+        return (f"{P} ({p.op}, injective) is read by {D} through {_a(info['path'])} edge; "
                 f"policy {policy.name!r} fuses injective ops only into injective ones")
     if code == "epilogue_not_elementwise":
-        return (f"{P} ({p.op}) reaches its post-dominator {D} through a {info['path']} op; "
+        return (f"{P} ({p.op}) reaches its post-dominator {D} through {_a(info['path'])} op; "
                 "a matmul takes only an elementwise epilogue")
     if code == "anchor_conflict":
         return f"fusing {P} into {D}'s kernel would put two reductions/matmuls in one kernel"

@@ -6,7 +6,8 @@
     (a + 1).sum(axis=0)          # numpy broadcasting and reductions
     a @ a.permute((1, 0)).compact()
 
-dtypes: float32 (the default), float64, int8, int32. Operations promote as numpy does
+dtypes: float32 (the default), float64, int8, int32, uint8 (labels and pixels of image data
+sets arrive as uint8). Operations promote as numpy does
 (python scalars are weak: ``float32_array * 2.5`` stays float32); comparisons return
 1/0 in the promoted dtype (there is no bool); integer sums and int8 @ int8 give int32.
 

@@ -68,6 +68,14 @@ class BackendDevice:
             return _cuda_available()
         return True
 
+    @property
+    def memory(self):
+        """This device's :class:`~mlc.ndarray.accounting.MemoryCounter`: the bytes its
+        buffers hold now (``live``) and at most since ``reset_peak()`` (``peak``)."""
+        from .accounting import counter
+
+        return counter(self.name)
+
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)

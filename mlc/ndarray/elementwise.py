@@ -52,7 +52,7 @@ def binary(op: str, a: NDArray, b, reflected: bool = False) -> NDArray:
         x, y = _prepare(a, shape, dtype), _prepare(b, shape, dtype)
         if reflected:
             x, y = y, x
-        if op == "power" and dtype.startswith("int"):
+        if op == "power" and dtype.startswith(("int", "uint")):
             _check_int_exponent(y)
         out = NDArray.make(shape, device=device, dtype=dtype)
         getattr(device, f"ewise_{op}")(x._handle, y._handle, out._handle)
@@ -64,7 +64,7 @@ def binary(op: str, a: NDArray, b, reflected: bool = False) -> NDArray:
     x = _prepare(a, a.shape, dtype)
     if op == "power" and not reflected and val == 2:
         return binary("mul", x, x)  # x*x is exact and much faster than pow(x, 2)
-    if op == "power" and dtype.startswith("int"):
+    if op == "power" and dtype.startswith(("int", "uint")):
         if reflected:
             _check_int_exponent(x)
         elif val < 0:

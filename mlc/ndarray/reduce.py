@@ -18,7 +18,7 @@ from .ndarray import NDArray
 
 def output_dtype(op: str, dtype: str) -> str:
     """Sums of integers accumulate in int32 (numpy would use int64, which we lack)."""
-    if op == "sum" and dtype.startswith("int"):
+    if op == "sum" and dtype.startswith(("int", "uint")):
         return "int32"
     return dtype
 

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 #: The dtypes every device supports, by name.
-DTYPES = ("float32", "float64", "int8", "int32")
+DTYPES = ("float32", "float64", "int8", "int32", "uint8")
 FLOAT_DTYPES = ("float32", "float64")
 
 
@@ -288,7 +288,7 @@ def scalar_value(x):
 
 def check_scalar_fits(value, dtype: str) -> None:
     """Integer scalars must fit the integer dtype they meet (numpy raises too)."""
-    if dtype.startswith("int") and isinstance(value, int):
+    if dtype.startswith(("int", "uint")) and isinstance(value, int):
         info = np.iinfo(dtype)
         if not info.min <= value <= info.max:
             raise ValueError(f"scalar {value} is out of range for {dtype} "

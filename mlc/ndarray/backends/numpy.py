@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..accounting import CountedBuffer, counter
+
 __device_name__ = "cpu_numpy"
 
 
-class Array:
-    """A flat buffer of ``size`` elements of ``dtype``."""
+class Array(CountedBuffer):
+    """A flat buffer of ``size`` elements of ``dtype`` (its bytes counted, see
+    ``accounting.py``)."""
+
+    _counter = counter("cpu_numpy")
 
     def __init__(self, size: int, dtype: str = "float32"):
         self.array = np.empty(size, dtype=dtype)
         # kept as a string: NDArray asks often, and numpy's dtype.name is slow
         self.dtype = dtype if type(dtype) is str else self.array.dtype.name
+        self._count(self.array.nbytes)
 
     @property
     def size(self) -> int:

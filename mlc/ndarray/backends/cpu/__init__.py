@@ -20,13 +20,21 @@ from __future__ import annotations
 import numpy as np
 
 from ... import opcodes as OP
-from ..numpy import Array, fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
+from ...accounting import counter
+from ..numpy import Array as _NumpyArray
+from ..numpy import fill, from_numpy, to_numpy  # noqa: F401 (numpy buffers)
 from . import elementwise as E
 from . import matmul as M
 from . import reduce as R
 from . import strided as W
 
 __device_name__ = "cpu"
+
+
+class Array(_NumpyArray):
+    """A numpy buffer, as in ``backends/numpy.py``, whose bytes count under ``cpu()``."""
+
+    _counter = counter("cpu")
 
 
 # ---- strided views -------------------------------------------------------------------------

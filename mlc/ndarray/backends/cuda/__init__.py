@@ -18,6 +18,7 @@ from numba import cuda
 
 from ...._env import cuda_simulated
 from ... import opcodes as OP
+from ...accounting import CountedBuffer, counter
 from ...shapes import prod, simplify_view
 from ..numpy import strided_view
 from . import kernels as K
@@ -30,12 +31,15 @@ MAX_BLOCKS = 2 if SIMULATED else 4096   # grid-stride loops cover anything beyon
 TILE = 4 if SIMULATED else 16           # matmul tile: TILE x TILE threads per block
 
 
-class Array:
-    """A flat buffer of ``size`` elements of ``dtype`` in GPU memory."""
+class Array(CountedBuffer):
+    """A flat buffer of ``size`` elements of ``dtype`` in GPU memory (bytes counted)."""
+
+    _counter = counter("cuda")
 
     def __init__(self, size: int, dtype: str = "float32"):
         self.array = cuda.device_array(size, dtype=np.dtype(dtype))
         self.dtype = np.dtype(dtype).name
+        self._count(size * np.dtype(dtype).itemsize)
 
     @property
     def size(self) -> int:
