@@ -1,0 +1,441 @@
+"""The checks of unit 08 (graphs and fusion).
+
+Each check must give full marks to a correct solution and fail, with a message that
+points at the mistake, on the mistakes students make: a pattern table with a wrong row;
+a post-dominator that forgets outputs, takes the first consumer or skips the leaves; a
+fusion rule that fuses only single-consumer chains, ignores outputs, fuses into a matmul
+or into one of several consumer groups; a byte count that reads a value once per reader,
+forgets constants, values handed to other kernels or the dtype; a CSE that ignores
+attributes, compares the original inputs, treats divide as commutative, edits its
+argument or keeps repeated constants. The judges are also handed forged observations
+(malformed data, cycles, huge or invalid nodes) and must fail them cleanly; an untouched
+stub hears only "not implemented yet", with no hint.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from check_util import check_runner
+
+from mlc import graph
+from mlc.grading.checks import graphs, graphs_passes, graphs_fusion
+from mlc.grading.registry import CheckFailed, get
+from mlc.grading.registry import Tester as _Tester
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ["graphs.op_pattern", "graphs.post_dominator", "graphs.fuse_elementwise",
+       "graphs.bytes_moved", "graphs.cse"]
+
+
+# ---- the reference solutions (as in solutions/08_graphs_and_fusion.ipynb) ----------------------
+
+PATTERN_OF = {
+    **dict.fromkeys(["add", "multiply", "divide", "power", "maximum", "negate", "exp", "log",
+                     "relu", "tanh", "sigmoid", "add_scalar", "mul_scalar", "divide_scalar",
+                     "power_scalar", "maximum_scalar"], "elemwise"),
+    **dict.fromkeys(["broadcast_to", "batch_norm"], "broadcast"),
+    **dict.fromkeys(["reshape", "permute", "im2col", "pad", "crop", "flip"], "injective"),
+    **dict.fromkeys(["summation", "reduce_max"], "reduce"),
+    "matmul": "out_elemwise_fusable",
+    "col2im": "opaque",
+}
+
+
+def op_pattern(op_name):
+    return PATTERN_OF.get(op_name, "opaque")
+
+
+def make_post_dominator(outputs_have_none=True, meet=True, leaves=True):
+    def post_dominator(g):
+        users = g.users()
+        outputs = {id(n) for n in g.outputs}
+        ipdom, depth = {}, {}
+
+        def lca(a, b):
+            while a is not b:
+                if a is None or b is None:
+                    return None
+                if depth[a] > depth[b]:
+                    a = ipdom[a]
+                elif depth[a] < depth[b]:
+                    b = ipdom[b]
+                else:
+                    a, b = ipdom[a], ipdom[b]
+            return a
+
+        for n in reversed(g.nodes):
+            if (outputs_have_none and id(n) in outputs) or not users[n]:
+                d = None
+            else:
+                d = users[n][0]
+                for u in users[n][1:] if meet else ():
+                    d = lca(d, u)
+            ipdom[n] = d
+            depth[n] = 0 if d is None else depth[d] + 1
+        return {n.name: (d.name if d is not None else None) for n, d in ipdom.items()
+                if leaves or not n.is_leaf}
+
+    return post_dominator
+
+
+FUSABLE = ("elemwise", "broadcast")
+
+
+def make_fuse(diamonds=True, outputs=True, into_anchor=False, any_consumer=False):
+    def fuse_elementwise(g):
+        users = g.users()
+        outs = {id(n) for n in g.outputs}
+        group = {}
+        for n in reversed(g.ops):
+            homes = {id(group[u]): group[u] for u in users[n]}
+            ok = op_pattern(n.op) in FUSABLE and (not outputs or id(n) not in outs)
+            if ok and homes and (len(homes) == 1 or any_consumer) and \
+                    (diamonds or len(users[n]) == 1):
+                home = next(iter(homes.values()))
+                if into_anchor or all(op_pattern(m.op) in FUSABLE for m in home):
+                    home.insert(0, n)
+                    group[n] = home
+                    continue
+            group[n] = [n]
+        return list({id(gr): gr for gr in group.values()}.values())[::-1]
+
+    return fuse_elementwise
+
+
+def make_bytes(distinct=True, constants=True, handed_over=True, itemsize=None):
+    def bytes_moved(g, groups):
+        users = g.users()
+        outputs = {id(n) for n in g.outputs}
+        total = 0
+
+        def nbytes(n):
+            return n.size * itemsize if itemsize else n.nbytes
+
+        for gr in groups:
+            inside = {id(n) for n in gr}
+            reads = [x for n in gr for x in n.inputs if id(x) not in inside
+                     and (constants or x.op != "constant")]
+            if distinct:
+                reads = list({id(x): x for x in reads}.values())
+            writes = [n for n in gr if id(n) in outputs or (
+                handed_over and any(id(u) not in inside for u in users[n]))]
+            total += sum(nbytes(x) for x in reads) + sum(nbytes(n) for n in writes)
+        return total
+
+    return bytes_moved
+
+
+def make_cse(attrs=True, remap=True, commutative=False, in_place=False, constants=True):
+    def eliminate_common_subexpressions(g):
+        new, seen, consts = {}, {}, []
+        for n in g.nodes:
+            ins = [new[x] for x in n.inputs]
+            if n.op == "input":
+                m = graph.Node("input", (), {}, n.shape, n.dtype, n.name)
+            elif n.op == "constant":
+                m = next((c for c in consts if constants and c.shape == n.shape
+                          and np.array_equal(c.value, n.value)), None)
+                if m is None:
+                    m = graph.Node("constant", (), {}, n.shape, n.dtype, n.name, n.value)
+                    consts.append(m)
+            else:
+                ids = [id(x) for x in (ins if remap else n.inputs)]
+                if commutative:
+                    ids.sort()
+                key = (n.op, tuple(ids), repr(sorted(n.attrs.items())) if attrs else "")
+                if key not in seen:
+                    seen[key] = graph.Node(n.op, ins, n.attrs, n.shape, n.dtype, n.name)
+                m = seen[key]
+            new[n] = m
+        if in_place:
+            g.nodes.reverse()
+            g.nodes.reverse()
+            g.nodes[-1].attrs["touched"] = True
+        nodes = list({id(m): m for m in new.values()}.values())
+        return graph.Graph(nodes, [new[x] for x in g.inputs], [new[x] for x in g.outputs])
+
+    return eliminate_common_subexpressions
+
+
+REFERENCE = {"op_pattern": op_pattern, "post_dominator": make_post_dominator(),
+             "fuse_elementwise": make_fuse(), "bytes_moved": make_bytes(),
+             "eliminate_common_subexpressions": make_cse()}
+run, fails = check_runner(REFERENCE)
+
+
+# ---- full marks, stubs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = run(ex_id)
+    assert rec["score"] == rec["max_score"] == get(ex_id).points, rec["message"]
+
+
+def test_points():
+    assert [get(i).points for i in IDS] == [1, 2, 3, 2, 3]
+    assert {e.notebook for e in map(get, IDS)} == {"08_graphs_and_fusion"}
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_hears_only_not_implemented(ex_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("your code here")
+
+    rec = run(ex_id, **{get(ex_id).needs[0]: stub})
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"], rec
+    assert rec["hint"] == ""
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_missing_definition(ex_id):
+    ns = dict(REFERENCE)
+    del ns[get(ex_id).needs[0]]
+    from mlc.grading.check import run_check
+
+    rec = run_check(ex_id, ns)
+    assert rec["score"] == 0 and "is not defined" in rec["message"] and not rec["hint"]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges(ex_id):
+    hint = get(ex_id).hint
+    assert hint and len(hint) < 400
+    assert not any(code in hint for code in ("def ", "return ", "users[", "reversed(",
+                                             "graph.", "np.", "=="))
+
+
+# ---- exercise 1 ----------------------------------------------------------------------------------
+
+def test_op_pattern_failures():
+    ex = "graphs.op_pattern"
+    msg = fails(ex, "classified wrong", "'broadcast_to'", "expected 'broadcast'",
+                op_pattern=lambda op: "elemwise" if op == "broadcast_to" else op_pattern(op))
+    assert msg.startswith("1 of ")
+    fails(ex, "op_pattern('matmul') returned 'reduce'",
+          op_pattern=lambda op: "reduce" if op == "matmul" else op_pattern(op))
+    fails(ex, "12 of 28", "and 8 more", op_pattern=lambda op: "elemwise")
+    fails(ex, "returned None", op_pattern=lambda op: None)
+    fails(ex, "op_pattern('add')", "ZeroDivisionError", op_pattern=lambda op: 1 / 0)
+
+
+def test_op_pattern_must_not_ask_the_library():
+    def op_pattern(op_name):  # the grader reads this source (the name is what it looks for)
+        return graph.pattern(op_name)
+
+    fails("graphs.op_pattern", "does not look the answer up", "pattern", op_pattern=op_pattern)
+
+
+# ---- exercise 2 ----------------------------------------------------------------------------------
+
+def test_post_dominator_failures():
+    ex = "graphs.post_dominator"
+    fails(ex, "a chain whose middle node is also an output", "%b should be None",
+          post_dominator=make_post_dominator(outputs_have_none=False))
+    fails(ex, "a diamond", "%a should be %d, got %b",
+          post_dominator=make_post_dominator(meet=False))
+    fails(ex, "no entry for %x", "inputs and constants included",
+          post_dominator=make_post_dominator(leaves=False))
+    fails(ex, "expected a dict", post_dominator=lambda g: [])
+    fails(ex, "'zzz', which is no node",
+          post_dominator=lambda g: {**make_post_dominator()(g), "zzz": None})
+
+
+def test_post_dominator_accepts_nodes_as_keys_and_values():
+    def with_nodes(g):
+        names = make_post_dominator()(g)
+        return {g.node(k): (g.node(v) if v else None) for k, v in names.items()}
+
+    assert run("graphs.post_dominator", post_dominator=with_nodes)["score"] == 2
+
+
+@pytest.mark.parametrize("obs", ["x", [["a"]], [[1, None]], [["a", 3]], None])
+def test_post_dominator_judge_on_forged_observations(obs):
+    ex = get("graphs.post_dominator")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+# ---- exercise 3 ----------------------------------------------------------------------------------
+
+def test_fuse_elementwise_failures():
+    ex = "graphs.fuse_elementwise"
+    fails(ex, "a diamond", "not maximal", "%a", "could join", fuse_elementwise=make_fuse(
+        diamonds=False))
+    fails(ex, "is not legal", "is a graph output", fuse_elementwise=make_fuse(outputs=False))
+    fails(ex, "the digits MLP", "only elemwise and broadcast ops share a group",
+          fuse_elementwise=make_fuse(into_anchor=True))
+    fails(ex, "is not legal", "outside the group",
+          fuse_elementwise=make_fuse(any_consumer=True))
+    fails(ex, "not maximal", fuse_elementwise=lambda g: [[n] for n in g.ops])
+    fails(ex, "op nodes only", fuse_elementwise=lambda g: [[n] for n in g.nodes])
+    fails(ex, "is in no group", fuse_elementwise=lambda g: [[n] for n in g.ops[1:]])
+    fails(ex, "is in two groups", fuse_elementwise=lambda g: [[n] for n in g.ops] + [g.ops[:1]])
+    fails(ex, "expected a list of groups", fuse_elementwise=lambda g: None)
+    fails(ex, "is no node of the graph", fuse_elementwise=lambda g: [["nope"]])
+
+
+def test_fuse_elementwise_accepts_names_and_any_group_order():
+    def names_reversed(g):
+        return [[n.name for n in gr][::-1] for gr in make_fuse()(g)][::-1]
+
+    assert run("graphs.fuse_elementwise", fuse_elementwise=names_reversed)["score"] == 3
+
+
+def test_greedy_is_the_coarsest_legal_partition():
+    """The reference the check uses agrees with the library's own view of a legal group
+    on every case, and fusing any further would break legality (checked by the judge)."""
+    ex = get("graphs.fuse_elementwise")
+    for case in ex.check.cases():
+        t = _Tester()
+        ex.check.judge(case, case["_expected"], t)
+
+
+@pytest.mark.parametrize("obs", [None, "groups", [[1, 2]], [["a"], "b"], [[None]]])
+def test_fuse_elementwise_judge_on_forged_observations(obs):
+    ex = get("graphs.fuse_elementwise")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+# ---- exercise 4 ----------------------------------------------------------------------------------
+
+def test_bytes_moved_failures():
+    ex = "graphs.bytes_moved"
+    fails(ex, "layer norm + softmax, one kernel per op", "expected 27696 bytes, got 28208",
+          bytes_moved=make_bytes(distinct=False))
+    fails(ex, "expected 29256 bytes", bytes_moved=make_bytes(constants=False))
+    fails(ex, "one kernel per op", bytes_moved=make_bytes(handed_over=False))
+    fails(ex, "float64", bytes_moved=make_bytes(itemsize=4))
+    fails(ex, "expected an int", bytes_moved=lambda g, groups: "many")
+    fails(ex, "expected an int", bytes_moved=lambda g, groups: 1.5)
+
+
+@pytest.mark.parametrize("obs", [None, "12", 1.5, True, [1]])
+def test_bytes_moved_judge_on_forged_observations(obs):
+    ex = get("graphs.bytes_moved")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+def test_bytes_moved_reference_on_relu_x_w_b():
+    """relu(x * w + b) on n x n float32: 4 kernels move 2 * 4n^2 + ... bytes unfused, one
+    kernel reads x, w, b once and writes once."""
+    import mlc
+    from mlc import ops
+
+    n = 16
+    x = np.ones((n, n), "float32")
+    W, B = mlc.Tensor(np.ones((1, n), "float32")), mlc.Tensor(np.ones((1, n), "float32"))
+    g = graph.trace(lambda t: ops.relu(t * W.broadcast_to((n, n)) + B.broadcast_to((n, n))), x)
+    data = graphs.graph_data(g)
+    one = [[n.name for n in g.ops]]
+    assert graphs_fusion.bytes_moved_reference(data, one) == 4 * (2 * n * n + 2 * n)
+    assert make_bytes()(g, [list(g.ops)]) == 4 * (2 * n * n + 2 * n)
+
+
+# ---- exercise 5 ----------------------------------------------------------------------------------
+
+def test_cse_failures():
+    ex = "graphs.cse"
+    fails(ex, "hidden random graph", "equals the original's",
+          eliminate_common_subexpressions=make_cse(attrs=False))
+    fails(ex, "softmax written twice", "one of them is left over",
+          eliminate_common_subexpressions=lambda g: g)
+    fails(ex, "one of them is left over", eliminate_common_subexpressions=make_cse(remap=False))
+    fails(ex, "equals the original's",
+          eliminate_common_subexpressions=make_cse(commutative=True))
+    fails(ex, "was changed", eliminate_common_subexpressions=make_cse(in_place=True))
+    fails(ex, "repeated constant", eliminate_common_subexpressions=make_cse(constants=False))
+    fails(ex, "returned None", eliminate_common_subexpressions=lambda g: None)
+    fails(ex, "expected a Graph", eliminate_common_subexpressions=lambda g: [1, 2])
+
+    def drops_an_input(g):
+        out = make_cse()(g)
+        return graph.Graph(out.nodes, out.inputs[:-1], out.outputs)
+
+    fails(ex, "keep every input", eliminate_common_subexpressions=drops_an_input)
+
+
+def _cse_case_and_good_obs():
+    ex = get("graphs.cse")
+    case = ex.check.cases()[0]
+    g = graphs.build_graph(case["graph"])
+    good = {"result": graphs_passes.read_graph(make_cse()(g), "r"),
+            "argument": graphs_passes.read_graph(g, "a")}
+    return ex, case, good
+
+
+def test_cse_judge_accepts_the_good_observation():
+    ex, case, good = _cse_case_and_good_obs()
+    ex.check.judge(case, good, _Tester())
+
+
+def _forge(good, fn):
+    import copy
+
+    obs = copy.deepcopy(good)
+    fn(obs["result"])
+    return obs
+
+
+@pytest.mark.parametrize("forge,fragment", [
+    (lambda r: r["nodes"][1].update(inputs=[5]), "malformed inputs"),
+    (lambda r: r["nodes"][1].update(inputs=[1]), "malformed inputs"),  # reads itself
+    (lambda r: r["nodes"][1].update(op="col2im"), "is not one these graphs use"),
+    (lambda r: r["nodes"][1].update(op="input", inputs=[]), "does not run"),
+    (lambda r: r["nodes"][1].update(dtype="float64"), "float32"),
+    (lambda r: r["nodes"][1].update(attrs={"scalar": 1.0}), "takes attributes"),
+    (lambda r: r["nodes"][2].update(attrs={"axes": (7,), "keepdims": True}), "axes="),
+    (lambda r: r["nodes"][2].update(attrs={"axes": (1,), "keepdims": "yes"}), "keepdims"),
+    (lambda r: r["nodes"][3].update(attrs={"shape": (1 << 20, 8)}), "positive ints"),
+    (lambda r: r["nodes"][3].update(attrs={"shape": (3, 8)}), "cannot broadcast"),
+    (lambda r: r["nodes"][3].update(shape=(9, 9)), "says its shape is"),
+    (lambda r: r["nodes"][0].update(shape=(1 << 30,)), "bad shape"),
+    (lambda r: r.update(outputs=[99]), "malformed inputs/outputs"),
+    (lambda r: r.update(nodes="x"), "malformed observation of the graph"),
+    (lambda r: r["nodes"].append({"op": "exp"}), "malformed node"),
+])
+def test_cse_judge_on_forged_observations(forge, fragment):
+    ex, case, good = _cse_case_and_good_obs()
+    assert [d["op"] for d in good["result"]["nodes"]][:4] == [
+        "input", "exp", "summation", "broadcast_to"]
+    with pytest.raises(CheckFailed, match=fragment):
+        ex.check.judge(case, _forge(good, forge), _Tester())
+
+
+def test_cse_judge_refuses_a_forged_constant():
+    ex, case, good = _cse_case_and_good_obs()
+    obs = _forge(good, lambda r: r["nodes"].append(
+        {"name": "c", "op": "constant", "inputs": [], "attrs": {}, "shape": (2, 2),
+         "dtype": "float32", "value": np.zeros(3, "float32")}))
+    with pytest.raises(CheckFailed, match="value must be an array"):
+        ex.check.judge(case, obs, _Tester())
+
+
+def test_cse_hidden_graphs_need_every_kind_of_merge():
+    """Each failure mode above is caught by some hidden case, not only by the first."""
+    cases = get("graphs.cse").check.cases()
+    assert len(cases) >= 12
+    ops = {d["op"] for c in cases for d in c["graph"]["nodes"]}
+    assert {"divide", "add_scalar", "summation", "broadcast_to", "constant"} <= ops
+
+
+# ---- the package and the notebooks ---------------------------------------------------------
+
+def test_modules_stay_small():
+    for mod in (graphs, graphs_fusion, graphs_passes):
+        assert len(Path(mod.__file__).read_text().splitlines()) <= 400
+
+
+def test_solution_notebook_gets_full_marks(graded):
+    report = graded(ROOT / "solutions" / "08_graphs_and_fusion.ipynb")
+    assert (report.score, report.max_score) == (11, 11), [(r.id, r.message)
+                                                          for r in report.results]
+
+
+def test_released_notebook_gets_zero(graded):
+    report = graded(ROOT / "exercises" / "08_graphs_and_fusion.ipynb")
+    assert report.max_score == 11 and report.score == 0, report.results
+    assert all("not implemented" in r.message for r in report.results), [
+        r.message for r in report.results]
