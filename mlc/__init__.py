@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # AttributeError into a confusing ModuleNotFoundError.
 _SUBMODULES = {
     "ndarray", "autograd", "ops", "nn", "init", "optim", "data", "tir", "te",
-    "schedule", "codegen", "tune", "grading", "perf", "graph", "quant", "memory",
+    "schedule", "codegen", "tune", "grading", "perf", "graph", "quant", "memory", "compress",
 }
 
 
