@@ -304,3 +304,28 @@ def test_wrong_loss_and_step_fail():
     assert "softmax_loss should return one number" in _fails(
         "autodiff.softmax_loss", softmax_loss=lambda z, y: ops.logsumexp(z, axes=(1,)))
     assert "Tensors" in _fails("autodiff.softmax_loss", softmax_loss=lambda z, y: 0.5)
+
+
+def test_grad_reduce_results_must_be_differentiable_again():
+    """Right numbers computed in numpy and wrapped in a Tensor are a leaf of no graph: the
+    check differentiates the result with respect to out_grad and must fail them."""
+    def numpy_summation_grad(out_grad, a, axes):
+        kept = tuple(1 if axes is None or i in axes else n for i, n in enumerate(a.shape))
+        value = np.broadcast_to(out_grad.numpy().reshape(kept), a.shape)
+        return mlc.Tensor(value.copy(), device=out_grad.device, dtype=out_grad.dtype)
+
+    msg = _fails("autodiff.grad_reduce", summation_grad=numpy_summation_grad)
+    assert "differentiated again" in msg and "out_grad has no .grad" in msg, msg
+
+    def numpy_broadcast_to_grad(out_grad, a):
+        g = out_grad.numpy()
+        g = g.sum(axis=tuple(range(g.ndim - a.ndim)))
+        g = g.sum(axis=tuple(i for i, n in enumerate(a.shape) if n == 1), keepdims=True)
+        return mlc.Tensor(g, device=out_grad.device, dtype=out_grad.dtype)
+
+    assert "out_grad has no .grad" in _fails("autodiff.grad_reduce",
+                                             broadcast_to_grad=numpy_broadcast_to_grad)
+    # a detached result has the right values too, and no graph behind it
+    assert "out_grad has no .grad" in _fails(
+        "autodiff.grad_reduce",
+        summation_grad=lambda g, a, axes: summation_grad(g, a, axes).detach())

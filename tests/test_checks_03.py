@@ -39,18 +39,21 @@ def matmul_ikj(A, B, C):
                 C[i, j] += a * B[k, j]
 
 
+TILE = 64
+
+
 @njit(cache=True)
-def matmul_tiled(A, B, C, tile):
+def matmul_tiled(A, B, C):
     n, K = A.shape
     m = B.shape[1]
     C[:] = 0
-    for i0 in range(0, n, tile):
-        for k0 in range(0, K, tile):
-            for j0 in range(0, m, tile):
-                jn = min(tile, m - j0)
-                for i in range(i0, min(i0 + tile, n)):
+    for i0 in range(0, n, TILE):
+        for k0 in range(0, K, TILE):
+            for j0 in range(0, m, TILE):
+                jn = min(TILE, m - j0)
+                for i in range(i0, min(i0 + TILE, n)):
                     Ci = C[i, j0:j0 + jn]
-                    for k in range(k0, min(k0 + tile, K)):
+                    for k in range(k0, min(k0 + TILE, K)):
                         a = A[i, k]
                         Bk = B[k, j0:j0 + jn]
                         for jj in range(jn):
@@ -65,7 +68,8 @@ def parallel_sum(x):
     return total
 
 
-CPU = {"matmul_ikj": matmul_ikj, "matmul_tiled": matmul_tiled, "parallel_sum": parallel_sum}
+CPU = {"matmul_ikj": matmul_ikj, "matmul_tiled": matmul_tiled, "TILE": TILE,
+       "parallel_sum": parallel_sum}
 
 _run, _fails = check_runner(CPU)
 
@@ -102,7 +106,7 @@ def _stubs():
         raise NotImplementedError("your code here")
 
     @njit
-    def matmul_tiled(A, B, C, tile):
+    def matmul_tiled(A, B, C):
         raise NotImplementedError("your code here")
 
     @njit(parallel=True)
@@ -110,7 +114,7 @@ def _stubs():
         raise NotImplementedError("your code here")
 
     return {"cpu_operators.matmul_ikj": {"matmul_ikj": matmul_ikj},
-            "cpu_operators.matmul_tiled": {"matmul_tiled": matmul_tiled},
+            "cpu_operators.matmul_tiled": {"matmul_tiled": matmul_tiled, "TILE": 64},
             "cpu_operators.parallel_sum": {"parallel_sum": parallel_sum}}
 
 
@@ -170,43 +174,149 @@ def test_matmul_ikj_failures():
 
 def test_matmul_tiled_failures():
     @njit
-    def drops_edges(A, B, C, tile):  # only whole tiles: the ragged edges stay garbage
+    def drops_edges(A, B, C):  # only whole tiles: the ragged edges stay garbage
         n, K = A.shape
         m = B.shape[1]
         C[:] = np.nan
-        for i0 in range(0, n - n % tile, tile):
-            for j0 in range(0, m - m % tile, tile):
-                for i in range(i0, i0 + tile):
-                    for j in range(j0, j0 + tile):
+        for i0 in range(0, n - n % TILE, TILE):
+            for j0 in range(0, m - m % TILE, TILE):
+                for i in range(i0, i0 + TILE):
+                    for j in range(j0, j0 + TILE):
                         acc = 0.0
                         for k in range(K):
                             acc += A[i, k] * B[k, j]
                         C[i, j] = acc
 
-    _fails("cpu_operators.matmul_tiled", "(37x53) @ (53x29) float32, 8", "first mismatch",
-           matmul_tiled=drops_edges)
+    _fails("cpu_operators.matmul_tiled", "(1T+3 x 1T+5) @ (1T+5 x 0T+7) float32",
+           "first mismatch", matmul_tiled=drops_edges)
 
     @njit
-    def slow(A, B, C, tile):
-        for _ in range(3):
-            matmul_tiled(A, B, C, tile)
-            for i in range(A.shape[0]):
-                for j in range(B.shape[1]):
-                    acc = 0.0
-                    for k in range(A.shape[1]):
-                        acc += A[i, k] * B[k, j]
-                    C[i, j] = acc
+    def slow(A, B, C):  # tiled, but the whole product is computed eight times over
+        n, K = A.shape
+        m = B.shape[1]
+        for _ in range(8):
+            C[:] = 0
+            for i0 in range(0, n, TILE):
+                for k0 in range(0, K, TILE):
+                    for j0 in range(0, m, TILE):
+                        for i in range(i0, min(i0 + TILE, n)):
+                            for k in range(k0, min(k0 + TILE, K)):
+                                for j in range(j0, min(j0 + TILE, m)):  # does not vectorize
+                                    C[i, j] += A[i, k] * B[k, j]
 
-    _fails("cpu_operators.matmul_tiled", "1.2x faster", "vectorizing", matmul_tiled=slow)
+    _fails("cpu_operators.matmul_tiled", "as fast as the untiled ikj loop", "vectorizing",
+           matmul_tiled=slow)
 
     @njit
-    def wrong_when_timed(A, B, C, tile):  # right on the small cases, garbage at 256
-        matmul_tiled(A, B, C, tile)
+    def wrong_when_timed(A, B, C):  # right on the small cases, garbage at 256
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = 0
+        for i0 in range(0, n, TILE):
+            for k0 in range(0, K, TILE):
+                for j0 in range(0, m, TILE):
+                    jn = min(TILE, m - j0)
+                    for i in range(i0, min(i0 + TILE, n)):
+                        Ci = C[i, j0:j0 + jn]
+                        for k in range(k0, min(k0 + TILE, K)):
+                            a = A[i, k]
+                            Bk = B[k, j0:j0 + jn]
+                            for jj in range(jn):
+                                Ci[jj] += a * Bk[jj]
         if A.shape[0] == 256:
             C[0, 0] = 1e9
 
     _fails("cpu_operators.matmul_tiled", "the timed call's result",
            matmul_tiled=wrong_when_timed)
+    @njit
+    def delegates(A, B, C):  # the loops live in another compiled function
+        matmul_tiled(A, B, C)
+
+    _fails("cpu_operators.matmul_tiled", "only 0 reads of B", "another compiled function",
+           matmul_tiled=delegates)
+    _fails("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE=1024)
+    _fails("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE="64")
+
+
+def test_untiled_ikj_is_not_a_tiled_matmul():
+    """The old check passed an ikj loop that ignores the tile (it is ~10x faster than ijk):
+    now the order of its reads of B shows that no TILE x TILE block is reused."""
+    msg = _fails("cpu_operators.matmul_tiled", "is tiled by TILE", "whole rows of B",
+                 matmul_tiled=matmul_ikj)
+    assert "with TILE = 4" in msg, msg
+
+    @njit
+    def fixed_tile(A, B, C):  # tiled, but by a literal 64 instead of TILE
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = 0
+        for i0 in range(0, n, 64):
+            for k0 in range(0, K, 64):
+                for j0 in range(0, m, 64):
+                    for i in range(i0, min(i0 + 64, n)):
+                        for k in range(k0, min(k0 + 64, K)):
+                            for j in range(j0, min(j0 + 64, m)):
+                                C[i, j] += A[i, k] * B[k, j]
+
+    _fails("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=fixed_tile)
+
+    @njit
+    def k_panels_only(A, B, C):  # tiles i and k but sweeps whole rows of B along j
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = 0
+        for i0 in range(0, n, TILE):
+            for k0 in range(0, K, TILE):
+                for i in range(i0, min(i0 + TILE, n)):
+                    for k in range(k0, min(k0 + TILE, K)):
+                        a = A[i, k]
+                        for j in range(m):
+                            C[i, j] += a * B[k, j]
+
+    _fails("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=k_panels_only)
+
+
+def test_tiled_variants_pass_the_trace():
+    """Other correct tilings: a dot product inside each tile, and numpy slices."""
+    from mlc.grading.checks import cpu_operators as co
+
+    def dot_in_tile(A, B, C):
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = 0
+        for i0 in range(0, n, TILE):
+            for j0 in range(0, m, TILE):
+                for k0 in range(0, K, TILE):
+                    for i in range(i0, min(i0 + TILE, n)):
+                        for j in range(j0, min(j0 + TILE, m)):
+                            acc = 0.0
+                            for k in range(k0, min(k0 + TILE, K)):
+                                acc += A[i, k] * B[k, j]
+                            C[i, j] += acc
+
+    def slices(A, B, C):
+        n, K = A.shape
+        m = B.shape[1]
+        C[:] = 0
+        for i0 in range(0, n, TILE):
+            for k0 in range(0, K, TILE):
+                for j0 in range(0, m, TILE):
+                    j1 = min(j0 + TILE, m)
+                    for i in range(i0, min(i0 + TILE, n)):
+                        for k in range(k0, min(k0 + TILE, K)):
+                            C[i, j0:j1] += A[i, k] * B[k, j0:j1]
+
+    rng = np.random.default_rng(0)
+    for fn in (matmul_tiled, dot_in_tile, slices):
+        for tile, (n, k, m) in co._TRACES:
+            A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))
+            C = np.full((n, m), np.nan)
+            reads = co._traced_run(fn, tile, A, B, C)
+            assert np.allclose(C, A @ B)
+            assert reads.size == n * k * m
+            assert co._window_distinct(reads, tile ** 3) <= 2 * tile * tile, fn
+    reads = co._traced_run(matmul_ikj, 4, A, B, C)
+    assert co._window_distinct(reads, 64) == 64
 
 
 def test_parallel_sum_failures():

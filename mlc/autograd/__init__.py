@@ -17,6 +17,23 @@ Three modules, read in this order:
 
 Every name is re-exported here (``mlc.autograd.Tensor``), and ``Tensor`` and the grad-mode
 switches also at the top (``mlc.Tensor``, ``mlc.no_grad``).
+
+Coming from needle (CMU's dlsyscourse): the names are needle's (``Tensor``, ``ops.*``,
+``op.gradient_as_tuple``, ``find_topo_sort``, ``compute_gradient_of_variables``,
+``nn``, ``optim``, ``data`` with ``RandomFlipHorizontal``/``RandomCrop``, ``ops.logsoftmax``),
+and ``tests/test_needle_compat.py`` holds what carries over. Where mlc is deliberately
+stricter, it raises a clear error instead of guessing:
+
+- tensors of two dtypes are not promoted (``float32 ** float64`` is a TypeError, where
+  numpy and needle give float64): a silent float64 operand would double a float32
+  model's bytes and make a gradient's dtype differ from its parameter's; scalars are weak
+  and never promote (``x ** 2.0`` stays float32). See ``ops.ops_shape._same_dtype``;
+- ``t.data = v`` must keep ``t``'s shape and dtype (needle lets a parameter change shape
+  under its optimizer's state); build a new tensor instead;
+- ``mlc.Tensor(array)`` is float32 unless ``dtype=`` says otherwise (needle keeps a numpy
+  array's dtype); ``dtype="uint8"``, ``"int8"``, ``"int32"``, ``"float64"`` are there;
+- integer sums are int32 (there is no int64); the DataLoader hands integer labels over
+  as int32.
 """
 
 from .backward import compute_gradient_of_variables, find_topo_sort, sum_node_list

@@ -6,7 +6,7 @@ The files group them by kind:
 
 - ``ops_mathematic``: elementwise arithmetic, powers, log/exp, activations, maximum
 - ``ops_shape``: transpose/permute, reshape, broadcast_to, summation, matmul
-- ``ops_logarithmic``: logsumexp (stable), log_softmax, softmax
+- ``ops_logarithmic``: logsumexp (stable), log_softmax (alias ``logsoftmax``), softmax
 - ``ops_tensor``: tuples, stack/split, flip, pad/crop
 - ``ops_conv``: im2col/col2im and the 2-D convolution built on them
 """
@@ -21,7 +21,7 @@ from .ops_shape import (  # noqa: F401
     BroadcastTo, MatMul, Permute, Reshape, Summation, Transpose, broadcast_to, matmul,
     permute, reshape, summation, transpose,
 )
-from .ops_logarithmic import LogSumExp, log_softmax, logsumexp, softmax  # noqa: F401
+from .ops_logarithmic import LogSumExp, log_softmax, logsoftmax, logsumexp, softmax  # noqa: F401
 from .ops_tensor import (  # noqa: F401
     Crop, Flip, MakeTensorTuple, Pad, Split, Stack, TupleGetItem, crop, flip, make_tuple, pad,
     split, stack, tuple_get_item,

@@ -52,3 +52,8 @@ def log_softmax(a, axis: int = -1):
 def softmax(a, axis: int = -1):
     """Probabilities along ``axis`` (each slice sums to 1)."""
     return exp(log_softmax(a, axis))
+
+
+def logsoftmax(a, axis: int = -1):
+    """needle's name for :func:`log_softmax`."""
+    return log_softmax(a, axis)

@@ -24,6 +24,8 @@ from .ops_shape import _same_dtype, broadcast_to
 def _check_scalar(scalar, opname: str):
     if isinstance(scalar, Tensor):
         raise TypeError(f"{opname}: expected a Python number, got a Tensor (use the tensor op)")
+    if isinstance(scalar, np.ndarray) and scalar.size == 1 and scalar.dtype.kind in "biuf":
+        scalar = scalar.reshape(()).item()  # a 0-d or 1-element array is a number (needle)
     if not isinstance(scalar, (numbers.Number, np.number)):
         raise TypeError(f"{opname}: expected a Python number, got {type(scalar).__name__}")
     return scalar.item() if isinstance(scalar, np.number) else scalar

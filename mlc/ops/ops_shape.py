@@ -32,9 +32,17 @@ def normalize_axes(axes, ndim: int, opname: str) -> tuple[int, ...]:
 
 
 def _same_dtype(a, b, opname: str) -> None:
+    """Tensors of two dtypes are refused, not promoted (numpy and needle would promote
+    float32 with float64 to float64). Deliberately: one float64 operand, often a constant
+    built from a numpy default, would silently turn a float32 model's activations and
+    gradients into float64 (twice the bytes and time, and a gradient whose dtype is not its
+    parameter's), the kind of slip this course wants caught where it happens. Python and
+    numpy *scalars* are weak and never promote: ``x ** 2.0`` and ``x / np.float64(3)``
+    stay float32."""
     if a.dtype != b.dtype:
-        raise TypeError(f"{opname}: dtypes differ ({a.dtype} and {b.dtype}); "
-                        "convert one of them first")
+        raise TypeError(f"{opname}: dtypes differ ({a.dtype} and {b.dtype}); mlc does not "
+                        f"promote between tensors: build both with the same dtype= (e.g. "
+                        f"mlc.Tensor(x.numpy(), dtype=\"{a.dtype}\"))")
 
 
 # --- permutations -----------------------------------------------------------------------
@@ -184,23 +192,44 @@ def summation(a, axes=None, keepdims: bool = False):
 # --- matmul -----------------------------------------------------------------------------
 
 
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``: over the leading axes ``shape`` lacks and over the
+    axes where ``shape`` has 1 (the adjoint of numpy broadcasting)."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    if axes:
+        grad = summation(grad, axes)
+    return reshape(grad, shape) if grad.shape != tuple(shape) else grad
+
+
 class MatMul(TensorOp):
-    """``a @ b`` on the last two axes; leading (batch) axes must already be equal."""
+    """``a @ b`` on the last two axes: equal batch axes, or ``(..., n, k) @ (k, m)``, one
+    node either way, whose gradient in ``b`` sums over the batch that shared it."""
 
     def compute(self, a, b):
         return a @ b
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        return matmul(out_grad, transpose(b)), matmul(transpose(a), out_grad)
+        if b.ndim == 2 and a.ndim > 2:
+            # (..., n, k) @ (k, m): the batch folds into the rows, on the way back too
+            k, m = b.shape
+            ga = matmul(out_grad, transpose(b))
+            gb = matmul(transpose(reshape(a, (-1, k))), reshape(out_grad, (-1, m)))
+            return ga, gb
+        ga = matmul(out_grad, transpose(b))
+        gb = matmul(transpose(a), out_grad)
+        return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
 
 
 def matmul(a, b):
     """Matrix product on the last two axes, broadcasting the batch axes as numpy does.
 
-    ``(..., n, k) @ (k, m)`` folds the batch into the rows (one 2-D product); other
-    batch shapes are broadcast explicitly, so the gradient of ``broadcast_to`` sums
-    over the batches that shared an operand.
+    ``(..., n, k) @ (k, m)`` is one ``MatMul`` node (``out.op`` is a MatMul and its
+    ``gradient_as_tuple`` is matmul's, as in needle); the NDArray product folds the batch
+    into the rows, one tall 2-D product. Other batch shapes are broadcast explicitly
+    first, so the gradient of ``broadcast_to`` sums over the batches sharing an operand.
     """
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and "
@@ -212,14 +241,15 @@ def matmul(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"({a.shape[-1]} != {b.shape[-2]})")
     _same_dtype(a, b, "matmul")
-    if b.ndim == 2 and a.ndim > 2:
-        out = MatMul()(reshape(a, (-1, a.shape[-1])), b)
-        return reshape(out, a.shape[:-1] + (b.shape[-1],))
+    if b.ndim == 2:
+        return MatMul()(a, b)
     try:
         batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     except ValueError:
         raise ValueError(f"matmul: batch axes of shapes {a.shape} and {b.shape} do not "
                          "broadcast") from None
+    # batch against batch: explicit broadcast_to nodes, so that the MatMul node sees equal
+    # batch axes and the gradient of broadcast_to sums over the batches that shared one
     a = broadcast_to(a, batch + a.shape[-2:])
     b = broadcast_to(b, batch + b.shape[-2:])
     return MatMul()(a, b)

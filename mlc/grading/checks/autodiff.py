@@ -169,33 +169,54 @@ class _GradReduce(Check):
             a = rng.standard_normal(shape)
             g = rng.standard_normal(np.shape(a.sum(axis=axes)))
             out.append({"what": f"summation_grad for shape {shape}, axes {axes}",
-                        "fn": "summation_grad", "g": g, "a": a, "axes": axes})
+                        "fn": "summation_grad", "g": g, "a": a, "axes": axes,
+                        "w": rng.standard_normal(shape)})
         for shape, new in [((3, 1), (3, 4)), ((4,), (2, 3, 4)), ((1, 3, 1), (2, 3, 5)),
                            ((2, 3), (2, 3))]:
             a, g = rng.standard_normal(shape), rng.standard_normal(new)
             out.append({"what": f"broadcast_to_grad from {shape} to {new}",
-                        "fn": "broadcast_to_grad", "g": g, "a": a})
+                        "fn": "broadcast_to_grad", "g": g, "a": a,
+                        "w": rng.standard_normal(shape)})
         return out
 
     def observe(self, ns, case):
+        from mlc import ops
+
         f = need(ns, case["fn"])
-        args = [_t(case["g"]), _t(case["a"])]
+        g = _t(case["g"])
+        args = [g, _t(case["a"])]
         if case["fn"] == "summation_grad":
             args.append(case["axes"])
-        return tensors_obs(call(case["fn"], f, *args), 1)
+        result = call(case["fn"], f, *args)
+        out = tensors_obs(result, 1)
+        # differentiate the result again: d/d(out_grad) of sum(result * w)
+        from mlc.autograd import Tensor
+
+        if isinstance(result, Tensor) and tuple(result.shape) == np.shape(case["w"]):
+            call(f"backward through your {case['fn']}",
+                 ops.summation(result * _t(case["w"], False)).backward)
+            out["second"] = grad_obs(g)
+        return out
 
     def judge(self, case, obs, t):
         (ga,) = judge_tensors(obs, 1, case["fn"])
-        a, g = case["a"], case["g"]
+        a, g, w = case["a"], case["g"], case["w"]
         if case["fn"] == "summation_grad":
             axes = case["axes"]
             kept = tuple(1 if axes is None or i in axes else n for i, n in enumerate(a.shape))
             want = np.broadcast_to(np.reshape(g, kept), a.shape)
+            want_dg = np.reshape(w.sum(axis=axes), g.shape)  # the adjoint: a sum again
         else:
             want = g.sum(axis=tuple(range(g.ndim - a.ndim)))
             want = want.sum(axis=tuple(i for i, n in enumerate(a.shape) if n == 1),
                             keepdims=True)
+            want_dg = np.broadcast_to(w, g.shape)  # the adjoint: a broadcast again
         close(t, ga["value"], want, case["what"])
+        judge_grad(t, obs.get("second"), want_dg, "out_grad",
+                   f"{case['what']}: differentiated again (the gradient of sum(result * w) "
+                   f"with respect to out_grad)",
+                   after=f"a backward pass through the result of {case['fn']}: build it "
+                         f"from out_grad with tensor ops, so it can be differentiated again")
 
 
 # ---- exercise 3: topological order -------------------------------------------------------

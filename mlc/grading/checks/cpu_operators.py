@@ -7,10 +7,19 @@ The grader sends hidden shapes (odd, rectangular, smaller than a tile, empty) wi
 output ``C`` full of NaN (garbage must not leak into the result); the worker calls the
 student's ``@njit`` function and sends back what it wrote, and the judge compares with
 numpy. The two matmul exercises are also about speed: their last case *times* the
-student's kernel against a naive ijk loop in the worker, in the same process and
-interleaved (a load spike then slows both), with :func:`mlc.perf.timeit`. The worker
-reports every round's time; the judge takes the best of each, rejects measurements that
-cannot be true, and asks for margins several times smaller than a correct solution's.
+student's kernel in the worker, in the same process and interleaved with a reference (a
+load spike then slows both), with :func:`mlc.perf.timeit`: ``matmul_ikj`` against the naive
+ijk loop, ``matmul_tiled`` against the untiled ikj loop (tiling must keep ikj's vectorized
+inner loop). The worker reports every round's time; the judge takes the best of each,
+rejects measurements that cannot be true, and asks for margins several times smaller than a
+correct solution's.
+
+``matmul_tiled`` uses a module-level ``TILE``, a compile-time constant as in unit 04. That
+it is *tiled* is observed, not read from the source: the worker runs the function's body as
+plain Python with ``TILE`` set to 4 and to 8 and records the order in which it reads the
+elements of B (:class:`_TracedB`). A tiled kernel works on one ``TILE x TILE`` block of B at
+a time, so any ``TILE**3`` consecutive reads touch at most about ``2 * TILE**2`` distinct
+elements; an ikj loop that ignores ``TILE`` sweeps whole rows of B and touches ``TILE**3``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,26 @@ def _naive_ijk():
     return _REF["ijk"]
 
 
+def _ikj():
+    """The reference of the tiled exercise: the loop-order fix, untiled."""
+    if "ikj" not in _REF:
+        from numba import njit
+
+        @njit(cache=True)
+        def matmul_ikj(A, B, C):
+            n, K = A.shape
+            m = B.shape[1]
+            C[:] = 0
+            for i in range(n):
+                for k in range(K):
+                    a = A[i, k]
+                    for j in range(m):
+                        C[i, j] += a * B[k, j]
+
+        _REF["ikj"] = matmul_ikj
+    return _REF["ikj"]
+
+
 # ---- in the worker ------------------------------------------------------------------------------
 
 def _is_njit(fn) -> bool:
@@ -69,11 +98,11 @@ def _number(v):
     return repr(v)[:200]
 
 
-def _timed_rounds(what, fn, A, B, extra):
-    """Interleaved rounds of the naive loop and ``fn`` on the same operands: seconds each."""
+def _timed_rounds(what, fn, A, B, extra, reference="ijk"):
+    """Interleaved rounds of a reference loop and ``fn`` on the same operands: seconds each."""
     from mlc.perf import timeit
 
-    ref = _naive_ijk()
+    ref = _naive_ijk() if reference == "ijk" else _ikj()
     C_ref = np.full((A.shape[0], B.shape[1]), np.nan, A.dtype)
     C = C_ref.copy()
     ref(A, B, C_ref)  # compile (or load from the cache) before timing
@@ -91,13 +120,14 @@ class _Matmul(Check):
 
     name = ""  # the student's function
     label = ""  # how the speed case names the call it times
+    reference = "ijk"  # the loop it is timed against
     min_speedup = 1.0
     speed_detail = ""  # the nudge when it is too slow
 
     def speed_case(self, rng, extra):
         A = rng.uniform(-1, 1, (SPEED_N, SPEED_N)).astype(np.float32)
         B = rng.uniform(-1, 1, (SPEED_N, SPEED_N)).astype(np.float32)
-        return {"what": f"{self.name} timed against the naive ijk loop at "
+        return {"what": f"{self.name} timed against the {self.ref_name} at "
                         f"{SPEED_N}x{SPEED_N}x{SPEED_N}", "speed": True, "A": A, "B": B,
                 "extra": list(extra)}
 
@@ -107,7 +137,7 @@ class _Matmul(Check):
         A, B, extra = case["A"], case["B"], tuple(case["extra"])
         if case.get("speed"):
             if out["numba"]:  # a pure-Python loop is not timed (it would take minutes)
-                out.update(_timed_rounds(case["what"], fn, A, B, extra))
+                out.update(_timed_rounds(case["what"], fn, A, B, extra, self.reference))
         else:
             C = case["C"]
             call(case["what"], fn, A, B, C, *extra)
@@ -128,13 +158,19 @@ class _Matmul(Check):
             return
         t.close(obs.get("C"), A @ B, f"{case['what']}: the timed call's result",
                 rtol=1e-4, atol=1e-4)
-        best_ref = _best(obs.get("t_ref"), "the naive loop", case["what"], t)
+        best_ref = _best(obs.get("t_ref"), f"the {self.ref_name}", case["what"], t)
         best_fn = _best(obs.get("t_fn"), f"`{self.name}`", case["what"], t)
         ratio = best_ref / best_fn
-        t.true(ratio >= self.min_speedup, f"{self.label} is at least {self.min_speedup:g}x "
-               f"faster than the naive ijk loop at {SPEED_N}x{SPEED_N}x{SPEED_N}",
-               f"ijk took {best_ref * 1e3:.1f} ms, yours {best_fn * 1e3:.1f} ms: "
+        claim = (f"at least {self.min_speedup:g}x faster than" if self.min_speedup > 1 else
+                 f"at least {self.min_speedup:g}x as fast as")
+        t.true(ratio >= self.min_speedup, f"{self.label} is {claim} the {self.ref_name} at "
+               f"{SPEED_N}x{SPEED_N}x{SPEED_N}",
+               f"{self.reference} took {best_ref * 1e3:.1f} ms, yours {best_fn * 1e3:.1f} ms: "
                f"{ratio:.2f}x. {self.speed_detail}")
+
+    @property
+    def ref_name(self):
+        return "naive ijk loop" if self.reference == "ijk" else "untiled ikj loop"
 
 
 def _fact(t, cond, what: str, detail: str) -> None:
@@ -198,25 +234,199 @@ class _MatmulIkj(_Matmul):
         return out + [self.speed_case(np.random.default_rng(4), ())]
 
 
+MIN_TILE, MAX_TILE = 4, 128  # the operand pools of matmul_tiled cover shapes up to 2T + 4
+# (n, k, m) as (a, b) pairs meaning a * TILE + b: ragged, several tiles, smaller than a tile
+_TILED_SHAPES = [(((1, 3), (1, 5), (0, 7)), np.float32), (((2, 1), (1, 0), (2, 3)), np.float32),
+                 (((0, 5), (0, 3), (0, 6)), np.float32), (((1, 1), (0, 9), (1, 2)), np.float64)]
+# the traced runs: the student's function as plain Python with TILE replaced, B's reads recorded
+_TRACES = [(4, (16, 12, 20)), (8, (24, 20, 40))]
+
+
+def _dims(spec, T):
+    return tuple(a * T + b for a, b in spec)
+
+
+class _TracedB(np.ndarray):
+    """B in a traced run: every element of B read is logged by its flat index.
+
+    A scalar read (``B[k, j]``) logs one index; a view (``B[k, j0:j1]``) logs nothing until
+    it is read: by indexing, by a ufunc (``a * Bk``), by a numpy function or a copy, each of
+    which logs every element it covers."""
+
+    _ids = None
+    _log = None
+
+    def __array_finalize__(self, obj):
+        self._ids, self._log = None, getattr(obj, "_log", None)
+
+    def _record(self):
+        if self._ids is not None and self._log is not None:
+            self._log.extend(np.ravel(self._ids).tolist())
+
+    def __getitem__(self, idx):
+        out = np.ndarray.__getitem__(self, idx)
+        ids = None if self._ids is None else self._ids[idx]
+        if isinstance(out, np.ndarray):
+            out = out.view(_TracedB)
+            out._ids, out._log = ids, self._log
+            return out
+        if ids is not None and self._log is not None:
+            self._log.append(int(ids))
+        return out
+
+    def copy(self, order="C"):
+        self._record()
+        return np.ndarray.copy(self.view(np.ndarray), order)
+
+    @staticmethod
+    def _plain(args):
+        out = []
+        for x in args:
+            if isinstance(x, _TracedB):
+                x._record()
+                x = x.view(np.ndarray)
+            elif isinstance(x, (list, tuple)):
+                x = type(x)(_TracedB._plain(x))
+            out.append(x)
+        return out
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if "out" in kwargs:
+            kwargs["out"] = tuple(self._plain(kwargs["out"]))
+        return getattr(ufunc, method)(*self._plain(inputs), **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return func(*self._plain(args), **dict(zip(kwargs, self._plain(kwargs.values()))))
+
+
+def _traced_run(fn, tile, A, B, C):
+    """Run the student's njit function as plain Python with ``TILE = tile``: the flat
+    indices of the elements of B it read, in order."""
+    import types
+
+    py = getattr(fn, "py_func", fn)
+    g = dict(py.__globals__)
+    g["TILE"] = tile
+    plain = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
+    log = []
+    Bt = B.view(_TracedB)
+    Bt._ids, Bt._log = np.arange(B.size).reshape(B.shape), log
+    plain(A, Bt, C)
+    return np.asarray(log, dtype=np.int64)
+
+
+def _window_distinct(reads, window):
+    """The mean number of distinct elements in consecutive windows of ``window`` reads."""
+    n = reads.size // window
+    if n == 0:
+        return float(np.unique(reads).size)
+    return float(np.mean([np.unique(reads[w * window:(w + 1) * window]).size
+                          for w in range(n)]))
+
+
 @exercise("cpu_operators.matmul_tiled", points=3, notebook=NB, needs=("matmul_tiled",),
-          hint="tiles at the edges of a matrix that is no multiple of the tile are smaller, "
-               "so clip each tile to the matrix; for speed, see what lets Numba vectorize "
-               "the innermost loop (stride-1 access, a loop index that starts at 0)")
+          values=("TILE",),
+          hint="a tiled kernel works on one TILE x TILE block of B while it is in cache, then "
+               "moves to the next: the k and j loops both step by TILE. Tiles at the edges of "
+               "a matrix that is no multiple of TILE are smaller, so clip each tile to the "
+               "matrix; for speed, see what lets Numba vectorize the innermost loop "
+               "(stride-1 access, a loop index that starts at 0)")
 class _MatmulTiled(_Matmul):
-    name, label = "matmul_tiled", "matmul_tiled(tile=64)"
-    min_speedup = 1.2
-    speed_detail = ("Is the innermost loop stride-1, and does it start at 0 (a signed index "
-                    "that might be negative stops Numba from vectorizing)?")
+    name, label = "matmul_tiled", "matmul_tiled"
+    reference = "ikj"
+    min_speedup = 0.5
+    speed_detail = ("Tiling cannot beat ikj by much when the matrices fit in cache, but it "
+                    "must not lose ikj's vectorized inner loop: is the innermost loop "
+                    "stride-1, does it start at 0 (a signed index that might be negative "
+                    "stops Numba from vectorizing), and is TILE large enough that the "
+                    "inner loops are not all overhead?")
 
     def cases(self):
+        rng = np.random.default_rng(3)
+        big = 2 * MAX_TILE + 4
+        pools = {dt: (rng.uniform(-1, 1, (big, big)).astype(dt),
+                      rng.uniform(-1, 1, (big, big)).astype(dt))
+                 for dt in (np.float32, np.float64)}
         out = []
-        # odd shapes that are no multiple of the tile, a tile larger than the matrix, tile 1
-        for tile, shapes in [(8, [(37, 53, 29, np.float32), (16, 16, 16, np.float32)]),
-                             (16, [(5, 3, 7, np.float32), (33, 17, 65, np.float64)]),
-                             (1, [(4, 3, 5, np.float32)]),
-                             (32, [(70, 40, 100, np.float32)])]:
-            out += _matmul_cases(self.name, shapes, extra=(tile,))
-        return out + [self.speed_case(np.random.default_rng(4), (64,))]
+        for spec, dt in _TILED_SHAPES:
+            out.append({"what": "({}T+{} x {}T+{}) @ ({}T+{} x {}T+{}) {}".format(
+                            *spec[0], *spec[1], *spec[1], *spec[2], np.dtype(dt).name),
+                        "spec": [list(s) for s in spec], "pool_A": pools[dt][0],
+                        "pool_B": pools[dt][1]})
+        for tile, (n, k, m) in _TRACES:
+            A = rng.uniform(-1, 1, (n, k))
+            B = rng.uniform(-1, 1, (k, m))
+            out.append({"what": f"matmul_tiled run as plain Python with TILE = {tile} on "
+                                f"({n}x{k}) @ ({k}x{m}), the order of its reads of B "
+                                f"recorded", "trace": tile, "A": A, "B": B,
+                        "C": np.full((n, m), np.nan)})
+        return out + [self.speed_case(np.random.default_rng(4), ())]
+
+    def observe(self, ns, case):
+        if case.get("speed"):
+            return super().observe(ns, case)
+        fn = need(ns, self.name)
+        out = {"numba": _is_njit(fn), "tile": _number(ns.get("TILE"))}
+        if "trace" in case:
+            C = case["C"].copy()
+            out["reads"] = call(case["what"], _traced_run, fn, case["trace"], case["A"],
+                                case["B"], C)
+            out["C"] = C
+            return out
+        T = ns.get("TILE")
+        if not (type(T) is int and MIN_TILE <= T <= MAX_TILE):
+            return out  # the judge says what TILE should be
+        n, k, m = _dims(case["spec"], T)
+        A = np.ascontiguousarray(case["pool_A"][:n, :k])
+        B = np.ascontiguousarray(case["pool_B"][:k, :m])
+        C = np.full((n, m), np.nan, A.dtype)
+        call(case["what"], fn, A, B, C)
+        out["C"] = C
+        return out
+
+    def judge(self, case, obs, t):
+        if not isinstance(obs, dict):
+            t.fail(f"{case['what']}: malformed observation")
+        if case.get("speed"):
+            return super().judge(case, obs, t)
+        _fact(t, obs.get("numba"), f"`{self.name}` is a Numba @njit function",
+              f"it should be compiled with Numba: keep @njit (from numba import njit) on "
+              f"the line above `def {self.name}`")
+        if "trace" in case:
+            return self._judge_trace(case, obs, t)
+        T = obs.get("tile")
+        _fact(t, type(T) is int and MIN_TILE <= T <= MAX_TILE,
+              f"TILE is an int between {MIN_TILE} and {MAX_TILE}",
+              f"TILE = {_short(T)}: a tile is a number of rows and columns, a module-level "
+              f"constant as in unit 04, so that Numba compiles it in")
+        n, k, m = _dims(case["spec"], T)
+        A = np.asarray(case["pool_A"][:n, :k], np.float64)
+        B = np.asarray(case["pool_B"][:k, :m], np.float64)
+        tol = 1e-4 if case["pool_A"].dtype == np.float32 else 1e-10
+        t.close(obs.get("C"), A @ B, f"{case['what']} with TILE = {T}: ({n}x{k}) @ ({k}x{m})",
+                rtol=tol, atol=tol)
+
+    def _judge_trace(self, case, obs, t):
+        T, A, B = case["trace"], case["A"], case["B"]
+        t.close(obs.get("C"), A @ B, f"{case['what']}: the result", rtol=1e-10, atol=1e-10)
+        reads = obs.get("reads")
+        if not (isinstance(reads, np.ndarray) and reads.ndim == 1 and reads.dtype.kind in "iu"
+                and (reads.size == 0 or (reads.min() >= 0 and reads.max() < B.size))):
+            t.fail(f"{case['what']}: the worker's record of the reads is malformed")
+        window = T ** 3
+        t.true(reads.size >= window, f"{case['what']}: B is read as the loops run",
+               f"only {reads.size} reads of B were recorded. The check runs the body of "
+               f"matmul_tiled as plain Python to see its loops: does it hand the work to "
+               f"another compiled function? Write the loops in matmul_tiled itself")
+        distinct = _window_distinct(reads, window)
+        bound = 2 * T * T
+        t.true(distinct <= bound,
+               f"matmul_tiled is tiled by TILE: with TILE = {T}, each run of TILE^3 = "
+               f"{window} multiply-adds reads at most 2 * TILE^2 = {bound} distinct "
+               f"elements of B (a TILE x TILE block, reused while it is in cache)",
+               f"yours read {distinct:.0f} distinct elements of B per {window} reads, as a "
+               f"loop nest that is not tiled by TILE does: it sweeps whole rows of B. Do "
+               f"the k and j loops both step by TILE?")
 
 
 def _sum_cases():
