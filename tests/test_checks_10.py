@@ -1,0 +1,395 @@
+"""The checks of unit 10 (memory planning).
+
+Each check must give full marks to a correct solution and fail, with a message that
+points at the mistake, on the mistakes students make: a liveness that ends one step
+early, forgets that outputs live to the end, or lists inputs and constants; a lower
+bound that forgets the alignment, rounds with alignment 1, or adds up every tensor; a
+planner that overlaps blocks live at one step (the off-by-one on a shared step, ignoring
+lifetimes), ignores the alignment, or is safe but wasteful (naive, shared objects); a
+checkpointing schedule over the budget, one that recomputes more than needed, one that
+gives up when a schedule exists, and one with indices out of range. The judges are also
+handed forged observations and must fail them cleanly; an untouched stub hears only
+"not implemented yet", with no hint.
+"""
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+from check_util import check_runner
+
+from mlc import memory
+from mlc.grading.check import run_check
+from mlc.grading.checks import memory_planning, memory_planning_plan
+from mlc.grading.checks.memory_planning_plan import schedule_cost
+from mlc.grading.registry import CheckFailed, get
+from mlc.grading.registry import Tester as _Tester
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ["memory_planning.liveness", "memory_planning.lower_bound",
+       "memory_planning.greedy_by_size", "memory_planning.checkpoint_schedule"]
+
+
+# ---- the reference solutions (as in solutions/10_memory_planning.ipynb) ------------------------
+
+def make_liveness(end_shift=0, outputs=True, leaves=False):
+    def liveness(g):
+        live = {}
+        for step, n in enumerate(g.ops):
+            live[n] = [step, step]
+            for x in n.inputs:
+                if x in live:
+                    live[x][1] = step + (end_shift if x is not n else 0)
+                elif leaves:
+                    live[x] = [0, step]
+        if outputs:
+            for n in g.outputs:
+                live[n][1] = len(g.ops) - 1
+        return {n: (a, b) for n, (a, b) in live.items()}
+
+    return liveness
+
+
+def make_lower_bound(align=True, always_align=False, live=True):
+    def lower_bound(g, alignment=64):
+        al = 64 if always_align else alignment
+        width = [0] * len(g.ops)
+        for n, (a, b) in make_liveness()(g).items():
+            size = -(-n.nbytes // al) * al if align else n.nbytes
+            for step in (range(a, b + 1) if live else range(len(g.ops))):
+                width[step] += size
+        return max(width, default=0)
+
+    return lower_bound
+
+
+def make_greedy(align=True, meets_shared_step=True, lifetimes=True, fit="best", order="size"):
+    def greedy_by_size(blocks, alignment=64):
+        def al(n):
+            return -(-n // alignment) * alignment if align else n
+
+        def meets(i, j):
+            (_, a, b), (_, c, d) = blocks[i], blocks[j]
+            if not lifetimes:
+                return True
+            return (a <= d and c <= b) if meets_shared_step else (a < d and c < b)
+
+        offsets = [None] * len(blocks)
+        placed = []
+        keys = {"size": lambda i: -blocks[i][0], "index": lambda i: i}
+        for i in sorted(range(len(blocks)), key=keys[order]):
+            need = al(blocks[i][0])
+            busy = sorted((offsets[j], offsets[j] + al(blocks[j][0])) for j in placed
+                          if meets(i, j))
+            best, top = None, 0
+            for lo, hi in busy:
+                if lo - top >= need and (best is None or lo - top < best[0]):
+                    best = (lo - top, top)
+                    if fit == "first":
+                        break
+                top = max(top, hi)
+            offsets[i] = best[1] if best is not None else top
+            placed.append(i)
+        return offsets
+
+    return greedy_by_size
+
+
+def naive(blocks, alignment=64):
+    out, top = [], 0
+    for s, _, _ in blocks:
+        out.append(top)
+        top += -(-s // alignment) * alignment
+    return out
+
+
+def make_schedule(exhaustive=True, cost=schedule_cost, give_up=False):
+    def checkpoint_schedule(sizes, costs, budget):
+        if give_up:
+            return None
+        n, best = len(sizes), None
+        sets = [c for r in range(n) for c in combinations(range(1, n), r)] if exhaustive \
+            else [tuple(range(1, n))] + [tuple(range(k, n, k)) for k in range(2, n)] + [()]
+        for keep in sets:
+            peak, rec = cost(sizes, costs, keep)
+            if peak <= budget and (best is None or rec < best[0]):
+                best = (rec, [0, *keep])
+        return None if best is None else best[1]
+
+    return checkpoint_schedule
+
+
+def forgets_kept(sizes, costs, keep):
+    kept = sorted(set(keep) | {0})
+    ends = kept + [len(sizes)]
+    peak = max(sum(sizes[a + 1:b]) for a, b in zip(ends, ends[1:], strict=False))
+    return peak, schedule_cost(sizes, costs, keep)[1]
+
+
+REFERENCE = {"liveness": make_liveness(), "lower_bound": make_lower_bound(),
+             "greedy_by_size": make_greedy(), "checkpoint_schedule": make_schedule(),
+             "schedule_cost": schedule_cost}
+run, fails = check_runner(REFERENCE)
+
+
+# ---- full marks, stubs -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = run(ex_id)
+    assert rec["score"] == rec["max_score"] == get(ex_id).points, rec["message"]
+
+
+def test_points():
+    assert [get(i).points for i in IDS] == [2, 1, 3, 3]
+    assert {e.notebook for e in map(get, IDS)} == {"10_memory_planning"}
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_untouched_stub_hears_only_not_implemented(ex_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("your code here")
+
+    rec = run(ex_id, **{get(ex_id).needs[0]: stub})
+    assert rec["score"] == 0 and "not implemented yet" in rec["message"], rec
+    assert rec["hint"] == ""
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_missing_definition(ex_id):
+    ns = dict(REFERENCE)
+    del ns[get(ex_id).needs[0]]
+    rec = run_check(ex_id, ns)
+    assert rec["score"] == 0 and "is not defined" in rec["message"] and not rec["hint"]
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_hints_are_nudges(ex_id):
+    hint = get(ex_id).hint
+    assert hint and len(hint) < 400
+    assert not any(code in hint for code in ("def ", "return ", "range(", "memory.",
+                                             "np.", "==", "combinations"))
+
+
+# ---- exercise 1 ------------------------------------------------------------------------------
+
+def test_liveness_failures():
+    ex = "memory_planning.liveness"
+    fails(ex, "the digits MLP", "the interval of %matmul should be (0, 2), got (0, 1)",
+          "last read by %add at step 2", liveness=make_liveness(end_shift=-1))
+    fails(ex, "is a graph output, needed until the last step",
+          liveness=make_liveness(outputs=False))
+    fails(ex, "an entry for x", "graph input", liveness=make_liveness(leaves=True))
+    fails(ex, "no interval for %", liveness=lambda g: {})
+    fails(ex, "expected a dict", liveness=lambda g: [])
+    fails(ex, "should be two ints", liveness=lambda g: {n: "always" for n in g.ops})
+    fails(ex, "'zzz' is no node", liveness=lambda g: {**make_liveness()(g), "zzz": (0, 0)})
+    fails(ex, "ZeroDivisionError", liveness=lambda g: 1 / 0)
+
+
+def test_liveness_accepts_names_and_lists():
+    def names(g):
+        return {n.name: list(v) for n, v in make_liveness()(g).items()}
+
+    assert run("memory_planning.liveness", liveness=names)["score"] == 2
+
+
+def test_liveness_must_not_ask_the_library():
+    def liveness(g):  # the grader reads this source
+        return memory.liveness(g)
+
+    fails("memory_planning.liveness", "does not call mlc.memory's own", liveness=liveness)
+
+
+@pytest.mark.parametrize("obs", [None, "x", [["a"]], [[1, [0, 1]]], [("a", [0, 1])]])
+def test_liveness_judge_on_forged_observations(obs):
+    ex = get("memory_planning.liveness")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+def test_random_graphs_have_many_sizes_and_shapes():
+    sizes = set()
+    for _, data in memory_planning.graph_cases():
+        g = memory_planning.build_graph(data)
+        sizes |= {n.nbytes for n in g.ops}
+        assert memory.lower_bound(g, 64) >= memory.lower_bound(g, 1)
+    assert len(sizes) > 20 and any(s % 64 for s in sizes)
+
+
+# ---- exercise 2 ------------------------------------------------------------------------------
+
+def test_lower_bound_failures():
+    ex = "memory_planning.lower_bound"
+    fails(ex, "alignment=64", "without rounding each tensor up to 64 bytes",
+          lower_bound=make_lower_bound(align=False))
+    fails(ex, "alignment=1", "rounds the sizes up although alignment=1",
+          lower_bound=make_lower_bound(always_align=True))
+    fails(ex, "every tensor at once", lower_bound=make_lower_bound(live=False))
+    fails(ex, "expected an int", lower_bound=lambda g, alignment=64: "big")
+    fails(ex, "expected an int", lower_bound=lambda g, alignment=64: 1.5)
+
+
+def test_lower_bound_accepts_an_integral_float():
+    assert run("memory_planning.lower_bound",
+               lower_bound=lambda g, a=64: float(make_lower_bound()(g, a)))["score"] == 1
+
+
+@pytest.mark.parametrize("obs", [None, "12", 1.5, True, [1]])
+def test_lower_bound_judge_on_forged_observations(obs):
+    ex = get("memory_planning.lower_bound")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+# ---- exercise 3 ------------------------------------------------------------------------------
+
+def test_greedy_failures():
+    ex = "memory_planning.greedy_by_size"
+    fails(ex, "unsafe", "are live at the same step and share bytes",
+          greedy_by_size=make_greedy(meets_shared_step=False))
+    fails(ex, "unsafe", greedy_by_size=lambda blocks, alignment=64: [0] * len(blocks))
+    fails(ex, "not a multiple of the alignment 64", greedy_by_size=make_greedy(align=False))
+    fails(ex, "alignment=256", "not a multiple of the alignment 256",
+          greedy_by_size=lambda blocks, alignment=64: make_greedy()(blocks, 64))
+    fails(ex, "x the", "of mlc.memory's greedy by size", greedy_by_size=naive)
+    fails(ex, "offsets for", "one offset per block",
+          greedy_by_size=lambda blocks, alignment=64: make_greedy()(blocks, alignment)[1:])
+    fails(ex, "is negative", greedy_by_size=lambda blocks, alignment=64: [
+        o - alignment for o in make_greedy()(blocks, alignment)])
+    fails(ex, "not an int", greedy_by_size=lambda blocks, alignment=64: [
+        float(o) for o in make_greedy()(blocks, alignment)])
+    fails(ex, "expected a list of offsets", greedy_by_size=lambda blocks, alignment=64: 3)
+
+
+def test_greedy_quality_tells_planners_apart():
+    """First fit passes; the pool of shared objects and naive placement do not."""
+    from mlc.memory import Block, SharedObjects
+
+    assert run("memory_planning.greedy_by_size",
+               greedy_by_size=make_greedy(fit="first"))["score"] == 3
+
+    def shared(blocks, alignment=64):
+        bs = [Block(i, -(-s // alignment) * alignment, a, b)
+              for i, (s, a, b) in enumerate(blocks)]
+        return SharedObjects().place(bs)
+
+    fails("memory_planning.greedy_by_size", "at most 1.1x passes", greedy_by_size=shared)
+
+
+def test_greedy_must_not_ask_the_library():
+    def greedy_by_size(blocks, alignment=64):  # the grader reads this source
+        from mlc.memory import Block, GreedyBySize
+
+        return GreedyBySize().place([Block(i, -(-s // alignment) * alignment, a, b)
+                                     for i, (s, a, b) in enumerate(blocks)])
+
+    fails("memory_planning.greedy_by_size", "does not call mlc.memory's planners",
+          greedy_by_size=greedy_by_size)
+
+
+def _greedy_case():
+    ex = get("memory_planning.greedy_by_size")
+    case = ex.check.cases()[8]
+    return ex, case, make_greedy()(case["blocks"], case["alignment"])
+
+
+def test_greedy_judge_accepts_the_good_observation():
+    ex, case, good = _greedy_case()
+    ex.check.judge(case, good, _Tester())
+
+
+@pytest.mark.parametrize("forge,fragment", [
+    (lambda o: None, "malformed observation"),
+    (lambda o: o[:-1], "offsets for"),
+    (lambda o: ["0"] + o[1:], "not an int"),
+    (lambda o: [True] + o[1:], "not an int"),
+    (lambda o: [-64] + o[1:], "is negative"),
+    (lambda o: [o[0] + 1] + o[1:], "not a multiple"),
+    (lambda o: [0] * len(o), "unsafe"),
+    (lambda o: [o[0] + 10**9] + o[1:], "x the"),
+])
+def test_greedy_judge_on_forged_observations(forge, fragment):
+    ex, case, good = _greedy_case()
+    with pytest.raises(CheckFailed, match=fragment):
+        ex.check.judge(case, forge(list(good)), _Tester())
+
+
+def test_overlap_finder_agrees_with_the_library_verifier():
+    rng = np.random.default_rng(0)
+    for seed in range(30):
+        blocks = memory_planning_plan.random_blocks(seed, 12, 6)
+        offs = [int(o) for o in rng.integers(0, 6, len(blocks)) * 64 * 8]
+        brute = any(
+            blocks[i][0] and blocks[j][0] and blocks[i][1] <= blocks[j][2]
+            and blocks[j][1] <= blocks[i][2] and offs[i] < offs[j] + blocks[j][0]
+            and offs[j] < offs[i] + blocks[i][0]
+            for i in range(len(blocks)) for j in range(i + 1, len(blocks)))
+        assert (memory_planning_plan.find_overlap(blocks, offs) is not None) == brute
+
+
+# ---- exercise 4 ------------------------------------------------------------------------------
+
+def test_schedule_failures():
+    ex = "memory_planning.checkpoint_schedule"
+    fails(ex, "over the budget", checkpoint_schedule=lambda s, c, b: list(range(len(s))))
+    fails(ex, "over the budget", checkpoint_schedule=make_schedule(cost=forgets_kept))
+    fails(ex, "fits", "but recomputes", "a choice within the budget recomputes only",
+          checkpoint_schedule=make_schedule(exhaustive=False))
+    fails(ex, "you returned None, but a choice within the budget exists",
+          checkpoint_schedule=make_schedule(give_up=True))
+    fails(ex, "activation 99 does not exist", checkpoint_schedule=lambda s, c, b: [99])
+    fails(ex, "expected a list of activation indices",
+          checkpoint_schedule=lambda s, c, b: ["x"])
+    fails(ex, "expected a list of activation indices", checkpoint_schedule=lambda s, c, b: 3)
+
+
+def test_schedule_never_gives_up_only_where_nothing_fits():
+    def never_none(sizes, costs, budget):
+        return make_schedule()(sizes, costs, budget) or [0]
+
+    fails("memory_planning.checkpoint_schedule", "a budget no choice meets",
+          "so the answer is None", checkpoint_schedule=never_none)
+
+
+def test_schedule_accepts_a_set_without_zero():
+    def as_set(sizes, costs, budget):
+        keep = make_schedule()(sizes, costs, budget)
+        return None if keep is None else set(keep) - {0}
+
+    assert run("memory_planning.checkpoint_schedule", checkpoint_schedule=as_set)["score"] == 3
+
+
+def test_schedule_cost_model():
+    n = 16
+    assert schedule_cost([1] * n, [1] * n, range(n)) == (16, 0)
+    assert schedule_cost([1] * n, [1] * n, []) == (16, 15)
+    assert schedule_cost([1] * n, [1] * n, range(0, n, 4)) == (7, 12)   # the sqrt(n) choice
+
+
+@pytest.mark.parametrize("obs", ["keep", [1.5], [True], {"a": 1}])
+def test_schedule_judge_on_forged_observations(obs):
+    ex = get("memory_planning.checkpoint_schedule")
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+# ---- the package and the notebooks -------------------------------------------------------------
+
+def test_modules_stay_small():
+    for mod in (memory_planning, memory_planning_plan):
+        assert len(Path(mod.__file__).read_text().splitlines()) <= 400
+
+
+def test_solution_notebook_gets_full_marks(graded):
+    report = graded(ROOT / "solutions" / "10_memory_planning.ipynb")
+    assert (report.score, report.max_score) == (9, 9), [(r.id, r.message)
+                                                        for r in report.results]
+
+
+def test_released_notebook_gets_zero(graded):
+    report = graded(ROOT / "exercises" / "10_memory_planning.ipynb")
+    assert report.max_score == 9 and report.score == 0, report.results
+    assert all("not implemented" in r.message for r in report.results), [
+        r.message for r in report.results]
