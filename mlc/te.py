@@ -151,14 +151,15 @@ def placeholder(shape, dtype: str = "float32", name: str = "placeholder") -> Ten
 
 def compute(shape, fcompute, name: str = "compute") -> Tensor:
     """The tensor whose element at ``idx`` is ``fcompute(*idx)``."""
-    shape = _shape(shape, f"compute {name}")
+    what = f"compute {name}" if name != "compute" else "te.compute (no name= given)"
+    shape = _shape(shape, what)
     params = list(inspect.signature(fcompute).parameters.values())
     if params and params[0].kind == inspect.Parameter.VAR_POSITIONAL:
         names = [f"i{d}" for d in range(len(shape))]
     else:
         names = [p.name for p in params]
     if len(names) != len(shape):
-        raise ValueError(f"compute {name}: shape {shape} has {len(shape)} dims but the "
+        raise ValueError(f"{what}: shape {shape} has {len(shape)} dims but the "
                          f"function takes {len(names)} indices ({', '.join(names)})")
     axis = [E.Var(n) for n in names]
     body = fcompute(*axis)
@@ -178,9 +179,10 @@ def compute(shape, fcompute, name: str = "compute") -> Tensor:
 
 def _check_reduce_on_top(src, name):
     """``src`` (the body, or what a whole-body reduction reduces) holds no reduction."""
+    what = f"compute {name}" if name != "compute" else "te.compute (no name= given)"
     def f(n):
         if isinstance(n, Reduce):
-            raise ValueError(f"compute {name}: a reduction (te.sum/max/min) must be the "
+            raise ValueError(f"{what}: a reduction (te.sum/max/min) must be the "
                              "whole body, not part of a larger expression")
     tir.post_order_visit(src, f)
 

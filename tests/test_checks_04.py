@@ -285,6 +285,99 @@ def test_reduce_shared_failures():
             partial[cuda.blockIdx.x] = acc
 
     _fails("gpu_operators.reduce_shared", "reduces in shared memory", block_sum=no_shared)
+
+    @cuda.jit
+    def serial_by_thread0(x, partial):  # shared memory, but thread 0 adds up THREADS values
+        s = cuda.shared.array(THREADS, dtype=np.float32)
+        tid = cuda.threadIdx.x
+        acc = np.float32(0)
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            acc += x[i]
+        s[tid] = acc
+        cuda.syncthreads()
+        if tid == 0:
+            total = np.float32(0)
+            for r in range(THREADS):
+                total += s[r]
+            partial[cuda.blockIdx.x] = total
+
+    _fails("gpu_operators.reduce_shared", "about 2 * THREADS times, as a tree does",
+           block_sum=serial_by_thread0)
+
+    @cuda.jit
+    def no_barrier_in_tree(x, partial):  # the tree, without a barrier between its steps
+        s = cuda.shared.array(THREADS, dtype=np.float32)
+        tid = cuda.threadIdx.x
+        acc = np.float32(0)
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            acc += x[i]
+        s[tid] = acc
+        cuda.syncthreads()
+        step = THREADS // 2
+        while step > 0:
+            if tid < step:
+                s[tid] += s[tid + step]
+            step //= 2
+        if tid == 0:
+            partial[cuda.blockIdx.x] = s[0]
+
+    # the race is found for certain, before the sum (which the simulator's interleaving
+    # may or may not get wrong)
+    _fails("gpu_operators.reduce_shared", "synchronise between the steps",
+           "syncthreads() is missing", block_sum=no_barrier_in_tree)
+
+    @cuda.jit
+    def no_barrier_after_load(x, partial):  # the tree reads before all loads are done
+        s = cuda.shared.array(THREADS, dtype=np.float32)
+        tid = cuda.threadIdx.x
+        acc = np.float32(0)
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            acc += x[i]
+        s[tid] = acc
+        step = THREADS // 2
+        while step > 0:
+            if tid < step:
+                s[tid] += s[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            partial[cuda.blockIdx.x] = s[0]
+
+    _fails("gpu_operators.reduce_shared", "syncthreads() is missing",
+           block_sum=no_barrier_after_load)
+
+
+def test_barrier_probe_finds_the_race_itself():
+    """The probe reports the race even where the simulator's interleaving got the sum
+    right: it compares phases, not results."""
+    from mlc.grading.checks.gpu_launch import barrier_probe
+
+    @cuda.jit
+    def racy(x, out):  # thread 1 reads what thread 0 writes, with no barrier between
+        s = cuda.shared.array(2, dtype=np.float32)
+        t = cuda.threadIdx.x
+        if t == 0:
+            s[0] = x[0]
+        if t == 1:
+            out[0] = s[0]
+
+    @cuda.jit
+    def fenced(x, out):
+        s = cuda.shared.array(2, dtype=np.float32)
+        t = cuda.threadIdx.x
+        if t == 0:
+            s[0] = x[0]
+        cuda.syncthreads()
+        if t == 1:
+            out[0] = s[0]
+
+    x = np.ones(1, np.float32)
+    r = barrier_probe(racy, 1, 2, x, np.zeros(1, np.float32))
+    assert r["races"] and r["races"][0]["index"] == [0] and r["barriers"] == 0
+    assert {r["races"][0]["writer"], r["races"][0]["other"]} == {0, 1}
+    r = barrier_probe(fenced, 1, 2, x, np.zeros(1, np.float32))
+    assert r["races"] == [] and r["barriers"] == 1
+    assert r["shared_reads"] == [1] and r["thread_reads"] == [1]
     _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 48", THREADS=48)
     _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 64.0", THREADS=64.0)
     _fails("gpu_operators.reduce_shared", "power of two", "THREADS = 4096", THREADS=4096)
@@ -425,3 +518,74 @@ def test_forged_outputs_are_refused():
         _judge("gpu_operators.matmul_tiled", case, [1, 2, 3])
     with pytest.raises(CheckFailed, match="TILE is an int"):
         _judge("gpu_operators.matmul_tiled", case, {**obs, "tile": {"value": True}})
+
+
+def test_lecture_counts_traffic_on_a_machine_with_a_gpu_too(tmp_path):
+    """On a machine with an NVIDIA GPU (NUMBA_ENABLE_CUDASIM unset), lecture 04 still
+    counts traffic: its `count_traffic` hands the kernel's Python to the simulator. No GPU
+    here, so a process with the simulator off stands in for one: @cuda.jit only compiles
+    at the first launch, and the counting never launches on the device."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "04_gpu_operators.ipynb", as_version=4)
+    setup = next(c.source for c in nb.cells if "def count_traffic" in c.source)
+    script = setup + '''
+
+assert not SIMULATED and not numba.config.ENABLE_CUDASIM
+
+
+@cuda.jit
+def add(x, y, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = x[i] + y[i]
+
+
+TPB = 32
+
+
+@cuda.jit
+def block_max(x, partial):
+    s = cuda.shared.array(TPB, dtype=numba.float32)
+    tid = cuda.threadIdx.x
+    i = cuda.grid(1)
+    s[tid] = x[i] if i < x.size else -math.inf
+    cuda.syncthreads()
+    step = TPB // 2
+    while step > 0:
+        if tid < step:
+            s[tid] = max(s[tid], s[tid + step])
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        partial[cuda.blockIdx.x] = s[0]
+
+
+x = np.arange(50, dtype=np.float32)
+out = np.zeros(50, np.float32)
+c1 = count_traffic(add, 2, 32, x, x, out)
+partial = np.zeros(2, np.float32)
+c2 = count_traffic(block_max, 2, TPB, x, partial)
+print(json.dumps({"add": [c1.global_reads, c1.global_writes, float(out.sum())],
+                  "max": [c2.global_reads, c2.shared_reads, float(partial.max())],
+                  "flag": bool(numba.config.ENABLE_CUDASIM)}))
+'''
+    script = "import json\n" + script
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["add"] == [100, 50, float(2 * x_sum(50))]
+    assert got["max"][0] == 50 and got["max"][2] == 49.0
+    assert got["max"][1] == 2 * (2 * 31) + 2  # per block 31 steps of two reads, then s[0]
+    assert got["flag"] is False  # the simulator flag is put back
+
+
+def x_sum(n):
+    return n * (n - 1) // 2

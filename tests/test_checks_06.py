@@ -31,6 +31,7 @@ from mlc.grading.checks.scheduling import data_to_nest, nest_to_data, run_tiny
 from mlc.grading.grader import grade_notebook
 from mlc.grading.registry import CheckFailed, get
 from mlc.grading.registry import Tester as _Tester
+from mlc.grading.source import Sources
 from mlc.schedule.examples import matmul_hand_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,17 @@ TINY = {"Loop": Loop, "Guard": Guard, "Compute": Compute}
 # ---- exercises 2 and 3: reference schedules ---------------------------------------------------
 
 def schedule_matmul(sch):  # what the solution writes out primitive by primitive
-    return matmul_hand_schedule(sch, tile_i=32, tile_j=64)
+    c = sch.get_block("C")
+    i, j, k = sch.get_loops(c)
+    i0, i1 = sch.split(i, factors=[None, 32])
+    j0, j1 = sch.split(j, factors=[None, 64])
+    sch.reorder(i0, j0, k, i1, j1)
+    c_local = sch.cache_write(c, 0, "local")
+    sch.reverse_compute_at(c_local, j0)
+    sch.decompose_reduction(c, k)
+    sch.vectorize(j1)
+    sch.parallel(i0)
+    return sch
 
 
 def fuse_relu(sch):
@@ -380,10 +391,47 @@ def test_schedule_matmul_too_slow():
     assert "ms" in msg
 
 
-def _speed_case():
+def test_schedule_matmul_must_beat_the_one_line_reorder():
+    """A loop order alone (i, k, j, even vectorized) passes the 3x over the unscheduled
+    program at 256, but not the 1.2x over that very reorder at 512."""
+    def reorder(sch):
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        sch.reorder(i, k, j)
+
+    def reorder_vectorized(sch):
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        sch.reorder(i, k, j)
+        sch.vectorize(j)
+        sch.parallel(i)
+
+    for fn in (reorder, reorder_vectorized):
+        rec = _run("scheduling.schedule_matmul", schedule_matmul=fn)
+        assert rec["score"] == 0, rec
+        assert "faster than the one-line reorder to i, k, j at" in rec["message"]
+        assert any("at least 3x faster than the unscheduled" in p for p in rec["passed"])
+
+
+def test_schedule_matmul_may_not_call_the_hand_schedule():
+    def delegates(sch):
+        return matmul_hand_schedule(sch, tile_i=32, tile_j=64)
+
+    _fails("scheduling.schedule_matmul", "does not call matmul_hand_schedule",
+           schedule_matmul=delegates)
+    ex = get("scheduling.schedule_matmul")
+    for cells in (["from mlc.schedule.examples import matmul_hand_schedule as h\n"],
+                  ["import mlc.schedule.examples as ex\nf = ex.matmul_hand_schedule\n"],
+                  ["f = getattr(examples, 'matmul_hand_schedule')\n"]):
+        with pytest.raises(CheckFailed, match="mentions matmul_hand_schedule"):
+            ex.check.inspect(Sources(cells), _Tester())
+    # a comment, or a markdown cell (which never reaches the grader), is no call
+    ex.check.inspect(Sources(["# unlike matmul_hand_schedule, ...\nx = 1\n"]),
+                     _Tester())
+
+
+def _speed_case(kind="unscheduled"):
     cases = get("scheduling.schedule_matmul").check.cases()
-    assert [c.get("time", False) for c in cases] == [False, False, True]
-    return cases[-1]
+    assert [c.get("time", False) for c in cases] == [False, False, "unscheduled", "reorder"]
+    return next(c for c in cases if c.get("time") == kind)
 
 
 @pytest.mark.parametrize("t_ref,t_fn,fragment", [
@@ -405,6 +453,18 @@ def test_schedule_matmul_judge_bounds_the_workers_timings(t_ref, t_fn, fragment)
     with pytest.raises(CheckFailed, match=fragment):
         ex.check.judge(case, obs, _Tester())
     ex.check.judge(case, {**obs, "t_fn": [0.01] * 7}, _Tester())  # 5x: passes
+    reorder = _speed_case("reorder")
+    c = (reorder["a"].astype(np.float64) @ reorder["b"].astype(np.float64)).astype(np.float32)
+    obs = {**obs, "c": c, "t_ref": [0.03] * 7, "size": 1024}
+    for size in (None, 512, "1024"):
+        with pytest.raises(CheckFailed, match="malformed"):
+            ex.check.judge(reorder, {**obs, "size": size}, _Tester())
+    # measured at 256 only (far slower than the reorder there): judged at 256, no result
+    with pytest.raises(CheckFailed, match=r"at 256x256x256.*0.10x"):
+        ex.check.judge(reorder, {"size": 256, "t_ref": [0.002], "t_fn": [0.02]}, _Tester())
+    with pytest.raises(CheckFailed, match="1.15x"):
+        ex.check.judge(reorder, {**obs, "t_fn": [0.026] * 7}, _Tester())
+    ex.check.judge(reorder, {**obs, "t_fn": [0.02] * 7}, _Tester())  # 1.5x: passes
 
 
 def test_schedule_matmul_judge_on_forged_results():

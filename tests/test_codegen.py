@@ -119,6 +119,65 @@ def test_lowering_compacts_cache_tiles():
     assert 0 < t < 1
 
 
+def _indent_of(source, fragment):
+    line = next(ln for ln in source.splitlines() if fragment in ln)
+    return len(line) - len(line.lstrip())
+
+
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_a_buffer_placed_in_a_loop_is_allocated_once_not_per_iteration(target):
+    """After reverse_compute_at, lowering shrinks C to one float per (i, j); the generated
+    code allocates it once at the function's top, not with np.empty inside the loops (a
+    heap allocation per iteration in Numba, which made the fused layer slower)."""
+    sch = tir.Schedule(mm_func(6, 5, 7, relu=True))
+    i, j, k = sch.get_loops(sch.get_block("C"))
+    sch.reverse_compute_at(sch.get_block("D"), j)
+    assert "alloc_buffer((1, 1)" in tir.lower(sch).script()  # lowering placed it under j
+    mod = tir.build(sch, target)
+    src = mod.source
+    assert src.count("np.empty(") == 1
+    assert _indent_of(src, "np.empty(") == 4  # the function's body, above every loop
+    assert src.index("np.empty(") < src.index("for i in")
+    assert "not once per iteration of i, j" in src
+    a, b, c = data(6, 5, 7)
+    mod(a, b, c)
+    np.testing.assert_allclose(c, np.maximum(a @ b, 0), rtol=1e-4, atol=1e-5)
+
+
+def test_under_prange_each_iteration_keeps_its_own_buffer():
+    """A buffer used inside a parallel loop is allocated at the top of that loop's body
+    (one per thread), never hoisted above the prange, where the threads would share it."""
+    sch = matmul_hand_schedule(tir.Schedule(mm_func(64, 16, 128, relu=True)), tile_i=8,
+                               tile_j=64)
+    sch.reverse_compute_at(sch.get_block("D"), sch.get_loops(sch.get_block("C_local"))[1])
+    mod = tir.build(sch, "cpu")
+    src = mod.source
+    lines = src.splitlines()
+    par = next(n for n, ln in enumerate(lines) if "prange(" in ln)
+    alloc = next(n for n, ln in enumerate(lines) if "C_local = np.empty(" in ln)
+    # at the top of the prange loop's body (C's tile first, then C_local's)
+    assert all("np.empty(" in ln for ln in lines[par + 1:alloc + 1])
+    assert _indent_of(src, "C_local = np.empty(") == _indent_of(src, "prange(") + 4
+    assert "not once per iteration of j_0" in lines[alloc]
+    a, b, c = data(64, 16, 128)
+    for _ in range(3):  # threads sharing one tile would show as wrong sums
+        c[:] = np.nan
+        mod(a, b, c)
+        np.testing.assert_allclose(c, np.maximum(a @ b, 0), rtol=1e-4, atol=1e-5)
+
+
+def test_unrolled_copies_share_one_allocation():
+    sch = tir.Schedule(mm_func(4, 3, 4, relu=True))
+    i, j, k = sch.get_loops(sch.get_block("C"))
+    sch.reverse_compute_at(sch.get_block("D"), j)
+    sch.unroll(j)
+    mod = tir.build(sch, "python")
+    assert mod.source.count("np.empty(") == 1
+    a, b, c = data(4, 3, 4)
+    mod(a, b, c)
+    np.testing.assert_allclose(c, np.maximum(a @ b, 0), rtol=1e-4, atol=1e-5)
+
+
 def test_arguments_are_checked_before_running():
     mod = tir.build(mm_func(), "python")
     a, b, c = data()

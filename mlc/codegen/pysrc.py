@@ -14,6 +14,15 @@ Blocks are lowered here: their iterators are replaced by their bindings (and the
 simplified with the loop ranges), a predicate becomes an ``if``, and a reduction's
 ``init`` runs under ``if <all reduce iterators at their first value>``.
 
+Intermediate buffers: lowering (:mod:`.lower`) places an allocation in the innermost loop
+that holds all its uses, at the size one iteration needs (after ``reverse_compute_at`` a
+1 x 1 ``C`` inside the ``(i, j)`` loops). Written there, ``np.empty`` would run once per
+iteration, a heap allocation each time in Numba (there are no registers to put a "local"
+buffer in, as TVM does on a GPU or in LLVM for a small array). Since a buffer's value never
+outlives the iteration that made it, the generated code allocates it once instead: at the
+top of the function, or, under a ``prange`` loop, at the top of that loop's body, so that
+each thread has its own copy. The comment on the line says which loops it was taken out of.
+
 Loop kinds: ``parallel`` -> ``prange`` (Numba runs it on threads; the "python" target
 binds ``prange = range``); ``vectorized`` -> a plain innermost loop that LLVM vectorizes
 under fastmath; ``unrolled`` -> the body written out once per iteration (extent up to
@@ -83,6 +92,11 @@ class ExprPrinter:
         raise TypeError(f"cannot generate code for {type(e).__name__}")
 
 
+class _Hoisted(list):
+    """A place in the emitted lines (the top of the function, or of a prange loop's body)
+    where allocations from the loops below it are written, once."""
+
+
 class Emitter:
     """Walks a lowered PrimFunc and writes Python lines."""
 
@@ -94,6 +108,21 @@ class Emitter:
         self.ranges: dict = {}   # loop var -> (lo, hi): lets simplify fold index math
         self.vmap: dict = {}     # block iterator -> its binding, while inside the block
         self.has_parallel = False
+        # (lines, indent, ids of buffers written there, loops entered below it) where
+        # allocations go; None: write each one where it stands (the cuda target)
+        self.hoist: list | None = None
+
+    def hoist_here(self, ind: str) -> None:
+        """Allocations below this point go here (see the module's docstring)."""
+        place = _Hoisted()
+        self.lines.append(place)
+        self.hoist.append([place, ind, set(), []])
+
+    def flat_lines(self) -> list:
+        out = []
+        for line in self.lines:
+            out.extend(line) if isinstance(line, _Hoisted) else out.append(line)
+        return out
 
     def e(self, x) -> str:
         return self.expr(simplify(substitute(x, self.vmap), self.ranges))
@@ -106,7 +135,8 @@ class Emitter:
         for every iteration of an unrolled loop, say)."""
         n = len(self.lines)
         self.stmt(s, ind)
-        if all(line.lstrip().startswith("#") for line in self.lines[n:]):
+        if all(not isinstance(line, str) or line.lstrip().startswith("#")
+               for line in self.lines[n:]):
             self.line(ind, "pass")
 
     def stmt(self, s, ind: str) -> None:
@@ -142,8 +172,16 @@ class Emitter:
 
     def allocate(self, s: Allocate, ind: str) -> None:
         b = s.buffer
-        self.line(ind, f"{self.namer(b)} = np.empty({b.shape}, dtype=np.{b.dtype})"
-                       f"  # {b.scope}")
+        text = f"{self.namer(b)} = np.empty({b.shape}, dtype=np.{b.dtype})  # {b.scope}"
+        if not self.hoist:
+            self.line(ind, text)
+        else:
+            place, place_ind, done, loops = self.hoist[-1]
+            if id(b) not in done:
+                done.add(id(b))
+                if loops:
+                    text += f", allocated once, not once per iteration of {', '.join(loops)}"
+                place.append(place_ind + text)
         self.stmt(s.body, ind)
 
     def loop(self, s: For, ind: str) -> None:
@@ -171,7 +209,16 @@ class Emitter:
             note = f"  # {s.thread_tag} (a plain loop on this target)"
         self.line(ind, f"for {v} in {rng}({s.extent}):{note}")
         self.ranges[s.loop_var] = (0, s.extent - 1)
-        self.body(s.body, ind + "    ")
+        if self.hoist is not None and rng == "prange":  # one copy per thread
+            self.hoist_here(ind + "    ")
+            self.body(s.body, ind + "    ")
+            self.hoist.pop()
+        else:
+            if self.hoist:
+                self.hoist[-1][3].append(v)
+            self.body(s.body, ind + "    ")
+            if self.hoist:
+                self.hoist[-1][3].pop()
         del self.ranges[s.loop_var]
         self.namer.pop()
 
@@ -200,12 +247,13 @@ def python_source(func: PrimFunc, target: str) -> tuple[str, bool]:
     em = Emitter(target)
     params = [em.namer(b) for b in func.params]
     em.line("", f"def {func.name}({', '.join(params)}):")
-    body_start = len(em.lines)
+    em.hoist = []
+    em.hoist_here("    ")
     em.stmt(func.body, "    ")
-    if len(em.lines) == body_start:
+    if len(em.flat_lines()) == 1:
         em.line("    ", "pass")
     header = [f"# generated by mlc.codegen for target \"{target}\" from PrimFunc {func.name}",
               "import math", "import numpy as np"]
     header.append("from numba import prange" if target == "cpu" else
                   "prange = range  # the python target runs parallel loops serially")
-    return "\n".join(header + ["", ""] + em.lines) + "\n", em.has_parallel
+    return "\n".join(header + ["", ""] + em.flat_lines()) + "\n", em.has_parallel

@@ -118,7 +118,7 @@ def verify(func: PrimFunc, raise_error: bool = True) -> list:
                         if lo < 0 or hi >= ext:
                             errors.append(f"{where}: store to {n.buffer.name} may leave the "
                                           f"buffer: index {show(i)} of dim {d} ranges over "
-                                          f"[{lo}, {hi}] but the extent is {ext}")
+                                          f"[{lo}, {hi + 1}) but the extent is {ext}")
             post_order_visit(stmt, stores)
 
     walk(func.body, [], list(func.params))

@@ -13,6 +13,7 @@ that a kernel is a ``@cuda.jit`` kernel. This module registers no exercise.
 from __future__ import annotations
 
 import ast
+import threading
 
 import numpy as np
 
@@ -200,3 +201,120 @@ class KernelCheck(Check):
         t.true("jit" in names and not device, f"`{self.kernel}` is decorated with @cuda.jit",
                "a device function (device=True) cannot be launched" if device else
                f"put @cuda.jit on the line above `def {self.kernel}`")
+
+
+# ---- barriers and races (in the worker, in the simulator) ----------------------------------------
+
+MAX_RACES = 3  # races reported per launch: the first few say enough
+
+
+class _RaceArray:
+    """A shared array seen from a simulated thread: each element access is recorded with
+    the thread's block, its index in the block and the number of barriers it has passed."""
+
+    __slots__ = ("_ary", "_name", "_log")
+
+    def __init__(self, ary, name, log):
+        self._ary, self._name, self._log = ary, name, log
+
+    def _note(self, idx, kind):
+        t = threading.current_thread()
+        key = idx if isinstance(idx, tuple) else (idx,)
+        try:
+            key = tuple(int(i) for i in key)
+        except TypeError:  # a slice: the whole array, conservatively
+            key = ("*",)
+        self._log.append((tuple(getattr(t, "blockIdx", ())), self._name, key, kind,
+                          getattr(t, "thread_id", 0), getattr(t, "_mlc_barriers", 0)))
+
+    def __getitem__(self, idx):
+        self._note(idx, "r")
+        res = self._ary[idx]
+        return _RaceArray(res, self._name, self._log) if isinstance(res, np.ndarray) else res
+
+    def __setitem__(self, idx, value):
+        self._note(idx, "w")
+        self._ary[idx] = value._ary if isinstance(value, _RaceArray) else value
+
+    def __len__(self):
+        return len(self._ary)
+
+    def __getattr__(self, name):
+        return getattr(self._ary, name)
+
+
+def barrier_probe(kernel, griddim, blockdim, *args) -> dict:
+    """Launch ``kernel`` once more in the simulator, recording every access to its shared
+    arrays with the number of ``syncthreads()`` its thread has passed (its *phase*).
+
+    Returns plain data: ``barriers`` (the most barriers a thread passed), per block the
+    ``shared_reads`` and the most shared reads by one thread (``thread_reads``), and
+    ``races``: elements of a shared array that one thread wrote and another thread read
+    or wrote in the same phase, i.e. with no barrier between them (a data race on a GPU,
+    whatever order the simulator happened to run the threads in). ``args`` are used as
+    given: pass copies."""
+    import sys
+
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator import kernelapi
+
+    log: list = []
+    made: dict = {}
+    shared_cls, thread_cls = kernelapi.FakeCUDAShared, sim_kernel.BlockThread
+    orig_array, orig_sync = shared_cls.array, thread_cls.syncthreads
+
+    def shared_array(self, shape, dtype):
+        from numba.core import types
+        from numba.np import numpy_support
+
+        caller = sys._getframe(1)
+        key = (tuple(getattr(threading.current_thread(), "blockIdx", ())),
+               caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            if key not in made:
+                dt = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else dtype
+                made[key] = _RaceArray(np.zeros(shape, dt), f"shared@line{caller.f_lineno}",
+                                       log)
+        return made[key]
+
+    def syncthreads(self):
+        self._mlc_barriers = getattr(self, "_mlc_barriers", 0) + 1
+        return orig_sync(self)
+
+    lock = threading.Lock()
+    shared_cls.array, thread_cls.syncthreads = shared_array, syncthreads
+    try:
+        kernel[griddim, blockdim](*args)
+    finally:
+        shared_cls.array, thread_cls.syncthreads = orig_array, orig_sync
+    return _summarise(log)
+
+
+def _summarise(log) -> dict:
+    barriers = max((rec[5] for rec in log), default=0)
+    blocks: dict = {}
+    cells: dict = {}
+    for block, name, key, kind, thread, phase in log:
+        b = blocks.setdefault(block, {"reads": 0, "per_thread": {}})
+        if kind == "r":
+            b["reads"] += 1
+            b["per_thread"][thread] = b["per_thread"].get(thread, 0) + 1
+        c = cells.setdefault((block, name, key, phase), {"w": set(), "any": set()})
+        c["any"].add(thread)
+        if kind == "w":
+            c["w"].add(thread)
+    races = []
+    for (block, name, key, phase), c in cells.items():
+        if c["w"] and len(c["any"]) > 1:
+            writer = min(c["w"])
+            other = min(c["any"] - {writer})
+            races.append({"array": name, "index": list(key) if key != ("*",) else "*",
+                          "writer": writer, "other": other, "barriers_before": phase,
+                          "block": list(block)})
+            if len(races) >= MAX_RACES:
+                break
+    return {"barriers": barriers,
+            "shared_reads": [b["reads"] for b in blocks.values()],
+            "thread_reads": [max(b["per_thread"].values(), default=0)
+                             for b in blocks.values()],
+            "races": races}

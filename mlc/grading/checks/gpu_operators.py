@@ -11,7 +11,12 @@ start as NaN, so an element never written shows. The worker launches the student
 :func:`mlc.perf.count_memory` and reports the *traffic* as counts per argument (in the
 order of the kernel's parameters), which the judge bounds and compares: a reduction must
 read each input element once, a tiled matmul must read global memory about ``2 n^3 / T``
-times instead of ``2 n^3``, a 2-D kernel must coalesce. On a real GPU the results are
+times instead of ``2 n^3``, a 2-D kernel must coalesce. A shared-memory reduction must be a
+tree (about ``2 * THREADS`` shared reads per block, ``log2(THREADS)`` steps) with a barrier
+between its steps: a second simulated launch (:func:`.gpu_launch.barrier_probe`) records
+which thread touched which shared element between which two ``syncthreads()``, so a
+missing barrier is a race found for certain, not a wrong sum that shows only under an
+unlucky interleaving. On a real GPU the results are
 judged but traffic cannot be counted: the exercises that grade traffic say so.
 That the kernels are ``@cuda.jit`` kernels is read from the notebook's source. The
 launching and the bounding of what a launch reports live in :mod:`.gpu_launch`.
@@ -23,9 +28,10 @@ import math
 
 import numpy as np
 
-from ..registry import exercise, need
-from .gpu_launch import (KernelCheck, all_written, counts_of, float_array, int_value,
-                         launch, once, per_request, ran)
+from ..registry import exercise, first_line, need
+from .gpu_launch import (KernelCheck, all_written, barrier_probe, counts_of,
+                         float_array, int_value, is_count, launch, once, per_request, ran,
+                         simulated)
 
 NB = "04_gpu_operators"
 MAX_TILE = 16  # the operand pools of matmul_tiled cover shapes up to 2 * 16 + 4
@@ -153,6 +159,14 @@ class _BlockSum(KernelCheck):
         if threads["value"] is None or not 1 <= threads["value"] <= 1024:
             return {"threads": threads}  # no launch can have that many threads per block
         obs = launch(kernel, case["blocks"], threads["value"], case["x"], partial)
+        if simulated() and obs.get("raised") is None and obs.get("kernel") == "kernel":
+            # a second launch, on copies, that sees the barriers: which thread touched
+            # which shared element between which two syncthreads()
+            try:
+                obs["barriers"] = barrier_probe(kernel, case["blocks"], threads["value"],
+                                                case["x"].copy(), partial.copy())
+            except Exception as err:  # noqa: BLE001 - the first launch ran; this one may not
+                obs["barriers"] = {"raised": f"{type(err).__name__}: {first_line(err)}"}
         return {**obs, "threads": threads, "partial": partial}
 
     def judge(self, case, obs, t):
@@ -167,18 +181,69 @@ class _BlockSum(KernelCheck):
         n = x.size
         what = f"block_sum[{blocks}, {T}] on {n} elements"
         ran(t, obs, self.kernel, what)
+        c = counts_of(t, obs, 2, what, required=True)
+        if n:  # a race explains a wrong sum better than the sum does: judge it first
+            _judge_races(t, obs.get("barriers"), blocks, what)
         partial = float_array(t, obs.get("partial"), (blocks,), what)
         t.close(partial.sum(), x.sum(dtype=np.float64),
                 f"{what}: the partial sums add up to sum(x)", rtol=1e-4, atol=1e-4)
-        c = counts_of(t, obs, 2, what, required=True)
         g = c["global"]
         t.equal(g[0]["reads"], n, f"{what}: reads each element of x exactly once")
         t.equal((g[1]["writes"], g[1]["reads"]), (blocks, 0),
                 f"{what}: one write of partial per block (and no reads)")
-        if n:
+        if n:  # (with nothing to sum, a kernel may just write zeros)
             t.true(c["shared_reads"] > 0 and c["shared_writes"] > 0,
                    f"{what}: the block reduces in shared memory",
                    "combine the threads' values in a cuda.shared.array of THREADS elements")
+            _judge_tree(t, obs.get("barriers"), T, blocks, what)
+
+
+def _probe(t, probe, blocks, what):
+    """The barrier probe's report, after bounding it."""
+    if not isinstance(probe, dict) or "raised" in probe:
+        t.fail(f"{what}: the second launch, which watches the barriers, failed "
+               f"({str((probe or {}).get('raised', 'no observation'))[:200]})")
+    reads, per_thread = probe.get("shared_reads"), probe.get("thread_reads")
+    barriers, races = probe.get("barriers"), probe.get("races")
+    if not (isinstance(reads, list) and isinstance(per_thread, list)
+            and len(reads) == len(per_thread) <= blocks and is_count(barriers)
+            and all(is_count(v) for v in reads + per_thread) and isinstance(races, list)
+            and all(isinstance(r, dict) for r in races)):
+        t.fail(f"{what}: the worker's barrier observation is malformed")
+    return reads, per_thread, barriers, races
+
+
+def _judge_races(t, probe, blocks, what):
+    """No two threads touch one shared element (one of them writing) between the same two
+    barriers: on a GPU either may run first."""
+    races = _probe(t, probe, blocks, what)[3]
+    if races:
+        r = races[0]
+        t.fail(f"{what}: the threads of a block synchronise between the steps: failed "
+               f"(thread {str(r.get('writer'))[:8]} wrote {str(r.get('array'))[:40]}"
+               f"{str(r.get('index'))[:40]} and thread {str(r.get('other'))[:8]} touched it "
+               f"after the same {str(r.get('barriers_before'))[:8]} syncthreads(): on a GPU "
+               "the second may run first, a race; a cuda.syncthreads() is missing)")
+    once(t, "the threads of a block synchronise between the steps (no race on shared "
+            "memory)")
+
+
+def _judge_tree(t, probe, T, blocks, what):
+    """The block's combining is a tree: per block about 2 * THREADS shared reads
+    (THREADS - 1 additions of two values), no thread reading more than a few per step of
+    the log2(THREADS) steps, and at least log2(THREADS) barriers."""
+    steps = T.bit_length() - 1
+    reads, per_thread, barriers, _ = _probe(t, probe, blocks, what)
+    t.true(len(reads) == blocks and all(1.5 * T <= r <= 4 * T for r in reads),
+           f"{what}: each block reads shared memory about 2 * THREADS times, as a tree does",
+           f"the blocks read shared memory {reads} times; a tree reads 2 * THREADS - 1: "
+           "THREADS - 1 additions of two values and the final read of the result")
+    t.true(max(per_thread, default=0) <= 3 * steps + 2 and barriers >= steps,
+           f"{what}: the block combines in log2(THREADS) = {steps} steps",
+           f"one thread read shared memory {max(per_thread, default=0)} times and a thread "
+           f"passed {barriers} syncthreads(); a tree halves the active threads at each "
+           "step, so every thread does at most a few reads per step, with a barrier after "
+           "each step")
 
 
 # (n, k, m) as (a, b) pairs meaning a * TILE + b: square, ragged, smaller than a tile
