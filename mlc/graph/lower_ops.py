@@ -189,6 +189,9 @@ def compute_of(node, args, name):
         r = te.reduce_axis((0, k), name="k")
         if len(node.shape) == 2:
             return te.compute(shape, lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name=name)
+        if len(ins[1].shape) == 2:  # batched @ 2-D: one weight shared by every batch
+            return te.compute(shape, lambda *i: te.sum(A[tuple(i[:-1]) + (r,)] *
+                                                       B[r, i[-1]], axis=r), name=name)
         return te.compute(shape, lambda *i: te.sum(A[tuple(i[:-1]) + (r,)] *
                                                    B[tuple(i[:-2]) + (r, i[-1])], axis=r),
                           name=name)

@@ -77,7 +77,8 @@ def _reduced(shapes, attrs):
 
 def _matmul(shapes, attrs):
     a, b = shapes
-    if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2]:
+    batch_ok = len(b) == 2 or a[:-2] == b[:-2]  # batched @ 2-D shares one matrix
+    if len(a) < 2 or len(b) < 2 or not batch_ok or a[-1] != b[-2]:
         raise ValueError(f"matmul: shapes {a} and {b} do not match")
     return a[:-1] + (b[-1],)
 
