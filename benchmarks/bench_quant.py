@@ -9,9 +9,12 @@
    GOP/s (an int8 multiply-add counts 2 ops, as a float FMA counts 2 flops) and ratios.
 2. The digits MLP and CNN, fp32 (``mlc`` on ``nd.cpu()``) vs the integer model, at batch
    1 and 256, and their weight bytes.
-3. Where int8 is slower, why, in numbers: the cost of the epilogue (requantization) and
-   the fixed per-call cost (quantizing the input, Python dispatch per layer) that a
-   batch of one cannot amortise.
+3. Where int8 is slower (and at batch 1 always), where its time goes, in numbers: each
+   piece of the integer model's forward pass (quantize the input, each layer's kernel,
+   its Python wrapper: checks and int16 packing, the data movement on codes, dequantize)
+   timed alone with ``timeit`` on its real input, their sum against the whole call (the
+   rest is the Python loop over the steps). The cost of the fused epilogue
+   (requantization) is the qlinear - qmatmul difference of part 1.
 """
 
 from __future__ import annotations
@@ -37,15 +40,22 @@ def _matmul_rows(sizes, repeat):
         pw = quant.PackedWeight(rng.integers(-127, 128, (n, n)).astype(np.int8))
         bias = rng.integers(-1000, 1000, n).astype(np.int32)
         m0, shift = quant.quantize_multiplier(np.full(n, 1e-4))
-        quant.qmatmul(qa, pw)                            # compile outside the clock
+        from mlc.quant.kernels_cpu import qmatmul_kernel
+
+        out = np.empty((n, n), np.int32)
+        qmatmul_kernel(qa, pw.wt, out)                   # compile outside the clock
+        quant.qmatmul(qa, pw)
         quant.qlinear(qa, pw, 3, bias, m0, shift, 0, relu=True)
         t_np = timeit(lambda A=A, B=B: A @ B, repeat=repeat)
         t_cpu = timeit(lambda a=a, b=b: nd.matmul(a, b), repeat=repeat)
         t_i8 = timeit(lambda qa=qa, pw=pw: quant.qmatmul(qa, pw), repeat=repeat)
-        t_lin = timeit(lambda qa=qa, pw=pw: quant.qlinear(qa, pw, 3, bias, m0, shift, 0,
-                                                          relu=True), repeat=repeat)
+        t_plain = timeit(lambda qa=qa, pw=pw, out=out: qmatmul_kernel(qa, pw.wt, out),
+                         repeat=repeat)
+        t_lin = timeit(lambda qa=qa, pw=pw, bias=bias, m0=m0, shift=shift: quant.qlinear(
+            qa, pw, 3, bias, m0, shift, 0, relu=True), repeat=repeat)
         ops_ = matmul_flops(n, n, n) * 1e-9
         for name, t in [("numpy float32 (BLAS)", t_np), ("cpu() float32", t_cpu),
+                        ("int8 plain Numba loop -> int32", t_plain),
                         ("int8 qmatmul -> int32", t_i8), ("int8 qlinear (fused) -> int8", t_lin)]:
             rows.append([name, f"{n}^3", t * 1e3, ops_ / t, t_cpu / t, t_np / t])
         detail[n] = (t_i8, t_lin)
@@ -90,12 +100,13 @@ def _model_rows(models, repeat):
         for bs in (1, 256):
             xb = np.ascontiguousarray(np.resize(X_test, (bs,) + X_test.shape[1:]))
             q(xb)
-            t_f = timeit(lambda xb=xb: _float(model, xb), repeat=repeat)
-            t_q = timeit(lambda xb=xb: q(xb), repeat=repeat)
+            t_f = timeit(lambda xb=xb, model=model: _float(model, xb), repeat=repeat)
+            t_q = timeit(lambda xb=xb, q=q: q(xb), repeat=repeat)
             rows.append([name, bs, t_f * 1e3, t_q * 1e3, t_f / t_q, 100 * fp32_acc,
                          100 * int8_acc])
-            if t_q > t_f:
-                why.append(_explain(name, q, xb, t_f, t_q, repeat))
+            if t_q > t_f or bs == 1:          # batch 1: the fixed costs, always shown
+                head = "why int8 is slower here" if t_q > t_f else "where the int8 time goes"
+                why.append(f"{head}: " + _explain(name, q, xb, t_f, t_q, repeat))
         b = q.weight_bytes()
         size_rows.append([name, b["fp32_total"], b["int8_weights"], b["scales"],
                           b["int32_bias_and_multipliers"], b["int8_total"],
@@ -108,37 +119,79 @@ def _float(model, x):
         return model(mlc.Tensor(x, device=nd.cpu(), requires_grad=False)).numpy()
 
 
-def _explain(name, q, xb, t_f, t_q, repeat):
-    """Split the integer model's time: quantize the input, the layers' kernels, the rest."""
-    t_in = timeit(lambda: q.quantize_input(xb), repeat=repeat)
-    calls = []                               # every layer's kernel call, with its real input
+def _stages(q, xb):
+    """The integer model's forward pass as a list of ``(piece, name, fn, macs)``, each ``fn``
+    a call on that stage's real input (made once, here), so every piece can be timed
+    the same way (``timeit``) and the pieces sum to the whole."""
+    from mlc.quant.kernels_cpu import pick, qlinear_kernel
+    from mlc.quant.qops import _pack_input
+
+    stages = [("quantize", "quantize the input (float -> int8)",
+               lambda: q.quantize_input(xb), 0)]
     codes, z = q.quantize_input(xb), q.input_qparams[1]
     for s in q.steps:
         if isinstance(s, quant.program.QLinear):
             a2 = np.ascontiguousarray(codes.reshape(-1, codes.shape[-1]))
             args = (a2, s.packed, int(s.z_in), s.bias_q, s.m0, s.shift, int(s.z_out))
-            calls.append((args, s.relu))
-            codes = quant.qlinear(*args, relu=s.relu).reshape(codes.shape[:-1] + (-1,))
+            pw = s.packed
+            a16, rowsum = _pack_input(a2)
+            out = np.empty((a2.shape[0], pw.n), np.int8)
+            kern = pick(qlinear_kernel, a2.shape[0] * pw.n * pw.k)
+            kargs = (a16, pw.wt16, np.int32(s.z_in), pw.zero_point, pw.colsum, rowsum, pw.k,
+                     s.bias_q, s.m0, s.shift, np.int32(s.z_out), np.int32(s.lo),
+                     np.int32(quant.qrange("int8", q.act_bits)[1]), out)
+            stages.append(("kernel", f"{pw.k}x{pw.n} kernel", lambda kern=kern, kargs=kargs:
+                           kern(*kargs), a2.shape[0] * pw.k * pw.n))
+            stages.append(("wrapper", f"{pw.k}x{pw.n} qlinear checks + int16 packing",
+                           lambda args=args, relu=s.relu: quant.qlinear(
+                               *args, relu=relu, num_bits=q.act_bits), 0))
+            lead = codes.shape[:-1]
+            codes = quant.qlinear(*args, relu=s.relu, num_bits=q.act_bits).reshape(lead + (-1,))
             if s.reshape is not None:
                 codes = codes.reshape(s.reshape)
             z = s.z_out
         else:
+            stages.append(("move", f"{s.op} on codes",
+                           lambda s=s, codes=codes, z=z: s.run(codes, z), 0))
             codes = s.run(codes, z)
+    s_out, z_out = q.output_qparams
+    stages.append(("dequantize", "dequantize the output",
+                   lambda codes=codes: quant.dequantize(codes, s_out, z_out), 0))
+    return stages
 
-    def kernels_only():
-        for args, relu in calls:
-            quant.qlinear(*args, relu=relu)
 
-    t_layers = timeit(kernels_only, repeat=repeat)
-    macs = sum(layer.shape[0] * layer.shape[1] for layer in q.layers)
+def _explain(name, q, xb, t_f, t_q, repeat):
+    """Where the integer model's time goes, in pieces timed one way that add up."""
+    stages = _stages(q, xb)
+    t = {}
+    for _, label, fn, _ in stages:
+        t[label] = timeit(fn, repeat=repeat)
+    by_piece = dict.fromkeys(("quantize", "kernel", "wrapper", "move", "dequantize"), 0.0)
+    for piece, label, _, _ in stages:
+        by_piece[piece] += t[label]
+    # a 'wrapper' stage is the whole qlinear call; the kernel inside it is its own piece
+    by_piece["wrapper"] -= by_piece["kernel"]
+    total = sum(by_piece.values())
+
+    def staged():                    # the same pieces, back to back, timed as one call
+        for piece, _, fn, _ in stages:
+            if piece != "kernel":    # each wrapper call already runs its kernel
+                fn()
+
+    t_staged = timeit(staged, repeat=repeat)
+    macs = sum(m for piece, _, _, m in stages if piece == "kernel")
+    parts = ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in by_piece.items())
     return (f"{name}, batch {xb.shape[0]}: int8 {t_q * 1e6:.0f} us vs fp32 {t_f * 1e6:.0f} us. "
-            f"Quantizing the input takes {t_in * 1e6:.0f} us, the {len(q.layers)} fused "
-            f"kernel calls {t_layers * 1e6:.0f} us in all (checks + launch + "
-            f"{macs * xb.shape[0] / 1e3:.0f}k multiply-adds; fp32 does the same work with "
-            f"float BLAS-like kernels), "
-            f"the rest ({(t_q - t_in - t_layers) * 1e6:.0f} us) is Python: checks, im2col/pad "
-            f"on codes, reshapes, dequantizing the output. At this size the arithmetic is "
-            f"not what costs.")
+            f"Pieces, each timed alone: {parts}; their sum {total * 1e6:.0f} us, the same "
+            f"pieces run back to back {t_staged * 1e6:.0f} us (timing noise and cache "
+            f"effects: {(t_staged - total) * 1e6:+.0f} us), the model's own call "
+            f"{(t_q - t_staged) * 1e6:+.0f} us more (its loop over {len(q.steps)} steps, "
+            f"reshapes, Tensor checks). The kernels do {macs / 1e3:.0f}k multiply-adds in "
+            f"{by_piece['kernel'] * 1e6:.0f} us ({2 * macs / by_piece['kernel'] / 1e9:.2f} "
+            f"GOP/s; compare the matmul table): at this size each call is fixed costs (argument "
+            f"checks, int16 packing, Numba dispatch, numpy calls on tiny arrays); "
+            f"{100 * (1 - by_piece['kernel'] / t_q):.0f}% of the int8 time is not the "
+            f"integer kernels.")
 
 
 def main(argv=None) -> int:
@@ -157,9 +210,12 @@ def main(argv=None) -> int:
               f"{(t_lin - t_i8) * 1e3:+.2f} ms to {t_i8 * 1e3:.2f} ms "
               f"({100 * (t_lin - t_i8) / t_i8:+.1f}%): {n * n} requantizations against "
               f"{n ** 3:,} multiply-adds, and the int8 store writes 1/4 of the int32 bytes")
-    from mlc.quant.kernels_cpu import core_instructions
+    from mlc.quant.kernels_cpu import core_instructions, qmatmul_kernel
 
-    print(f"  int8 core loop, instructions LLVM emitted: {core_instructions()}")
+    print(f"  instructions in the machine code, qmatmul's blocked int16 kernel: "
+          f"{core_instructions()}")
+    print(f"  the plain loop (8 int32 lanes: xmm vpmaddwd, a vpmovsxbw per 8 bytes): "
+          f"{core_instructions(qmatmul_kernel)}")
 
     models = _models(epochs=4 if args.quick else 10)
     mrows, size_rows, why = _model_rows(models, repeat)
@@ -170,7 +226,7 @@ def main(argv=None) -> int:
     print_table(size_rows, ["model", "fp32", "int8 codes", "scales", "int32 bias+M", "int8 total",
                             "ratio"])
     for line in why:
-        print("\nwhy int8 is slower here: " + line)
+        print("\n" + line)
     return 0
 
 

@@ -282,3 +282,26 @@ def test_draw_colours_groups():
     ax2 = fg.draw()
     colours = {tuple(p.get_facecolor()) for p in ax2.patches}
     assert len(colours) >= fg.kernels
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_batch_norm_batch_one_and_no_bias(batch, bias):
+    """Batch 1 traces add(matmul, constant) (no broadcast_to); a Linear without bias has
+    no add at all: both fold, and the folded graph computes the same."""
+    model, x = examples.bn_mlp(batch=batch)
+    if not bias:
+        model[0].bias = None
+    model.eval()
+    g = graph.fold_constants(graph.trace(model, x))
+    if bias and batch == 1:
+        first_add = next(n for n in g.ops if n.op == "add")
+        assert {i.op for i in first_add.inputs} == {"matmul", "constant"}
+    f = graph.fold_batch_norm(g)
+    assert "batch_norm" not in {n.op for n in f.ops}
+    np.testing.assert_allclose(graph.interpret(f, x), graph.interpret(g, x), rtol=1e-4,
+                               atol=1e-5)
+    # the folded layer is matmul + (broadcast) constant
+    add = next(n for n in f.ops if n.op == "add")
+    assert add.inputs[0].op == "matmul"
+    assert add.inputs[1].op == ("constant" if batch == 1 and bias else "broadcast_to")

@@ -21,7 +21,7 @@ def test_srdhm_edges():
     a = np.array([x for x in EDGE_A for _ in EDGE_B], np.int32)
     b = np.array([y for _ in EDGE_A for y in EDGE_B], np.int32)
     got = quant.saturating_rounding_doubling_high_mul(a, b)
-    for x, y, g in zip(a.tolist(), b.tolist(), got.tolist()):
+    for x, y, g in zip(a.tolist(), b.tolist(), got.tolist(), strict=True):
         assert g == R.srdhm(x, y), (x, y)
         assert int(srdhm_nb(np.int32(x), np.int32(y))) == g
     assert quant.saturating_rounding_doubling_high_mul(I32_MIN, I32_MIN) == I32_MAX
@@ -42,7 +42,7 @@ def test_rdbpot_edges_and_negative_ties():
     xs = [0, 1, -1, 2, -2, 3, -3, 5, -5, 6, -6, 7, -7, 8, -8, I32_MAX, I32_MIN, I32_MIN + 1]
     for e in [0, 1, 2, 3, 5, 16, 30, 31]:
         got = quant.rounding_divide_by_pot(np.array(xs, np.int32), e)
-        for x, g in zip(xs, got.tolist()):
+        for x, g in zip(xs, got.tolist(), strict=True):
             assert g == R.rdbpot(x, e), (x, e)
             assert int(rdbpot_nb(np.int32(x), np.int32(e))) == g
     # -6 / 4 = -1.5 -> -2 (away from zero); -5 / 4 = -1.25 -> -1; 6 / 4 -> 2
@@ -71,7 +71,7 @@ def test_quantize_multiplier_edges():
 
 def _ref_requant(acc, m0, shift, zp, lo=-128, hi=127, relu=False):
     return np.array([R.requantize(int(a), int(m), int(s), zp, lo, hi, relu)
-                     for a, m, s in zip(acc, m0, shift)])
+                     for a, m, s in zip(acc, m0, shift, strict=True)])
 
 
 def test_requantize_edges():
@@ -108,7 +108,7 @@ def test_requantize_random_bit_exact():
     requantize_array_nb(acc.reshape(1, n), m0, shift, zp, -128, 127, out)
     assert (out[0] == want).all()
     assert all(requantize_nb(int(a), int(m), int(s), zp, -128, 127) == w
-               for a, m, s, w in list(zip(acc, m0, shift, want))[:200])
+               for a, m, s, w in list(zip(acc, m0, shift, want, strict=True))[:200])
 
 
 def test_requantize_is_close_to_the_real_product():

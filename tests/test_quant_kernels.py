@@ -12,7 +12,6 @@ import pytest
 import mlc
 import mlc.ndarray as nd
 from mlc import ops, quant
-from mlc.quant import qops
 
 DEVICES = [nd.cpu(), nd.cuda()]
 
@@ -112,6 +111,37 @@ def test_packed_weight_and_large_values_do_not_overflow():
     assert (quant.qmatmul(a, pw) == 128 * 127 * 512).all()
     u = rng.integers(0, 256, (4, 512)).astype(np.uint8)
     assert (quant.qmatmul(u, w, 255) == (u.astype(np.int64) - 255) @ w.astype(np.int64)).all()
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 300, 9), (5, 17, 3), (131, 100, 67),
+                                   (70, 129, 65)])
+def test_blocked_cpu_kernel_edges_exact(m, k, n):
+    """Tile and padding edges (rows not a multiple of 4, K of 16, N of 2), serial and
+    parallel builds (work above kernels_cpu.SMALL_WORK), -128 codes, uint8 inputs."""
+    rng = np.random.default_rng(m * 1000 + k)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    w[0] = -128
+    zw = rng.integers(-5, 6, n)
+    for a_dtype, za in (("int8", -128), ("uint8", 255)):
+        a, _ = _case(rng, m, k, n, a_dtype)
+        a[:, 0] = quant.qrange(a_dtype)[0]
+        want = (a.astype(np.int64) - za) @ (w.astype(np.int64) - zw)
+        assert (quant.qmatmul(a, w, za, zw) == want.astype(np.int32)).all()
+        bias = rng.integers(-5000, 5000, n).astype(np.int32)
+        m0, shift = quant.quantize_multiplier(rng.uniform(1e-5, 1e-3, n))
+        args = (a, w, za, bias, m0, shift, 3)
+        assert (quant.qlinear(*args, zw=zw, relu=True)
+                == quant.qlinear(*args, zw=zw, relu=True, device=nd.cpu_numpy())).all()
+
+
+def test_plain_reference_loop_matches():
+    from mlc.quant.kernels_cpu import qmatmul_kernel
+
+    rng = np.random.default_rng(4)
+    a, w = _case(rng, 9, 33, 5, "int8")
+    out = np.empty((9, 5), np.int32)
+    qmatmul_kernel(a, np.ascontiguousarray(w.T), out)
+    assert (out == a.astype(np.int64) @ w.astype(np.int64)).all()
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")

@@ -169,3 +169,31 @@ def test_report_table_and_chart(mlp, digits):
     assert rep.float_accuracy >= 0.95 and abs(rep.quant_accuracy - rep.float_accuracy) < 0.01
     ax = rep.plot()
     assert len(ax.patches) == len(q.layers)
+
+
+def test_fp16_weights_halve_the_bytes_and_keep_accuracy(mlp, digits):
+    _, _, X_test, y_test = digits
+    half = quant.to_float16(mlp)
+    assert quant.half_weights is quant.to_float16
+    b = half.weight_bytes()
+    assert b["fp16_total"] * 2 == b["fp32_total"] == 4 * sum(p.numpy().size
+                                                             for p in mlp.parameters())
+    assert all(h.dtype == "float16" for h in half.half.values())
+    x = mlc.Tensor(X_test, device=DEV, requires_grad=False)
+    with mlc.no_grad():
+        ref = mlp(x).numpy()
+        got = half(x).numpy()
+    # the model computes with its weights rounded to fp16 ...
+    for p, h in zip(half.model.parameters(), half.half.values(), strict=True):
+        assert (p.numpy() == h.numpy().astype(np.float32)).all()
+    assert 0 < half.max_abs_error < 1e-2
+    # ... which changes the logits a little and the accuracy not at all (here)
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert abs((got.argmax(1) == y_test).mean() - (ref.argmax(1) == y_test).mean()) <= 0.005
+    # the float model is unchanged
+    with mlc.no_grad():
+        assert (mlp(x).numpy() == ref).all()
+    assert half.half_activations is False and "HalfModel" in repr(half)
+    with mlc.no_grad():
+        out = quant.to_float16(mlp, half_activations=True)(X_test)    # numpy in, numpy out
+    assert isinstance(out, np.ndarray) and np.abs(out - ref).max() < 0.05 * np.abs(ref).max()

@@ -109,12 +109,19 @@ def eliminate_common_subexpressions(g: Graph, max_const_size: int = 4096) -> Gra
 
 
 def _bias_of(add: Node, users):
-    """(matmul-side node, bias constant) when ``add`` is ``P + broadcast_to(const)``."""
+    """(matmul-side node, bias constant, broadcast or None) when ``add`` is
+    ``P + broadcast_to(const)`` or, as a batch-1 trace gives (the broadcast is a no-op,
+    so it is not recorded), ``P + const`` with a per-channel ``const`` (shape ``(1, c)``
+    or ``(c,)``)."""
     if add.op != "add":
         return None
     for p, q in (add.inputs, add.inputs[::-1]):
         if q.op == "broadcast_to" and q.inputs[0].op == "constant" and len(users[q]) == 1:
-            return p, q.inputs[0]
+            return p, q.inputs[0], q
+        if (q.op == "constant" and p.op != "constant" and q.value is not None
+                and q.value.ndim >= 1 and q.shape[-1] == add.shape[-1]
+                and q.value.size == q.shape[-1]):
+            return p, q, None
     return None
 
 
@@ -145,6 +152,9 @@ def fold_batch_norm(g: Graph) -> Graph:
         %y = add(%mm, %b1)                   ->    %y = add(%mm, %b1)
         %z = batch_norm(%y, %mean, %var, %gamma, %beta, eps=1e-05)
 
+    The bias may also be added without a broadcast (``add(%mm, %b)``: a batch-1 trace,
+    where broadcasting ``(1, c)`` to ``(1, c)`` records nothing; the folded graph keeps
+    that form) or be absent (``Linear(bias=False)``: the fold creates one).
     A conv is an im2col, a matmul and a reshape to NHWC, so the same rewrite applies
     (run :func:`fold_constants` first so that the conv's weight reshape is a constant).
     The layer's intermediate results must have no other users; batch norms that do not
@@ -160,11 +170,11 @@ def fold_batch_norm(g: Graph) -> Graph:
         if len(users[x]) != 1:
             continue
         bias = _bias_of(x, users)
-        head, b = (bias if bias is not None else (x, None))
+        head, b, bcast = (bias if bias is not None else (x, None, None))
         mm = _matmul_of(head, users)
         if mm is None:
             continue
-        plans[n] = (x if bias is not None else None, head, mm, b)
+        plans[n] = (x if bias is not None else None, head, mm, b, bcast)
 
     if not plans:
         return rewrite(g)
@@ -173,7 +183,7 @@ def fold_batch_norm(g: Graph) -> Graph:
     def fold(n: Node, ins):
         if n not in plans:
             return None
-        add, head, (reshape, mm), b = plans[n]
+        add, head, (reshape, mm), b, bcast = plans[n]
         mean, var, gamma, beta = (s.value.astype(np.float64) for s in n.inputs[1:])
         scale = gamma / np.sqrt(var + n.attrs["eps"])
         W = mm.inputs[1]
@@ -189,7 +199,11 @@ def fold_batch_norm(g: Graph) -> Graph:
                        reshape.name)
         bn_ = Node("constant", (), {}, b_new.shape, n.dtype,
                    f"{b.name}.bn" if b is not None else f"{n.name}.bias", b_new)
-        bb = Node("broadcast_to", (bn_,), {"shape": n.shape}, n.shape, n.dtype, "broadcast_to")
+        if b is not None and bcast is None and tuple(b_shape) == tuple(n.shape):
+            bb = bn_                        # batch 1: add(%mm, %b) stays that form
+        else:
+            bb = Node("broadcast_to", (bn_,), {"shape": n.shape}, n.shape, n.dtype,
+                      "broadcast_to")
         return Node("add", (out, bb), {}, n.shape, n.dtype, add.name if add else "add")
 
     def record(n, ins):

@@ -20,8 +20,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 #: The dtypes every device supports, by name.
-DTYPES = ("float32", "float64", "int8", "int32", "uint8")
-FLOAT_DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8")
+FLOAT_DTYPES = ("float32", "float64", "float16")
 
 
 def prod(xs: Iterable[int]) -> int:

@@ -3,14 +3,15 @@
 ::
 
     from mlc import quant
-    obs = quant.MinMaxObserver(dtype="int8", symmetric=False)   # also MovingAverageMinMaxObserver,
-    obs(x); scale, zero_point = obs.qparams()                   # HistogramObserver, PercentileObserver, axis=
+    obs = quant.MinMaxObserver(dtype="int8", symmetric=False)   # or MovingAverageMinMax-,
+    obs(x); scale, zero_point = obs.qparams()                   # Histogram-, Percentile-; axis=
     q = quant.quantize(x, scale, zero_point, dtype="int8"); quant.dequantize(q, scale, zero_point)
     m0, shift = quant.quantize_multiplier(real_multiplier)      # M = m0 * 2**(shift - 31)
     quant.requantize(acc_int32, m0, shift, zero_point)          # integer-only, gemmlowp rounding
     qmodel = quant.quantize_model(model, calibration_batches, per_channel=True)  # PTQ, int8
     qat = quant.prepare_qat(model, bits=4); ...train...; quant.convert(qat)
     quant.report(float_model, qmodel, (X, y))
+    half = quant.to_float16(model); half(x); half.weight_bytes()   # fp16 weights, fp32 compute
 
 One idea per module:
 
@@ -24,7 +25,8 @@ One idea per module:
 - ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
 - ``ptq.py``         quantize_model: fold batch norm, calibrate, integer-only model;
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
-- ``report.py``      per-layer SQNR table, weight bytes, accuracy, error bar chart.
+- ``report.py``      per-layer SQNR table, weight bytes, accuracy, error bar chart;
+- ``half.py``        to_float16: fp16 weight storage (half the bytes), float32 compute.
 """
 
 from .affine import (DTYPES, dequantize, fake_quantize, qparams, qrange, quantization_error,
@@ -39,6 +41,7 @@ from .qops import PackedWeight, im2col_codes, qconv2d, qlinear, qmatmul
 from .ptq import CodeCheck, QuantizedModel, compare_codes, quantize_model, quantize_weight
 from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
+from .half import HalfModel, half_weights, to_float16
 
 __all__ = [
     "DTYPES", "qrange", "qparams", "quantize", "dequantize", "fake_quantize",
@@ -50,4 +53,5 @@ __all__ = [
     "PackedWeight", "qmatmul", "qlinear", "qconv2d", "im2col_codes",
     "quantize_model", "QuantizedModel", "quantize_weight", "compare_codes", "CodeCheck",
     "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
+    "to_float16", "half_weights", "HalfModel",
 ]

@@ -13,107 +13,224 @@ corrections::
 
 With symmetric weights (``z_w = 0``) the second and fourth terms vanish.
 
-**The core loop.** ``w`` is packed once, transposed (``wt``, N x K), so every output is a
-dot product of two contiguous int8 rows. Written as ``s += int32(a[k]) * int32(wt[k])``,
-LLVM's vectorizer widens the bytes to int16 (``vpmovsxbw``) and multiplies adjacent pairs
-of int16 and adds them into int32 lanes in one instruction (``vpmaddwd``; with AVX-512
-VNNI the add is fused too, ``vpdpwssd``): 16 multiply-adds per 256-bit instruction,
-twice the lanes of float32 FMA. ``inspect_asm(qmatmul_kernel)`` shows them (the tests
-check). Attempts with several accumulators per loop (register blocking as in the float
-kernel) made LLVM give up the ``vpmaddwd`` pattern and were slower; what helps instead is
-cache blocking: ``IB`` rows of ``a`` meet each row of ``wt`` while it is in L1.
+**Why the plain loop is slow.** :func:`qmatmul_kernel` is the textbook version: ``w``
+packed transposed (``wt``, N x K) so each output is a dot product of two contiguous int8
+rows, ``s += int32(a[k]) * int32(wt[k])``. LLVM vectorizes it, but its vector width is
+set by the widest type in the loop, the int32 accumulator: 8 lanes. So each step loads
+8 bytes of each row, widens them to int16 (``vpmovsxbw``, a shuffle: one port only) and
+multiplies-and-adds pairs in an *xmm* ``vpmaddwd``: 8 multiply-adds per instruction, two
+shuffles per 8 multiply-adds, two loads per 8, and every output pays a horizontal sum.
+Float32's kernel (``nd.cpu()`` matmul) does 16 FMAs of 8 lanes per 8 loads. Several
+accumulators in one loop (register blocking) make LLVM drop the ``vpmaddwd`` pattern
+for ``vpmulld`` (slower still); ``inspect_asm`` shows both.
 
-**The epilogue** (:func:`qlinear_kernel`) runs where the accumulator is still in a
-register: offsets, bias, requantization (:mod:`mlc.quant.fixedpoint`), ReLU as a clamp
-at the output zero point, and the int8 store: the int32 matrix is never written out.
+**The fast kernel** does by hand what BLAS-like int8 kernels (ruy, oneDNN on AVX2) do:
+
+1. **Pack to int16** once: the weight when the layer is built (:class:`PackedWeight`,
+   ``wt16``), the input per call (O(M K), against O(M N K) of work); rows padded to the
+   micro-tile, K to a multiple of 16 with zeros (which add nothing). The widening then
+   leaves the inner loop.
+2. **Micro-kernel** :func:`dot_block` (a Numba ``@intrinsic``: a few lines of LLVM IR):
+   a 4 x 2 block of outputs, 8 vector accumulators of 8 int32 lanes; per step of 16
+   values, 2 loads of ``wt16`` and 4 of ``a16`` feed 8 ``pmaddwd`` on 256-bit registers
+   (16 multiply-adds each; with AVX-512 VNNI LLVM fuses the add: ``vpdpwssd``).
+   ``pmaddwd`` sums two int16 x int16 products into int32 exactly, so the result is
+   bit-exact. Without AVX2 (an ARM laptop) the same IR is written with plain vector
+   multiplies and adds of sign-extended halves and LLVM picks that target's instructions.
+3. **Tiles and threads**: one ``prange`` over (64 rows x 64 columns) tiles, so both
+   threads start once per call (a ``prange`` per column panel restarted them 16 times
+   and lost 3x on a busy machine) and a batch of one row still splits over columns.
+
+**The epilogue** (:func:`qlinear_kernel`) runs per tile, on the tile's 64 x 64 int32
+accumulators while they are in L1: offsets, bias, requantization
+(:mod:`mlc.quant.fixedpoint`), ReLU as a clamp at the output zero point, and the int8
+store: the int32 matrix is never written out. (Requantizing straight from the
+micro-kernel's registers, inside the block loop, cost 2x: 8 scalar requantizations with
+their branches between micro-kernel calls.)
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import config, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .fixedpoint import requantize_nb
 
-IB = 4     # rows of a per block: each row of wt is reused IB times while in L1
-JB = 128   # columns per block: JB rows of wt (JB * K bytes) stay in L2
+MR, NR = 4, 2    # rows of a16 x rows of wt16 per micro-kernel call: 8 accumulators
+VL = 16          # int16 values per vector step (256 bits); K is padded to a multiple
+MB = 64          # rows per tile
+NB = 64          # columns per tile: NB rows of wt16 (NB * K * 2 bytes) stay in L2
+
+
+def _has_avx2() -> bool:
+    if config.CPU_NAME not in (None, "host"):     # a portable (generic) target: no x86 intrinsic
+        return False
+    try:
+        return llvm.get_host_cpu_features().get("avx2", False)
+    except Exception:                              # pragma: no cover - no feature query
+        return False
+
+
+USE_PMADDWD = _has_avx2()
+
+
+@intrinsic
+def dot_block(typingctx, a16, i, b16, j):
+    """``MR x NR`` int32 dot products of rows ``a16[i:i+MR]`` and ``b16[j:j+NR]``.
+
+    Both are C-contiguous int16 with the same row length K, a multiple of ``VL``. The
+    result is a tuple, row-major: ``t[r * NR + c] = a16[i + r] . b16[j + c]``.
+    """
+    sig = types.UniTuple(types.int32, MR * NR)(a16, types.intp, b16, types.intp)
+
+    def codegen(context, builder, signature, args):
+        aty, _, bty, _ = signature.args
+        av = context.make_array(aty)(context, builder, args[0])
+        bv = context.make_array(bty)(context, builder, args[2])
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        vin, vacc = ir.VectorType(i16, VL), ir.VectorType(i32, VL // 2)
+        k_dim = builder.extract_value(av.shape, 1)
+
+        def row(arr, first, r):
+            return builder.gep(arr.data, [builder.mul(builder.add(first, ir.Constant(i64, r)),
+                                                      k_dim)])
+
+        rows_a = [row(av, args[1], r) for r in range(MR)]
+        rows_b = [row(bv, args[3], c) for c in range(NR)]
+        entry = builder.block
+        head = builder.append_basic_block("block.head")
+        body = builder.append_basic_block("block.body")
+        done = builder.append_basic_block("block.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for _ in range(MR * NR):
+            acc = builder.phi(vacc)
+            acc.add_incoming(ir.Constant(vacc, [0] * (VL // 2)), entry)
+            accs.append(acc)
+        builder.cbranch(builder.icmp_signed("<", k, k_dim), body, done)
+
+        builder.position_at_end(body)
+        even = ir.Constant(ir.VectorType(i32, VL // 2), list(range(0, VL, 2)))
+        odd = ir.Constant(ir.VectorType(i32, VL // 2), list(range(1, VL, 2)))
+
+        def load(p):
+            return builder.load(builder.bitcast(builder.gep(p, [k]), vin.as_pointer()), align=2)
+
+        def madd(x, y):                       # pairwise x0*y0 + x1*y1 into int32 lanes
+            if USE_PMADDWD:
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vacc, [vin, vin]), "llvm.x86.avx2.pmadd.wd")
+                return builder.call(fn, [x, y])
+            undef = ir.Constant(vin, ir.Undefined)
+            parts = []
+            for idx in (even, odd):
+                xs = builder.sext(builder.shuffle_vector(x, undef, idx), vacc)
+                ys = builder.sext(builder.shuffle_vector(y, undef, idx), vacc)
+                parts.append(builder.mul(xs, ys))
+            return builder.add(parts[0], parts[1])
+
+        xb = [load(p) for p in rows_b]
+        xa = [load(p) for p in rows_a]
+        for r in range(MR):
+            for c in range(NR):
+                acc = accs[r * NR + c]
+                acc.add_incoming(builder.add(acc, madd(xa[r], xb[c])), body)
+        k.add_incoming(builder.add(k, ir.Constant(i64, VL)), body)
+        builder.branch(head)
+
+        builder.position_at_end(done)
+        reduce_add = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i32, [vacc]), f"llvm.vector.reduce.add.v{VL // 2}i32")
+        sums = [builder.call(reduce_add, [acc]) for acc in accs]
+        return context.make_tuple(builder, signature.return_type, sums)
+
+    return sig, codegen
+
+
+def pack_int16(x: np.ndarray, row_multiple: int) -> np.ndarray:
+    """``x`` (rows x K) as int16, rows padded to ``row_multiple`` and K to ``VL``, zeros."""
+    rows = -(-x.shape[0] // row_multiple) * row_multiple
+    k_pad = max(VL, -(-x.shape[1] // VL) * VL)
+    out = np.zeros((rows, k_pad), np.int16)
+    out[:x.shape[0], :x.shape[1]] = x
+    return out
 
 
 @njit(parallel=True, cache=True)
 def qmatmul_kernel(a, wt, out):
-    """``out[i, j] = sum_k a[i, k] * wt[j, k]`` in int32 (no offsets)."""
+    """The plain loop, to read and to compare: ``out[i, j] = sum_k a[i, k] * wt[j, k]``
+    in int32 (no offsets). See the module docstring for why it is slow."""
     m, k_dim = a.shape
     n = wt.shape[0]
-    for ib in prange((m + IB - 1) // IB):
-        i0 = ib * IB
-        i1 = min(m, i0 + IB)
-        for j0 in range(0, n, JB):
-            j1 = min(n, j0 + JB)
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    s = np.int32(0)
-                    for k in range(k_dim):
-                        s += np.int32(a[i, k]) * np.int32(wt[j, k])
-                    out[i, j] = s
+    for i in prange(m):
+        for j in range(n):
+            s = np.int32(0)
+            for k in range(k_dim):
+                s += np.int32(a[i, k]) * np.int32(wt[j, k])
+            out[i, j] = s
+
+
+@njit(inline="always")
+def _tile(a16, b16, i0, j0, buf):
+    """The raw dot products of one ``MB x NB`` tile into ``buf`` (int32, in L1)."""
+    for i in range(i0, min(a16.shape[0], i0 + MB), MR):
+        for j in range(j0, min(b16.shape[0], j0 + NB), NR):
+            v = dot_block(a16, i, b16, j)
+            for r in range(MR):
+                for c in range(NR):
+                    buf[i - i0 + r, j - j0 + c] = v[r * NR + c]
 
 
 @njit(parallel=True, cache=True)
-def qmatmul_offsets_kernel(a, wt, za, zw, colsum, out):
-    """``out = (a - za) @ (wt - zw[:, None]).T`` in int32, offsets folded (gemmlowp)."""
-    m, k_dim = a.shape
-    n = wt.shape[0]
-    for ib in prange((m + IB - 1) // IB):
-        i0 = ib * IB
-        i1 = min(m, i0 + IB)
-        for i in range(i0, i1):
-            r = np.int32(0)
-            for k in range(k_dim):
-                r += np.int32(a[i, k])
-            for j0 in range(0, n, JB):
-                j1 = min(n, j0 + JB)
-                for j in range(j0, j1):
-                    s = np.int32(0)
-                    for k in range(k_dim):
-                        s += np.int32(a[i, k]) * np.int32(wt[j, k])
-                    out[i, j] = s - zw[j] * r - za * colsum[j] + k_dim * za * zw[j]
+def qgemm_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, out):
+    """``out = (a - za) @ (wt - zw[:, None]).T`` in int32 from the packed int16 operands,
+    offsets folded (gemmlowp); ``k_dim`` is the unpadded K."""
+    m, n = out.shape
+    n_i = (a16.shape[0] + MB - 1) // MB
+    n_j = (b16.shape[0] + NB - 1) // NB
+    for t in prange(n_i * n_j):
+        i0 = (t // n_j) * MB
+        j0 = (t % n_j) * NB
+        buf = np.empty((MB, NB), np.int32)
+        _tile(a16, b16, i0, j0, buf)
+        for i in range(i0, min(m, i0 + MB)):
+            for j in range(j0, min(n, j0 + NB)):
+                out[i, j] = (buf[i - i0, j - j0] - zw[j] * rowsum[i] - za * colsum[j]
+                             + k_dim * za * zw[j])
 
 
 @njit(parallel=True, cache=True)
-def qlinear_kernel(a, wt, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out):
-    """int8 codes ``out = requantize(offset-corrected a @ wt.T + bias)``, fused.
-
-    The dot products of a block of rows go to a small int32 buffer first (the same loop
-    as :func:`qmatmul_kernel`, so LLVM vectorizes it the same way), then the epilogue
-    runs over the buffer while it is in L1: putting the requantization inside the
-    dot-product loop nest made LLVM give up vectorizing the core and cost 2x.
-    """
-    m, k_dim = a.shape
-    n = wt.shape[0]
-    for ib in prange((m + IB - 1) // IB):
-        i0 = ib * IB
-        i1 = min(m, i0 + IB)
-        acc = np.empty((IB, n), np.int32)
-        for j0 in range(0, n, JB):
-            j1 = min(n, j0 + JB)
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    s = np.int32(0)
-                    for k in range(k_dim):
-                        s += np.int32(a[i, k]) * np.int32(wt[j, k])
-                    acc[i - i0, j] = s
-        for i in range(i0, i1):
-            r = np.int32(0)
-            for k in range(k_dim):
-                r += np.int32(a[i, k])
-            for j in range(n):
-                v = acc[i - i0, j] - zw[j] * r - za * colsum[j] + k_dim * za * zw[j] + bias[j]
-                out[i, j] = requantize_nb(v, m0[j], shift[j], z_out, lo, hi)
+def qlinear_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                   out):
+    """int8 codes ``out = requantize(offset-corrected a @ wt.T + bias)``, fused: the
+    epilogue runs on each tile's accumulators while they are in L1 (see the module
+    docstring); the int32 matrix is never written out."""
+    m, n = out.shape
+    n_i = (a16.shape[0] + MB - 1) // MB
+    n_j = (b16.shape[0] + NB - 1) // NB
+    for t in prange(n_i * n_j):
+        i0 = (t // n_j) * MB
+        j0 = (t % n_j) * NB
+        buf = np.empty((MB, NB), np.int32)
+        _tile(a16, b16, i0, j0, buf)
+        for i in range(i0, min(m, i0 + MB)):
+            for j in range(j0, min(n, j0 + NB)):
+                acc = (buf[i - i0, j - j0] - zw[j] * rowsum[i] - za * colsum[j]
+                       + k_dim * za * zw[j] + bias[j])
+                out[i, j] = requantize_nb(acc, m0[j], shift[j], z_out, lo, hi)
 
 
 SMALL_WORK = 1 << 18   # multiply-adds below which a serial kernel beats starting threads
 
 qmatmul_kernel_serial = njit(cache=True)(qmatmul_kernel.py_func)
-qmatmul_offsets_kernel_serial = njit(cache=True)(qmatmul_offsets_kernel.py_func)
+qgemm_kernel_serial = njit(cache=True)(qgemm_kernel.py_func)
 qlinear_kernel_serial = njit(cache=True)(qlinear_kernel.py_func)
 
 
@@ -122,19 +239,29 @@ def pick(kernel, work: int):
     if work >= SMALL_WORK:
         return kernel
     return {qmatmul_kernel: qmatmul_kernel_serial,
-            qmatmul_offsets_kernel: qmatmul_offsets_kernel_serial,
+            qgemm_kernel: qgemm_kernel_serial,
             qlinear_kernel: qlinear_kernel_serial}[kernel]
 
 
-def core_instructions(kernel=qmatmul_kernel, a_dtype=np.int8) -> dict:
-    """How often the int8 dot-product instructions appear in ``kernel``'s machine code.
+INSTRUCTIONS = ("vpmaddwd", "vpdpwssd", "vpmaddubsw", "vpdpbusd", "vpmovsxbw", "vpmulld")
 
-    Numba cannot show the assembly of a function loaded from its cache, so this compiles
-    a fresh, uncached copy of the kernel for int8 (or uint8) inputs.
+
+def core_instructions(kernel=None, a_dtype=np.int8) -> dict:
+    """How often the int8/int16 dot-product instructions appear in ``kernel``'s machine code.
+
+    ``kernel`` is :func:`qgemm_kernel` (the one ``quant.qmatmul`` runs; the default) or
+    :func:`qmatmul_kernel` (the plain loop, on ``a_dtype`` codes). Numba cannot show the
+    assembly of a function loaded from its cache, so this compiles a fresh, uncached copy.
     """
+    kernel = qgemm_kernel if kernel is None else kernel
     fresh = njit(parallel=True)(kernel.py_func)
-    a = np.zeros((4, 8), a_dtype)
-    fresh(a, np.zeros((4, 8), np.int8), np.zeros((4, 4), np.int32))
+    if kernel is qgemm_kernel:
+        a16 = np.zeros((MR, VL), np.int16)
+        b16 = np.zeros((NR, VL), np.int16)
+        z = np.zeros(NR, np.int32)
+        fresh(a16, b16, np.int32(0), z, z, np.zeros(MR, np.int32), 8,
+              np.zeros((MR, NR), np.int32))
+    else:
+        fresh(np.zeros((4, 8), a_dtype), np.zeros((4, 8), np.int8), np.zeros((4, 4), np.int32))
     asm = fresh.inspect_asm(fresh.signatures[0])
-    names = ("vpmaddwd", "vpdpwssd", "vpmaddubsw", "vpdpbusd", "vpmovsxbw", "vpmulld")
-    return {name: asm.count(name) for name in names}
+    return {name: asm.count(name) for name in INSTRUCTIONS}

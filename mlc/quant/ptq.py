@@ -201,9 +201,10 @@ def quantize_model(model, calibration_batches, per_channel: bool = True, observe
             raise ValueError("quantize_model: calibration_batches is empty")
     else:
         batches = list(_batches(calibration_batches)) if calibration_batches is not None else []
-    # two rows, not one: with batch 1 the bias add has no broadcast_to, and
-    # graph.fold_batch_norm only recognises add(matmul, broadcast_to(bias))
-    example = batches[0][:2] if batches else None
+    # one row is enough to trace: graph.fold_batch_norm also folds the batch-1 form
+    # add(matmul, bias) (no broadcast_to), and the chain's reshapes are made
+    # batch-independent
+    example = batches[0][:1] if batches else None
     if example is None:
         raise ValueError("quantize_model needs at least one batch (for tracing)")
     steps, g = build_chain(model, example)

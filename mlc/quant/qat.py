@@ -28,7 +28,7 @@ import numpy as np
 from .. import nn, ops
 from ..autograd import Tensor, TensorOp
 from .. import ndarray as nd
-from .affine import fake_quantize, qparams, qrange
+from .affine import qparams, qrange
 from .observers import MovingAverageMinMaxObserver
 
 

@@ -7,7 +7,9 @@ parameter lengths. ``device`` is ``nd.cpu()`` (Numba, parallel; the default),
 arithmetic: the reference the kernels are tested against).
 
 A layer's weight is packed once (:class:`PackedWeight`): transposed to ``(N, K)`` rows,
-with its per-column zero points and column sums ready for the offset terms.
+with its per-column zero points and column sums ready for the offset terms, and (on first
+use by ``nd.cpu()``) widened to the int16 panel the CPU kernel reads
+(:mod:`.kernels_cpu` says why).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .affine import as_numpy, qrange
 from .fixedpoint import requantize
 
 CODE_DTYPES = (np.int8, np.uint8)
+_CODE_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 
 
 def _device_name(device) -> str:
@@ -44,6 +47,9 @@ def _codes(x, what: str, ndim: int) -> np.ndarray:
 
 
 def _per_column(p, n: int, what: str, dtype=np.int32) -> np.ndarray:
+    if (type(p) is np.ndarray and p.dtype == dtype and p.shape == (n,)
+            and p.flags.c_contiguous):
+        return p                          # a layer's own parameters: already checked
     arr = np.asarray(p)
     if arr.ndim == 0:
         arr = np.full(n, arr)
@@ -56,7 +62,10 @@ def _per_column(p, n: int, what: str, dtype=np.int32) -> np.ndarray:
 
 class PackedWeight:
     """A ``(K, N)`` int8 weight, packed for the kernels: ``wt`` (N x K), ``zero_point``
-    and ``colsum`` (N,) int32."""
+    and ``colsum`` (N,) int32; ``wt16``, the CPU kernel's int16 copy of ``wt`` (padded),
+    is made on first use. ``nbytes`` counts the int8 codes (what a model stores);
+    ``kernel_bytes`` the int16 panel too, once made (what the CPU kernel holds at run time).
+    """
 
     def __init__(self, w_q, zero_point=0):
         w = _codes(w_q, "the weight", 2)
@@ -67,6 +76,19 @@ class PackedWeight:
         self.zero_point = _per_column(zero_point, self.n, "the weight zero point")
         self.colsum = self.wt.astype(np.int32).sum(axis=1).astype(np.int32)
         self.nbytes = self.wt.nbytes
+        self._wt16 = None
+
+    @property
+    def wt16(self) -> np.ndarray:
+        if self._wt16 is None:
+            from .kernels_cpu import NR, pack_int16
+
+            self._wt16 = pack_int16(self.wt, NR)
+        return self._wt16
+
+    @property
+    def kernel_bytes(self) -> int:
+        return self.nbytes + (0 if self._wt16 is None else self._wt16.nbytes)
 
     def numpy(self) -> np.ndarray:
         return self.wt.T
@@ -82,7 +104,7 @@ def _check_a(a, pw: PackedWeight, za) -> tuple[np.ndarray, int]:
     a = _codes(a, "the input", 2)
     if a.shape[1] != pw.k:
         raise ValueError(f"shapes do not match: input {a.shape} @ weight ({pw.k}, {pw.n})")
-    lo, hi = qrange(str(a.dtype))
+    lo, hi = qrange(_CODE_NAMES[a.dtype])
     if not isinstance(za, (int, np.integer)) or not lo <= int(za) <= hi:
         raise ValueError(f"the input zero point must be an integer in [{lo}, {hi}], got {za!r}")
     return a, int(za)
@@ -104,16 +126,20 @@ def qmatmul(a, w, za: int = 0, zw=0, device=None) -> np.ndarray:
         z = np.zeros(n, np.int32)
         return qlinear_cuda(a, pw.wt, za, pw.zero_point, pw.colsum, z, z, z, 0, 0, 0,
                             np.int32, raw=True)
-    from .kernels_cpu import pick, qmatmul_kernel, qmatmul_offsets_kernel
+    from .kernels_cpu import pick, qgemm_kernel
 
     out = np.empty((m, n), np.int32)
-    work = m * n * pw.k
-    if za == 0 and not pw.zero_point.any():
-        pick(qmatmul_kernel, work)(a, pw.wt, out)
-    else:
-        pick(qmatmul_offsets_kernel, work)(a, pw.wt, np.int32(za), pw.zero_point, pw.colsum,
-                                           out)
+    a16, rowsum = _pack_input(a)
+    pick(qgemm_kernel, m * n * pw.k)(a16, pw.wt16, np.int32(za), pw.zero_point, pw.colsum,
+                                     rowsum, pw.k, out)
     return out
+
+
+def _pack_input(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CPU kernel's operands for the input: its int16 panel and its row sums."""
+    from .kernels_cpu import MR, pack_int16
+
+    return pack_int16(a, MR), a.sum(axis=1, dtype=np.int32)
 
 
 def qlinear(a, w, za: int, bias, m0, shift, z_out: int, zw=0, dtype: str = "int8",
@@ -134,7 +160,7 @@ def qlinear(a, w, za: int, bias, m0, shift, z_out: int, zw=0, dtype: str = "int8
     bias = np.zeros(n, np.int32) if bias is None else _per_column(bias, n, "the bias")
     m0 = _per_column(m0, n, "m0")
     shift = _per_column(shift, n, "shift")
-    if np.any(shift > 30) or np.any(shift < -31):
+    if shift.size and (shift.max() > 30 or shift.min() < -31):
         raise ValueError("shift must lie in [-31, 30]")
     q_min, q_max = qrange(dtype, num_bits)
     if not isinstance(z_out, (int, np.integer)) or not q_min <= int(z_out) <= q_max:
@@ -151,8 +177,10 @@ def qlinear(a, w, za: int, bias, m0, shift, z_out: int, zw=0, dtype: str = "int8
     from .kernels_cpu import pick, qlinear_kernel
 
     out = np.empty((a.shape[0], n), dtype=dtype)
-    pick(qlinear_kernel, a.shape[0] * n * pw.k)(a, pw.wt, np.int32(za), pw.zero_point, pw.colsum, bias, m0, shift,
-                   np.int32(z_out), np.int32(lo), np.int32(q_max), out)
+    a16, rowsum = _pack_input(a)
+    pick(qlinear_kernel, a.shape[0] * n * pw.k)(
+        a16, pw.wt16, np.int32(za), pw.zero_point, pw.colsum, rowsum, pw.k, bias, m0, shift,
+        np.int32(z_out), np.int32(lo), np.int32(q_max), out)
     return out
 
 

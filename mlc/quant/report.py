@@ -44,7 +44,8 @@ class Report:
         if self.float_accuracy is not None:
             lines.append(f"accuracy: fp32 {100 * self.float_accuracy:.2f}%  int8 "
                          f"{100 * self.quant_accuracy:.2f}%  "
-                         f"(change {100 * (self.quant_accuracy - self.float_accuracy):+.2f} points)")
+                         f"(change {100 * (self.quant_accuracy - self.float_accuracy):+.2f}"
+                         " points)")
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):

@@ -188,3 +188,9 @@ def matmul_tiled(a: Array, b: Array, out: Array, m: int, n: int, p: int,
                 C[:, i:i + TILE, j:j + TILE] += (
                     A[:, i:i + TILE, k:k + TILE] @ B[:, k:k + TILE, j:j + TILE])
     out.array[:] = C.reshape(-1)
+
+
+# float16 is storage only: each kernel above computes on float32 copies (see half.py)
+from .half import widen_float16  # noqa: E402
+
+widen_float16(globals())

@@ -144,3 +144,10 @@ def _batched(fn):
 matmul = _batched(M.matmul)
 matmul_tiled = _batched(lambda a, b, out, m, n, p: M.matmul_tiled.pick(m * n * p // 2)(
     a, b, out, m, n, p))
+
+
+# float16 is storage only: Numba has no float16 arithmetic, so every kernel above
+# computes on float32 copies and rounds what it writes back (see ../half.py)
+from ..half import widen_float16  # noqa: E402
+
+widen_float16(globals())
