@@ -64,3 +64,21 @@ def test_exercise_grades_zero_and_hears_only_not_implemented(path, graded):
     assert report.max_score > 0 and report.score == 0, [(r.id, r.score) for r in report.results]
     for r in report.results:  # an untouched stub gets no hint (issue 8: hints in stages)
         assert "not implemented yet" in r.message and not r.hint, (r.id, r.message, r.hint)
+
+
+@pytest.mark.parametrize("ex_id", sorted(all_exercises()))
+def test_every_exercise_reports_a_missing_definition_without_a_hint(ex_id):
+    # Nothing was tried yet: say what is missing, give no hint (issue 8: hints in stages).
+    from mlc.grading.check import run_check
+
+    rec = run_check(ex_id, {})
+    assert rec["score"] == 0 and "is not defined" in rec["message"], rec
+    assert rec["hint"] == ""
+
+
+@pytest.mark.parametrize("ex_id", sorted(all_exercises()))
+def test_every_hint_is_a_short_nudge_without_code(ex_id):
+    # Unit tests add the words that would give away their own unit's solution.
+    hint = all_exercises()[ex_id].hint
+    assert hint and len(hint) < 500, (ex_id, hint)
+    assert not any(code in hint for code in ("def ", "return ", " == ", "lambda", "):\n")), hint
