@@ -129,10 +129,14 @@ def format_summary(rows: list[RosterRow]) -> str:
 
     lines = [format_table(summary_rows(rows), ["exercise", "graded", "mean", "max",
                                                "full marks", "zero"])]
-    totals = [row.total for row in rows]
+    per_student: dict[str, float] = {}
+    for row in rows:
+        per_student[row.student] = per_student.get(row.student, 0.0) + row.total
+    totals = list(per_student.values())
     if totals:
-        lines.append(f"{len(rows)} submissions; total points: mean {statistics.fmean(totals):.2f},"
-                     f" median {statistics.median(totals):g}, max {max(totals):g}")
+        lines.append(f"{len(rows)} notebooks from {len(totals)} students; total points per "
+                     f"student: mean {statistics.fmean(totals):.2f}, median "
+                     f"{statistics.median(totals):g}, max {max(totals):g}")
     problems = [row for row in rows if row.error]
     for row in problems:
         lines.append(f"problem: {row.student} ({Path(row.notebook).name}): {row.error}")
@@ -146,12 +150,15 @@ def plot_totals(rows: list[RosterRow], path: Path | str) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    totals = [row.total for row in rows]
+    per_student: dict[str, float] = {}
+    for row in rows:
+        per_student[row.student] = per_student.get(row.student, 0.0) + row.total
+    totals = list(per_student.values())
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(totals, bins=min(20, max(1, len(set(totals)))), color="#4c72b0", edgecolor="white")
     ax.set_xlabel("total points")
     ax.set_ylabel("students")
-    ax.set_title(f"totals of {len(rows)} submissions")
+    ax.set_title(f"totals of {len(totals)} students")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
