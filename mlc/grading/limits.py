@@ -45,7 +45,8 @@ def parse_size(text: str | int | None) -> int | None:
     try:
         value = float(number) * scale
     except ValueError:
-        raise ValueError(f"cannot read the size {text!r}: write e.g. 2G, 512M or 1000000")
+        raise ValueError(f"cannot read the size {text!r}: write e.g. 2G, 512M or 1000000") \
+            from None
     if value <= 0:
         raise ValueError(f"a memory cap must be positive, not {text!r}")
     return int(value)

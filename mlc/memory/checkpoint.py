@@ -151,10 +151,10 @@ def frontier(model, x, y, segment_counts=None, repeat: int = 3, time_it: bool = 
 
     One row per choice: ``segments`` (0: no checkpointing), the measured ``peak_bytes``
     of a training step started without gradients (:func:`mlc.memory.peak_bytes`),
-    ``seconds`` per step (``mlc.perf.timeit``), and both relative to the plain step (``memory_ratio`` = plain
-    peak / this peak, ``extra_time`` = this time / plain time - 1). ``segment_counts``
-    defaults to 1, 2, 4, ... up to the number of modules, plus ``sqrt(n)``; the row of the
-    sqrt choice has ``is_sqrt`` True.
+    ``seconds`` per step (``mlc.perf.timeit``), and both relative to the plain step
+    (``memory_ratio`` = plain peak / this peak, ``extra_time`` = this time / plain time - 1).
+    ``segment_counts`` defaults to 1, 2, 4, ... up to the number of modules, plus
+    ``sqrt(n)``; the row of the sqrt choice has ``is_sqrt`` True.
     """
     from ..perf import timeit
     from .accounting import peak_bytes

@@ -296,7 +296,8 @@ class _TracedB(np.ndarray):
         return getattr(ufunc, method)(*self._plain(inputs), **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return func(*self._plain(args), **dict(zip(kwargs, self._plain(kwargs.values()))))
+        plain = self._plain(kwargs.values())
+        return func(*self._plain(args), **dict(zip(kwargs, plain, strict=True)))
 
 
 def _traced_run(fn, tile, A, B, C):
