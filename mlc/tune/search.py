@@ -60,11 +60,18 @@ class _Tuner:
     def done(self) -> bool:
         return self.measured >= self.trials
 
-    def features(self, sch) -> np.ndarray:
+    def features(self, sch, decisions=None) -> np.ndarray:
+        cache = self.space.feature_cache
+        key = decisions_key(decisions) if decisions is not None else None
+        if key is not None and key in cache:
+            return cache[key]
         try:
-            return extract(sch.func, self.block)
+            out = extract(sch.func, self.block)
         except ValueError:  # a custom template renamed or removed the block
-            return np.zeros(len(FEATURE_NAMES))
+            out = np.zeros(len(FEATURE_NAMES))
+        if key is not None and len(cache) < 4096:
+            cache[key] = out
+        return out
 
     def _record(self, decisions, seconds, error, sch, logged=False) -> None:
         if decisions is not None:
@@ -76,7 +83,7 @@ class _Tuner:
                 except ScheduleError:
                     sch = None
             if sch is not None:
-                self.X.append(self.features(sch))
+                self.X.append(self.features(sch, decisions))
                 self.y.append(math.log(seconds))
             if seconds < self.best:
                 self.best, self.best_decisions = seconds, decisions
@@ -127,11 +134,12 @@ def _parents(tuner, k: int) -> list:
     return [d for _, d in ok[:k]]
 
 
-def _breed(tuner, parents, rng, fresh: float):
+def _breed(tuner, parents, rng, fresh: float, known=()):
     """One child: a fresh random draw (share ``fresh``), else a mutant of a tournament
     winner among ``parents`` (best first), sometimes crossed with another parent first.
     Returns ``(decisions, schedule)`` or None for an illegal child (it costs nothing: it
-    is never measured)."""
+    is never measured). A mutant whose decisions are in ``known`` is dropped before it is
+    built (None)."""
     u = rng.random()
     if u < fresh or not parents:
         try:
@@ -144,10 +152,22 @@ def _breed(tuner, parents, rng, fresh: float):
     if u < fresh + 0.3 and len(parents) > 1:
         child = tuner.space.crossover(child, parents[rng.randrange(len(parents))], rng)
     child = tuner.space.mutate(child, rng)
+    if decisions_key(child) in known:
+        return None
     try:
         return child, tuner.space.apply(child)
     except ScheduleError:
         return None
+
+
+class _Known:
+    """``key in known``: in any of the given sets or dicts."""
+
+    def __init__(self, *groups):
+        self.groups = groups
+
+    def __contains__(self, key):
+        return any(key in g for g in self.groups)
 
 
 def _propose(tuner, model, rng, parents, pool: int, generations: int = 3) -> list:
@@ -165,7 +185,7 @@ def _propose(tuner, model, rng, parents, pool: int, generations: int = 3) -> lis
         for _ in range(count * 3):
             if len(new) >= count:
                 break
-            got = _breed(tuner, elite, rng, fresh)
+            got = _breed(tuner, elite, rng, fresh, _Known(tuner.seen, scored))
             if got is None:
                 continue
             key = decisions_key(got[0])
@@ -174,7 +194,7 @@ def _propose(tuner, model, rng, parents, pool: int, generations: int = 3) -> lis
             scored[key] = None
             new.append(got)
         if new:
-            preds = model.predict(np.array([tuner.features(sch) for _, sch in new]))
+            preds = model.predict(np.array([tuner.features(sch, d) for d, sch in new]))
             for (d, sch), p in zip(new, preds, strict=True):
                 scored[decisions_key(d)] = (float(p), d, sch)
 
@@ -219,7 +239,7 @@ def tune(func: PrimFunc, target: str = "cpu", trials: int = 64,
          strategy: str = "evolutionary", seed: int = 0, log_file=None, progress: bool = True,
          template=None, cost_model: str = "ensemble", repeat: int = 3,
          population: int | None = None, batch: int | None = None, pool: int = 256,
-         explore: float = 0.25) -> TuneResult:
+         explore: float = 0.25, measurer=None, space=None) -> TuneResult:
     """Find a fast schedule of ``func`` for ``target`` by measuring ``trials`` candidates.
 
     ``template(sch)`` defines the search space (default
@@ -239,7 +259,12 @@ def tune(func: PrimFunc, target: str = "cpu", trials: int = 64,
     and of the parent pool (default ``max(4, trials // 4)``); ``batch`` how many
     candidates each generation measures (default ``max(2, trials // 8)``); ``pool`` how
     many children the model ranks per generation; ``explore`` the share of each batch
-    drawn at random instead. Returns a :class:`TuneResult`.
+    drawn at random instead. ``measurer`` replaces the default
+    :class:`~mlc.tune.measure.Measurer` (anything with ``measure(sch, best) -> (seconds,
+    error)``, e.g. :class:`~mlc.tune.table.TableMeasurer` to replay a search over a
+    measured table); ``space`` a :class:`SearchSpace` of ``func`` to search instead of
+    ``template`` (several searches sharing one reuse the candidates it has built).
+    Returns a :class:`TuneResult`.
     """
     if not isinstance(func, PrimFunc):
         raise TypeError(f"tune takes a PrimFunc, got {type(func).__name__}")
@@ -256,10 +281,16 @@ def tune(func: PrimFunc, target: str = "cpu", trials: int = 64,
                          "pass template= a function that binds GPU threads to tune for cuda")
     make_model(cost_model)  # reject an unknown model name before any work
     elapsed = stopwatch()  # the whole search, for TuneResult's tuning time
-    space = SearchSpace(func, template, target)
+    if space is None:
+        space = SearchSpace(func, template, target)
+    elif space.func is not func or space.target != target or (
+            template is not None and template is not space.template):
+        raise ValueError("tune: space= must be a SearchSpace of this func and target "
+                         "(and of template, if one is given)")
     log = (TuningLog(log_file, workload_key(func, target, space.name))
            if log_file is not None else None)
-    measurer = Measurer(func, target, repeat=repeat, seed=seed)
+    if measurer is None:
+        measurer = Measurer(func, target, repeat=repeat, seed=seed)
     tuner = _Tuner(space, measurer, trials, log, progress, strategy)
     rng = random.Random(seed)
     try:

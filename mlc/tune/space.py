@@ -118,6 +118,9 @@ class SearchSpace:
             raise TypeError(f"SearchSpace takes a PrimFunc, got {type(func).__name__}")
         self.func, self.target = func, target
         self.template = template if template is not None else multi_level_tiling
+        # Candidates built by ``apply`` and their features, by decisions: a search (or
+        # several, sharing this space) that meets a candidate again does not rebuild it.
+        self._built, self.feature_cache = {}, {}
         # The decision slots (what each sampling call may decide) come from one working
         # draw; a template may fail for some draws, so try a few.
         rng, last = random.Random(0), None
@@ -153,11 +156,17 @@ class SearchSpace:
 
     def apply(self, decisions):
         """The candidate made by ``decisions`` (a list as ``sample`` returns)."""
+        key = decisions_key(decisions)
+        if key in self._built:
+            return self._built[key].copy()
         sch, decided = self._run(decisions, 0)
         if len(decided) != len(decisions):
             raise ScheduleError(f"the template made {len(decided)} decisions, "
                                 f"{len(decisions)} were given")
-        return sch
+        if len(self._built) >= 4096:  # bounded: a big space is searched once, not replayed
+            self._built.clear()
+        self._built[key] = sch
+        return sch.copy()
 
     def mutate(self, decisions, rng: random.Random) -> list:
         """``decisions`` with one slot changed: half the time a tiling takes a small step
