@@ -9,7 +9,10 @@ Three tables:
    numpy (three passes over memory and two temporaries) against the one fused compiled
    kernel, both writing into a preallocated output, and ``np.copyto`` (the memory
    bandwidth a one-pass kernel can hope for). GB/s counts the useful traffic, one read of
-   ``x`` and one write of the result.
+   ``x`` and one write of the result. "fused kernel" is kernel time only
+   (``exe.profile``: the kernel called on the executor's arrays, output included, so no
+   allocation or input check is timed); "exe(x)" is a whole call, which also checks the
+   input and allocates the fresh output array (first-touch page faults on 64 MiB).
 2. softmax and layer norm over the rows of a 4096 x 1024 matrix: unfused (one kernel per
    op) against the "tvm" and "epilogue" fusion policies: kernels and time.
 3. inference of the course's digits MLP and CNN at batch 1 and 256: ``mlc.Tensor`` eager,
@@ -29,6 +32,7 @@ from mlc.perf import print_table, timeit
 
 
 def _kernel_time(exe, x, repeat):
+    """Seconds per call of all kernels, on arrays allocated beforehand (exe.profile)."""
     return exe.profile(x, repeat=repeat, min_time=0.1).total
 
 

@@ -175,3 +175,80 @@ def test_lowered_group_inlines_intermediates():
     (k,) = exe.kernel_list
     script = k.func.script()
     assert "alloc_buffer" not in script and "tanh" in script
+
+
+def _kernel_sources(exe):
+    return [k.source for k in exe.kernel_list if k.source]
+
+
+def test_epilogue_softmax_computes_exp_once_per_element_in_one_row_loop():
+    x = (np.random.randn(6, 20) * 5).astype("float32")
+    g = graph.trace(lambda t: ops.softmax(t, axis=-1), x)
+    exe = graph.build(g, target="python", policy="epilogue")
+    (src,) = _kernel_sources(exe)
+    assert exe.kernels == 1
+    # exp(x - max) once per element, kept in a one-row buffer; the output divides by the sum
+    assert src.count("math.exp(") == 1 and "math.log(" not in src
+    assert "np.empty((1, 20)" in src and src.count("np.empty((1, 1)") == 2
+    # one loop over rows holds every pass; the accumulators are initialised outside
+    # the reduce loops (decompose_reduction: no first-iteration branch in the sum)
+    assert src.count("for i0 in") == 1 and "== 0:" not in src
+    _close(exe(x), graph.interpret(g, x))
+    cpu = graph.build(g, target="cpu", policy="epilogue")
+    _close(cpu(x), graph.interpret(g, x))
+
+
+@pytest.mark.parametrize("shape,axis", [((7, 5), 0), ((3, 4, 9), -1), ((3, 4, 9), 1)])
+def test_softmax_rewrite_other_axes(shape, axis):
+    x = np.random.randn(*shape).astype("float32")
+    g = graph.trace(lambda t: ops.softmax(t, axis=axis), x)
+    for policy in ("tvm", "epilogue"):
+        exe = graph.build(g, target="python", policy=policy)
+        _close(exe(x), graph.interpret(g, x))
+
+
+def test_softmax_rewrite_skipped_when_the_chain_is_read_elsewhere():
+    x = np.random.randn(5, 8).astype("float32")
+    g = graph.eliminate_common_subexpressions(graph.trace(
+        lambda t: (ops.softmax(t, axis=-1), ops.log_softmax(t, axis=-1)), x))
+    exe = graph.build(g, target="python", policy="epilogue")
+    # the log-softmax output reads the logsumexp chain: the softmax keeps its own exp
+    assert "math.log(" in exe.source
+    for got, ref in zip(exe(x), graph.interpret(g, x), strict=True):
+        _close(got, ref)
+
+
+def test_epilogue_layernorm_is_one_row_loop_with_scalar_accumulators():
+    x = np.random.randn(6, 24).astype("float32")
+    model = nn.LayerNorm1d(24)
+    g = graph.trace(model, x)
+    exe = graph.build(g, target="python", policy="epilogue")
+    (src,) = _kernel_sources(exe)
+    assert exe.kernels == 1 and src.count("for i0 in") == 1
+    assert src.count("np.empty((1, 1)") == 2 and "np.empty((6, 1)" not in src
+    _close(exe(x), graph.interpret(g, x))
+
+
+def test_column_reduction_is_not_recomputed_per_row():
+    x = np.random.randn(16, 8).astype("float32")
+    g = graph.trace(lambda t: t / ops.broadcast_to(ops.summation(t, axes=(0,), keepdims=True),
+                                                   t.shape), x)
+    exe = graph.build(g, target="python", policy="epilogue")
+    _close(exe(x), graph.interpret(g, x))
+    # computing the column sum inside the row loop would redo it per row: it stays apart,
+    # before the row loop
+    (src,) = _kernel_sources(exe)
+    assert src.count("for r0 in range(16)") == 1
+    assert src.index("# block summation") < src.index("for i0 in range(16)")
+
+
+def test_cnn_im2col_kernels_have_no_division_in_their_index_maps():
+    model, x = examples.digits_cnn(batch=3)
+    model.eval()
+    g = graph.trace(model, x)
+    exe = graph.build(g, target="python")
+    for k in exe.kernel_list:
+        if any(n.op == "im2col" for n in k.nodes):
+            body = k.source.split("def ", 1)[1]
+            assert "//" not in body and "%" not in body, k.source
+    _close(exe(x), graph.interpret(g, x))

@@ -25,6 +25,15 @@ from .lower_ops import compute_of, te_shape
 from .pattern import pattern
 
 PARALLEL_MIN_WORK = 1 << 21  # below this many loop iterations, waking threads costs more
+# Parallelism by kind of work. A memory-bound nest (elementwise, an index map) gains little
+# from a second core (one core nearly saturates a laptop's memory bandwidth) and loses 2x
+# when the machine is busy (the OpenMP threads wait at the barrier for a descheduled
+# one; measured: relu(x*w+b) on 4096x4096, 10.6 ms serial vs 20.7 ms on threads): it runs
+# serial unless it is very large. A matmul does k multiply-adds per output from cache:
+# threads from 2**24 multiply-adds (about 2 ms on one core). Row reductions (softmax,
+# layer norm, with exp and sqrt per element) use PARALLEL_MIN_WORK.
+MEMORY_BOUND_PARALLEL_MIN_WORK = 1 << 26
+MATMUL_PARALLEL_MIN_WORK = 1 << 24
 
 
 class LoweredGroup:
@@ -64,20 +73,145 @@ def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu
         t = te.placeholder(te_shape(x.shape), x.dtype, name=identifier(x.name))
         tensors[x] = t
         params.append(t)
+    out_set = set(outputs)
+    softmax = _softmax_rewrites(nodes, out_set) if target != "cuda" else {}
+    keep = {r[0] for r in softmax.values()}  # exp(x - max): materialised once per row
+    dead = set().union(*(r[2] for r in softmax.values())) if softmax else set()
     for n in nodes:
-        tensors[n] = compute_of(n, [tensors[x] for x in n.inputs], identifier(n.name))
+        if n in dead:
+            continue
+        if n in softmax:
+            e, s, _ = softmax[n]
+            tensors[n] = _normalised(n, tensors[e], tensors[s], s, identifier(n.name))
+        else:
+            tensors[n] = compute_of(n, [tensors[x] for x in n.inputs], identifier(n.name))
     func = te.create_prim_func(params + [tensors[n] for n in outputs], name=identifier(name))
     sch = tir.Schedule(func)
-    out_set = set(outputs)
-    block_of = {n: func_block_name(sch, tensors[n]) for n in nodes}
-    for n in nodes:
+    nodes_live = [n for n in nodes if n not in dead]
+    block_of = {n: func_block_name(sch, tensors[n]) for n in nodes_live}
+    for n in nodes_live:
+        if n in keep:
+            continue
         if n not in out_set and pattern(n) in ("elemwise", "broadcast", "injective"):
             try:
                 sch.compute_inline(sch.get_block(block_of[n]))
             except ScheduleError:
                 pass
-    default_schedule(sch, nodes, outputs, block_of, target, tuned)
+    if target != "cuda":
+        for n in outputs:
+            if n.op == "reshape" and _has_block(sch, block_of[n]):
+                _split_reshape(sch, block_of[n], n.inputs[0].shape, n.shape)
+    default_schedule(sch, nodes_live, outputs, block_of, target, tuned)
     return LoweredGroup(sch.func, sch, inputs, outputs, nodes, name)
+
+
+def _merge_factors(in_shape, out_shape):
+    """For a reshape that only merges runs of adjacent axes, the input extents each output
+    axis is made of (``(N, H, W, kh, kw, C) -> (N*H*W, kh*kw*C)`` gives
+    ``[[N, H, W], [kh, kw, C]]``); None for any other reshape."""
+    ins = [d for d in in_shape if d != 1]
+    out, k = [], 0
+    for d in out_shape:
+        run, prod = [], 1
+        while prod < d and k < len(ins):
+            run.append(ins[k])
+            prod *= ins[k]
+            k += 1
+        if prod != d:
+            return None
+        out.append(run)
+    return out if k == len(ins) else None
+
+
+def _split_reshape(sch, name, in_shape, out_shape) -> None:
+    """Loop over a reshape's *input* axes: a block writing ``reshape(im2col(x))`` indexes
+    its source with ``flat // 576``, ``flat // 72 % 8`` ... per element when its loops run
+    over the merged output axes. Splitting each merged output loop into the input axes it
+    is made of (``i0 -> n, h, w``) lets the simplifier cancel every ``//`` and ``%``: the
+    source index becomes ``x[n, h * s + kh - 1, w * s + kw - 1, c]``. The innermost split
+    loop keeps the vectorization and the outermost the parallelism (see ``_cpu_nest``)."""
+    runs = _merge_factors(in_shape, out_shape)
+    if runs is None or all(len(r) <= 1 for r in runs):
+        return
+    blk = sch.get_block(name)
+    loops = sch.get_loops(blk)
+    if len(loops) != len(out_shape):
+        return
+    before = sch.copy()
+    try:
+        for lp, run in zip(loops, runs, strict=True):
+            if len(run) > 1:
+                sch.split(lp, factors=list(run))
+    except ScheduleError:
+        _restore(sch, before)
+
+
+def _softmax_rewrites(nodes, out_set) -> dict:
+    """Softmax written as ``exp(x - (log(sum(exp(x - max))) + max))`` (how ``ops.softmax``
+    traces) computes ``exp`` twice per element. For each such output node this returns
+    ``{out: (e, s, dead)}``: the output is ``e / s`` instead, with ``e = exp(x - max)``
+    (kept, once per row, see :func:`_fuse_rows`) and ``s`` its row sum; ``dead`` are the
+    nodes of the ``log`` chain no longer needed. Only nodes of this group, none of them
+    read outside the chain."""
+    inside = set(nodes)
+    uses: dict = {}
+    for n in nodes:
+        for x in n.inputs:
+            uses.setdefault(x, []).append(n)
+
+    def op(n, name):
+        return n in inside and n.op == name
+
+    def private(n, user):  # only ``user`` reads n and it is not a group output
+        return n not in out_set and uses.get(n, []) == [user]
+
+    out = {}
+    for n in nodes:
+        try:
+            if not op(n, "exp"):
+                continue
+            add2 = n.inputs[0]
+            x, neg1 = add2.inputs if op(add2, "add") else (None, None)
+            if not op(neg1, "negate"):
+                continue
+            b1 = neg1.inputs[0]
+            add1 = b1.inputs[0] if op(b1, "broadcast_to") else None
+            if add1 is None or not op(add1, "add"):
+                continue
+            lg, m = add1.inputs
+            if not op(lg, "log"):
+                m, lg = lg, m
+            s = lg.inputs[0] if op(lg, "log") else None
+            if s is None or not op(s, "summation") or not op(m, "reduce_max"):
+                continue
+            e = s.inputs[0]
+            if not op(e, "exp") or e is n:
+                continue
+            add0 = e.inputs[0]
+            x0, neg0 = add0.inputs if op(add0, "add") else (None, None)
+            if x0 is not x or m.inputs[0] is not x or not op(neg0, "negate"):
+                continue
+            b0 = neg0.inputs[0]
+            if not op(b0, "broadcast_to") or b0.inputs[0] is not m:
+                continue
+            if s.attrs.get("axes") != m.attrs.get("axes") or not s.attrs.get("keepdims") or \
+                    s.shape != m.shape or e.shape != n.shape:
+                continue
+            chain = [add2, neg1, b1, add1, lg]
+            users = [n, add2, neg1, b1, add1]
+            if all(private(c, u) for c, u in zip(chain, users, strict=True)):
+                out[n] = (e, s, set(chain))
+        except (AttributeError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _normalised(n, e, s, snode, name):
+    """``e[i] / s[row of i]``: the softmax output from the kept ``exp`` and its row sum."""
+    def f(*i):
+        j = [0 if k == 1 else i[d] for d, k in enumerate(snode.shape)]
+        return e[tuple(i)] / s[tuple(j)]
+    return te.compute(te_shape(n.shape), f, name=name)
 
 
 def func_block_name(sch, t) -> str:
@@ -110,6 +244,8 @@ def default_schedule(sch, nodes, outputs, block_of, target, tuned=None) -> None:
         for n in nodes:
             if n.op == "matmul" and len(n.shape) == 2 and _has_block(sch, block_of[n]):
                 done |= _schedule_matmul(sch, n, nodes, outputs, block_of, tuned)
+        if not done and any(b.is_reduction for b in _blocks(sch)):
+            done |= _fuse_rows(sch)
     for blk in _blocks(sch):
         if blk.name in done:
             continue
@@ -131,9 +267,75 @@ def _cpu_nest(sch, blk) -> None:
         work *= sch.get(lp).extent
     ns = len(spatial)
     if ns >= 2 and not blk.is_reduction:
-        sch.vectorize(loops[ns - 1])
-    if ns >= 1 and work >= PARALLEL_MIN_WORK and sch.get(loops[0]).extent > 1:
+        # the innermost loop (after _split_reshape, more loops than iterators)
+        sch.vectorize(loops[ns - 1] if len(loops) <= ns else loops[-1])
+    limit = PARALLEL_MIN_WORK if blk.is_reduction else MEMORY_BOUND_PARALLEL_MIN_WORK
+    if ns >= 1 and work >= limit and sch.get(loops[0]).extent > 1:
         sch.parallel(loops[0])
+
+
+def _nest_work(sch, name) -> int:
+    work = 1
+    for lp in sch.get_loops(sch.get_block(name)):
+        work *= sch.get(lp).extent
+    return work
+
+
+def _fuse_rows(sch) -> set:
+    """A group with row reductions (softmax, layer norm) as one loop over rows.
+
+    Every block before the last one (the group's output) is computed at the output's
+    outermost loop that covers what it needs (``compute_at``), accepted only if that
+    recomputes nothing (each block still runs as many iterations as before). The per-row
+    results (max, sum, mean, the row of ``exp``) then shrink to one row each, allocated
+    once per thread, and a row of the input is read from memory once and reused from
+    cache by every pass. Each reduction's init is hoisted out of its reduce loop
+    (``decompose_reduction``), so the accumulation loop is one straight line that LLVM
+    vectorizes (fastmath lets it reassociate the sum); spatial rows are vectorized; the
+    row loop is parallel when the whole nest does enough work. Returns the names of the
+    blocks scheduled here (none: the nest is left to the per-block default).
+    """
+    blocks = _blocks(sch)
+    last = blocks[-1]
+    if last.is_reduction or len(blocks) < 2:
+        return set()
+    before = sch.copy()
+    work = {b.name: _nest_work(sch, b.name) for b in blocks}
+    anchor = sch.get_loops(sch.get_block(last.name))
+    ns = len([iv for iv in last.iter_vars if iv.kind == "spatial"])
+    for depth in range(ns - 2, -1, -1):  # the innermost loop that still covers a row
+        try:
+            for b in reversed(blocks[:-1]):
+                sch.compute_at(sch.get_block(b.name), anchor[depth])
+                if _nest_work(sch, b.name) != work[b.name]:
+                    raise ScheduleError(f"{b.name} would be recomputed")
+            break
+        except ScheduleError:
+            _restore(sch, before)
+            before = sch.copy()
+    else:
+        return set()
+    outer = anchor[:depth + 1]
+    for b in _blocks(sch):
+        rv = sch.get_block(b.name)
+        loops = sch.get_loops(rv)[len(outer):]
+        try:
+            if b.is_reduction and b.init is not None and loops:
+                sch.decompose_reduction(rv, loops[0])
+            elif not b.is_reduction and loops and not b.name.endswith("_init"):
+                sch.vectorize(loops[-1])
+        except ScheduleError:
+            pass
+    total = sum(work.values())
+    rows = 1
+    for lp in outer:
+        rows *= sch.get(lp).extent
+    if total >= PARALLEL_MIN_WORK and rows > 1:
+        try:
+            sch.parallel(outer[0] if sch.get(outer[0]).extent > 1 else outer[-1])
+        except ScheduleError:
+            pass
+    return {b.name for b in _blocks(sch)}
 
 
 def _gpu_nest(sch, blk, threads: int = 64) -> None:
@@ -166,9 +368,13 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
         if tuned and (n, k, m) in tuned:
             tuned[(n, k, m)](sch, name)
         else:
-            matmul_hand_schedule(sch, block=name, tile_i=_divisor_at_most(n, 32),
-                                 tile_j=_divisor_at_most(m, 64),
-                                 parallel=n * m * k >= PARALLEL_MIN_WORK and n >= 2)
+            # four rows of the tile unrolled innermost: each load of B[k, j] feeds four
+            # multiply-adds (4096x72 @ 72x16, the CNN's second conv at batch 256: 6.2 ms
+            # without, 0.74 ms with, on one core)
+            ti = _divisor_at_most(n, 32)
+            matmul_hand_schedule(sch, block=name, tile_i=ti, tile_j=_divisor_at_most(m, 64),
+                                 unroll=4 if ti % 4 == 0 else 1,
+                                 parallel=n * m * k >= MATMUL_PARALLEL_MIN_WORK and n >= 2)
     except ScheduleError:
         _restore(sch, before)
         return set()
