@@ -231,6 +231,13 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+# Grading a class runs several grade_notebook calls in threads of one process. A fork
+# (starting a worker) while another thread is inside native code that registered fork
+# handlers deadlocks: OpenBLAS's handler waits for a matmul that a judge is running. So
+# forking and the grader's own computing (cases, judges) never overlap.
+_NATIVE_LOCK = threading.Lock()
+
+
 class NotebookError(ValueError):
     """A file that cannot be graded as a notebook (missing, truncated, not JSON)."""
 
@@ -267,7 +274,8 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
     cells = read_notebook(path)
     sources = Sources(cells)
     exercises = exercises_of(path, cells)
-    cases = {ex.id: ex.check.cases() for ex in exercises}  # the grader's own, hidden ones too
+    with _NATIVE_LOCK:  # the grader's own cases, hidden ones too
+        cases = {ex.id: ex.check.cases() for ex in exercises}
     timeouts = {ex.id: float(ex.timeout or timeout) for ex in exercises}
     notes: list[str] = []
     results: dict[str, dict] = {}
@@ -296,12 +304,13 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
             log_path = tmp / f"worker-{attempt}.log"
             read_fd, write_fd = os.pipe()
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "mlc.grading.runner", str(job_path), str(write_fd)],
-                    cwd=str(path.parent.resolve()), env=env, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, pass_fds=(write_fd,),
-                    preexec_fn=limits.preexec())
+                with _NATIVE_LOCK:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "mlc.grading.runner", str(job_path),
+                         str(write_fd)], cwd=str(path.parent.resolve()), env=env, stdout=log,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        start_new_session=True, pass_fds=(write_fd,),
+                        preexec_fn=limits.preexec())
             os.close(write_fd)
             reader = _Reader(read_fd)
             reader.start()
@@ -330,10 +339,11 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
             if reader.malformed:
                 notes.append(f"{reader.malformed} malformed message(s) from the worker "
                              "were ignored")
-            for ex in todo:
-                rec = session.result(ex, sources, stuck)
-                if rec is not None:
-                    results[ex.id] = rec
+            with _NATIVE_LOCK:
+                for ex in todo:
+                    rec = session.result(ex, sources, stuck)
+                    if rec is not None:
+                        results[ex.id] = rec
             if all(ex.id in results for ex in exercises):
                 break
             last = stuck or (reader.last_progress() or (None, None))[1]
