@@ -79,6 +79,33 @@ class Sources:
         """The last top-level definition of ``name`` (def, class or assignment), or None."""
         return self._defs.get(name)
 
+    def cells_using(self, module: str) -> list[int]:
+        """Code cells (from 0) that import ``module`` (e.g. ``"mlc.quant"``) or reach it as
+        an attribute (``mlc.quant.x``): for exercises that must not call the library they
+        rebuild. Comments and strings do not count."""
+        parent, _, leaf = module.rpartition(".")
+        out = []
+        for index, cell in enumerate(self.cells):
+            try:
+                tree = ast.parse(_python(cell))
+            except (SyntaxError, ValueError):
+                continue
+            if any(_uses(node, module, parent, leaf) for node in ast.walk(tree)):
+                out.append(index)
+        return out
+
+
+def _uses(node: ast.AST, module: str, parent: str, leaf: str) -> bool:
+    inside = (module, module + ".")
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return (node.module == module or node.module.startswith(inside[1])
+                or (node.module == parent and any(a.name == leaf for a in node.names)))
+    if isinstance(node, ast.Import):
+        return any(a.name == module or a.name.startswith(inside[1]) for a in node.names)
+    if isinstance(node, ast.Attribute) and node.attr == leaf and parent:
+        return isinstance(node.value, ast.Name) and node.value.id == parent
+    return False
+
 
 def _defined_names(node: ast.stmt) -> list[str]:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -18,7 +18,6 @@ runs only in ``observe``, and the notebook may not use ``mlc.compress``
 
 from __future__ import annotations
 
-import ast
 
 import numpy as np
 
@@ -30,35 +29,8 @@ MAX_ELEMENTS = 1 << 20
 
 # ---- shared by both modules ----------------------------------------------------------------------
 
-def library_cells(src) -> list[int]:
-    """Code cells (from 0) that import ``mlc.compress`` or reach it as ``mlc.compress``."""
-    from ..source import _python
-
-    out = []
-    for index, cell in enumerate(src.cells):
-        try:
-            tree = ast.parse(_python(cell))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            hit = False
-            if isinstance(node, ast.ImportFrom) and node.module:
-                hit = (node.module == "mlc.compress" or node.module.startswith("mlc.compress.")
-                       or (node.module == "mlc" and any(a.name == "compress"
-                                                        for a in node.names)))
-            elif isinstance(node, ast.Import):
-                hit = any(a.name == "mlc.compress" or a.name.startswith("mlc.compress.")
-                          for a in node.names)
-            elif isinstance(node, ast.Attribute) and node.attr == "compress":
-                hit = isinstance(node.value, ast.Name) and node.value.id == "mlc"
-            if hit:
-                out.append(index)
-                break
-    return out
-
-
 def no_library(src, t) -> None:
-    cells = library_cells(src)
+    cells = src.cells_using("mlc.compress")
     t.true(not cells, "the notebook does not use mlc.compress",
            f"code cell {cells[0] if cells else ''} uses mlc.compress: the exercise is to write "
            "these pieces yourself with numpy (the lecture uses the library; this one may not)")

@@ -17,7 +17,6 @@ to write these pieces), which :func:`no_library` reads off the notebook's source
 
 from __future__ import annotations
 
-import ast
 
 import numpy as np
 
@@ -29,34 +28,8 @@ QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 
 # ---- shared by both modules ----------------------------------------------------------------------
 
-def library_cells(src) -> list[int]:
-    """Code cells (from 0) that import ``mlc.quant`` or reach it as ``mlc.quant``."""
-    from ..source import _python
-
-    out = []
-    for index, cell in enumerate(src.cells):
-        try:
-            tree = ast.parse(_python(cell))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            hit = False
-            if isinstance(node, ast.ImportFrom) and node.module:
-                hit = (node.module == "mlc.quant" or node.module.startswith("mlc.quant.")
-                       or (node.module == "mlc" and any(a.name == "quant" for a in node.names)))
-            elif isinstance(node, ast.Import):
-                hit = any(a.name == "mlc.quant" or a.name.startswith("mlc.quant.")
-                          for a in node.names)
-            elif isinstance(node, ast.Attribute) and node.attr == "quant":
-                hit = isinstance(node.value, ast.Name) and node.value.id == "mlc"
-            if hit:
-                out.append(index)
-                break
-    return out
-
-
 def no_library(src, t) -> None:
-    cells = library_cells(src)
+    cells = src.cells_using("mlc.quant")
     t.true(not cells, "the notebook does not use mlc.quant",
            f"code cell {cells[0] if cells else ''} imports mlc.quant: the exercise is to "
            "write these pieces yourself (the lecture uses the library; this notebook may not)")
