@@ -146,6 +146,7 @@ class FusionPolicy:
         return sum(1 for r in roots if r.anchors) <= 1
 
     def try_node(self, n, phase):
+        """Abstract: each policy says whether ``n`` may join its post-dominator's group."""
         raise NotImplementedError
 
 

@@ -42,8 +42,10 @@ from .ptq import CodeCheck, QuantizedModel, compare_codes, quantize_model, quant
 from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
 from .half import HalfModel, half_weights, to_float16
+from .program import UnsupportedModelError
 
 __all__ = [
+    "UnsupportedModelError",
     "DTYPES", "qrange", "qparams", "quantize", "dequantize", "fake_quantize",
     "quantization_error", "sqnr",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",

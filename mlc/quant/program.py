@@ -27,6 +27,11 @@ from .affine import as_numpy
 MOVE_OPS = ("pad", "im2col", "reshape", "permute", "relu")
 
 
+
+class UnsupportedModelError(ValueError):
+    """A model ``quantize_model`` cannot turn into an integer-only program (it handles
+    chains of Linear/Conv layers with bias and ReLU); the message names the op."""
+
 class Move:
     """A data-movement (or clamp) step; the same code runs on floats and on codes."""
 
@@ -89,7 +94,7 @@ def build_chain(model, example) -> tuple[list, "G.Graph"]:
     g = G.fold_batch_norm(G.fold_constants(g))
     g = G.eliminate_dead_code(g)
     if len(g.inputs) != 1 or len(g.outputs) != 1:
-        raise NotImplementedError("quantize_model handles models with one input and one output")
+        raise UnsupportedModelError("quantize_model handles models with one input and one output")
     cur = g.inputs[0]
     steps: list = []
     open_layer = None            # the QLinear whose epilogue may still grow
@@ -99,7 +104,7 @@ def build_chain(model, example) -> tuple[list, "G.Graph"]:
         if n.op == "broadcast_to" and n.inputs[0].op == "constant":
             continue             # read by the add that uses it
         if cur not in n.inputs:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"quantize_model: %{n.name} = {n.op}(...) does not read the previous op's "
                 "value; only chains of layers (like nn.Sequential) are supported")
         others = [x for x in n.inputs if x is not cur]
@@ -114,7 +119,7 @@ def build_chain(model, example) -> tuple[list, "G.Graph"]:
                 and _constant(others[0]) is not None and not _has_bias_or_relu(open_layer):
             b = np.asarray(_constant(others[0]), np.float32).reshape(-1)
             if b.size != open_layer.shape[1]:
-                raise NotImplementedError(f"%{n.name}: the bias does not have one value per "
+                raise UnsupportedModelError(f"%{n.name}: the bias does not have one value per "
                                           "output channel")
             open_layer.bias = b
             open_layer._has_bias = True
@@ -124,13 +129,13 @@ def build_chain(model, example) -> tuple[list, "G.Graph"]:
             steps.append(Move(n))
             open_layer = None
         else:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"quantize_model: cannot quantize %{n.name} = {n.op}(...); supported: "
                 "matmul with a constant weight (+ reshape, + bias, + relu), " +
                 ", ".join(MOVE_OPS))
         cur = n
     if not any(isinstance(s, QLinear) for s in steps):
-        raise NotImplementedError("quantize_model: the model has no Linear or Conv layer")
+        raise UnsupportedModelError("quantize_model: the model has no Linear or Conv layer")
     return steps, g
 
 
