@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit
 
 from .affine import check_dtype, qrange
+from .routines import routines
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -150,49 +151,12 @@ def requantize(acc_int32, m0, shift, zero_point, dtype: str = "int8", relu: bool
 # -- Numba, for use inside kernels --------------------------------------------------------
 
 
-@njit(inline="always")
-def srdhm_nb(a, b):
-    """Scalar ``SaturatingRoundingDoublingHighMul`` (int32 in, int32 out)."""
-    if a == -2147483648 and b == -2147483648:
-        return np.int32(2147483647)
-    ab = np.int64(a) * np.int64(b)
-    nudge = np.int64(1073741824) if ab >= 0 else np.int64(-1073741823)
-    t = ab + nudge
-    # C division truncates toward zero; a shift floors, so shift |t| and restore the sign
-    if t >= 0:
-        return np.int32(t >> 31)
-    return np.int32(-((-t) >> 31))
-
-
-@njit(inline="always")
-def rdbpot_nb(x, exponent):
-    """Scalar ``RoundingDivideByPOT``."""
-    mask = (np.int32(1) << exponent) - np.int32(1)
-    remainder = x & mask
-    threshold = (mask >> 1) + (np.int32(1) if x < 0 else np.int32(0))
-    return (x >> exponent) + (np.int32(1) if remainder > threshold else np.int32(0))
-
-
-@njit(inline="always")
-def requantize_nb(acc, m0, shift, zero_point, lo, hi):
-    """One int32 accumulator -> a code in ``[lo, hi]`` (``lo = max(q_min, z)`` for ReLU)."""
-    x = np.int32(acc)
-    if shift > 0:
-        w = np.int64(x) << shift
-        if w > 2147483647:
-            w = np.int64(2147483647)
-        elif w < -2147483648:
-            w = np.int64(-2147483648)
-        x = np.int32(w)
-        right = 0
-    else:
-        right = -shift
-    y = np.int32(rdbpot_nb(srdhm_nb(x, np.int32(m0)), np.int32(right))) + np.int32(zero_point)
-    if y < lo:
-        y = lo
-    elif y > hi:
-        y = hi
-    return y
+# the scalar forms live once in :mod:`.routines`, compiled here for the CPU (Numba); the
+# CUDA kernels compile the same source as device functions
+_CPU = routines("cpu")
+srdhm_nb = _CPU.srdhm          # scalar SaturatingRoundingDoublingHighMul
+rdbpot_nb = _CPU.rdbpot        # scalar RoundingDivideByPOT
+requantize_nb = _CPU.requantize
 
 
 @njit(cache=True)

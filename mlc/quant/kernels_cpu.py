@@ -58,7 +58,11 @@ from numba import config, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .fixedpoint import requantize_nb
+from .routines import routines
+
+# the scalar steps, shared with the CUDA kernels (module globals: Numba reads them)
+_offsets = routines("cpu").offsets
+_requantize = routines("cpu").requantize
 
 MR, NR = 4, 2    # rows of a16 x rows of wt16 per micro-kernel call: 8 accumulators
 VL = 16          # int16 values per vector step (256 bits); K is padded to a multiple
@@ -202,8 +206,8 @@ def qgemm_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, out):
         _tile(a16, b16, i0, j0, buf)
         for i in range(i0, min(m, i0 + MB)):
             for j in range(j0, min(n, j0 + NB)):
-                out[i, j] = (buf[i - i0, j - j0] - zw[j] * rowsum[i] - za * colsum[j]
-                             + k_dim * za * zw[j])
+                out[i, j] = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j],
+                                       k_dim, 0)
 
 
 @njit(parallel=True, cache=True)
@@ -222,9 +226,9 @@ def qlinear_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_o
         _tile(a16, b16, i0, j0, buf)
         for i in range(i0, min(m, i0 + MB)):
             for j in range(j0, min(n, j0 + NB)):
-                acc = (buf[i - i0, j - j0] - zw[j] * rowsum[i] - za * colsum[j]
-                       + k_dim * za * zw[j] + bias[j])
-                out[i, j] = requantize_nb(acc, m0[j], shift[j], z_out, lo, hi)
+                acc = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j], k_dim,
+                                 bias[j])
+                out[i, j] = _requantize(acc, m0[j], shift[j], z_out, lo, hi)
 
 
 SMALL_WORK = 1 << 18   # multiply-adds below which a serial kernel beats starting threads

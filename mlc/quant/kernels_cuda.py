@@ -1,12 +1,12 @@
 """The int8 linear kernel in Numba-CUDA: one thread per output element.
 
-Thread ``(i, j)`` runs the same arithmetic as the CPU kernel (:mod:`.kernels_cpu`): the
-int32 dot product of row ``i`` of ``a`` with row ``j`` of the packed ``wt``, the
-zero-point offsets (``rowsum`` is precomputed per row on the device by a first kernel),
-the int32 bias and the requantization epilogue, with the *same* fixed-point functions
-compiled as device functions, so the codes agree bit for bit. It is the readable
-version: no shared-memory tiling (unit 04 shows how), and in Numba's simulator it runs
-in Python, so the tests use tiny shapes.
+Thread ``(i, j)`` computes the int32 dot product of row ``i`` of ``a`` with row ``j`` of
+the packed ``wt``; the zero-point offsets (``rowsum`` is precomputed per row on the
+device by a first kernel), the int32 bias and the requantization are the *same* scalar
+routines the CPU kernel inlines (:mod:`.routines`, compiled here as device functions),
+so the codes agree bit for bit by construction. It is the readable version: no
+shared-memory tiling (unit 04 shows how), and in Numba's simulator it runs in Python,
+so the tests use tiny shapes.
 """
 
 from __future__ import annotations
@@ -14,34 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .fixedpoint import rdbpot_nb, requantize_nb, srdhm_nb
+from .routines import routines
 
-_srdhm = cuda.jit(device=True)(srdhm_nb.py_func)
-_rdbpot = cuda.jit(device=True)(rdbpot_nb.py_func)
-
-
-def _requantize_py(acc, m0, shift, zero_point, lo, hi):
-    x = np.int32(acc)
-    if shift > 0:
-        w = np.int64(x) << shift
-        if w > 2147483647:
-            w = np.int64(2147483647)
-        elif w < -2147483648:
-            w = np.int64(-2147483648)
-        x = np.int32(w)
-        right = 0
-    else:
-        right = -shift
-    y = np.int32(_rdbpot(_srdhm(x, np.int32(m0)), np.int32(right))) + np.int32(zero_point)
-    if y < lo:
-        y = lo
-    elif y > hi:
-        y = hi
-    return y
-
-
-_requantize = cuda.jit(device=True)(_requantize_py)
-assert requantize_nb.py_func.__code__.co_argcount == _requantize_py.__code__.co_argcount
+_offsets = routines("cuda").offsets
+_requantize = routines("cuda").requantize
 
 
 @cuda.jit
@@ -62,7 +38,7 @@ def _qlinear(a, wt, rowsum, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out,
         s = np.int32(0)
         for k in range(k_dim):
             s += np.int32(a[i, k]) * np.int32(wt[j, k])
-        acc = s - zw[j] * rowsum[i] - za * colsum[j] + k_dim * za * zw[j] + bias[j]
+        acc = _offsets(s, rowsum[i], za, zw[j], colsum[j], k_dim, bias[j])
         if raw:
             out[i, j] = acc
         else:
