@@ -63,14 +63,14 @@ def arena_rows(models, target):
         g = graph.trace(model, x)
         for fuse in (True, False):
             base = graph.build(g, target=target, fuse=fuse)
-            plan = memory.plan(base, "greedy_by_size")
+            plan = memory.plan(base.program, "greedy_by_size")
             with memory.track() as t:
-                exe = plan.bind(base)
+                exe = graph.Executable(memory.assign(base.program, plan))
                 exe(x)
                 exe(x)
             fp = exe.footprint
             err = float(np.abs(exe(x) - graph.interpret(g, x)).max())
-            saved = memory.inplace_savings(base)["saved"]
+            saved = memory.inplace_savings(base.program)["saved"]
             rows.append([name, "fused" if fuse else "unfused", plan.arena_bytes,
                          fp["weights"], fp["inputs"], fp["total"], t.peak,
                          t.peak - fp["total"], saved, f"{err:.1e}"])

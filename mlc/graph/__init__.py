@@ -16,7 +16,7 @@ fusion groups its operators into kernels (:func:`fuse`, explained by
 
 One file per idea: ``ir`` (Node, Graph), ``opdefs`` (the op table), ``trace``,
 ``interpret``, ``passes``, ``pattern``, ``dominators``, ``fuse``, ``explain``,
-``lower``, ``executor``, ``draw``.
+``lower``, ``program`` (the steps after fusion), ``executor``, ``draw``.
 """
 
 from .ir import Graph, GraphBuilder, Node, rewrite, topo_sort
@@ -40,9 +40,15 @@ __all__ += ["DEFAULT_PASSES", "PassManager", "eliminate_common_subexpressions",
             "NoFusion", "TVMPolicy", "fuse", "get_policy", "REASONS", "FusionEdge",
             "FusionReport", "explain_fusion"]
 from .lower import LoweredGroup, lower_group  # noqa: E402
-from .executor import Executable, Kernel, ProfileReport, build  # noqa: E402
+# after ``.lower`` (the module): ``graph.lower`` is the function that makes a Program
+from .program import Kernel, Program, Step, lower  # noqa: E402
+from .executor import Executable, ProfileReport, build  # noqa: E402
 
-__all__ += ["LoweredGroup", "lower_group", "Executable", "Kernel", "ProfileReport", "build"]
+__all__ += ["LoweredGroup", "lower_group", "Kernel", "Program", "Step", "lower",
+            "Executable", "ProfileReport", "build"]
 from . import examples  # noqa: E402  (graph.examples: the course's small models, seeded)
 
 __all__ += ["examples"]
+from .frontend import OnnxImportError, UnsupportedOpError, from_onnx  # noqa: E402
+
+__all__ += ["OnnxImportError", "UnsupportedOpError", "from_onnx"]

@@ -1,19 +1,29 @@
-"""``graph.build``: compile every fused group and run the kernels in order.
+"""``graph.build``: passes, fusion, lowering, planning, and the one runtime.
 
 ::
 
     exe = graph.build(g, target="cpu")        # "python" | "cpu" | "cuda"
     y = exe(x)                                 # numpy arrays (or NDArrays) in, numpy out
-    exe.kernels                                # how many kernels run per call
-    print(exe.source)                          # the generated Python of all of them
+    exe.program                                # the graph.Program it runs
+    exe.plan                                   # its memory plan (None: own buffers)
+    exe.kernels; print(exe.source)             # kernels per call, their generated Python
     print(exe.profile(x))                      # time per kernel
 
-The executor is the simplest possible runtime, a *graph executor*: a list of steps, each
-one compiled kernel and the slots of the arrays it reads and writes. Intermediate arrays
-are allocated once, when the executable is built, and reused by every call (each
-tensor gets its own buffer: the naive memory plan; ``mlc.memory`` does better); the
-outputs are fresh arrays each call. An opaque op runs its reference implementation, as a
-compiler would call a library.
+The pipeline is four pure steps: ``passes`` (graph -> graph), ``fuse`` (graph -> groups),
+:func:`~mlc.graph.program.lower` (groups -> a :class:`~mlc.graph.program.Program` of
+compiled steps) and, with ``memory_plan``, ``mlc.memory.assign`` (Program -> Program
+with every tensor's byte offset).
+
+The :class:`Executable` is the simplest possible runtime, a *graph executor*: a list of
+steps, each one compiled kernel and the slots of the arrays it reads and writes. An
+unplanned program gives each tensor its own buffer, allocated once and reused by every
+call (the outputs are fresh arrays each call). A planned program runs inside one arena:
+every tensor is a numpy view of its bytes ``arena[offset : offset + nbytes]``, shaped
+and typed; the kernels never know. Then the weights, one buffer per input and the arena
+are counted NDArrays (``memory.track`` sees them) and a call allocates nothing more than
+the copies of its outputs. A view step (a lone reshape) runs no kernel: its output is its
+source re-shaped. Every call overwrites every tensor before reading it, so one call
+cannot leak into the next.
 """
 
 from __future__ import annotations
@@ -21,70 +31,87 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ndarray as nd
-from ..codegen import TARGETS
 from ..perf import format_table, timeit
-from .fuse import fuse as fuse_graph
+from .fuse import fuse as fuse_graph, get_policy
 from .interpret import check_inputs
-from .lower import group_io, lower_group
 from .lower_ops import te_shape
-from .opdefs import reference
-from .passes import eliminate_dead_code, fold_constants
+from .passes import eliminate_dead_code, fold_constants, run_passes
 from .pattern import pattern
+from .program import Kernel, Program, lower
 
-
-class Kernel:
-    """One compiled group: ``name``, its ``nodes``, the nodes it reads (``inputs``) and
-    writes (``outputs``), the built ``module`` (None for an opaque op) and ``source``."""
-
-    def __init__(self, name, nodes, inputs, outputs, module, entry, source, lowered=None):
-        self.name, self.nodes, self.inputs, self.outputs = name, nodes, inputs, outputs
-        self.module, self.entry, self.source, self.lowered = module, entry, source, lowered
-
-    @property
-    def func(self):
-        """The scheduled PrimFunc (None for an opaque op)."""
-        return self.lowered.func if self.lowered is not None else None
-
-    def __repr__(self):
-        return f"Kernel({self.name}: {', '.join('%' + n.name for n in self.nodes)})"
-
-
-def _kernel_name(nodes, i) -> str:
-    ops = []
-    for n in nodes:
-        if n.op not in ops:
-            ops.append(n.op)
-    return f"k{i}_" + "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")
-
-
-def _opaque_entry(node):
-    def run(*arrays):
-        dev = nd.cpu_numpy()
-        args = [nd.array(a.reshape(x.shape), dtype=x.dtype, device=dev)
-                for a, x in zip(arrays[:-1], node.inputs, strict=True)]
-        arrays[-1][...] = reference(node.op, node.attrs, *args).numpy().reshape(arrays[-1].shape)
-    return run
+__all__ = ["Executable", "Kernel", "ProfileReport", "build"]
 
 
 class Executable:
-    """What :func:`build` returns: call it like the model."""
+    """Runs a :class:`~mlc.graph.program.Program` (see the module docstring)."""
 
-    def __init__(self, graph, fused, kernels, target):
-        self.graph, self.fused, self.kernel_list, self.target = graph, fused, kernels, target
-        self._slot = {n: i for i, n in enumerate(graph.nodes)}
-        env = [None] * len(graph.nodes)
-        for n in graph.params:
-            env[self._slot[n]] = np.ascontiguousarray(n.value, dtype=n.dtype).reshape(
-                te_shape(n.shape))
-        outs = {id(n) for n in graph.outputs}
-        for k in kernels:
-            for n in k.outputs:
-                if id(n) not in outs:
-                    env[self._slot[n]] = np.empty(te_shape(n.shape), dtype=n.dtype)
+    def __init__(self, program: Program, device=None):
+        if program.target is None:
+            raise ValueError("Executable needs a lowered Program (graph.lower(fg, target))")
+        self.program = program
+        self.device = device or nd.cpu()
+        g = self.graph
+        self._slot = {n: i for i, n in enumerate(g.nodes)}
+        env: list = [None] * len(g.nodes)
+        self._buffers: list = []          # the counted NDArrays that own a planned run's memory
+        planned = program.planned
+        for n in g.params:
+            value = np.ascontiguousarray(n.value, dtype=n.dtype).reshape(te_shape(n.shape))
+            if planned:
+                env[self._slot[n]] = self._owned(n.shape, n.dtype)
+                env[self._slot[n]][...] = value
+            else:
+                env[self._slot[n]] = value
+        self._inputs = [self._owned(n.shape, n.dtype) for n in g.inputs] if planned else None
+        outs = {id(n) for n in g.outputs}
+        self.arena = None
+        if planned:
+            self.arena = nd.empty((max(program.arena_bytes, 1),), dtype="int8",
+                                  device=self.device)
+            raw = self.arena.handle.array.view(np.uint8)
+            for t, off in program.offsets.items():
+                env[self._slot[t]] = raw[off:off + t.nbytes].view(t.dtype).reshape(
+                    te_shape(t.shape))
+        self._fresh = []
+        for s in program.steps:
+            for t in s.writes:
+                if planned or s.view_of is not None:
+                    continue
+                if id(t) in outs:
+                    self._fresh.append((self._slot[t], te_shape(t.shape), t.dtype))
+                else:
+                    env[self._slot[t]] = np.empty(te_shape(t.shape), dtype=t.dtype)
         self._env = env
-        self._steps = [(k.entry, [self._slot[x] for x in k.inputs + k.outputs]) for k in kernels]
-        self._fresh = [(self._slot[n], te_shape(n.shape), n.dtype) for n in
-                       dict.fromkeys(graph.outputs) if not n.is_leaf]
+        self._steps = [(s.kernel.entry if s.kernel else None,
+                        [self._slot[x] for x in s.reads + s.writes], te_shape(s.writes[0].shape))
+                       for s in program.steps]
+
+    def _owned(self, shape, dtype):
+        buf = nd.empty(tuple(te_shape(shape)), dtype=dtype, device=self.device)
+        self._buffers.append(buf)
+        return buf.handle.array.reshape(te_shape(shape))
+
+    # -- what it is ----------------------------------------------------------------------
+    @property
+    def graph(self):
+        return self.program.graph
+
+    @property
+    def fused(self):
+        return self.program.fused
+
+    @property
+    def target(self) -> str:
+        return self.program.target
+
+    @property
+    def plan(self):
+        """The memory plan the program was assigned (None: each tensor its own buffer)."""
+        return self.program.plan
+
+    @property
+    def kernel_list(self) -> list:
+        return self.program.kernels
 
     @property
     def kernels(self) -> int:
@@ -100,20 +127,41 @@ class Executable:
             parts.append(head + "\n" + (k.source or "# opaque: calls the reference op\n"))
         return "\n".join(parts)
 
+    @property
+    def footprint(self) -> dict:
+        """Bytes held: ``weights``, ``inputs``, ``arena`` (0 when unplanned), ``total``."""
+        w = sum(n.nbytes for n in self.graph.params)
+        i = sum(n.nbytes for n in self.graph.inputs)
+        a = self.arena.size if self.arena is not None else 0
+        return {"weights": w, "inputs": i, "arena": a, "total": w + i + a}
+
+    @property
+    def bytes_in_place(self) -> int:
+        """Bytes of outputs written over a dying input (in-place reuse) per call."""
+        return sum(t.nbytes for t in self.plan.inplace) if self.plan is not None else 0
+
+    # -- running -------------------------------------------------------------------------
     def _run(self, inputs):
-        env = list(self._env)
-        for n, a in zip(self.graph.inputs, inputs, strict=True):
-            env[self._slot[n]] = np.ascontiguousarray(a).reshape(te_shape(n.shape))
+        env = self._env if self.program.planned else list(self._env)
+        for k, (n, a) in enumerate(zip(self.graph.inputs, inputs, strict=True)):
+            if self._inputs is not None:
+                self._inputs[k][...] = a.reshape(self._inputs[k].shape)
+                env[self._slot[n]] = self._inputs[k]
+            else:
+                env[self._slot[n]] = np.ascontiguousarray(a).reshape(te_shape(n.shape))
         for slot, shape, dtype in self._fresh:
             env[slot] = np.empty(shape, dtype=dtype)
-        for entry, slots in self._steps:
-            entry(*[env[s] for s in slots])
+        for entry, slots, shape in self._steps:
+            if entry is None:                       # a view: the source, re-shaped
+                env[slots[1]] = env[slots[0]].reshape(shape)
+            else:
+                entry(*[env[s] for s in slots])
         return env
 
     def __call__(self, *inputs):
         arrays = check_inputs(self.graph, inputs, "the executable")
         env = self._run(arrays)
-        outs = tuple(np.array(env[self._slot[n]], copy=n.is_leaf).reshape(n.shape)
+        outs = tuple(np.array(env[self._slot[n]], copy=True).reshape(n.shape)
                      for n in self.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
@@ -122,16 +170,21 @@ class Executable:
         arrays = check_inputs(self.graph, inputs, "profile")
         env = self._run(arrays)
         rows = []
-        for k, (entry, slots) in zip(self.kernel_list, self._steps, strict=True):
-            args = [env[s] for s in slots]
+        for s, (entry, slots, _) in zip(self.program.steps, self._steps, strict=True):
+            if entry is None:
+                continue
+            args = [env[i] for i in slots]
             t = timeit(lambda entry=entry, args=args: entry(*args), repeat=repeat,
                        min_time=min_time)
-            rows.append((k, float(t)))
+            rows.append((s.kernel, float(t)))
         return ProfileReport(rows)
 
     def __repr__(self):
-        return (f"<Executable: {self.kernels} kernels, target {self.target!r}, "
-                f"policy {self.fused.policy.name!r}>")
+        p = self.plan
+        mem = "" if p is None else (f", arena {p.arena_bytes} B ({p.strategy}), lower bound "
+                                    f"{p.lower_bound} B")
+        policy = f", policy {self.fused.policy.name!r}" if self.fused is not None else ""
+        return f"<Executable: {self.kernels} kernels, target {self.target!r}{policy}{mem}>"
 
 
 class ProfileReport(list):
@@ -160,42 +213,42 @@ def _rank(p):
 
 
 def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_size=None,
-          memory_plan=None, optimize: bool = True, schedules=None) -> Executable:
+          memory_plan=None, optimize: bool = True, schedules=None, passes=None,
+          inplace: bool = False) -> Executable:
     """Compile graph ``g`` for ``target`` into an :class:`Executable`.
 
-    ``fuse=False`` makes one kernel per op; otherwise ``policy`` ("tvm", "epilogue" or a
-    :class:`~mlc.graph.fuse.FusionPolicy`) groups them. ``optimize`` first folds constants
-    (a weight's reshape is done once, not per call) and drops dead code. ``schedules``
-    may map a matmul's ``(n, k, m)`` to a function ``f(sch, block_name)`` (a tuned
-    schedule) used instead of the hand schedule. ``memory_plan`` (a plan from
-    ``mlc.memory.plan``) runs every intermediate inside one preallocated arena laid out
-    by that plan (``plan.bind(exe)``, see :mod:`mlc.memory.arena`); ``None`` gives each
-    tensor its own buffer.
+    ``passes`` is the pipeline of graph passes to run first (functions Graph -> Graph);
+    by default (``optimize=True``) constants are folded (a weight's reshape is done once,
+    not per call) and dead code is dropped. ``fuse=False`` makes one kernel per op;
+    otherwise ``policy`` ("tvm", "epilogue" or a
+    :class:`~mlc.graph.fuse.FusionPolicy`) groups them. ``schedules`` may map a matmul's
+    ``(n, k, m)`` to a function ``f(sch, block_name)`` (a tuned schedule) used instead of
+    the hand schedule. ``memory_plan`` is None (each tensor its own buffer), a strategy
+    name of ``mlc.memory.plan`` ("greedy_by_size", ...; ``inplace`` lets elementwise steps
+    write over a dying input) planned on the program this build runs, or a ``Plan`` made
+    for exactly these steps (``memory.plan(exe.program)``); a plan made for other steps is
+    refused with an error that says what differs.
     """
+    from ..codegen import TARGETS
+
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if memory_plan is not None and not callable(getattr(memory_plan, "bind", None)):
-        raise ValueError(f"graph.build: memory_plan must be a plan made by "
-                         f"mlc.memory.plan(...) (or None), got {type(memory_plan).__name__}")
-    from .fuse import get_policy
+    memory = None
+    if memory_plan is not None:
+        from .. import memory      # planning is mlc.memory's job (it reads graph.Program)
 
+        if not isinstance(memory_plan, (str, memory.Plan)):
+            raise ValueError(f"graph.build: memory_plan must be None, a strategy name or a "
+                             f"plan made by mlc.memory.plan(...), got "
+                             f"{type(memory_plan).__name__}")
     pol = get_policy(policy if fuse else "none", max_group_size)
-    if optimize:
+    if passes is not None:
+        g = run_passes(g, passes, verbose=False)
+    elif optimize:
         g = eliminate_dead_code(fold_constants(g))
-    fg = fuse_graph(g, pol)
-    users = g.users()
-    kernels = []
-    from ..codegen import build as tir_build
-
-    for i, nodes in enumerate(fg.groups):
-        ins, outs = group_io(nodes, g.outputs, users)
-        name = _kernel_name(nodes, i)
-        if len(nodes) == 1 and pattern(nodes[0]) == "opaque":
-            kernels.append(Kernel(name, nodes, ins, outs, None, _opaque_entry(nodes[0]), None))
-            continue
-        low = lower_group(nodes, ins, outs, name=name, target=target, tuned=schedules)
-        mod = tir_build(low.func, target=target)
-        entry = mod if target == "cuda" else mod.entry
-        kernels.append(Kernel(name, nodes, ins, outs, mod, entry, mod.source, low))
-    exe = Executable(g, fg, kernels, target)
-    return exe if memory_plan is None else memory_plan.bind(exe)
+    prog = lower(fuse_graph(g, pol), target, schedules)
+    if memory is not None:
+        p = memory_plan if not isinstance(memory_plan, str) else \
+            memory.plan(prog, memory_plan, inplace=inplace)
+        prog = memory.assign(prog, p)
+    return Executable(prog)

@@ -306,24 +306,6 @@ class FusedGraph:
         """The pattern of group ``i``: its most complex member's."""
         return PATTERNS[max(RANK[pattern(n)] for n in self.groups[i])]
 
-    def group_inputs(self, i: int) -> list:
-        """Nodes outside group ``i`` that it reads (in order)."""
-        inside = set(self.groups[i])
-        out: dict = {}
-        for n in self.groups[i]:
-            for x in n.inputs:
-                if x not in inside:
-                    out[x] = None
-        return list(out)
-
-    def group_outputs(self, i: int) -> list:
-        """Nodes of group ``i`` read outside it or returned by the graph."""
-        inside = set(self.groups[i])
-        users = self.graph.users()
-        outs = {id(n) for n in self.graph.outputs}
-        return [n for n in self.groups[i]
-                if id(n) in outs or any(u not in inside for u in users[n])]
-
     def __str__(self) -> str:
         lines = [f"FusedGraph: {self.kernels} kernels from {len(self.graph.ops)} ops "
                  f"(policy {self.policy.name!r})"]

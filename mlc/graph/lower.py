@@ -48,18 +48,6 @@ class LoweredGroup:
         return f"LoweredGroup({self.name}: {len(self.nodes)} ops)"
 
 
-def group_io(nodes, graph_outputs, users):
-    inside = set(nodes)
-    ins: dict = {}
-    for n in nodes:
-        for x in n.inputs:
-            if x not in inside:
-                ins[x] = None
-    outs = {id(n) for n in graph_outputs}
-    out = [n for n in nodes if id(n) in outs or any(u not in inside for u in users[n])]
-    return list(ins), out
-
-
 def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu",
                 tuned: dict | None = None) -> LoweredGroup:
     """Lower the group ``nodes`` reading ``inputs`` and writing ``outputs`` (see above).

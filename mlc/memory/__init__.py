@@ -7,7 +7,8 @@
     memory.lower_bound(g)                       # the widest step: no plan does better
     plan = memory.plan(g, strategy="greedy_by_size")
     plan.arena_bytes, plan.offsets, plan.draw()
-    exe = graph.build(g, memory_plan=plan)      # intermediates in one arena
+    memory.assign(prog, plan)                   # a graph.Program with each tensor's offset
+    exe = graph.build(g, memory_plan="greedy_by_size")   # runs in one arena: exe.plan
     memory.peak_bytes(fn, *args)                # measured: peak of live NDArray bytes
     with memory.track() as t: ...               # the same for a block; t.peak
     memory.checkpoint_sequential(modules, 4)    # keep 4 boundaries, recompute the rest
@@ -23,20 +24,18 @@ One file per idea, in reading order:
 - ``optimal.py``     the exact plan of a small graph (branch and bound);
 - ``plan.py``        :class:`Plan`, :func:`plan`, the verifier, the picture;
 - ``inplace.py``     which elementwise steps may write over their input;
-- ``arena.py``       running a built graph inside one arena;
 - ``checkpoint.py``  training memory: recomputation (Chen et al. 2016);
 - ``chunked.py``     computing in chunks: cross-entropy and attention.
 """
 
 from .accounting import MemoryTrace, live_bytes, peak_bytes, track
-from .liveness import (ALIGNMENT, Program, Step, align, breadths, liveness, lower_bound,
+from .liveness import (ALIGNMENT, align, breadths, liveness, lower_bound,
                        lower_bound_for_order, program, reorder, topological_order)
 from .planners import (PLANNERS, Block, GreedyByBreadth, GreedyBySize, Naive, Planner,
                        SharedObjects, find_offset, get_planner)
 from .optimal import Optimal, PlanTooLarge
-from .plan import Plan, PlanError, compare, plan, verify
+from .plan import Plan, PlanError, assign, compare, plan, verify
 from .inplace import alias_safe, inplace_pairs, inplace_savings
-from .arena import ArenaExecutable, build
 from .checkpoint import (CheckpointedSequential, Recompute, checkpoint_sequential, deep_mlp,
                          frontier, split_segments, sqrt_segments, train_step)
 from .chunked import (attention, attention_memory, chunked_attention,
@@ -45,12 +44,12 @@ from .chunked import (attention, attention_memory, chunked_attention,
 
 __all__ = [
     "MemoryTrace", "live_bytes", "peak_bytes", "track",
-    "ALIGNMENT", "Program", "Step", "align", "breadths", "liveness", "lower_bound",
+    "ALIGNMENT", "align", "breadths", "liveness", "lower_bound",
     "lower_bound_for_order", "program", "reorder", "topological_order",
     "PLANNERS", "Block", "GreedyByBreadth", "GreedyBySize", "Naive", "Planner",
     "SharedObjects", "find_offset", "get_planner", "Optimal", "PlanTooLarge",
-    "Plan", "PlanError", "compare", "plan", "verify",
-    "alias_safe", "inplace_pairs", "inplace_savings", "ArenaExecutable", "build",
+    "Plan", "PlanError", "assign", "compare", "plan", "verify",
+    "alias_safe", "inplace_pairs", "inplace_savings",
     "CheckpointedSequential", "Recompute", "checkpoint_sequential", "deep_mlp", "frontier",
     "split_segments", "sqrt_segments", "train_step",
     "attention", "attention_memory", "chunked_attention", "chunked_softmax_cross_entropy",

@@ -43,11 +43,16 @@ def inplace_pairs(g) -> dict:
     """``{output: input}`` for every step that can write its output over a dying input.
 
     The input must be a tensor of the program (written by an earlier step), die at this
-    step, not be a graph output, and pass :func:`alias_safe`. Each input is used once.
+    step, not be a graph output, share its bytes with no view (a view's bytes live as
+    long as the view does), and pass :func:`alias_safe`. Each input is used once.
     """
+    from .plan import views_of
+
     prog = program(g)
     live = liveness(prog)
-    outputs = {id(t) for t in prog.outputs}
+    views = views_of(prog, live)
+    outputs = {id(t) for t in prog.outputs} | {id(t) for t in views} | \
+        {id(t) for t in views.values()}
     pairs: dict = {}
     taken: set = set()
     for i, step in enumerate(prog.steps):

@@ -21,7 +21,11 @@ What counts as a step:
 - a :class:`~mlc.graph.FusedGraph`: every group is one step, in the group order; only a
   group's outputs (read by a later group, or returned) are tensors: the values inside a
   group live in registers;
-- a built :class:`~mlc.graph.Executable`: its kernels, in order.
+- a :class:`~mlc.graph.Program` (what ``graph.lower`` makes) or a built
+  :class:`~mlc.graph.Executable`: its steps, in order.
+
+A view step (a lone reshape) writes a tensor too: it has a lifetime of its own, but a
+memory plan gives it its source's bytes (:mod:`mlc.memory.plan`).
 
 The **lower bound** (Pisarchyk and Lee 2020 call the bytes live at a step the *operator
 breadth*) is the largest breadth over all steps: at that step all those tensors exist at
@@ -38,8 +42,6 @@ before starting the next keeps fewer tensors alive than interleaving them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 ALIGNMENT = 64  # bytes: every offset and every size in a plan is a multiple of this
 
 
@@ -48,59 +50,12 @@ def align(nbytes: int, alignment: int = ALIGNMENT) -> int:
     return -(-int(nbytes) // alignment) * alignment
 
 
-@dataclass(frozen=True)
-class Step:
-    """One kernel of a program: the ``nodes`` it computes, the tensors it ``reads``
-    (from outside the step, leaves included) and the tensors it ``writes``."""
+def program(g):
+    """The :class:`~mlc.graph.Program` of ``g`` (a Graph: one step per op; a FusedGraph:
+    one per group; an Executable or a Program: its own), without compiling anything."""
+    from ..graph.program import Program
 
-    nodes: tuple
-    reads: tuple
-    writes: tuple
-
-    @property
-    def name(self) -> str:
-        return "+".join(n.name for n in self.nodes)
-
-
-class Program:
-    """A graph as the executor sees it: ``steps`` in order, ``tensors`` (the values
-    written by one step and kept in memory: every step output), ``graph`` (the
-    :class:`~mlc.graph.Graph` underneath) and ``outputs``."""
-
-    def __init__(self, graph, steps):
-        self.graph = graph
-        self.steps = list(steps)
-        self.outputs = list(graph.outputs)
-        seen: dict = {}
-        for s in self.steps:
-            for t in s.writes:
-                seen[t] = None
-        self.tensors = list(seen)
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __repr__(self) -> str:
-        return f"<Program: {len(self.steps)} steps, {len(self.tensors)} tensors>"
-
-
-def program(g) -> Program:
-    """The steps of ``g``: a Graph, a FusedGraph, an Executable or a Program (see above)."""
-    if isinstance(g, Program):
-        return g
-    if hasattr(g, "kernel_list") and hasattr(g, "graph"):        # graph.Executable
-        steps = [Step(tuple(k.nodes), tuple(k.inputs), tuple(k.outputs))
-                 for k in g.kernel_list]
-        return Program(g.graph, steps)
-    if hasattr(g, "groups") and hasattr(g, "group_outputs"):     # graph.FusedGraph
-        steps = [Step(tuple(nodes), tuple(g.group_inputs(i)), tuple(g.group_outputs(i)))
-                 for i, nodes in enumerate(g.groups)]
-        return Program(g.graph, steps)
-    if hasattr(g, "nodes") and hasattr(g, "outputs"):            # graph.Graph
-        steps = [Step((n,), tuple(dict.fromkeys(n.inputs)), (n,))
-                 for n in g.nodes if not n.is_leaf]
-        return Program(g, steps)
-    raise TypeError(f"expected a Graph, FusedGraph or Executable, got {type(g).__name__}")
+    return Program.of(g)
 
 
 def liveness(g) -> dict:

@@ -12,11 +12,16 @@
 
 How a plan is made: :func:`~mlc.memory.liveness.liveness` gives each tensor its steps;
 with ``inplace=True`` an elementwise step's output joins the buffer of the input that
-dies there (:mod:`mlc.memory.inplace`); each buffer becomes a
+dies there (:mod:`mlc.memory.inplace`) and a view (a lone reshape, run as no kernel) joins
+its source's buffer; each buffer becomes a
 :class:`~mlc.memory.planners.Block` (size rounded up to 64 bytes); the planner places
 the blocks; and :func:`verify` checks the result. Every plan passes through
 :func:`verify`, so a planner with a bug raises :class:`PlanError` instead of letting two
 tensors overwrite each other at run time.
+
+A plan is made for one program's steps. :func:`assign` puts it on a
+:class:`~mlc.graph.Program` (a new Program whose tensors carry their offsets, what the
+executor runs in one arena) and refuses a plan made for other steps, saying what differs.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ class Plan:
     """Offsets of tensors in one arena; see the module docstring."""
 
     def __init__(self, prog, offsets, sizes, intervals, arena_bytes, strategy,
-                 inplace=None, alignment=ALIGNMENT, storage=None):
+                 inplace=None, alignment=ALIGNMENT, storage=None, views=None):
         self.program = prog
         self.offsets, self.sizes, self.intervals = offsets, sizes, intervals
         self.arena_bytes, self.strategy, self.alignment = arena_bytes, strategy, alignment
         self.inplace = dict(inplace or {})     # {output: the input whose bytes it takes}
+        self.views = dict(views or {})         # {view: the tensor whose bytes it re-shapes}
         self.storage = storage or {t: i for i, t in enumerate(offsets)}
         self.lower_bound = storage_lower_bound(self.storage, sizes, intervals, alignment)
 
@@ -54,6 +60,23 @@ class Plan:
     def ratio(self) -> float:
         """``arena_bytes / lower_bound`` (1.0 is perfect)."""
         return self.arena_bytes / self.lower_bound if self.lower_bound else 1.0
+
+    def key(self) -> tuple:
+        """The plan by step position: what two plans of equal programs share."""
+        pos = {t: (i, j) for i, s in enumerate(self.program.steps)
+               for j, t in enumerate(s.writes)}
+        return (self.strategy, self.arena_bytes, self.alignment,
+                tuple(sorted((pos[t], off) for t, off in self.offsets.items())),
+                tuple(sorted((pos[o], pos[i]) for o, i in self.inplace.items())))
+
+    def __eq__(self, other) -> bool:
+        """Two plans are equal when they place the same steps' tensors at the same offsets
+        (the programs may be different objects with the same steps)."""
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return self.program.difference(other.program) is None and self.key() == other.key()
+
+    __hash__ = None
 
     def verify(self) -> "Plan":
         verify(self)
@@ -109,12 +132,46 @@ class Plan:
         ax.set_title(f"{self.strategy}: {self.arena_bytes} B (bound {self.lower_bound} B)")
         return ax
 
-    def bind(self, exe):
-        """Run the built executable ``exe`` inside one arena laid out by this plan
-        (what ``graph.build(g, memory_plan=plan)`` does; see :mod:`mlc.memory.arena`)."""
-        from .arena import ArenaExecutable
+    def moved_to(self, prog) -> "Plan":
+        """This plan on the tensors of ``prog``, a program with the same steps (matched by
+        position: step ``i``'s ``j``-th output here is step ``i``'s ``j``-th there).
+        A program with other steps is refused with an error that says what differs."""
+        diff = prog.difference(self.program, "the plan's program")
+        if diff is not None:
+            raise ValueError(f"this memory plan was made for other steps: {diff}; plan the "
+                             "program that runs (memory.plan(exe.program) or "
+                             "graph.build(g, memory_plan=\"greedy_by_size\"))")
+        if prog is self.program:
+            return self
+        mine = {a: b for s, t in zip(self.program.steps, prog.steps, strict=True)
+                for a, b in zip(s.writes, t.writes, strict=True)}
+        moved = Plan(prog, {mine[t]: o for t, o in self.offsets.items()},
+                     {mine[t]: v for t, v in self.sizes.items()},
+                     {mine[t]: v for t, v in self.intervals.items()}, self.arena_bytes,
+                     self.strategy, {mine[o]: mine[i] for o, i in self.inplace.items()},
+                     self.alignment, {mine[t]: k for t, k in self.storage.items()},
+                     {mine[v]: mine[s] for v, s in self.views.items()})
+        verify(moved)
+        return moved
 
-        return ArenaExecutable(exe, self)
+
+def assign(prog, plan: Plan):
+    """The :class:`~mlc.graph.Program` ``prog`` with every tensor at its offset in
+    ``plan`` (a new Program; ``prog`` is unchanged). The plan must be made for the same
+    steps, else a ``ValueError`` says which step differs::
+
+        prog = graph.lower(graph.fuse(g), "cpu")
+        planned = memory.assign(prog, memory.plan(prog, "greedy_by_size"))
+        planned.offsets[t], planned.arena_bytes
+    """
+    from ..graph.program import Program
+
+    if not isinstance(prog, Program):
+        raise TypeError(f"memory.assign takes a graph.Program, got {type(prog).__name__}")
+    if not isinstance(plan, Plan):
+        raise TypeError(f"memory.assign takes a memory.Plan, got {type(plan).__name__}")
+    plan = plan.moved_to(prog)
+    return prog.replace(offsets=plan.offsets, arena_bytes=plan.arena_bytes, plan=plan)
 
 
 def storage_lower_bound(storage, sizes, intervals, alignment=ALIGNMENT) -> int:
@@ -150,6 +207,9 @@ def verify(plan: Plan) -> None:
     for t in plan.intervals:
         if t not in plan.offsets:
             raise PlanError(f"%{t.name} has no offset")
+    for v, src in plan.views.items():
+        if plan.offsets[v] != plan.offsets[src] or plan.sizes[v] != plan.sizes[src]:
+            raise PlanError(f"view %{v.name} of %{src.name}: not the same bytes")
     for out, src in plan.inplace.items():
         if plan.offsets[out] != plan.offsets[src] or plan.intervals[src][1] != \
                 plan.intervals[out][0]:
@@ -167,7 +227,8 @@ def verify(plan: Plan) -> None:
             for y in ts[i + 1:]:
                 if plan.offsets[y] >= plan.offsets[x] + plan.sizes[x]:
                     break
-                if not (plan.inplace.get(y) is x or plan.inplace.get(x) is y):
+                if not (plan.inplace.get(y) is x or plan.inplace.get(x) is y or
+                        plan.storage[x] == plan.storage[y] and _aliases(plan, x, y)):
                     raise PlanError(f"step {s}: %{x.name} and %{y.name} are both live and "
                                     "overlap")
     if plan.arena_bytes < plan.lower_bound:
@@ -175,26 +236,45 @@ def verify(plan: Plan) -> None:
                         f"{plan.lower_bound} B: the liveness or the sizes are wrong")
 
 
+def _aliases(plan, x, y) -> bool:
+    """Whether ``x`` and ``y`` are the same bytes by design (a view chain)."""
+    def root(t):
+        while t in plan.views:
+            t = plan.views[t]
+        return t
+    return root(x) is root(y)
+
+
+def views_of(prog, live) -> dict:
+    """``{view: source}`` for every view step whose source is a tensor of the plan (a
+    view of an input or a constant needs no bytes of the arena)."""
+    return {s.writes[0]: s.view_of for s in prog.steps
+            if s.view_of is not None and s.view_of in live}
+
+
 def plan(g, strategy="greedy_by_size", inplace: bool = False,
          alignment: int = ALIGNMENT) -> Plan:
-    """Plan the tensors of ``g`` (a Graph, FusedGraph or Executable) into one arena.
+    """Plan the tensors of ``g`` (a Program, Graph, FusedGraph or Executable) into one
+    arena.
 
     ``strategy`` is a name ("naive", "shared_objects", "greedy_by_size",
     "greedy_by_breadth", "optimal") or a :class:`~mlc.memory.planners.Planner`;
-    ``inplace=True`` lets alias-safe elementwise steps write over a dying input. The
-    result has passed :func:`verify`.
+    ``inplace=True`` lets alias-safe elementwise steps write over a dying input. A view
+    (a lone reshape) shares its source's bytes. The result has passed :func:`verify`.
     """
     from .inplace import inplace_pairs
 
     planner = get_planner(strategy)
     prog = program(g)
     live = liveness(prog)
+    views = views_of(prog, live)
     pairs = inplace_pairs(prog) if inplace else {}
-    # union the in-place chains into buffers: out joins the buffer of its source
+    # union views and in-place chains into buffers: a tensor joins the buffer of its
+    # source (written earlier, so its buffer exists already)
     storage: dict = {}
     for t in live:
-        storage[t] = storage[pairs[t]] if t in pairs else len(set(storage.values()))
-    # (a source is always written before its output, so its buffer exists already)
+        src = views.get(t, pairs.get(t))
+        storage[t] = storage[src] if src is not None else len(set(storage.values()))
     buffers: dict = {}
     for t, k in storage.items():
         a, b = live[t]
@@ -208,7 +288,7 @@ def plan(g, strategy="greedy_by_size", inplace: bool = False,
     sizes = {t: t.nbytes for t in live}
     arena = align(max((offsets[t] + sizes[t] for t in live), default=0), alignment)
     result = Plan(prog, offsets, sizes, dict(live), arena, planner.name, pairs, alignment,
-                  storage)
+                  storage, views)
     verify(result)
     return result
 
