@@ -15,6 +15,11 @@
    timed alone with ``timeit`` on its real input, their sum against the whole call (the
    rest is the Python loop over the steps). The cost of the fused epilogue
    (requantization) is the qlinear - qmatmul difference of part 1.
+4. Weight-only group-wise matmul (``quant.wmatmul``: float32 activations, 4- or 8-bit
+   weights with a scale per 32 input channels, dequantized in the kernel's inner loop) at
+   1 x 1024 x 1024, the memory-bound case of a language model generating one token,
+   against the int8 W8A8 ``qlinear`` and the float32 kernels on the same input: time,
+   weight bytes read and the bandwidth it implies.
 """
 
 from __future__ import annotations
@@ -60,6 +65,38 @@ def _matmul_rows(sizes, repeat):
             rows.append([name, f"{n}^3", t * 1e3, ops_ / t, t_cpu / t, t_np / t])
         detail[n] = (t_i8, t_lin)
     return rows, detail
+
+
+def _weight_only_rows(k, n, repeat):
+    """One activation row through a K x N weight, every way the course stores it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    xd, wd = nd.array(x, device=nd.cpu()), nd.array(w, device=nd.cpu())
+    g4, g8 = quant.pack_weight(w, 4, 32), quant.pack_weight(w, 8, 32)
+    qa = rng.integers(-128, 128, (1, k)).astype(np.int8)
+    pw = quant.PackedWeight(np.clip(np.rint(w / np.abs(w).max(0) * 127), -127, 127)
+                            .astype(np.int8))
+    bias = np.zeros(n, np.int32)
+    m0, shift = quant.quantize_multiplier(np.full(n, 1e-3))
+    cases = [("numpy float32 (BLAS)", lambda: x @ w, w.nbytes),
+             ("cpu() float32", lambda: nd.matmul(xd, wd), w.nbytes),
+             ("int8 W8A8 qlinear (int16 panel)", lambda: quant.qlinear(qa, pw, 0, bias, m0, shift,
+                                                                        0), pw.kernel_bytes),
+             ("weight-only int8, group 32", lambda: quant.wmatmul(x, g8), g8.nbytes),
+             ("weight-only int4, group 32", lambda: quant.wmatmul(x, g4), g4.nbytes)]
+    rows, times = [], {}
+    for name, fn, nbytes in cases:
+        fn()                                          # compile outside the clock
+        t = timeit(fn, repeat=repeat)
+        times[name] = t
+        rows.append([name, nbytes, f"{nbytes / w.nbytes:.3f}", t * 1e6, nbytes / t / 1e9])
+    base = times["cpu() float32"]
+    for r in rows:
+        r.append(base / times[r[0]])
+    err4 = float(np.abs(quant.wmatmul(x, g4) - x @ w).max())
+    err8 = float(np.abs(quant.wmatmul(x, g8) - x @ w).max())
+    return rows, (err4, err8)
 
 
 def _train(model, X, y, epochs):
@@ -216,6 +253,13 @@ def main(argv=None) -> int:
           f"{core_instructions()}")
     print(f"  the plain loop (8 int32 lanes: xmm vpmaddwd, a vpmovsxbw per 8 bytes): "
           f"{core_instructions(qmatmul_kernel)}")
+
+    k = 512 if args.quick else 1024
+    wrows, (err4, err8) = _weight_only_rows(k, k, repeat)
+    print(f"\nweight-only matmul at 1 x {k} x {k} (same run; 'vs cpu()' = cpu() float32 time / "
+          "this time; GB/s = weight bytes / time)")
+    print_table(wrows, ["kernel", "weight bytes", "of fp32", "us", "GB/s", "vs cpu() f32"])
+    print(f"  max |error| of the output against float32: int4 {err4:.2e}, int8 {err8:.2e}")
 
     models = _models(epochs=4 if args.quick else 10)
     mrows, size_rows, why = _model_rows(models, repeat)

@@ -20,8 +20,11 @@ One idea per module:
 - ``histogram.py``   HistogramObserver (the range of least quantization error);
 - ``fixedpoint.py``  quantize_multiplier and gemmlowp's requantization (numpy and Numba);
 - ``reference.py``   the same arithmetic with Python ints, to test against;
-- ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue;
-- ``kernels_cuda.py`` the same kernel in Numba-CUDA;
+- ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue,
+  and the weight-only matmul that dequantizes in its inner loop;
+- ``routines.py``   the scalar integer steps, written once, compiled for cpu and cuda;
+- ``kernels_cuda.py`` the same kernels in Numba-CUDA, one thread per output;
+- ``weightonly.py``  group-wise 4/8-bit weights (two codes a byte), float activations;
 - ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
 - ``ptq.py``         quantize_model: fold batch norm, calibrate, integer-only model;
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
@@ -42,6 +45,7 @@ from .ptq import CodeCheck, QuantizedModel, compare_codes, quantize_model, quant
 from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
 from .half import HalfModel, half_weights, to_float16
+from .weightonly import GroupWeight, pack_weight, wmatmul
 from .program import UnsupportedModelError
 
 __all__ = [
@@ -56,4 +60,5 @@ __all__ = [
     "quantize_model", "QuantizedModel", "quantize_weight", "compare_codes", "CodeCheck",
     "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
     "to_float16", "half_weights", "HalfModel",
+    "GroupWeight", "pack_weight", "wmatmul",
 ]

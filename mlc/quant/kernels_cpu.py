@@ -269,3 +269,25 @@ def core_instructions(kernel=None, a_dtype=np.int8) -> dict:
         fresh(np.zeros((4, 8), a_dtype), np.zeros((4, 8), np.int8), np.zeros((4, 4), np.int32))
     asm = fresh.inspect_asm(fresh.signatures[0])
     return {name: asm.count(name) for name in INSTRUCTIONS}
+
+
+# -- weight-only group-wise matmul (float activations, 4- or 8-bit weights) -------------
+
+
+def _wmatmul_kernel(wdot):
+    """``out = x @ W`` with ``W[k, j] = scales[j, g] * code[j, k]`` for ``k`` in group ``g``.
+
+    The codes are never expanded to a float matrix: ``wdot`` (:mod:`.routines`) converts
+    each code in registers as it multiplies, and applies a group's scale once to the
+    group's sum. Columns are split over threads: at batch 1 (a language model generating
+    one token) every weight byte is read once, so bytes, not FLOPs, set the time.
+    """
+    def kernel(x, codes, scales, group, out):
+        for j in prange(out.shape[1]):
+            for i in range(x.shape[0]):
+                out[i, j] = wdot(x, i, codes, scales, j, group)
+    return kernel
+
+
+wmatmul4_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").wdot4))
+wmatmul8_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").wdot8))

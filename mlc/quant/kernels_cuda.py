@@ -58,3 +58,26 @@ def qlinear_cuda(a, wt, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out_dtyp
     _qlinear[grid, threads](d_a, d_wt, d_rowsum, np.int32(za), d_zw, d_colsum, d_bias, d_m0,
                             d_shift, np.int32(z_out), np.int32(lo), np.int32(hi), d_out, raw)
     return d_out.copy_to_host()
+
+
+def _wmatmul_kernel(wdot):
+    """Weight-only group-wise matmul, one thread per output, on the same ``wdot`` routine
+    as the CPU kernel (:func:`.kernels_cpu._wmatmul_kernel`), compiled as a device function."""
+    def kernel(x, codes, scales, group, out):
+        i, j = cuda.grid(2)
+        if i < x.shape[0] and j < out.shape[1]:
+            out[i, j] = wdot(x, i, codes, scales, j, group)
+    return cuda.jit(kernel)
+
+
+_WMATMUL = {4: _wmatmul_kernel(routines("cuda").wdot4), 8: _wmatmul_kernel(routines("cuda").wdot8)}
+
+
+def wmatmul_cuda(x, codes, scales, bits, group, threads=(8, 8)):
+    """Run the weight-only kernel on numpy inputs (checked by the caller); float32 out."""
+    m, n = x.shape[0], codes.shape[0]
+    d_out = cuda.device_array((m, n), dtype=np.float32)
+    grid = ((m + threads[0] - 1) // threads[0], (n + threads[1] - 1) // threads[1])
+    _WMATMUL[bits][grid, threads](cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(codes),
+                                  cuda.to_device(scales), group, d_out)
+    return d_out.copy_to_host()

@@ -3,7 +3,7 @@
 A quantized kernel is a loop (different on a CPU and a GPU: tiles and threads on one,
 a thread per output on the other) around a few *scalar* steps that must agree bit for
 bit wherever they run: gemmlowp's fixed-point multiply, its rounding shift, the
-requantization epilogue, the zero-point offsets, a 4-bit code taken out of its byte.
+requantization epilogue, the zero-point offsets, two 4-bit codes taken out of a byte.
 Those steps are plain Python here, in :func:`_define`, and :func:`routines` compiles
 them with the target's decorator::
 
@@ -75,14 +75,45 @@ def _define(jit) -> SimpleNamespace:
         return dot - zw_j * rowsum_i - za * colsum_j + k_dim * za * zw_j + bias_j
 
     @jit
-    def nibble(packed, k):
-        """The signed 4-bit code ``k`` of a row packed two per byte (low nibble first)."""
-        b = np.int32(packed[k >> 1]) & np.int32(0xFF)
-        v = (b >> np.int32(4)) if (k & 1) else (b & np.int32(0xF))
-        return v - np.int32(16) if v >= np.int32(8) else v
+    def unpack4(byte):
+        """The two signed 4-bit codes of one byte, low nibble first: ``(c0, c1)`` in
+        ``[-8, 7]``. ``(v ^ 8) - 8`` sign-extends a nibble without a branch."""
+        b = np.int32(byte) & np.int32(0xFF)
+        return (((b & np.int32(15)) ^ np.int32(8)) - np.int32(8),
+                ((b >> np.int32(4)) ^ np.int32(8)) - np.int32(8))
+
+    @jit
+    def dot4(x, i, codes, j, k0, k1):
+        """``sum_k x[i, k] * c[j, k]`` over ``k0 <= k < k1`` (both even), ``c`` the 4-bit
+        codes of row ``j`` packed two per byte: dequantized here, in registers."""
+        s = np.float32(0.0)
+        for kb in range(k0 >> 1, k1 >> 1):
+            c0, c1 = unpack4(codes[j, kb])
+            s += x[i, 2 * kb] * np.float32(c0) + x[i, 2 * kb + 1] * np.float32(c1)
+        return s
+
+    @jit
+    def dot8(x, i, codes, j, k0, k1):
+        """The same for int8 codes, one per byte."""
+        s = np.float32(0.0)
+        for k in range(k0, k1):
+            s += x[i, k] * np.float32(codes[j, k])
+        return s
+
+    def grouped(dot):
+        @jit
+        def wdot(x, i, codes, scales, j, group):
+            """Output ``(i, j)`` of the weight-only matmul: one scale per ``group`` codes,
+            applied once to the group's sum (``K`` a multiple of ``group``)."""
+            acc = np.float32(0.0)
+            for g in range(x.shape[1] // group):
+                acc += scales[j, g] * dot(x, i, codes, j, g * group, (g + 1) * group)
+            return acc
+        return wdot
 
     return SimpleNamespace(srdhm=srdhm, rdbpot=rdbpot, requantize=requantize,
-                           offsets=offsets, nibble=nibble)
+                           offsets=offsets, unpack4=unpack4, dot4=dot4, dot8=dot8,
+                           wdot4=grouped(dot4), wdot8=grouped(dot8))
 
 
 def _python(f):
