@@ -94,6 +94,7 @@ class Ctx:
         onnx = _onnx()
         self.attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         self.values = [imp.env[x] if x else None for x in node.input]
+        self.made: set = set()
 
     # -- inputs ---------------------------------------------------------------------------
     def __len__(self):
@@ -135,7 +136,14 @@ class Ctx:
 
     # -- output -------------------------------------------------------------------------
     def op(self, op: str, *inputs: Node, **attrs) -> Node:
-        return self.b.op(op, *inputs, name=self.name, **attrs)
+        if op == "permute" and inputs[0].op == "permute":
+            # NCHW -> NHWC right after NHWC -> NCHW (pool after conv): the two cancel
+            inner = inputs[0].attrs["axes"]
+            if tuple(inner[a] for a in attrs["axes"]) == tuple(range(len(inner))):
+                return inputs[0].inputs[0]
+        out = self.b.op(op, *inputs, name=f"{self.name}.{op}", **attrs)
+        self.made.add(out)
+        return out
 
     def const(self, value, name: str | None = None) -> Node:
         arr = np.asarray(value)
@@ -225,6 +233,8 @@ class Importer:
             outs = (outs,)
         for name, v in zip(node.output, outs, strict=False):
             if name:
+                if isinstance(v, Node) and v in ctx.made:
+                    v.name = name       # the node computing an ONNX value keeps its name
                 self.env[name] = v
 
     def _fold(self, node, values):
@@ -251,8 +261,32 @@ class Importer:
 NO_FOLD = {"Constant", "Shape", "Identity"}
 
 
-def _prepare(model):
+def _embed_checked(model, base_dir):
+    """Read every initializer through the size and location checks (before the checker or
+    anything else touches their data), and return a copy of the model that holds them
+    inline, so the checker and the version converter never open a side file."""
     onnx = _onnx()
+    external = [t for t in model.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            tensor_to_numpy(t, "initializer", base_dir)
+    if not external:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for t in copy.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            arr = tensor_to_numpy(t, "initializer", base_dir)
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
+    return copy
+
+
+def _prepare(model, base_dir):
+    onnx = _onnx()
+    model = _embed_checked(model, base_dir)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 default=MIN_OPSET)
     if opset < MIN_OPSET:
@@ -284,5 +318,5 @@ def from_onnx(model_or_path, input_shapes: dict | None = None, bind: dict | None
     from . import onnx_math, onnx_nn, onnx_shape  # noqa: F401  (they fill CONVERTERS)
 
     model, base = load_model(model_or_path)
-    model = _prepare(model)
+    model = _prepare(model, base)
     return Importer(model, base, input_shapes, bind).run()

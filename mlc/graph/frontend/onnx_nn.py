@@ -147,7 +147,8 @@ def _conv(ctx):
         wg = ctx.op("reshape", ctx.op("permute", wg, axes=(0, 3, 4, 2, 1)),
                     shape=(groups, kh * kw * cg, mg))
         y = ctx.op("permute", ctx.op("matmul", cols, wg), axes=(1, 0, 2))
-    y = ctx.op("reshape", y, shape=(n, oh, ow, m))
+    if y.shape != (n, oh, ow, m):
+        y = ctx.op("reshape", y, shape=(n, oh, ow, m))
     if ctx.has(2):
         y = ctx.op("add", y, broadcast(ctx, ctx.input(2), y.shape))
     return _finish(ctx, y, rank)
@@ -237,3 +238,21 @@ def _batch_norm(ctx):
         shift = ctx.op("add", param(2), ctx.op("negate", ctx.op("multiply", param(3), scale)))
     y = ctx.op("multiply", x, broadcast(ctx, scale, x.shape))
     return ctx.op("add", y, broadcast(ctx, shift, x.shape))
+
+
+@converter("Pad", since=11)
+def _pad(ctx):
+    x = ctx.input(0)
+    if ctx.attr("mode", "constant") != "constant":
+        raise ctx.unsupported("mode", ctx.attr("mode"), "constant padding only")
+    if ctx.has(2) and np.any(ctx.static(2, "constant_value") != 0):
+        raise ctx.error("padding with a value other than 0 is not supported")
+    rank = len(x.shape)
+    pads = [int(p) for p in ctx.static(1, "pads")]
+    axes = [int(a) % rank for a in ctx.static(3, "axes")] if ctx.has(3) else list(range(rank))
+    widths = [(0, 0)] * rank
+    for k, a in enumerate(axes):
+        widths[a] = (pads[k], pads[k + len(axes)])
+    if any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise ctx.error(f"negative pads {pads} (cropping) are not supported")
+    return ctx.op("pad", x, axes=tuple(widths))
