@@ -38,11 +38,11 @@ stricter, it raises a clear error instead of guessing:
 
 from .backward import compute_gradient_of_variables, find_topo_sort, sum_node_list
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
-from .tensor import (Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value,  # noqa: F401
-                     _check_same_device, _to_ndarray)
+from .tensor import (Op, RemovableHandle, Tensor, TensorOp, TensorTuple,  # noqa: F401
+                     TensorTupleOp, Value, _check_same_device, _to_ndarray)
 
 __all__ = [
-    "Value", "Tensor", "TensorTuple", "Op", "TensorOp", "TensorTupleOp",
+    "Value", "Tensor", "TensorTuple", "Op", "TensorOp", "TensorTupleOp", "RemovableHandle",
     "find_topo_sort", "compute_gradient_of_variables", "sum_node_list",
     "no_grad", "enable_grad", "is_grad_enabled",
 ]

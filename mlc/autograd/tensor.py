@@ -16,10 +16,12 @@ sent it, then asks its op for the vector-Jacobian product with respect to each i
 (:meth:`Op.gradient`). One walk gives the gradient of a scalar loss with respect to
 *every* parameter, which is why deep learning uses reverse mode.
 
-Gradients are computed with the same tensor ops as the forward pass, so they are graphs
-themselves: ``x.grad`` can be differentiated again (gradients of gradients,
-Hessian-vector products). Inside ``with mlc.no_grad():`` ops compute values but record
-nothing, which is what inference and optimiser updates want.
+Gradients are computed with the same tensor ops as the forward pass, so they can be
+graphs themselves: after ``y.backward(create_graph=True)``, ``x.grad`` can be
+differentiated again (gradients of gradients, Hessian-vector products). A plain
+``backward()`` records nothing and frees the forward graph, as PyTorch does. Inside
+``with mlc.no_grad():`` ops compute values but record nothing, which is what inference
+and optimiser updates want.
 
 This module holds the graph (Value, Tensor, Op); the backward pass lives in
 ``backward.py`` and grad mode in ``grad_mode.py``. The package ``mlc.autograd``
@@ -238,12 +240,23 @@ class Tensor(Value):
         return Tensor.make_const(self.realize_cached_data())
 
     # -- backward ------------------------------------------------------------------------
-    def backward(self, out_grad: "Tensor | None" = None) -> None:
+    def backward(self, out_grad: "Tensor | None" = None, *, create_graph: bool = False,
+                 retain_graph: bool | None = None) -> None:
         """Fill ``.grad`` of every tensor this one depends on.
 
         ``out_grad`` is the gradient of some scalar with respect to this tensor; it may be
         left out when the tensor has a single element (a loss), and then is 1.
+
+        As in PyTorch, the gradients are plain values and the forward graph is freed once
+        backward is done; ``create_graph=True`` records the gradients as graphs (to
+        differentiate them again) and keeps the forward graph; ``retain_graph=True`` only
+        keeps the graph (to call backward through it again). See
+        :func:`~mlc.autograd.compute_gradient_of_variables`.
         """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: nothing "
+                               "it was computed from is trainable (a gradient taken without "
+                               "create_graph=True is a constant)")
         if out_grad is None:
             if self.size != 1:
                 raise ValueError(f"backward() without out_grad needs a tensor with one "
@@ -257,7 +270,30 @@ class Tensor(Value):
         if out_grad.shape != self.shape:
             raise ValueError(f"backward(): out_grad has shape {out_grad.shape}, but the "
                              f"tensor has shape {self.shape}")
-        compute_gradient_of_variables(self, out_grad)
+        compute_gradient_of_variables(self, out_grad, create_graph=create_graph,
+                                      retain_graph=retain_graph)
+
+    def register_hook(self, fn) -> "RemovableHandle":
+        """Call ``fn(grad)`` during ``backward()`` once this tensor's gradient is complete.
+
+        Backward visits tensors in reverse topological order, so when ``fn`` runs every
+        use of this tensor has sent its share: ``grad`` is final. For a parameter (a leaf)
+        that moment comes as soon as the last layer using it is done, while backward
+        goes on with the earlier layers; data-parallel training starts averaging the
+        gradients of the last layers across workers then, overlapping communication with
+        the rest of backward. If ``fn`` returns a tensor, it replaces the gradient (it
+        becomes ``.grad`` and, for an op's output, what flows on to its inputs).
+        Returns a handle whose ``remove()`` unregisters ``fn``.
+        """
+        if not callable(fn):
+            raise TypeError(f"register_hook needs a callable, got {type(fn).__name__}")
+        if not self.requires_grad:
+            raise RuntimeError("register_hook on a tensor that does not require grad: "
+                               "backward never reaches it")
+        if "_grad_hooks" not in vars(self):
+            self._grad_hooks = []
+        self._grad_hooks.append(fn)
+        return RemovableHandle(self._grad_hooks, fn)
 
     # -- printing --------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -340,6 +376,24 @@ class Tensor(Value):
 
     # Tensors are dict keys (optimiser state): identity, not value, equality.
     __hash__ = object.__hash__
+
+
+class RemovableHandle:
+    """What ``register_hook`` (and a module's forward hooks) return: ``remove()`` undoes it."""
+
+    def __init__(self, hooks: list, fn):
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self) -> None:
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.remove()
+        return False
 
 
 class TensorTuple(Value):
