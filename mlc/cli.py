@@ -29,11 +29,51 @@ def _limits(args, jobs: int = 1):
     return Limits(memory_bytes=memory, max_processes=procs)
 
 
+def _trusted_start(args):
+    """For an instructor's grading: the package's fingerprint, checked now, before any
+    worker runs, and this process made non-dumpable. None (and a message) if it fails."""
+    from .grading import manifest
+    from .grading.isolate import non_dumpable
+
+    try:
+        want = manifest.expected(args.manifest)
+        manifest.verify(want)
+    except manifest.PackageChanged as err:
+        print(f"mlc grade: refusing to grade: {err}", file=sys.stderr)
+        return None
+    non_dumpable()
+    return want
+
+
+def _trusted_end(want) -> None:
+    """Say loudly when the package changed while grading. Isolated workers cannot write it,
+    and everything the grader runs was imported before them, so the cause is someone
+    editing this installation; a later run with ``--manifest`` would refuse it."""
+    from .grading import manifest
+
+    try:
+        manifest.verify(want)
+    except manifest.PackageChanged as err:
+        print(f"mlc grade: WARNING: the package changed while grading ({err}); if nobody "
+              "edited it, do not trust these grades", file=sys.stderr)
+
+
 def cmd_grade(args) -> int:
     from .grading.grader import NotebookError, format_report, grade_notebook, gradescope_json
+    from .grading.isolate import IsolationUnavailable, detect
 
     if args.roster:
         return _grade_roster(args)
+    isolation = want = None
+    if args.isolate:
+        want = _trusted_start(args)
+        if want is None:
+            return 3
+        try:
+            isolation = detect(args.user)
+        except IsolationUnavailable as err:
+            print(f"mlc grade --isolate: {err}", file=sys.stderr)
+            return 3
     paths: list[Path] = []
     for target in args.notebooks:
         p = Path(target)
@@ -52,10 +92,13 @@ def cmd_grade(args) -> int:
         print("mlc grade: no notebooks to grade", file=sys.stderr)
         return 2
     limits = _limits(args)
+    hide = tuple(Path(h).resolve() for h in [*args.hide, *(
+        [Path(args.json).resolve().parent] if args.json else [])])
     reports, failed = [], False
     for p in paths:
         try:
-            rep = grade_notebook(p, timeout=args.timeout, limits=limits)
+            rep = grade_notebook(p, timeout=args.timeout, limits=limits, isolation=isolation,
+                                 hide=hide)
         except NotebookError as err:
             print(f"mlc grade: {err}", file=sys.stderr)
             failed = True
@@ -72,6 +115,8 @@ def cmd_grade(args) -> int:
         total = sum(r.score for r in reports)
         most = sum(r.max_score for r in reports)
         print(f"all notebooks: {total:g} / {most:g} points")
+    if want is not None:
+        _trusted_end(want)
     if args.json and reports:
         Path(args.json).write_text(json.dumps(gradescope_json(reports), indent=2),
                                    encoding="utf-8")
@@ -80,7 +125,10 @@ def cmd_grade(args) -> int:
 
 
 def _grade_roster(args) -> int:
-    from .grading.roster import format_summary, grade_roster, plot_totals, write_csv
+    from .grading import similarity
+    from .grading.isolate import IsolationUnavailable
+    from .grading.roster import (format_summary, grade_roster, plot_totals, similar_pairs,
+                                 write_csv)
 
     if len(args.notebooks) != 1 or not Path(args.notebooks[0]).is_dir():
         print("mlc grade --roster: give one folder of submissions (a subfolder or a notebook "
@@ -88,18 +136,38 @@ def _grade_roster(args) -> int:
         return 2
     jobs = args.jobs or os.cpu_count() or 1
     limits = _limits(args, jobs)
+    want = _trusted_start(args)
+    if want is None:
+        return 3
+    out = Path(args.out)
     print(f"grading with {jobs} worker(s), {limits.describe()} each", file=sys.stderr)
-    rows = grade_roster(args.notebooks[0], jobs=jobs, timeout=args.timeout, limits=limits,
-                        progress=not args.quiet)
+    try:
+        rows = grade_roster(args.notebooks[0], jobs=jobs, timeout=args.timeout, limits=limits,
+                            progress=not args.quiet, user=args.user, unsafe=args.unsafe,
+                            hide=(out.resolve(), *(Path(h).resolve() for h in args.hide)))
+    except IsolationUnavailable as err:
+        print(f"mlc grade --roster: {err}", file=sys.stderr)
+        return 3
+    print(("WARNING: " if rows.unsafe else "") + rows.isolation, file=sys.stderr)
     if not rows:
         print(f"mlc grade --roster: no notebooks in {args.notebooks[0]}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    _trusted_end(want)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "grades.csv")
     plot_totals(rows, out / "totals.png")
+    similarity.write_csv(similar_pairs(rows), out / "similarity.csv")
     print(format_summary(rows))
-    print(f"grades written to {out / 'grades.csv'}, histogram to {out / 'totals.png'}")
+    print(f"grades written to {out / 'grades.csv'}, histogram to {out / 'totals.png'}, "
+          f"near-copies to review in {out / 'similarity.csv'}")
+    return 0
+
+
+def cmd_grading_manifest(args) -> int:
+    from .grading import manifest
+
+    path = manifest.write(args.out)
+    print(f"wrote {path}: pass it to `mlc grade --manifest {path}` on the grading machine")
     return 0
 
 
@@ -170,6 +238,20 @@ def cmd_bench(args) -> int:
     return int(module.main(args.rest) or 0)
 
 
+def cmd_dist(args) -> int:
+    from .dist import launch
+
+    script = args.script
+    if not Path(script).is_file():
+        print(f"mlc dist run: no such script: {script}", file=sys.stderr)
+        return 2
+    try:
+        return launch.run(args.n, script, args.args).returncode
+    except (RuntimeError, ValueError) as err:
+        print(f"mlc dist run: {err}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlc", description="The mlc course's command.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,7 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-processes", type=int, default=None, metavar="N",
                    help="process cap per worker (0 for no cap; default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--isolate", action="store_true",
+                   help="run each worker isolated, as --roster always does (another user, "
+                        "its own PID and mount namespaces; see README 'For instructors')")
+    p.add_argument("--user", default=None,
+                   help="the unprivileged user isolated workers run as when grading as root "
+                        "(default: nobody)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="grade a --roster even where workers cannot be isolated (the grades "
+                        "are then marked as forgeable)")
+    p.add_argument("--hide", action="append", default=[], metavar="DIR",
+                   help="a folder isolated workers must not see (repeatable; the notebooks' "
+                        "folders, --out and the --json file's folder always are)")
+    p.add_argument("--manifest", default=None, metavar="FILE",
+                   help="the package fingerprint written by `mlc grading manifest` (default: "
+                        "taken when grading starts)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("grading", help="instructor tools for the autograder")
+    gsub = p.add_subparsers(dest="action", required=True)
+    g = gsub.add_parser("manifest", help="record the package's file hashes, checked by "
+                        "isolated grading (--manifest)")
+    g.add_argument("--out", default="mlc-manifest.json", help="the JSON file to write")
+    g.set_defaults(func=cmd_grading_manifest)
 
     p = sub.add_parser("autograder", help="build a course-platform autograder bundle")
     asub = p.add_subparsers(dest="action", required=True)
@@ -210,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solutions", default="solutions")
     p.add_argument("--exercises", default="exercises")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("dist", help="run a script on P MPI ranks (MPICH's mpiexec)")
+    dsub = p.add_subparsers(dest="action", required=True)
+    d = dsub.add_parser("run", help="mlc dist run -n P script.py [args]")
+    d.add_argument("-n", type=int, default=2, help="number of ranks (default 2)")
+    d.add_argument("script", help="the Python script every rank runs")
+    d.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    d.set_defaults(func=cmd_dist)
 
     p = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. ndarray)")
     p.add_argument("name", nargs="?", help="benchmark name; omit to list them")

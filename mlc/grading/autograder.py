@@ -6,10 +6,14 @@ for every submission: ``setup.sh`` once when the image is built, then
 ``/autograder/results/results.json``. The bundle holds:
 
 - ``setup.sh``: installs Python's tools and this course's package (its source ships in
-  the bundle as ``mlc_src/``; its dependencies come from the package registry);
+  the bundle as ``mlc_src/``; its dependencies come from the package registry), creates
+  the unprivileged user ``mlc-student`` that the student's code runs as, and records the
+  installed package's fingerprint (``mlc grading manifest``);
 - ``run_autograder``: finds the submitted notebook (the unit's file name first, else the
-  only notebook), runs ``mlc grade NOTEBOOK --json results.json``, and writes a valid
-  results file even when no notebook was submitted;
+  only notebook), runs ``mlc grade NOTEBOOK --isolate --json results.json`` (the worker
+  isolated as ``mlc-student``, the whole ``/autograder`` folder out of its sight, the
+  package checked against the fingerprint), and writes a valid results file even when no
+  notebook was submitted or the grader refused;
 - ``unit.txt``: which unit the bundle grades.
 
 Paths come from ``AUTOGRADER_ROOT`` (default ``/autograder``) so the bundle can be
@@ -32,6 +36,11 @@ if ! command -v python3 >/dev/null; then
 fi
 python3 -m pip install --upgrade pip
 python3 -m pip install "$ROOT/source/mlc_src"
+# The student's code runs as this user, never as root (mlc grade --isolate --user).
+if ! id -u mlc-student >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin mlc-student
+fi
+(cd / && python3 -m mlc.cli grading manifest --out "$ROOT/source/manifest.json")
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -57,8 +66,17 @@ if len(pick) != 1:
            f"upload only {unit}.ipynb")
     results.write_text(json.dumps({"score": 0, "output": why, "tests": []}))
     sys.exit(0)
-proc = subprocess.run([sys.executable, "-m", "mlc.cli", "grade", str(pick[0]), "--json",
-                       str(results)], capture_output=True, text=True)
+import pwd
+cmd = [sys.executable, "-m", "mlc.cli", "grade", str(pick[0]), "--json", str(results),
+       "--isolate", "--hide", str(root)]
+try:
+    pwd.getpwnam("mlc-student")
+    cmd += ["--user", "mlc-student"]
+except KeyError:
+    pass  # setup.sh did not run as root: the default unprivileged user
+if (root / "source" / "manifest.json").exists():
+    cmd += ["--manifest", str(root / "source" / "manifest.json")]
+proc = subprocess.run(cmd, capture_output=True, text=True)
 print(proc.stdout)
 print(proc.stderr, file=sys.stderr)
 if not results.exists():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,13 +28,16 @@ from pathlib import Path
 
 import nbformat
 
-from .limits import Limits, session_processes
+from ..perf import format_table  # imported now: nothing is imported after a worker ran
+from .isolate import Isolation
+from .limits import Limits, session_processes, user_processes
 from .protocol import decode_observation, record, verdict
-from .registry import Exercise, all_exercises, for_notebook, get
+from .registry import Exercise, all_exercises, for_notebook, get, hidden_cases
 from .source import Sources
 from .wire import public, to_plain
 
 _CHECK_CALL = re.compile(r"""check\(\s*["']([\w.\-]+)["']""")
+_SECRET = secrets.randbits(63)  # this grading run's hidden cases (registry.hidden_seed)
 
 
 @dataclass
@@ -63,35 +67,45 @@ class NotebookReport:
 
 
 def exercises_of(path: Path, cells: list[str]) -> list[Exercise]:
-    """The exercises graded in ``path``: those registered for its name, then any it checks."""
+    """The exercises of the notebook's own unit, and only those: the unit named by the
+    file (a renamed copy such as ``"00_welcome-Copy1"`` by its number), else the one unit
+    that every ``check(...)`` call of the notebook names. A ``check("graphs.cse")`` in
+    another unit's notebook grades nothing extra."""
+    unit = unit_of(path, cells)
+    return for_notebook(unit) if unit else []
+
+
+def unit_of(path: Path, cells: list[str]) -> str | None:
+    """The unit (notebook stem) that ``path`` is a submission of, or None (see
+    :func:`exercises_of`)."""
     stem = path.stem
-    found = for_notebook(stem)
-    if not found:  # a renamed copy such as "00_welcome-Copy1" still grades as unit 00
-        prefix = stem.split("_")[0]
-        known = {ex.notebook for ex in all_exercises().values()}
-        match = [nb for nb in known if nb.split("_")[0] == prefix and prefix.isdigit()]
-        if len(match) == 1:
-            found = for_notebook(match[0])
-    ids = [ex.id for ex in found]
-    for source in cells:
-        for ex_id in _CHECK_CALL.findall(source):
-            if ex_id not in ids:
+    known = {ex.notebook for ex in all_exercises().values()}
+    units = [nb for nb in known if nb == stem]
+    prefix = stem.split("_")[0]
+    if not units and prefix.isdigit():
+        units = [nb for nb in known if nb.split("_")[0] == prefix]
+    if not units:
+        named = set()
+        for source in cells:
+            for ex_id in _CHECK_CALL.findall(source):
                 try:
-                    get(ex_id)
+                    named.add(get(ex_id).notebook)
                 except KeyError:
                     continue
-                ids.append(ex_id)
-    return [get(i) for i in ids]
+        units = sorted(named)
+    return units[0] if len(units) == 1 else None
 
 
 class _Reader(threading.Thread):
     """Reads the worker's channel; stamps each message with the grader's own clock."""
 
-    MAX_LINE = 256 * 1024 * 1024  # a longer line is dropped as malformed
+    MAX_LINE = 64 << 20  # a longer line is dropped as malformed
+    MAX_BYTES = 512 << 20  # past either cap the worker is stopped: its channel is flooded
+    MAX_MESSAGES = 50_000
 
     def __init__(self, fd: int):
         super().__init__(daemon=True)
-        self.fd, self.events, self.malformed = fd, [], 0
+        self.fd, self.events, self.malformed, self.flooded, self.size = fd, [], 0, False, 0
 
     def run(self):
         buf = b""
@@ -100,7 +114,11 @@ class _Reader(threading.Thread):
                 chunk = os.read(self.fd, 1 << 16)
             except OSError:
                 break
-            if not chunk:
+            self.size += len(chunk)
+            if not chunk or self.flooded:
+                break
+            if self.size > self.MAX_BYTES or len(self.events) > self.MAX_MESSAGES:
+                self.flooded = True  # the grader sees it, stops the worker
                 break
             buf += chunk
             *lines, buf = buf.split(b"\n")
@@ -258,13 +276,16 @@ def read_notebook(path: Path) -> list[str]:
                             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
 
 
-def grade_notebook(path: str | Path, timeout: float = 60.0,
-                   limits: Limits | None = None) -> NotebookReport:
+def grade_notebook(path: str | Path, timeout: float = 60.0, limits: Limits | None = None,
+                   isolation: Isolation | None = None, hide: tuple[Path, ...] = (),
+                   data_files: bool = True) -> NotebookReport:
     """Grade every exercise of notebook ``path``; each cell and check gets ``timeout`` s.
 
     The worker runs under ``limits`` (memory and process caps; :mod:`.limits`), by
-    default sized to this machine. Raises :class:`NotebookError` for a file that is not a
-    notebook."""
+    default sized to this machine. With ``isolation`` (:func:`.isolate.detect`) it runs
+    isolated, ``hide`` and the notebook's folder out of its sight; ``data_files`` copies
+    the other files of that folder (not notebooks) into its private directory. Raises
+    :class:`NotebookError` for a file that is not a notebook."""
     if not hasattr(os, "fork"):
         raise RuntimeError("mlc grade needs a POSIX system (Linux, macOS or WSL): each "
                            "exercise is observed in a fork of the grading worker")
@@ -274,7 +295,7 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
     cells = read_notebook(path)
     sources = Sources(cells)
     exercises = exercises_of(path, cells)
-    with _NATIVE_LOCK:  # the grader's own cases, hidden ones too
+    with _NATIVE_LOCK, hidden_cases(_SECRET):  # the grader's own cases, hidden ones too
         cases = {ex.id: ex.check.cases() for ex in exercises}
     timeouts = {ex.id: float(ex.timeout or timeout) for ex in exercises}
     notes: list[str] = []
@@ -303,20 +324,33 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
             job_path.write_text(json.dumps(job), encoding="utf-8")
             log_path = tmp / f"worker-{attempt}.log"
             read_fd, write_fd = os.pipe()
+            argv = [sys.executable, "-m", "mlc.grading.runner", str(job_path), str(write_fd)]
+            preexec = limits.preexec()
+            if isolation is not None:
+                files = [p for p in path.parent.iterdir() if p.suffix != ".ipynb"] \
+                    if data_files else []
+                nproc = (user_processes(isolation.uid) + limits.max_processes
+                         if limits.max_processes and not isolation.userns else None)
+                argv = isolation.command(job_path, [tmp, path.parent, *hide], files, limits,
+                                         write_fd, nproc)
+                preexec = None  # the caps are set inside, once the namespaces exist
             with open(log_path, "wb") as log:
                 with _NATIVE_LOCK:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "mlc.grading.runner", str(job_path),
-                         str(write_fd)], cwd=str(path.parent.resolve()), env=env, stdout=log,
+                        argv, cwd=str(path.parent.resolve()), env=env, stdout=log,
                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        start_new_session=True, pass_fds=(write_fd,),
-                        preexec_fn=limits.preexec())
+                        start_new_session=True, pass_fds=(write_fd,), preexec_fn=preexec)
             os.close(write_fd)
             reader = _Reader(read_fd)
             reader.start()
             stuck = None
             while proc.poll() is None:
                 time.sleep(0.02)
+                if reader.flooded:
+                    last = reader.last_progress()
+                    stuck = dict(last[1]) if last else {"kind": "runner"}
+                    stuck["why"] = "flooded the grader's channel with messages"
+                    break
                 if limits.max_processes and session_processes(proc.pid) > limits.max_processes:
                     last = reader.last_progress()
                     stuck = dict(last[1]) if last else {"kind": "runner"}
@@ -378,8 +412,6 @@ def grade_notebook(path: str | Path, timeout: float = 60.0,
 
 
 def format_report(report: NotebookReport) -> str:
-    from ..perf import format_table
-
     rows = [(r.id, f"{r.score:g}", f"{r.max_score:g}", _one_line(r.message))
             for r in report.results]
     rows.append(("total", f"{report.score:g}", f"{report.max_score:g}", ""))

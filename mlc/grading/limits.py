@@ -14,7 +14,8 @@ with a clear note and the grader, the other workers and the machine stay up:
   plus the cap, so that a fork bomb fails inside the kernel before the count sees it.
 
 Defaults are sized to the machine: an equal share of the memory per parallel worker,
-at most 4 GiB each, and 64 processes.
+at most 4 GiB each, and 64 processes. An isolated worker (:mod:`.isolate`) also gets caps
+on the size of any file it writes and on its open files, and never dumps core.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def parse_size(text: str | int | None) -> int | None:
     return int(value)
 
 
-def _user_processes() -> int:
-    uid = os.getuid()
+def user_processes(uid: int | None = None) -> int:
+    """How many processes user ``uid`` (default: this one) has now (Linux /proc)."""
+    uid = os.getuid() if uid is None else uid
     count = 0
     try:
         for entry in os.scandir("/proc"):
@@ -96,6 +98,8 @@ class Limits:
 
     memory_bytes: int | None = None
     max_processes: int | None = None
+    file_bytes: int | None = 256 << 20
+    open_files: int | None = 256
 
     @classmethod
     def default(cls, jobs: int = 1) -> Limits:
@@ -110,18 +114,24 @@ class Limits:
 
     def preexec(self):
         """A function for ``subprocess.Popen(preexec_fn=...)`` that sets the kernel caps."""
-        import resource
-
         nproc = None
         if self.max_processes and os.getuid() != 0:
-            nproc = _user_processes() + self.max_processes
+            nproc = user_processes() + self.max_processes
+        return lambda: self.apply(nproc)
 
-        def apply():
-            if self.memory_bytes:
-                resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
-            if nproc:
-                soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
-                cap = nproc if hard == resource.RLIM_INFINITY else min(nproc, hard)
-                resource.setrlimit(resource.RLIMIT_NPROC, (cap, hard))
+    def apply(self, nproc: int | None, files: bool = False) -> None:
+        """Set the caps on this process (inherited by what it starts): memory, ``nproc``
+        processes of this user, and with ``files`` the file size, open files and no core."""
+        import resource
 
-        return apply
+        caps = [(resource.RLIMIT_AS, self.memory_bytes), (resource.RLIMIT_NPROC, nproc)]
+        if files:
+            caps += [(resource.RLIMIT_FSIZE, self.file_bytes),
+                     (resource.RLIMIT_NOFILE, self.open_files), (resource.RLIMIT_CORE, 0)]
+        for which, value in caps:
+            if value is None:
+                continue
+            _, hard = resource.getrlimit(which)
+            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            keep_hard = which == resource.RLIMIT_NPROC and not files  # isolated: no raising it
+            resource.setrlimit(which, (cap, hard if keep_hard else cap))

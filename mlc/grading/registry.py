@@ -44,6 +44,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ class Exercise:
     simulator: bool = False  # grade the whole notebook in Numba's CUDA simulator
     needs: tuple[str, ...] = ()
     values: tuple[str, ...] = ()
+    rebuilds: tuple[str, ...] = ()  # "module:attr.path" of the library code it rebuilds
 
 
 @dataclass
@@ -203,6 +205,36 @@ def _short(v: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# ---- hidden cases: drawn from a seed the grader keeps --------------------------------------------
+
+_HIDDEN_SEED: int | None = None
+
+
+def hidden_seed(salt: int) -> int:
+    """The seed of a check's hidden cases, for its ``cases()``:
+    ``np.random.default_rng(hidden_seed(20))``.
+
+    Outside the grader it is ``salt`` itself, so a student's ``check()`` in the notebook
+    is reproducible; inside ``mlc grade`` it is mixed with a secret the grader draws for
+    each run (:func:`hidden_cases`), so no shipped file says what the hidden cases are.
+    Visible cases keep fixed seeds of their own."""
+    if _HIDDEN_SEED is None:
+        return salt
+    state = np.random.SeedSequence([_HIDDEN_SEED, salt]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+@contextmanager
+def hidden_cases(secret: int):
+    """Within this block, :func:`hidden_seed` mixes in ``secret`` (the grader's)."""
+    global _HIDDEN_SEED
+    old, _HIDDEN_SEED = _HIDDEN_SEED, int(secret)
+    try:
+        yield
+    finally:
+        _HIDDEN_SEED = old
+
+
 # ---- the registry -----------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -211,8 +243,13 @@ _LOADED = False
 
 def exercise(id: str, points: float, notebook: str, hint: str = "",
              timeout: float | None = None, simulator: bool = False,
-             needs: tuple[str, ...] = (), values: tuple[str, ...] = ()):
+             needs: tuple[str, ...] = (), values: tuple[str, ...] = (),
+             rebuilds: tuple[str, ...] = ()):
     """Register the decorated :class:`Check` subclass as the check of exercise ``id``.
+
+    ``rebuilds`` names the library code the exercise asks the student to write again, as
+    ``"module:attribute.path"`` (e.g. ``"mlc.graph.passes:eliminate_dead_code"``): while
+    ``mlc grade`` runs the notebook it is replaced by a stand-in that raises.
 
     ``needs``/``values`` name what the student must define (functions / other values):
     the grader reports a missing one before any case runs. ``simulator=True`` says the
@@ -227,7 +264,7 @@ def exercise(id: str, points: float, notebook: str, hint: str = "",
         if id in _REGISTRY and type(_REGISTRY[id].check).__module__ != cls.__module__:
             raise ValueError(f"exercise id {id!r} is registered twice")
         _REGISTRY[id] = Exercise(id, float(points), notebook, cls(), hint, timeout, simulator,
-                                 tuple(needs), tuple(values))
+                                 tuple(needs), tuple(values), tuple(rebuilds))
         return cls
 
     return deco

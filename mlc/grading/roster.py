@@ -3,9 +3,12 @@
 Course platforms export submissions as one folder per student (holding the notebook,
 maybe among other files) or as one notebook per student. :func:`find_submissions` reads
 both layouts; :func:`grade_roster` grades every notebook with a pool of workers, each
-submission isolated as a single ``mlc grade`` is (its own worker process, time limits,
-memory and process caps), and a submission that breaks the grader itself is reported as
-such rather than stopping the class.
+worker isolated (:mod:`.isolate`: another user, its own PID and mount namespaces, the
+class's folder and the grader out of sight, caps), and a submission that breaks the
+grader itself is reported as such rather than stopping the class. Each student is graded
+once per unit: of several notebooks for one unit the latest counts, the others are
+reported. Where this system cannot isolate, grading refuses unless ``unsafe=True``, and
+then says so in its summary and in the first line of ``grades.csv``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .grader import NotebookError, NotebookReport, grade_notebook
+from tqdm.auto import tqdm
+
+from ..perf import format_table
+from .grader import NotebookError, NotebookReport, grade_notebook, read_notebook, unit_of
+from .isolate import Isolation, IsolationUnavailable, detect
 from .limits import Limits
+from .registry import for_notebook, get
+from .similarity import near_copies
+
+UNSAFE = ("NOT ISOLATED: students' code ran as the grader's user, with the package, the "
+          "grader and other submissions in reach; these grades can be forged")
 
 
 @dataclass
@@ -57,9 +69,19 @@ def find_submissions(folder: Path | str) -> list[Submission]:
     return subs
 
 
-def _grade_one(sub: Submission, timeout: float, limits: Limits) -> RosterRow:
+class Graded(list):
+    """The rows of a graded class, with how it was graded (``isolation``: a sentence;
+    ``unsafe``: True when the workers were not isolated)."""
+
+    isolation: str = ""
+    unsafe: bool = False
+
+
+def _grade_one(sub: Submission, timeout: float, limits: Limits, isolation: Isolation | None,
+               hide: tuple[Path, ...], data_files: bool) -> RosterRow:
     try:
-        report = grade_notebook(sub.notebook, timeout=timeout, limits=limits)
+        report = grade_notebook(sub.notebook, timeout=timeout, limits=limits,
+                                isolation=isolation, hide=hide, data_files=data_files)
     except NotebookError as err:
         return RosterRow(sub.student, str(sub.notebook), None, str(err))
     except Exception as err:  # noqa: BLE001 - one submission never stops the class
@@ -71,20 +93,57 @@ def _grade_one(sub: Submission, timeout: float, limits: Limits) -> RosterRow:
     return RosterRow(sub.student, str(sub.notebook), report, notes=list(report.notes))
 
 
-def grade_roster(folder: Path | str, jobs: int = 1, timeout: float = 60.0,
-                 limits: Limits | None = None, progress: bool = True) -> list[RosterRow]:
-    """Grade every submission in ``folder`` with ``jobs`` parallel workers."""
-    subs = find_submissions(folder)
-    limits = limits or Limits.default(jobs)
-    rows: list[RosterRow] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+def latest_per_unit(subs: list[Submission]) -> tuple[list[Submission], list[RosterRow]]:
+    """One submission per student and unit, the latest (by modification time); a row
+    saying "not graded" for each other copy."""
+    groups: dict[tuple, list[Submission]] = {}
+    for sub in subs:
+        try:
+            unit = unit_of(sub.notebook, read_notebook(sub.notebook))
+        except NotebookError:
+            unit = None
+        key = (sub.student, unit or f"?{sub.notebook}")  # unknown units never merge
+        groups.setdefault(key, []).append(sub)
+    keep, dropped = [], []
+    for (student, unit), group in groups.items():
+        group.sort(key=lambda s: (s.notebook.stat().st_mtime, str(s.notebook)))
+        keep.append(group[-1])
+        dropped += [RosterRow(student, str(s.notebook), None,
+                              f"not graded: {student} submitted {len(group)} notebooks for "
+                              f"unit {unit}; the latest, {group[-1].notebook.name}, counts")
+                    for s in group[:-1]]
+    return keep, dropped
 
-        bar = tqdm(total=len(subs), desc="grading", unit="notebook")
+
+def grade_roster(folder: Path | str, jobs: int = 1, timeout: float = 60.0,
+                 limits: Limits | None = None, progress: bool = True,
+                 user: str | None = None, unsafe: bool = False,
+                 hide: tuple[Path, ...] = ()) -> Graded:
+    """Grade every submission in ``folder`` with ``jobs`` parallel workers, each isolated
+    as ``user`` (as root; default ``nobody``) with ``folder`` and ``hide`` out of sight.
+
+    Raises :class:`~.isolate.IsolationUnavailable` where workers cannot be isolated,
+    unless ``unsafe``: then the class is graded without isolation and the result says so."""
+    folder = Path(folder)
+    subs, rows = latest_per_unit(find_submissions(folder))
+    limits = limits or Limits.default(jobs)
+    rows = Graded(rows)
+    try:
+        isolation = detect(user)
+        rows.isolation = isolation.describe()
+    except IsolationUnavailable as err:
+        if not unsafe:
+            raise IsolationUnavailable(f"{err}; refusing to grade a class without isolating "
+                                       "its code (pass --unsafe to grade anyway, and "
+                                       "trust no grade)") from None
+        isolation, rows.unsafe, rows.isolation = None, True, f"{UNSAFE} ({err})"
+    bar = tqdm(total=len(subs), desc="grading", unit="notebook") if progress else None
+    hide = (folder, *hide)
     # Threads suffice: each grade_notebook spends its time waiting on its own worker process.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_grade_one, sub, timeout, limits) for sub in subs]
+        futures = [pool.submit(_grade_one, sub, timeout, limits, isolation, hide,
+                               sub.notebook.parent.resolve() != folder.resolve())
+                   for sub in subs]
         for fut in as_completed(futures):
             rows.append(fut.result())
             if bar is not None:
@@ -95,9 +154,23 @@ def grade_roster(folder: Path | str, jobs: int = 1, timeout: float = 60.0,
     return rows
 
 
+def similar_pairs(rows: list[RosterRow]) -> list[tuple]:
+    """Near-copies among the graded notebooks, per exercise (:mod:`.similarity`)."""
+    by_unit: dict[str, dict[str, list[str]]] = {}
+    for row in rows:
+        if row.report and row.report.results:
+            unit = get(row.report.results[0].id).notebook
+            by_unit.setdefault(unit, {})[row.student] = read_notebook(Path(row.notebook))
+    return [pair for unit, subs in sorted(by_unit.items())
+            for pair in near_copies(subs, for_notebook(unit))]
+
+
 def write_csv(rows: list[RosterRow], path: Path | str) -> None:
-    """One line per student and exercise: student, notebook, exercise, points, max, message."""
+    """One line per student and exercise: student, notebook, exercise, points, max, message
+    (a class graded without isolation starts with a line ``# NOT ISOLATED: ...``)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
+        if getattr(rows, "unsafe", False):
+            f.write(f"# {rows.isolation}\n")
         out = csv.writer(f)
         out.writerow(["student", "notebook", "exercise", "points", "max_points", "message"])
         for row in rows:
@@ -125,9 +198,8 @@ def summary_rows(rows: list[RosterRow]) -> list[tuple]:
 
 
 def format_summary(rows: list[RosterRow]) -> str:
-    from ..perf import format_table
-
-    lines = [format_table(summary_rows(rows), ["exercise", "graded", "mean", "max",
+    lines = [f"WARNING: {rows.isolation}"] if getattr(rows, "unsafe", False) else []
+    lines += [format_table(summary_rows(rows), ["exercise", "graded", "mean", "max",
                                                "full marks", "zero"])]
     per_student: dict[str, float] = {}
     for row in rows:

@@ -12,6 +12,13 @@ no expected answer and decides no score: the grader judges what arrives. The sam
 carries progress (which cell or exercise is running), so the grader knows what to stop,
 skip and report when a cell outlives its time limit.
 
+Before the first cell runs, :func:`prepare` imports everything the worker needs and
+:func:`seal` puts stand-ins that raise in place of ``mlc.grading`` (its checks, their
+references and cases) and of the library functions the exercises rebuild, whatever the
+spelling (``import``, ``importlib``, ``__import__``, an attribute of ``mlc``). ``check()``
+stays a no-op, as the exercise notebooks call it. Each observation starts from the
+``mlc.perf`` (and clock) that the worker imported, not one a cell replaced.
+
 Grading needs a POSIX system (Linux, macOS, WSL): each exercise runs in a ``fork``.
 """
 
@@ -24,8 +31,35 @@ import signal
 import sys
 import time
 import traceback
+import types
 
 from .check import GRADING_ENV
+
+
+class Sealed(PermissionError):
+    """What the student's code gets when it reaches for the grader's own code."""
+
+
+class _SealedModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name == "check":
+            return _no_check
+        if name.startswith("__"):  # __path__, __file__: what the import system probes
+            raise AttributeError(f"{self.__name__} is sealed while your notebook is graded")
+        raise Sealed(f"{self.__name__}.{name} is out of reach while your notebook is graded")
+
+
+def _no_check(*args, **kwargs):
+    """``check()`` under the grader: the grader runs every check itself."""
+
+
+def _sealed_function(name: str):
+    def stand_in(*args, **kwargs):
+        raise Sealed(f"{name} is what this exercise asks you to write; the library's own "
+                     "is out of reach while your notebook is graded")
+
+    stand_in.__name__ = stand_in.__qualname__ = name.rsplit(".", 1)[-1]
+    return stand_in
 
 
 class CellTimeout(BaseException):
@@ -125,21 +159,66 @@ def run_cells(shell, cells, skip, timeout, send) -> None:
         send(kind="cell", index=index, state="end", error=error)
 
 
-def _observe_child(ex_id, cases, ns, timeout, send) -> int:
-    from .protocol import observe_case, observe_names
-    from .registry import get
-    from .wire import from_plain
+def prepare(job: dict) -> dict:
+    """Import, before any student code runs, everything the worker will call: the checks
+    of the job's exercises, the wire, IPython, and ``mlc.perf`` (snapshotted)."""
+    import IPython.core.interactiveshell  # noqa: F401 - imported while the files are trusted
 
-    ex = get(ex_id)
+    from . import protocol, wire
+    from .registry import get
+
+    import mlc.perf  # noqa: F401
+
+    exercises = {j["id"]: get(j["id"]) for j in job["exercises"]}
+    perf = {name: (mod, dict(vars(mod))) for name, mod in list(sys.modules.items())
+            if name == "time" or name == "mlc.perf" or name.startswith("mlc.perf.")}
+    return {"exercises": exercises, "observe_case": protocol.observe_case,
+            "observe_names": protocol.observe_names, "from_plain": wire.from_plain,
+            "perf": perf}
+
+
+def _restore_perf(worker: dict) -> None:
+    """Undo whatever the notebook did to ``mlc.perf`` and ``time`` (the measuring tools)."""
+    import mlc
+
+    for name, (mod, saved) in worker["perf"].items():
+        sys.modules[name] = mod
+        vars(mod).update(saved)
+    mlc.perf = worker["perf"]["mlc.perf"][0]
+
+
+def seal(worker: dict) -> None:
+    """Replace ``mlc.grading`` and every module under it by stand-ins that raise, and the
+    library functions the exercises rebuild (``Exercise.rebuilds``) by functions that raise."""
+    import importlib
+
+    for name in [n for n in sys.modules if n == "mlc.grading" or n.startswith("mlc.grading.")]:
+        sys.modules[name] = _SealedModule(name)
+    import mlc
+
+    mlc.grading = sys.modules["mlc.grading"]
+    for ex in worker["exercises"].values():
+        for dotted in ex.rebuilds:
+            module, _, rest = dotted.partition(":")
+            owner = importlib.import_module(module)
+            *path, attr = rest.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            setattr(owner, attr, _sealed_function(f"{module}.{rest}"))
+
+
+def _observe_child(ex_id, cases, ns, timeout, send, worker) -> int:
+    ex = worker["exercises"][ex_id]
+    _restore_perf(worker)
     sys.stdout = sys.stderr = BoundedWriter()
     try:
         _alarm(timeout)
-        names = observe_names(ex, ns)
+        names = worker["observe_names"](ex, ns)
         send(kind="names", id=ex_id, names=names)
         if any(names[n] == "missing" for n in (*ex.needs, *ex.values)):
             return 0
         for index, case in enumerate(cases):
-            obs = observe_case(ex, ns, from_plain(case))
+            obs = worker["observe_case"](ex, ns, worker["from_plain"](case))
             send(kind="obs", id=ex_id, case=index, obs=obs)
             if "error" in obs:
                 break
@@ -150,7 +229,7 @@ def _observe_child(ex_id, cases, ns, timeout, send) -> int:
     return 0
 
 
-def run_checks(exercises, ns, send) -> None:
+def run_checks(exercises, ns, send, worker) -> None:
     """Observe each exercise in a fork of this process (a copy of the notebook's state
     that the student's code may break at will), under the exercise's time limit."""
     for job in exercises:
@@ -162,7 +241,7 @@ def run_checks(exercises, ns, send) -> None:
         if pid == 0:
             code = 1
             try:
-                code = _observe_child(ex_id, job["cases"], ns, timeout, send)
+                code = _observe_child(ex_id, job["cases"], ns, timeout, send, worker)
             finally:
                 os._exit(code)
         deadline = time.time() + timeout + 2.0
@@ -185,17 +264,29 @@ def run_checks(exercises, ns, send) -> None:
 
 
 def main(argv=None) -> int:
+    """``python -m mlc.grading.runner JOB.json FD`` (not isolated: see :mod:`.isolate`)."""
     argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0], encoding="utf-8") as f:
-        job = json.load(f)
     send = Channel(int(argv[1]))
+    try:
+        with open(argv[0], encoding="utf-8") as f:
+            job = json.load(f)
+        worker = prepare(job)
+    except BaseException:  # noqa: BLE001 - report, never hang or die silently
+        send(kind="runner", state="error", error=traceback.format_exc()[-2000:])
+        return 1
+    return serve(job, worker, send)
+
+
+def serve(job: dict, worker: dict, send) -> int:
+    """Run the job's cells, then observe each exercise; report progress on ``send``."""
     os.environ[GRADING_ENV] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
     sys.path.insert(0, os.getcwd())
     try:
+        seal(worker)
         shell = make_shell()
         run_cells(shell, job["cells"], set(job["skip"]), job["cell_timeout"], send)
-        run_checks(job["exercises"], shell.user_ns, send)
+        run_checks(job["exercises"], shell.user_ns, send, worker)
     except BaseException:  # noqa: BLE001 - report, never hang or die silently
         send(kind="runner", state="error", error=traceback.format_exc()[-2000:])
         return 1
