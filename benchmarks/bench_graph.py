@@ -153,6 +153,40 @@ def bench_models(batches, repeat):
     return table
 
 
+def bench_onnxruntime(batches, repeat, threads: int = 2):
+    """The same traced graph, compiled by mlc and exported with ``graph.to_onnx`` to ONNX
+    Runtime (CPU provider); both given ``threads`` threads."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("\nONNX Runtime columns skipped: onnxruntime is not installed "
+              "(pip install -e \".[onnx]\")")
+        return []
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    table = []
+    for kind, make in (("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)):
+        for batch in batches:
+            model, x = make(batch=batch)
+            model.eval()
+            g = graph.trace(model, x)
+            fused = graph.build(g, target="cpu", fuse=True)
+            sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
+                                        providers=["CPUExecutionProvider"])
+            feed = {g.inputs[0].name: x}
+            assert np.allclose(sess.run(None, feed)[0], fused(x), atol=1e-4)
+            t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
+            t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), repeat=repeat)
+            table.append([kind, batch, t_fu * 1e6, t_ort * 1e6, t_ort / t_fu])
+    print(f"\ninference, mlc fused graph (cpu target) vs ONNX Runtime on the to_onnx export, "
+          f"{threads} threads each")
+    print_table(table, ["model", "batch", "mlc fused us", "onnxruntime us", "ort / mlc time"])
+    return table
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench graph", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -163,6 +197,7 @@ def main(argv=None) -> int:
     bench_bias_relu(n, args.repeat)
     bench_reductions(r, c, args.repeat)
     bench_models(batches, args.repeat)
+    bench_onnxruntime((1, 64), args.repeat)
     return 0
 
 

@@ -123,11 +123,11 @@ def _export_node(w, n, ins, out):
         norm = w.node("Div", [w.node("Sub", [x, mean], w.fresh(out)), std], w.fresh(out))
         return w.node("Add", [w.node("Mul", [norm, weight], w.fresh(out)), bias], out)
     if op == "softmax":
-        return w.node("Softmax", ins, out, axis=int(a.get("axis", -1)))
+        return w.node("Softmax", ins, out, axis=int(a["axis"]))
     if op == "layer_norm":
         return w.node("LayerNormalization", ins, out, axis=-1, epsilon=float(a["eps"]))
     if op == "take":
-        return w.node("Gather", ins, out, axis=int(a.get("axis", 0)))
+        return w.node("Gather", ins, out, axis=0)
     if op == "concat":
         return w.node("Concat", ins, out, axis=int(a["axis"]))
     if op == "where":
@@ -137,12 +137,8 @@ def _export_node(w, n, ins, out):
         to = w.h.np_dtype_to_tensor_dtype(np.dtype(n.dtype))
         return w.node("Cast", ins, out, to=to)
     if op == "slice":
-        begin, end, step = (np.asarray(a[k], i64) for k in ("begin", "end", "step"))
-        # a negative step's end of -1 means "through index 0", which ONNX spells INT64_MIN
-        end = np.where((step < 0) & (end < 0), np.iinfo(i64).min, end)
-        axes = np.arange(len(begin), dtype=i64)
-        return w.node("Slice", [ins[0], w.const(begin), w.const(end), w.const(axes),
-                                w.const(step)], out)
+        starts, stops = np.asarray(a["starts"], i64), np.asarray(a["stops"], i64)
+        return w.node("Slice", [ins[0], w.const(starts), w.const(stops)], out)
     return None
 
 

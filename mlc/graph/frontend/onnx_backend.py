@@ -30,6 +30,12 @@ def _np_dtype(elem_type):
     return _onnx().helper.tensor_dtype_to_np_dtype(elem_type)
 
 
+def _array(v):
+    """A feed as numpy (the suite stores some as ``TensorProto``)."""
+    onnx = _onnx()
+    return onnx.numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else v
+
+
 class MlcBackendRep(BackendRep):
     """A prepared model: ``run(inputs)`` -> outputs as ONNX declares them (bool included).
 
@@ -69,7 +75,7 @@ class MlcBackendRep(BackendRep):
             inputs = dict(zip(self.names, inputs if isinstance(inputs, (list, tuple))
                               else [inputs], strict=True))
         while True:
-            bind = {k: inputs[k] for k in self._bound}
+            bind = {k: _array(inputs[k]) for k in self._bound}
             try:
                 g, run = self._compile(bind)
                 break
@@ -77,7 +83,7 @@ class MlcBackendRep(BackendRep):
                 if e.name in self._bound:
                     raise
                 self._bound.append(e.name)
-        arrays = [np.asarray(inputs[n.name], dtype=n.dtype) for n in g.inputs]
+        arrays = [np.asarray(_array(inputs[n.name]), dtype=n.dtype) for n in g.inputs]
         outs = run(*arrays)
         outs = outs if isinstance(outs, tuple) else (outs,)
         return [np.asarray(o).astype(t, copy=False) for o, t in zip(outs, self._out_types,

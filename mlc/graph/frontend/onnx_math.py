@@ -65,7 +65,23 @@ def _binary(op, scalar_op=None, flip=None):
 converter("Add", since=7)(_binary("add", "add_scalar", flip=True))
 converter("Mul", since=7)(_binary("multiply", "mul_scalar", flip=True))
 converter("Div", since=7)(_binary("divide", "divide_scalar"))
-converter("Pow", since=7)(_binary("power", "power_scalar"))
+
+
+@converter("Pow", since=7)
+def _pow(ctx):
+    s = _scalar_of(ctx, 1)
+    if s is not None and _float_operand(ctx, 1):
+        return ctx.op("power_scalar", ctx.input(0), scalar=s)
+    base, e = ctx.input(0), ctx.input(1)
+    if e.dtype != base.dtype:            # ONNX lets the exponent have its own type
+        e = ctx.op("cast", e, dtype=base.dtype)
+    a, b = broadcast_all(ctx, base, e)
+    return ctx.op("power", a, b)
+
+
+converter("Equal", since=7)(_binary("equal"))
+converter("Greater", since=7)(_binary("greater"))
+converter("Less", since=7)(_binary("less"))
 
 
 @converter("Sub", since=7)
@@ -160,14 +176,7 @@ converter("ReduceMean", since=1)(_reduce("reduce_mean", 18))
 @converter("Softmax", since=13)
 def _softmax(ctx):
     x = ctx.input(0)
-    axis = int(ctx.attr("axis", -1)) % len(x.shape)
-    last = len(x.shape) - 1
-    if axis == last:
-        return ctx.op("softmax", x, axis=-1)
-    perm = list(range(len(x.shape)))
-    perm[axis], perm[last] = last, axis
-    y = ctx.op("softmax", ctx.op("permute", x, axes=tuple(perm)), axis=-1)
-    return ctx.op("permute", y, axes=tuple(perm))
+    return ctx.op("softmax", x, axis=int(ctx.attr("axis", -1)) % len(x.shape))
 
 
 @converter("LayerNormalization", since=17)
@@ -177,8 +186,7 @@ def _layer_norm(ctx):
     axis = int(ctx.attr("axis", -1)) % rank
     if ctx.attr("stash_type", 1) != 1:
         raise ctx.unsupported("stash_type", ctx.attr("stash_type"), "statistics in float32 only")
-    if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
-        raise ctx.error("the Mean and InvStdDev outputs (training) are not supported")
+    eps = float(ctx.attr("epsilon", 1e-5))
     inner = tuple(x.shape[axis:])
     d = int(np.prod(inner))
     flat = (*x.shape[:axis], d)
@@ -187,8 +195,17 @@ def _layer_norm(ctx):
         np.zeros(inner, dtype=x.dtype))
     xr = ctx.op("reshape", x, shape=flat) if flat != x.shape else x
     y = ctx.op("layer_norm", xr, ctx.op("reshape", w, shape=(d,)),
-               ctx.op("reshape", b, shape=(d,)), eps=float(ctx.attr("epsilon", 1e-5)))
-    return ctx.op("reshape", y, shape=x.shape) if flat != x.shape else y
+               ctx.op("reshape", b, shape=(d,)), eps=eps)
+    y = ctx.op("reshape", y, shape=x.shape) if flat != x.shape else y
+    if not any(ctx.node.output[1:]):
+        return y
+    # the optional Mean and InvStdDev outputs: the statistics over the normalised axes
+    axes = tuple(range(axis, rank))
+    mean = ctx.op("reduce_mean", x, axes=axes, keepdims=True)
+    d = ctx.op("add", x, ctx.op("negate", broadcast(ctx, mean, x.shape)))
+    var = ctx.op("reduce_mean", ctx.op("multiply", d, d), axes=axes, keepdims=True)
+    inv = ctx.op("power_scalar", ctx.op("add_scalar", var, scalar=eps), scalar=-0.5)
+    return y, mean, inv
 
 
 # -- matrix products ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 
 from .onnx import converter
 from .onnx_math import broadcast
+from .onnx_shape import take_every
 
 NHWC, NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
@@ -71,13 +72,14 @@ def _pads(ctx, hw, kernel, strides, dil, rank):
 
 
 def _windows(ctx, x_nhwc, kernel, strides):
-    """``im2col`` with per-axis strides (one stride: one op; two: stride 1, then a slice)."""
+    """``im2col`` with per-axis strides (one stride: one op; two: stride 1, then every
+    ``s``-th window of each axis)."""
     if strides[0] == strides[1]:
         return ctx.op("im2col", x_nhwc, kernel=tuple(kernel), stride=int(strides[0]))
     cols = ctx.op("im2col", x_nhwc, kernel=tuple(kernel), stride=1)
-    end = list(cols.shape)
-    return ctx.op("slice", cols, begin=(0,) * 6, end=tuple(end),
-                  step=(1, strides[0], strides[1], 1, 1, 1))
+    for axis, s in ((1, strides[0]), (2, strides[1])):
+        cols = take_every(ctx, cols, axis, 0, s, (cols.shape[axis] - 1) // s + 1)
+    return cols
 
 
 def _ceil_extra(ctx, hw, pads, kernel, strides):

@@ -126,6 +126,27 @@ def _concat(ctx):
     return xs[0] if len(xs) == 1 else ctx.op("concat", *xs, axis=axis)
 
 
+def take_every(ctx, x, axis, begin, step, count):
+    """``x[..., begin : begin + step * count : step, ...]`` along ``axis`` from mlc's
+    contiguous ``slice``: for ``step > 1`` the axis is cut to ``step * count`` (padded when
+    the last group is short), split into ``(count, step)`` and the first of each kept."""
+    shape = list(x.shape)
+    if step == 1:
+        starts, stops = [0] * len(shape), list(shape)
+        starts[axis], stops[axis] = begin, begin + count
+        return x if (begin, count) == (0, shape[axis]) else ctx.op(
+            "slice", x, starts=tuple(starts), stops=tuple(stops))
+    need = begin + step * count
+    if need > shape[axis]:
+        widths = [(0, 0)] * len(shape)
+        widths[axis] = (0, need - shape[axis])
+        x = ctx.op("pad", x, axes=tuple(widths))
+    x = take_every(ctx, x, axis, begin, 1, step * count)
+    split = list(x.shape[:axis]) + [count, step] + list(x.shape[axis + 1:])
+    x = take_every(ctx, ctx.op("reshape", x, shape=tuple(split)), axis + 1, 0, 1, 1)
+    return ctx.op("reshape", x, shape=tuple(split[:axis + 1] + split[axis + 2:]))
+
+
 @converter("Slice", since=10)
 def _slice(ctx):
     x = ctx.input(0)
@@ -134,15 +155,31 @@ def _slice(ctx):
     ends = ctx.static(2, "ends").tolist()
     axes = ctx.static(3, "axes").tolist() if ctx.has(3) else list(range(len(starts)))
     steps = ctx.static(4, "steps").tolist() if ctx.has(4) else [1] * len(starts)
-    begin, end, step = [0] * rank, list(x.shape), [1] * rank
     for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
         a = int(a) % rank
         if st == 0:
             raise ctx.error(f"step 0 on axis {a}")
         # python's slice() clamps exactly as ONNX specifies, negative steps included
         b, e2, st2 = slice(int(s), int(e), int(st)).indices(x.shape[a])
-        begin[a], end[a], step[a] = b, e2, st2
-    return ctx.op("slice", x, begin=tuple(begin), end=tuple(end), step=tuple(step))
+        count = len(range(b, e2, st2))
+        if count == 0:
+            raise ctx.error(f"the slice is empty on axis {a}: empty tensors are not supported")
+        if st2 < 0:      # walk a flipped axis forwards
+            x = ctx.op("flip", x, axes=(a,))
+            b, st2 = x.shape[a] - 1 - b, -st2
+        x = take_every(ctx, x, a, b, st2, count)
+    return x
+
+
+def _gather_take(ctx, x, ind, axis):
+    """ONNX ``Gather`` on any axis from mlc's ``take``, which gathers rows (axis 0)."""
+    if axis == 0:
+        return ctx.op("take", x, ind)
+    rank, k = len(x.shape), len(ind.shape)
+    front = (axis, *range(axis), *range(axis + 1, rank))
+    y = ctx.op("take", ctx.op("permute", x, axes=front), ind)   # ind..., x[:axis], x[axis+1:]
+    back = (*range(k, k + axis), *range(k), *range(k + axis, k + rank - 1))
+    return ctx.op("permute", y, axes=back)
 
 
 @converter("Gather", since=1)
@@ -156,8 +193,12 @@ def _gather(ctx):
             raise ctx.error(f"index out of range [-{n}, {n}) on axis {axis}")
         ind = ctx.const(np.where(idx < 0, idx + n, idx))
     else:
+        # a negative index counts from the end: ids + n where ids < 0
         ind = ctx.input(1)
-    return ctx.op("take", x, ind, axis=axis)
+        zero = ctx.const(np.zeros(ind.shape, dtype=ind.dtype))
+        ind = ctx.op("where", ctx.op("less", ind, zero),
+                     ctx.op("add", ind, ctx.const(np.full(ind.shape, n, dtype=ind.dtype))), ind)
+    return _gather_take(ctx, x, ind, axis)
 
 
 @converter("Cast", since=6)
