@@ -14,19 +14,20 @@ fusion groups its operators into kernels (:func:`fuse`, explained by
     exe = graph.build(g, target="cpu")
     exe(x)                          # numpy in, numpy out; equals graph.interpret(g, x)
 
-One file per idea: ``ir`` (Node, Graph), ``opdefs`` (the op table), ``trace``,
+One file per idea: ``ir`` (Node, Graph), ``ops`` (the op registry), ``trace``,
 ``interpret``, ``passes``, ``pattern``, ``dominators``, ``fuse``, ``explain``,
 ``lower``, ``program`` (the steps after fusion), ``executor``, ``draw``.
 """
 
 from .ir import Graph, GraphBuilder, Node, rewrite, topo_sort
-from .opdefs import OPS, PATTERNS
+from .ops import OPS, PATTERNS, OpDef, decompose, register
 from .pattern import pattern
 from .trace import TraceError, trace
-from .interpret import interpret
+from .interpret import Interpreter, interpret
 
-__all__ = ["Graph", "GraphBuilder", "Node", "OPS", "PATTERNS", "TraceError", "interpret",
-           "pattern", "rewrite", "topo_sort", "trace"]
+__all__ = ["Graph", "GraphBuilder", "Node", "OPS", "PATTERNS", "OpDef", "TraceError",
+           "Interpreter", "decompose", "interpret", "pattern", "register", "rewrite",
+           "topo_sort", "trace"]
 from .passes import (DEFAULT_PASSES, PassManager, eliminate_common_subexpressions,  # noqa: E402
                      eliminate_dead_code, fold_batch_norm, fold_constants, run_passes)
 from .dominators import post_dominators  # noqa: E402
@@ -50,5 +51,6 @@ from . import examples  # noqa: E402  (graph.examples: the course's small models
 
 __all__ += ["examples"]
 from .frontend import OnnxImportError, UnsupportedOpError, from_onnx  # noqa: E402
+from .onnx_export import to_onnx  # noqa: E402
 
-__all__ += ["OnnxImportError", "UnsupportedOpError", "from_onnx"]
+__all__ += ["OnnxImportError", "UnsupportedOpError", "from_onnx", "to_onnx"]

@@ -207,7 +207,7 @@ class ProfileReport(list):
 
 
 def _rank(p):
-    from .opdefs import RANK
+    from .ops import RANK
 
     return RANK[p]
 

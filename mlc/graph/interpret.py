@@ -5,9 +5,19 @@ or not, on any target) must give the same numbers, and the tests check that they
 
     out = graph.interpret(g, x)          # numpy in, numpy out
 
-Each op node calls the ``compute`` of its ``mlc.ops`` operator on NDArrays
-(:func:`~mlc.graph.opdefs.reference`); inputs and constants are turned into NDArrays on
+Each op node runs its registry entry's reference on NDArrays
+(:func:`~mlc.graph.ops.reference`); inputs and constants are turned into NDArrays on
 ``device`` (numpy's device by default: the reference should be simple, not fast).
+
+:class:`Interpreter` is the same walk as a class to extend (as ``torch.fx.Interpreter``):
+override :meth:`~Interpreter.run_node` to watch or change what each node computes; a
+quantizer's calibration records every node's output range this way::
+
+    class Ranges(graph.Interpreter):
+        def run_node(self, node, inputs):
+            out = super().run_node(node, inputs)
+            self.seen[node.name] = (out.numpy().min(), out.numpy().max())
+            return out
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ndarray as nd
-from .opdefs import reference
+from .ops import reference
 
 
 def check_inputs(g, inputs, what: str = "graph") -> list[np.ndarray]:
@@ -41,21 +51,40 @@ def check_inputs(g, inputs, what: str = "graph") -> list[np.ndarray]:
     return out
 
 
+class Interpreter:
+    """Runs graph ``g`` node by node; ``Interpreter(g).run(*inputs)`` is
+    :func:`interpret`. ``env`` maps each node to its NDArray value after a run."""
+
+    def __init__(self, g, device=None):
+        self.graph = g
+        self.device = device or nd.cpu_numpy()
+        self.env: dict = {}
+
+    def run_node(self, node, inputs):
+        """The value of op ``node`` from the values (NDArrays) of its inputs."""
+        return reference(node.op, node.attrs, *inputs)
+
+    def run(self, *inputs):
+        """The outputs on ``inputs``: one numpy array, or a tuple for several."""
+        g = self.graph
+        arrays = check_inputs(g, inputs, "interpret")
+        env = self.env = {}
+        for n, a in zip(g.inputs, arrays, strict=True):
+            env[n] = nd.array(a, dtype=n.dtype, device=self.device)
+        for n in g.nodes:
+            if n in env:
+                continue
+            if n.op == "constant":
+                env[n] = nd.array(n.value, dtype=n.dtype, device=self.device)
+            elif n.op == "input":
+                raise ValueError(f"%{n.name} is an input node but not one of the graph's "
+                                 "inputs")
+            else:
+                env[n] = self.run_node(n, [env[x] for x in n.inputs])
+        outs = tuple(np.array(env[n].numpy(), dtype=n.dtype) for n in g.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+
 def interpret(g, *inputs, device=None):
     """The outputs of ``g`` on ``inputs``: one numpy array, or a tuple for several."""
-    arrays = check_inputs(g, inputs, "interpret")
-    device = device or nd.cpu_numpy()
-    env: dict = {}
-    for n, a in zip(g.inputs, arrays, strict=True):
-        env[n] = nd.array(a, dtype=n.dtype, device=device)
-    for n in g.nodes:
-        if n in env:
-            continue
-        if n.op == "constant":
-            env[n] = nd.array(n.value, dtype=n.dtype, device=device)
-        elif n.op == "input":
-            raise ValueError(f"%{n.name} is an input node but not one of the graph's inputs")
-        else:
-            env[n] = reference(n.op, n.attrs, *[env[x] for x in n.inputs])
-    outs = tuple(np.array(env[n].numpy(), dtype=n.dtype) for n in g.outputs)
-    return outs[0] if len(outs) == 1 else outs
+    return Interpreter(g, device).run(*inputs)

@@ -262,11 +262,10 @@ class GraphBuilder:
         return n
 
     def op(self, op: str, *inputs: Node, name: str | None = None, **attrs) -> Node:
-        from .opdefs import infer_shape
+        from .ops import infer
 
-        shape = infer_shape(op, [x.shape for x in inputs], attrs)
-        n = Node(op, inputs, attrs, shape, inputs[0].dtype if inputs else "float32",
-                 name or op)
+        shape, dtype = infer(op, [x.shape for x in inputs], [x.dtype for x in inputs], attrs)
+        n = Node(op, inputs, attrs, shape, dtype, name or op)
         self.nodes.append(n)
         return n
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import ndarray as nd
 from .ir import Graph, Node, rewrite
-from .opdefs import reference
+from .ops import reference
 
 
 def fold_constants(g: Graph) -> Graph:

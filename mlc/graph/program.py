@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from .. import ndarray as nd
 from .ir import identifier
-from .opdefs import reference
+from .ops import reference
 from .pattern import pattern
 
 

@@ -30,75 +30,30 @@ import functools
 import numpy as np
 
 from .. import ops
-from ..autograd import Tensor, TensorOp, TensorTuple, enable_grad
+from ..autograd import Tensor, TensorTuple, enable_grad
 from .ir import Graph, Node
-from .opdefs import infer_shape
+from .ops import infer, traced_op
+from .ops.basic import BatchNormEval
 
 
 class TraceError(TypeError):
     """An op on the tape that the graph cannot represent."""
 
 
-# mlc.ops op class -> (graph op name, attributes)
-_SIMPLE = {
-    ops.EWiseAdd: "add", ops.EWiseMul: "multiply", ops.EWiseDiv: "divide",
-    ops.EWisePow: "power", ops.Maximum: "maximum", ops.Negate: "negate", ops.Exp: "exp",
-    ops.Log: "log", ops.ReLU: "relu", ops.Tanh: "tanh", ops.Sigmoid: "sigmoid",
-    ops.MatMul: "matmul",
-}
-_SCALAR = {ops.AddScalar: "add_scalar", ops.MulScalar: "mul_scalar",
-           ops.DivScalar: "divide_scalar", ops.PowerScalar: "power_scalar",
-           ops.MaximumScalar: "maximum_scalar"}
-
-
 def _attrs_of(op) -> tuple[str, dict]:
-    t = type(op)
-    if t in _SIMPLE:
-        return _SIMPLE[t], {}
-    if t in _SCALAR:
-        return _SCALAR[t], {"scalar": op.scalar}
-    if isinstance(op, ops.Permute):  # Transpose is a Permute
-        return "permute", {"axes": tuple(op.axes)}
-    if t is ops.BroadcastTo:
-        return "broadcast_to", {"shape": tuple(op.shape)}
-    if t is ops.Reshape:
-        return "reshape", {"shape": tuple(op.shape)}
-    if t is ops.Summation:
-        return "summation", {"axes": tuple(op.axes), "keepdims": bool(op.keepdims)}
-    if t is ops.Im2Col:
-        return "im2col", {"kernel": tuple(op.kernel), "stride": int(op.stride)}
-    if t is ops.Pad:
-        return "pad", {"axes": tuple(tuple(p) for p in op.axes)}
-    if t is ops.Crop:
-        return "crop", {"axes": tuple(tuple(p) for p in op.axes)}
-    if t is ops.Flip:
-        return "flip", {"axes": tuple(op.axes)}
-    if t is ops.Col2Im:
-        return "col2im", {"shape": tuple(op.shape), "kernel": tuple(op.kernel),
-                          "stride": int(op.stride)}
-    if t is _BatchNormEval:
-        return "batch_norm", {"eps": float(op.eps)}
-    raise TraceError(f"cannot trace op {t.__name__} ({op!r}): mlc.graph has no node for "
-                     "it (tuples, stack and split are not supported)")
-
-
-class _BatchNormEval(TensorOp):
-    """BatchNorm1d in eval mode as one op (so the graph keeps it whole)."""
-
-    def __init__(self, eps: float):
-        self.eps = eps
-
-    def compute(self, x, mean, var, weight, bias):
-        from .opdefs import _BatchNorm
-
-        return _BatchNorm(self.eps).compute(x, mean, var, weight, bias)
+    """The graph op (name, attributes) of an ``mlc.ops`` op object, from the registry."""
+    found = traced_op(op)
+    if found is None:
+        raise TraceError(f"cannot trace op {type(op).__name__} ({op!r}): mlc.graph has no "
+                         "node for it (tuples, stack and split are not supported)")
+    return found
 
 
 def _bn_forward(module, x):
     if x.ndim != 2 or x.shape[1] != module.dim:
         raise ValueError(f"BatchNorm1d({module.dim}) expects (batch, {module.dim}), got "
                          f"shape {x.shape}")
-    return _BatchNormEval(module.eps)(x, module.running_mean, module.running_var,
+    return BatchNormEval(module.eps)(x, module.running_mean, module.running_var,
                                       module.weight, module.bias)
 
 
@@ -196,10 +151,12 @@ def _to_graph(xs, names, outs, pnames) -> Graph:
                 n = _logsumexp(nodes, ins[0], t.op)
             else:
                 op, attrs = _attrs_of(t.op)
-                n = Node(op, ins, attrs, t.shape, t.dtype, op)
+                shape, dtype = infer(op, [x.shape for x in ins], [x.dtype for x in ins], attrs)
+                n = Node(op, ins, attrs, shape, dtype, op)
                 nodes.append(n)
-            if n.shape != tuple(t.shape):
-                raise AssertionError(f"traced {n.op} has shape {n.shape}, tape {t.shape}")
+            if n.shape != tuple(t.shape) or n.dtype != t.dtype:
+                raise AssertionError(f"traced {n.op} is {n.signature()}, the tape has "
+                                     f"{t.dtype}{list(t.shape)}")
         node_of[id(t)] = n
     return Graph(nodes, inputs, [node_of[id(t)] for t in outs])
 
@@ -209,8 +166,8 @@ def _logsumexp(nodes, z, op) -> Node:
     axes = tuple(op.axes)
 
     def add(o, *ins, **attrs):
-        shape = infer_shape(o, [x.shape for x in ins], attrs)
-        n = Node(o, ins, attrs, shape, z.dtype, o)
+        shape, dtype = infer(o, [x.shape for x in ins], [x.dtype for x in ins], attrs)
+        n = Node(o, ins, attrs, shape, dtype, o)
         nodes.append(n)
         return n
 
