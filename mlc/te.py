@@ -27,8 +27,8 @@ from .tir.functor import replace_buffers
 from .tir.stmt import Allocate, Block, Buffer, BufferStore, For, IterVar, PrimFunc, seq
 
 # elementwise helpers, re-exported for writing compute bodies
-exp, log, sqrt, tanh, sigmoid, abs = tir.exp, tir.log, tir.sqrt, tir.tanh, tir.sigmoid, \
-    tir.abs_  # noqa: A001
+exp, log, sqrt, tanh, sigmoid, erf, abs = tir.exp, tir.log, tir.sqrt, tir.tanh, tir.sigmoid, \
+    tir.erf, tir.abs_  # noqa: A001
 const, floordiv, floormod, max_value, min_value = tir.const, tir.floordiv, tir.floormod, \
     tir.max_value, tir.min_value
 all, any = tir.all_, tir.any_  # noqa: A001

@@ -21,8 +21,9 @@ def test_linear_on_3d_input_traces_builds_and_matches(fuse):
 
 
 def test_matmul_shape_rule_refuses_mismatched_batches():
-    from mlc.graph.opdefs import OPS
+    from mlc.graph import OPS
 
-    assert OPS["matmul"].infer([(3, 4, 8), (8, 5)], {}) == (3, 4, 5)
+    f32 = ["float32", "float32"]
+    assert OPS["matmul"].infer([(3, 4, 8), (8, 5)], f32, {}) == ((3, 4, 5), "float32")
     with pytest.raises(ValueError, match="do not match"):
-        OPS["matmul"].infer([(3, 4, 8), (2, 8, 5)], {})
+        OPS["matmul"].infer([(3, 4, 8), (2, 8, 5)], f32, {})

@@ -19,7 +19,7 @@ written out anyway), nor has a node whose users lead to different outputs.
 
 from __future__ import annotations
 
-from .opdefs import RANK, PATTERNS
+from .ops import RANK, PATTERNS
 from .pattern import pattern
 
 

@@ -36,7 +36,7 @@ says, for each edge left between two kernels, why.
 from __future__ import annotations
 
 from .dominators import edge_pattern, path_nodes, path_pattern, post_dominators
-from .opdefs import PATTERNS, RANK
+from .ops import PATTERNS, RANK
 from .pattern import pattern
 
 ELEMWISE, BROADCAST, INJECTIVE, REDUCE, OUT_EW, OPAQUE = range(6)

@@ -12,7 +12,9 @@ For a group (a list of nodes, see :mod:`mlc.graph.fuse`) :func:`lower_group`
    group (:func:`default_schedule`).
 
 Reductions inside a group (the "epilogue" policy's softmax) cannot be inlined: they keep a
-small buffer of one value per row, computed in the same kernel.
+small buffer of one value per row, computed in the same kernel. Nor is an intrinsic read
+twice inside the group (softmax's ``exp(x - max)``, read by the row sum and the division):
+inlined, each reader would evaluate it again, so it is kept, one row per thread.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .. import te, tir
 from ..schedule import ScheduleError
 from ..schedule.examples import matmul_hand_schedule
 from .ir import identifier
-from .lower_ops import compute_of, te_shape
+from .lower_ops import te_shape
+from .ops import compute_of
 from .pattern import pattern
 
 PARALLEL_MIN_WORK = 1 << 21  # below this many loop iterations, waking threads costs more
@@ -62,24 +65,15 @@ def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu
         tensors[x] = t
         params.append(t)
     out_set = set(outputs)
-    softmax = _softmax_rewrites(nodes, out_set) if target != "cuda" else {}
-    keep = {r[0] for r in softmax.values()}  # exp(x - max): materialised once per row
-    dead = set().union(*(r[2] for r in softmax.values())) if softmax else set()
     for n in nodes:
-        if n in dead:
-            continue
-        if n in softmax:
-            e, s, _ = softmax[n]
-            tensors[n] = _normalised(n, tensors[e], tensors[s], s, identifier(n.name))
-        else:
-            tensors[n] = compute_of(n, [tensors[x] for x in n.inputs], identifier(n.name))
+        tensors[n] = compute_of(n, [tensors[x] for x in n.inputs], identifier(n.name))
     func = te.create_prim_func(params + [tensors[n] for n in outputs], name=identifier(name))
     sch = tir.Schedule(func)
-    nodes_live = [n for n in nodes if n not in dead]
-    block_of = {n: func_block_name(sch, tensors[n]) for n in nodes_live}
-    for n in nodes_live:
-        if n in keep:
-            continue
+    block_of = {n: func_block_name(sch, tensors[n]) for n in nodes}
+    readers = {n: sum(n in m.inputs for m in nodes) for n in nodes}
+    for n in nodes:
+        if readers[n] > 1 and _calls_intrinsic(tensors[n]):
+            continue  # computed once: inlined, every reader would evaluate its exp again
         if n not in out_set and pattern(n) in ("elemwise", "broadcast", "injective"):
             try:
                 sch.compute_inline(sch.get_block(block_of[n]))
@@ -89,7 +83,7 @@ def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu
         for n in outputs:
             if n.op == "reshape" and _has_block(sch, block_of[n]):
                 _split_reshape(sch, block_of[n], n.inputs[0].shape, n.shape)
-    default_schedule(sch, nodes_live, outputs, block_of, target, tuned)
+    default_schedule(sch, nodes, outputs, block_of, target, tuned)
     return LoweredGroup(sch.func, sch, inputs, outputs, nodes, name)
 
 
@@ -134,72 +128,48 @@ def _split_reshape(sch, name, in_shape, out_shape) -> None:
         _restore(sch, before)
 
 
-def _softmax_rewrites(nodes, out_set) -> dict:
-    """Softmax written as ``exp(x - (log(sum(exp(x - max))) + max))`` (how ``ops.softmax``
-    traces) computes ``exp`` twice per element. For each such output node this returns
-    ``{out: (e, s, dead)}``: the output is ``e / s`` instead, with ``e = exp(x - max)``
-    (kept, once per row, see :func:`_fuse_rows`) and ``s`` its row sum; ``dead`` are the
-    nodes of the ``log`` chain no longer needed. Only nodes of this group, none of them
-    read outside the chain."""
-    inside = set(nodes)
-    uses: dict = {}
-    for n in nodes:
-        for x in n.inputs:
-            uses.setdefault(x, []).append(n)
+def _calls_intrinsic(t) -> bool:
+    """Whether the te tensor ``t`` evaluates an intrinsic (``exp``, ``log``, ``erf``, ...)."""
+    from ..tir.expr import Call
+    from ..tir.functor import post_order_visit
 
-    def op(n, name):
-        return n in inside and n.op == name
-
-    def private(n, user):  # only ``user`` reads n and it is not a group output
-        return n not in out_set and uses.get(n, []) == [user]
-
-    out = {}
-    for n in nodes:
-        try:
-            if not op(n, "exp"):
-                continue
-            add2 = n.inputs[0]
-            x, neg1 = add2.inputs if op(add2, "add") else (None, None)
-            if not op(neg1, "negate"):
-                continue
-            b1 = neg1.inputs[0]
-            add1 = b1.inputs[0] if op(b1, "broadcast_to") else None
-            if add1 is None or not op(add1, "add"):
-                continue
-            lg, m = add1.inputs
-            if not op(lg, "log"):
-                m, lg = lg, m
-            s = lg.inputs[0] if op(lg, "log") else None
-            if s is None or not op(s, "summation") or not op(m, "reduce_max"):
-                continue
-            e = s.inputs[0]
-            if not op(e, "exp") or e is n:
-                continue
-            add0 = e.inputs[0]
-            x0, neg0 = add0.inputs if op(add0, "add") else (None, None)
-            if x0 is not x or m.inputs[0] is not x or not op(neg0, "negate"):
-                continue
-            b0 = neg0.inputs[0]
-            if not op(b0, "broadcast_to") or b0.inputs[0] is not m:
-                continue
-            if s.attrs.get("axes") != m.attrs.get("axes") or not s.attrs.get("keepdims") or \
-                    s.shape != m.shape or e.shape != n.shape:
-                continue
-            chain = [add2, neg1, b1, add1, lg]
-            users = [n, add2, neg1, b1, add1]
-            if all(private(c, u) for c, u in zip(chain, users, strict=True)):
-                out[n] = (e, s, set(chain))
-        except (AttributeError, ValueError, IndexError):
-            continue
-    return out
+    found = []
+    post_order_visit(t.op.body, lambda e: found.append(e) if isinstance(e, Call) else None)
+    return bool(found)
 
 
-def _normalised(n, e, s, snode, name):
-    """``e[i] / s[row of i]``: the softmax output from the kept ``exp`` and its row sum."""
-    def f(*i):
-        j = [0 if k == 1 else i[d] for d, k in enumerate(snode.shape)]
-        return e[tuple(i)] / s[tuple(j)]
-    return te.compute(te_shape(n.shape), f, name=name)
+def intrinsic_calls(func, name: str = "exp") -> int:
+    """How many times one run of the PrimFunc ``func`` evaluates the intrinsic ``name``:
+    each store's count times the extents of the loops around it (an ``if`` counts its
+    larger branch). ``intrinsic_calls(f, "exp") / n`` is the exps per element of a softmax
+    over ``n`` elements: 1 when the kernel keeps ``exp(x - max)``, 2 when it recomputes."""
+    from ..tir import stmt as S
+    from ..tir.expr import Call
+    from ..tir.functor import post_order_visit
+
+    def in_expr(e) -> int:
+        found = []
+        post_order_visit(e, lambda x: found.append(x) if isinstance(x, Call) and
+                         x.op == name else None)
+        return len(found)
+
+    def walk(st) -> int:
+        if st is None:
+            return 0
+        if isinstance(st, S.For):
+            return st.extent * walk(st.body)
+        if isinstance(st, S.SeqStmt):
+            return sum(walk(x) for x in st.seq)
+        if isinstance(st, S.Block):
+            return walk(st.body) + walk(st.init)
+        if isinstance(st, S.Allocate):
+            return walk(st.body)
+        if isinstance(st, S.IfThenElse):
+            return max(walk(st.then_case), walk(st.else_case))
+        if isinstance(st, S.BufferStore):
+            return in_expr(st.value) + sum(in_expr(i) for i in st.indices)
+        raise TypeError(f"intrinsic_calls: unexpected statement {type(st).__name__}")
+    return walk(func.body)
 
 
 def func_block_name(sch, t) -> str:

@@ -24,7 +24,7 @@ is an *anchor*: a kernel holds at most one, with its elementwise prologue and ep
 
 from __future__ import annotations
 
-from .opdefs import PATTERNS, RANK, opdef
+from .ops import PATTERNS, RANK, opdef
 
 
 def pattern(node) -> str:

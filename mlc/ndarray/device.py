@@ -32,7 +32,7 @@ BACKEND_API = (
     "scalar_eq", "scalar_ne", "scalar_lt", "scalar_le", "scalar_gt", "scalar_ge",
     "scalar_rsub", "scalar_rdiv", "scalar_rpower",
     # unary ops and casts
-    "ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh", "ewise_abs", "ewise_sqrt",
+    "ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh", "ewise_abs", "ewise_sqrt", "ewise_erf",
     "ewise_astype",
     # reductions over the middle axis of a compact (outer, reduce, inner) array
     "reduce_sum", "reduce_max",

@@ -90,7 +90,7 @@ def _check_int_exponent(e: NDArray) -> None:
                          "supported; cast with astype('float32') first")
 
 
-FLOAT_ONLY = ("log", "exp", "tanh", "sqrt")
+FLOAT_ONLY = ("log", "exp", "tanh", "sqrt", "erf")
 
 
 def unary(op: str, a: NDArray) -> NDArray:

@@ -354,6 +354,10 @@ class NDArray:
     def sqrt(self):
         return _E.unary("sqrt", self)
 
+    def erf(self):
+        """The error function (exact GELU is ``x * (1 + erf(x / sqrt(2))) / 2``)."""
+        return _E.unary("erf", self)
+
     # ---- reductions and products -----------------------------------------------------------
     def sum(self, axis=None, keepdims=False):
         """Sum over ``axis`` (an int, a tuple, or None for all). Integer sums are int32."""

@@ -7,7 +7,7 @@ three strided walks, both reductions); the backend passes the code of the one it
 # binary ops (the scalar_r* forms compute ``val <op> a``)
 ADD, SUB, MUL, DIV, POW, MAX, MIN, EQ, NE, LT, LE, GT, GE, RSUB, RDIV, RPOW = range(16)
 # unary ops
-NEG, LOG, EXP, TANH, ABS, SQRT = range(6)
+NEG, LOG, EXP, TANH, ABS, SQRT, ERF = range(7)
 # strided walks: flat <- view (compact), view <- flat (setitem), view <- value (fill)
 GATHER, SCATTER, FILL = range(3)
 # reductions (MAX_, since MAX is the binary op)

@@ -17,8 +17,9 @@ from .ndarray import NDArray
 
 
 def output_dtype(op: str, dtype: str) -> str:
-    """Sums of integers accumulate in int32 (numpy would use int64, which we lack)."""
-    if op == "sum" and dtype.startswith(("int", "uint")):
+    """Sums of narrow integers accumulate in int32 (int8 activations' dot products);
+    int64 (token ids, indices) stays int64."""
+    if op == "sum" and dtype in ("int8", "uint8", "int32"):
         return "int32"
     return dtype
 

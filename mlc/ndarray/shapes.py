@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 #: The dtypes every device supports, by name.
-DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8")
+DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8", "int64")
 FLOAT_DTYPES = ("float32", "float64", "float16")
 
 

@@ -9,6 +9,8 @@ The files group them by kind:
 - ``ops_logarithmic``: logsumexp (stable), log_softmax (alias ``logsoftmax``), softmax
 - ``ops_tensor``: tuples, stack/split, flip, pad/crop
 - ``ops_conv``: im2col/col2im and the 2-D convolution built on them
+- ``ops_transformer``: take (embedding), cast, concat, slice, where, erf, gelu, and
+  softmax, layer_norm, reduce_mean as one op each
 """
 
 from .ops_mathematic import (  # noqa: F401
@@ -21,9 +23,13 @@ from .ops_shape import (  # noqa: F401
     BroadcastTo, MatMul, Permute, Reshape, Summation, Transpose, broadcast_to, matmul,
     permute, reshape, summation, transpose,
 )
-from .ops_logarithmic import LogSumExp, log_softmax, logsoftmax, logsumexp, softmax  # noqa: F401
+from .ops_logarithmic import LogSumExp, log_softmax, logsoftmax, logsumexp  # noqa: F401
 from .ops_tensor import (  # noqa: F401
     Crop, Flip, MakeTensorTuple, Pad, Split, Stack, TupleGetItem, crop, flip, make_tuple, pad,
     split, stack, tuple_get_item,
 )
 from .ops_conv import Col2Im, Im2Col, col2im, conv, im2col  # noqa: F401
+from .ops_transformer import (  # noqa: F401
+    GELU, Cast, Concat, Erf, LayerNorm, ReduceMean, ScatterAddRows, Slice, Softmax, Take, Where,
+    cast, concat, erf, gelu, layer_norm, reduce_mean, slice_, softmax, take, where,
+)

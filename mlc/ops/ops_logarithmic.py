@@ -1,4 +1,5 @@
-"""``logsumexp`` and the softmax family, computed without overflow.
+"""``logsumexp`` and ``log_softmax``, computed without overflow (``softmax`` itself is one
+op, in ops_transformer.py).
 
 ``log(sum(exp(z)))`` overflows float32 as soon as some ``z > 88``. Subtracting the
 maximum first changes nothing mathematically,
@@ -47,11 +48,6 @@ def log_softmax(a, axis: int = -1):
     """``a - logsumexp(a)`` along ``axis``: log-probabilities, stable."""
     ax = normalize_axes(axis, a.ndim, "log_softmax")
     return a - broadcast_to(logsumexp(a, ax, keepdims=True), a.shape)
-
-
-def softmax(a, axis: int = -1):
-    """Probabilities along ``axis`` (each slice sums to 1)."""
-    return exp(log_softmax(a, axis))
 
 
 def logsoftmax(a, axis: int = -1):

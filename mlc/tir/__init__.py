@@ -17,7 +17,7 @@ from . import arith
 from .expr import (INTRINSICS, Add, And, BinaryOp, BufferLoad, Call, Cast, CmpOp, Div, EQ,
                    FloatImm, FloorDiv, FloorMod, GE, GT, IntImm, LE, LT, Max, Min, Mul, NE,
                    Not, Or, PrimExpr, Select, Sub, Var, abs_, all_, any_, cast, const, convert,
-                   exp, floordiv, floormod, log, max_, max_value, min_, min_value, sigmoid,
+                   erf, exp, floordiv, floormod, log, max_, max_value, min_, min_value, sigmoid,
                    sqrt, tanh)
 from .functor import IRMutator, collect_vars, post_order_visit, substitute
 from .printer import expr_to_str
@@ -54,7 +54,7 @@ __all__ = [
     "IfThenElse", "IntImm", "IterVar", "LE", "LT", "Max", "Min", "Mul", "NE", "Not", "Or",
     "PrimExpr", "PrimFunc", "Select", "SeqStmt", "Stmt", "Sub", "Var", "VerifyError",
     "IRMutator", "FOR_KINDS", "SCOPES", "THREAD_TAGS", "INTRINSICS", "arith",
-    "abs", "all", "any", "cast", "collect_vars", "const", "convert", "exp", "expr_to_str",
+    "abs", "all", "any", "cast", "collect_vars", "const", "convert", "erf", "exp", "expr_to_str",
     "floordiv", "floormod", "log", "max", "max_value", "min", "min_value", "post_order_visit",
     "seq", "sigmoid", "sqrt", "structural_equal", "assert_structural_equal", "substitute",
     "tanh", "verify", *_LAZY,

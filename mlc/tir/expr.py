@@ -212,7 +212,7 @@ class BufferLoad(PrimExpr):
 
 
 INTRINSICS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
-              "abs": abs, "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x))}
+              "abs": abs, "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "erf": math.erf}
 
 
 class Call(PrimExpr):
@@ -322,8 +322,8 @@ def _call(op):
     return f
 
 
-exp, log, sqrt, tanh, abs_, sigmoid = (_call(o) for o in ("exp", "log", "sqrt", "tanh",
-                                                           "abs", "sigmoid"))
+exp, log, sqrt, tanh, abs_, sigmoid, erf = (_call(o) for o in ("exp", "log", "sqrt", "tanh",
+                                                                "abs", "sigmoid", "erf"))
 
 
 def all_(*conds) -> PrimExpr:

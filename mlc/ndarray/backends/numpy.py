@@ -15,6 +15,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..accounting import CountedBuffer, counter
@@ -124,6 +126,7 @@ ewise_exp = _unary(np.exp)
 ewise_tanh = _unary(np.tanh)
 ewise_abs = _unary(np.abs)
 ewise_sqrt = _unary(np.sqrt)
+ewise_erf = _unary(np.vectorize(math.erf, otypes=[np.float64]))
 
 
 def ewise_astype(a: Array, out: Array) -> None:

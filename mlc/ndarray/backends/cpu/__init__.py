@@ -94,6 +94,7 @@ ewise_log = _unary(OP.LOG, cost=8)  # a libm call per element
 ewise_tanh = _unary(OP.TANH, cost=8)
 ewise_abs = _unary(OP.ABS)
 ewise_sqrt = _unary(OP.SQRT, cost=2)
+ewise_erf = _unary(OP.ERF, cost=8)
 
 
 def ewise_exp(a: Array, out: Array) -> None:

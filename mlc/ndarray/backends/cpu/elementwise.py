@@ -19,8 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...opcodes import (ABS, ADD, DIV, EQ, EXP, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE, NEG, POW,
-                        RDIV, RPOW, RSUB, SQRT, SUB, TANH)
+import math
+
+from ...opcodes import (ABS, ADD, DIV, EQ, ERF, EXP, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE, NEG,
+                        POW, RDIV, RPOW, RSUB, SQRT, SUB, TANH)
 from .jit import kernel
 
 BLOCK = 4096
@@ -170,6 +172,9 @@ def ewise_unary(a, out, op):
         elif op == SQRT:
             for i in range(hi - lo):
                 z[i] = np.sqrt(x[i])
+        elif op == ERF:
+            for i in range(hi - lo):
+                z[i] = math.erf(x[i])
 
 
 @kernel()

@@ -140,6 +140,7 @@ ewise_exp = _unary(OP.EXP)
 ewise_tanh = _unary(OP.TANH)
 ewise_abs = _unary(OP.ABS)
 ewise_sqrt = _unary(OP.SQRT)
+ewise_erf = _unary(OP.ERF)
 
 
 def ewise_astype(a: Array, out: Array) -> None:

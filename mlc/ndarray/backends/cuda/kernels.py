@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ...opcodes import (ABS, ADD, DIV, EQ, EXP, GATHER, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE,
+from ...opcodes import (ABS, ADD, DIV, EQ, ERF, EXP, GATHER, GE, GT, LE, LOG, LT, MAX, MIN, MUL, NE,
                         NEG, POW, RDIV, RPOW, RSUB, SCATTER, SQRT, SUB, SUM, TANH)
 
 
@@ -110,6 +110,8 @@ def ewise_unary(a, out, op):
                 out[i] = math.sqrt(x)
             else:
                 out[i] = math.nan
+        elif op == ERF:
+            out[i] = math.erf(x)
         i += cuda.gridsize(1)
 
 
