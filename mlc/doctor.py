@@ -72,7 +72,8 @@ def run_doctor() -> int:
 
     print("mlc doctor")
     print(f"  python {platform.python_version()} on {platform.system()} {platform.machine()}")
-    for dist in ("mlc", "numpy", "numba", "llvmlite", "numba-cuda", "matplotlib", "nbval"):
+    for dist in ("mlc", "numpy", "numba", "llvmlite", "numba-cuda", "matplotlib", "nbval",
+                 "mpi4py", "mpich"):
         print(f"  {dist:<11} {_version(dist)}")
     import numba
 
@@ -110,6 +111,11 @@ def run_doctor() -> int:
         _line(ok, f"{dev.name}: (a + a).sum(axis=1)", detail)
         if dev.name in ("cpu", "cpu_numpy"):
             ok_devices &= ok
+    print("distribution")
+    from .dist import launch
+
+    ok_mpi, detail = launch.check(2)
+    _line(ok_mpi if ok_mpi else None, "MPI (unit 13)", detail)  # optional: never "not ready"
     ready = ok_njit and ok_devices
     print("ready: the course can run here" if ready else
           "NOT READY: fix the failures above (see README, 'Install')")

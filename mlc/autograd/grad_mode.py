@@ -8,13 +8,16 @@ switches recording off for a block; ``enable_grad`` switches it back on inside o
 from __future__ import annotations
 
 import functools
+import threading
 
-_GRAD_ENABLED = True
+# Per thread, as in PyTorch: `mlc.dist.local` runs ranks as threads, and one rank's
+# backward pass (grad mode off) must not stop another rank's forward pass recording.
+_STATE = threading.local()
 
 
 def is_grad_enabled() -> bool:
-    """Whether new ops record their inputs (False inside ``no_grad``)."""
-    return _GRAD_ENABLED
+    """Whether new ops record their inputs (False inside ``no_grad``) in this thread."""
+    return getattr(_STATE, "enabled", True)
 
 
 class _GradMode:
@@ -23,14 +26,12 @@ class _GradMode:
     enabled = True
 
     def __enter__(self):
-        global _GRAD_ENABLED
-        self._prev = _GRAD_ENABLED
-        _GRAD_ENABLED = self.enabled
+        self._prev = is_grad_enabled()
+        _STATE.enabled = self.enabled
         return self
 
     def __exit__(self, *exc):
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._prev
+        _STATE.enabled = self._prev
         return False
 
     def __call__(self, fn):
