@@ -48,6 +48,43 @@ def test_module_tree_parameters_and_children():
     assert len(nn.Sequential(lin, lin).parameters()) == 2
 
 
+def test_named_modules_depth_first_each_once():
+    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Residual(inner), lin, lin)
+    got = model.named_modules()
+    assert [n for n, _ in got] == ["", "modules.0", "modules.0.fn", "modules.0.fn.modules.0",
+                                   "modules.0.fn.modules.1", "modules.1"]
+    assert got[0][1] is model and got[-1][1] is lin
+    assert [m for _, m in got[1:]] == model._children()
+    assert inner.named_modules("enc")[1][0] == "enc.modules.0"
+
+
+def test_forward_hooks_watch_replace_and_are_removed():
+    np.random.seed(0)
+    lin = nn.Linear(3, 2)
+    x = Tensor(np.ones((4, 3)))
+    calls = []
+    pre = lin.register_forward_pre_hook(lambda m, args: (args[0] * 2.0,))
+    post = lin.register_forward_hook(lambda m, args, out: calls.append(
+        (m, args[0].shape, out.shape)))
+    double = lin.register_forward_hook(lambda m, args, out: out * 10.0)
+    y = lin(x)
+    want = 10.0 * (2 * np.ones((4, 3)) @ lin.weight.numpy() + lin.bias.numpy())
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5)
+    assert calls == [(lin, (4, 3), (4, 2))]  # hooks run in the order registered
+    for h in (pre, post, double):
+        h.remove()
+    np.testing.assert_allclose(lin(x).numpy(), x.numpy() @ lin.weight.numpy()
+                               + lin.bias.numpy(), rtol=1e-5)
+    assert len(calls) == 1
+    with lin.register_forward_hook(lambda m, a, o: o * 0.0):  # a handle is a context too
+        assert not lin(x).numpy().any()
+    assert lin(x).numpy().any()
+    with pytest.raises(TypeError, match="callable"):
+        lin.register_forward_hook("not a function")
+
+
 def test_activations():
     x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
     t = Tensor(x, dtype="float64")

@@ -6,8 +6,8 @@ are a rounding error next to them and are left out. ``flops`` is what a dense ke
 executes; ``sparse_flops`` counts only the multiply-adds by nonzero weights, what an
 ideal sparse kernel would do (a real one pays for indices on top, see ``sparse.py``).
 
-The shapes come from one forward pass on one example: each counted layer's ``forward``
-is wrapped for the duration of the call to note its input and output shapes.
+The shapes come from one forward pass on one example: a forward hook on each counted
+layer notes its input and output shapes for the duration of the call.
 """
 
 from __future__ import annotations
@@ -87,28 +87,19 @@ def stored_model_bytes(model: nn.Module) -> int:
 
 @contextlib.contextmanager
 def _recording(model: nn.Module, log: list):
-    """Wrap the forward of each counted layer to append ``(layer, in_shape, out_shape)``."""
+    """A forward hook on each counted layer appends ``(layer, in_shape, out_shape)``."""
     counted = (nn.Linear, nn.Conv, DepthwiseSeparableConv, SparseLinear)
-    layers = [m for m in [model] + model._children() if isinstance(m, counted)]
-    saved = []
-    for m in layers:
-        inner = m.forward  # the masked forward, if any, else the class's
 
-        def wrapped(*args, _m=m, _inner=inner, **kwargs):
-            out = _inner(*args, **kwargs)
-            log.append((_m, tuple(args[0].shape), tuple(out.shape)))
-            return out
+    def note(layer, args, out):
+        log.append((layer, tuple(args[0].shape), tuple(out.shape)))
 
-        saved.append((m, vars(m).get("forward")))
-        m.forward = wrapped
+    handles = [m.register_forward_hook(note) for _, m in model.named_modules()
+               if isinstance(m, counted)]
     try:
         yield
     finally:
-        for m, old in saved:
-            if old is None:
-                del m.forward
-            else:
-                m.forward = old
+        for h in handles:
+            h.remove()
 
 
 def layer_flops(layer, in_shape, out_shape) -> tuple[int, int]:

@@ -12,13 +12,14 @@ each step). Two ways to choose which:
 
 **Masks.** A zero written into a weight does not stay zero: the next optimiser step moves
 it again. So the pruned positions are recorded in a 0/1 buffer ``weight_mask`` on the
-module and the forward pass uses ``weight * weight_mask``. The gradient of a masked
-entry is then exactly zero, and whatever the optimiser does to the stored value, the
-weight the model *computes with* stays zero. :func:`remove_masks` folds the mask into the
-weight for good and restores the plain forward. (PyTorch's ``torch.nn.utils.prune``
-works the same way, which is why a pruned PyTorch model is exactly as big and as slow
-as before: zeros are still stored and still multiplied. See ``structured.py`` and
-``sparse.py`` for the two ways to turn zeros into savings.)
+module and the forward pass uses ``weight * weight_mask`` (a forward pre-hook swaps it
+in for the call). The gradient of a masked entry is then exactly zero, and whatever the
+optimiser does to the stored value, the weight the model *computes with* stays zero.
+:func:`remove_masks` folds the mask into the weight for good and removes the hooks.
+(PyTorch's ``torch.nn.utils.prune`` works the same way, which is why a pruned PyTorch
+model is exactly as big and as slow as before: zeros are still stored and still
+multiplied. See ``structured.py`` and ``sparse.py`` for the two ways to turn zeros into
+savings.)
 
 **2:4 semi-structured sparsity** (NVIDIA Ampere's sparse tensor cores): in every group of
 four consecutive weights along the *input* dimension keep the two largest. Exactly 50%
@@ -32,8 +33,6 @@ parameters are few and are left alone.
 """
 
 from __future__ import annotations
-
-import types
 
 import numpy as np
 
@@ -61,19 +60,9 @@ def _weight_names(module: nn.Module) -> list[str]:
 def prunable(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """``(dotted name, module, attribute)`` of every prunable weight, in model order."""
     out = []
-    mods = [("", model)] + _named_modules(model)
-    for prefix, m in mods:
+    for prefix, m in model.named_modules():
         for attr in _weight_names(m):
             out.append((f"{prefix}.{attr}" if prefix else attr, m, attr))
-    return out
-
-
-def _named_modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    out = []
-    for name, child in model.named_children():
-        full = f"{prefix}.{name}" if prefix else name
-        out.append((full, child))
-        out.extend(_named_modules(child, full))
     return out
 
 
@@ -92,22 +81,24 @@ def effective_weight(module: nn.Module, attr: str = "weight") -> np.ndarray:
     return w if mask is None else w * mask
 
 
-def _masked_forward(self, *args, **kwargs):
-    """Forward with every masked weight replaced by ``weight * mask`` for this call.
+def _apply_masks(module: nn.Module, args) -> None:
+    """Forward pre-hook: every masked weight is ``weight * mask`` for this call.
 
     The product is an ordinary autodiff expression, so backward sends ``grad * mask`` to
-    the stored weight: zero wherever the mask is zero.
+    the stored weight: zero wherever the mask is zero. The hooks are module-level
+    functions that receive the module, never closures over it, so a deep copy of a
+    masked model (``models.clone``) masks its own weights.
     """
-    saved = {}
-    for attr in self._masked:
-        w = getattr(self, attr)
-        saved[attr] = w
-        object.__setattr__(self, attr, w * getattr(self, attr + MASK_SUFFIX))
-    try:
-        return type(self).forward(self, *args, **kwargs)
-    finally:
-        for attr, w in saved.items():
-            object.__setattr__(self, attr, w)
+    _restore_weights(module)  # a forward that raised left the products in place
+    module._unmasked = {attr: getattr(module, attr) for attr in module._masked}
+    for attr, w in module._unmasked.items():
+        object.__setattr__(module, attr, w * getattr(module, attr + MASK_SUFFIX))
+
+
+def _restore_weights(module: nn.Module, args=None, output=None) -> None:
+    """Forward hook: put the stored weights (the Parameters) back after the call."""
+    for attr, w in vars(module).pop("_unmasked", {}).items():
+        object.__setattr__(module, attr, w)
 
 
 def apply_mask(module: nn.Module, mask: np.ndarray, attr: str = "weight") -> None:
@@ -131,7 +122,9 @@ def apply_mask(module: nn.Module, mask: np.ndarray, attr: str = "weight") -> Non
     if attr not in masked:
         masked.append(attr)
     module._masked = masked
-    module.forward = types.MethodType(_masked_forward, module)
+    if _apply_masks not in vars(module).get("_forward_pre_hooks", ()):
+        module.register_forward_pre_hook(_apply_masks)
+        module.register_forward_hook(_restore_weights)
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
@@ -140,7 +133,8 @@ def remove_masks(model: nn.Module) -> nn.Module:
     The model then computes the same function with plain layers: the zeros are in the
     weights themselves and stay only as long as nothing trains them.
     """
-    for _, m in [("", model)] + _named_modules(model):
+    for _, m in model.named_modules():
+        _restore_weights(m)
         for attr in list(vars(m).get("_masked", [])):
             w = getattr(m, attr)
             w.data = Tensor(effective_weight(m, attr), device=w.device, dtype=w.dtype,
@@ -149,7 +143,8 @@ def remove_masks(model: nn.Module) -> nn.Module:
             m._buffers.remove(attr + MASK_SUFFIX)
         if "_masked" in vars(m):
             del m._masked
-            vars(m).pop("forward", None)
+            m._forward_pre_hooks.remove(_apply_masks)
+            m._forward_hooks.remove(_restore_weights)
     return model
 
 

@@ -25,7 +25,7 @@ into the layer before it.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 
 import numpy as np
 
@@ -55,6 +55,61 @@ def _bn_forward(module, x):
                          f"shape {x.shape}")
     return BatchNormEval(module.eps)(x, module.running_mean, module.running_var,
                                       module.weight, module.bias)
+
+
+def _bn_hook(module, args, out):
+    """Forward hook: BatchNorm1d in eval mode as one ``batch_norm`` node."""
+    return _bn_forward(module, args[0])
+
+
+@contextlib.contextmanager
+def _tracing_hooks(model, pnames):
+    """Forward hooks for one trace: BatchNorm1d kept whole, and every module checked to
+    compute on the tape (:func:`_check_on_tape`), so a refusal names the module."""
+    from ..nn import BatchNorm1d, Module
+
+    handles = []
+    if isinstance(model, Module):
+        for name, m in model.named_modules():
+            if isinstance(m, BatchNorm1d):
+                handles.append(m.register_forward_hook(_bn_hook))
+            where = f"module {name or '(the model)'} ({type(m).__name__})"
+            handles.append(m.register_forward_hook(
+                lambda m, args, out, where=where: _check_on_tape(where, args, out, pnames)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _check_on_tape(where, args, out, pnames) -> None:
+    """Refuse an output computed off the tape from traced inputs.
+
+    A forward pass that takes its input's values into numpy (``x.numpy()``) and wraps
+    the result into a new Tensor leaves a leaf on the tape: traced, it would be a
+    constant, and the compiled graph would return the example's answer for every input.
+    Such an output does not reach the call's traced arguments on the tape and does
+    reach a leaf made during the call (neither a parameter, a buffer nor an input).
+    An output that only depends on parameters (a positional embedding) is fine.
+    """
+    ins = {id(a) for a in args if isinstance(a, Tensor) and a.requires_grad}
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    if not ins:
+        return
+    for o in outs:
+        if not isinstance(o, Tensor):
+            continue
+        leaves = [t for t in _tape_order([o]) if id(t) in ins or not t.inputs]
+        if any(id(t) in ins for t in leaves):
+            continue
+        if any(id(t) not in pnames for t in leaves):
+            raise TraceError(
+                f"cannot trace {where}: its output of shape {o.shape} does not depend on "
+                "its input on the tape; it is computed outside mlc's ops (numpy, a custom "
+                "kernel) and wrapped into a new Tensor, which a graph could only keep as "
+                "a constant. Write its forward with mlc.ops, or trace the model it was "
+                "made from (e.g. the dense model before compress.to_sparse)")
 
 
 def _as_input(x) -> Tensor:
@@ -91,7 +146,7 @@ def trace(model, *example_inputs, input_names=None) -> Graph:
     (one, or a tuple/list); ``example_inputs`` are Tensors or numpy arrays. The graph's
     inputs are named ``x`` (one input) or ``x0, x1, ...`` unless ``input_names`` says.
     """
-    from ..nn import BatchNorm1d, Module
+    from ..nn import Module
 
     if not example_inputs:
         raise ValueError("trace needs at least one example input")
@@ -101,22 +156,16 @@ def trace(model, *example_inputs, input_names=None) -> Graph:
     if len(names) != len(xs):
         raise ValueError(f"input_names has {len(names)} names for {len(xs)} inputs")
     pnames: dict = {}
-    patched, was_training = [], None
+    was_training = None
     if isinstance(model, Module):
         was_training = model.training
         for n, t in model.named_parameters() + model.named_buffers():
             pnames.setdefault(id(t), n)
-        for m in [model] + model._children():
-            if isinstance(m, BatchNorm1d):
-                m.forward = functools.partial(_bn_forward, m)
-                patched.append(m)
         model.eval()
     try:
-        with enable_grad():
+        with enable_grad(), _tracing_hooks(model, pnames):
             out = model(*xs)
     finally:
-        for m in patched:
-            del m.forward
         if was_training is not None:
             model.train(was_training)
     single = isinstance(out, Tensor)
@@ -124,6 +173,7 @@ def trace(model, *example_inputs, input_names=None) -> Graph:
     if not outs or not all(isinstance(t, Tensor) for t in outs):
         raise TraceError(f"the model must return a Tensor or a tuple of Tensors, got "
                          f"{type(out).__name__}")
+    _check_on_tape("the model", xs, outs, pnames)
     return _to_graph(xs, names, outs, pnames)
 
 

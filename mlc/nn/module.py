@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import ndarray as nd
-from ..autograd import Tensor
+from ..autograd import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
@@ -54,10 +54,21 @@ class Module:
 
     def _children(self) -> list["Module"]:
         """All submodules, depth first (needle's name)."""
-        out = []
-        for child in self.children():
-            out.append(child)
-            out.extend(child._children())
+        return [m for _, m in self.named_modules()[1:]]
+
+    def named_modules(self, prefix: str = "") -> list[tuple[str, "Module"]]:
+        """``(dotted name, module)`` for this module (name ``prefix``, "" at the top) and
+        every submodule, depth first, each module once (as PyTorch's). There is no
+        ``modules()``: ``Sequential.modules`` is needle's list of layers."""
+        out, seen, stack = [], set(), [(prefix, self)]
+        while stack:
+            name, m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            out.append((name, m))
+            stack.extend(reversed([(f"{name}.{n}" if name else n, c)
+                                   for n, c in m.named_children()]))
         return out
 
     def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
@@ -138,7 +149,42 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """``forward``, with the hooks around it (see :meth:`register_forward_hook`)."""
+        for hook in list(vars(self).get("_forward_pre_hooks", ())):
+            new = hook(self, args)
+            if new is not None:
+                args = new if isinstance(new, tuple) else (new,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(vars(self).get("_forward_hooks", ())):
+            new = hook(self, args, out)
+            if new is not None:
+                out = new
+        return out
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args)`` before each ``forward``; a non-None result (a tuple,
+        or one value) replaces the positional arguments. Returns a handle to ``remove()``.
+
+        Hooks let a tool watch or adjust a module from outside (count FLOPs, apply a
+        pruning mask, trace a layer as one op) without replacing its ``forward``: a
+        patched ``forward`` is invisible in the class, is lost when two tools patch the
+        same module, and stays behind when the tool fails half-way.
+        """
+        return self._add_hook("_forward_pre_hooks", hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after each ``forward``; a non-None result
+        replaces the output. Returns a handle to ``remove()`` (or use it in ``with``)."""
+        return self._add_hook("_forward_hooks", hook)
+
+    def _add_hook(self, kind: str, hook) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}: a hook must be callable, got "
+                            f"{type(hook).__name__}")
+        if kind not in vars(self):
+            setattr(self, kind, [])
+        getattr(self, kind).append(hook)
+        return RemovableHandle(getattr(self, kind), hook)
 
     def __repr__(self) -> str:
         kids = self.named_children()
