@@ -122,10 +122,18 @@ def test_per_tensor_is_worse_than_per_channel_on_weights(cnn):
     assert sum(r["weight_sqnr"] for r in rp.rows) > sum(r["weight_sqnr"] for r in rt.rows)
 
 
-def test_unsupported_models_are_refused():
+def test_an_op_with_no_integer_form_is_a_float_island():
+    np.random.seed(0)
     model = nn.Sequential(nn.Linear(4, 4, device=DEV), nn.Tanh(), nn.Linear(4, 2, device=DEV))
-    with pytest.raises(quant.UnsupportedModelError, match="tanh"):
-        quant.quantize_model(model, [np.zeros((2, 4), np.float32)])
+    x = np.random.randn(16, 4).astype(np.float32)
+    q = quant.quantize_model(model, [x])
+    ops = [n.op for n in q.graph.ops]
+    i = ops.index("tanh")                                 # dequantize -> tanh -> quantize
+    assert ops[i - 1:i + 2] == ["dequantize", "tanh", "quantize"]
+    assert ops.count("qlinear") == 2 and quant.compare_codes(q, x).ok
+    assert np.abs(q(x) - q.float_forward(x)).max() < 0.05
+    with pytest.raises(quant.UnsupportedModelError, match="no Linear or Conv"):
+        quant.quantize_model(nn.Sequential(nn.Tanh()), [x])
     with pytest.raises(ValueError, match="empty"):
         quant.quantize_model(model, [])
 

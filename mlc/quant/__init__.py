@@ -41,12 +41,19 @@ from .fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier,
                          requantize, rounding_divide_by_pot,
                          saturating_rounding_doubling_high_mul)
 from .qops import PackedWeight, im2col_codes, qconv2d, qlinear, qmatmul
-from .ptq import CodeCheck, QuantizedModel, compare_codes, quantize_model, quantize_weight
 from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
 from .half import HalfModel, half_weights, to_float16
 from .weightonly import GroupWeight, pack_weight, wmatmul
-from .program import UnsupportedModelError
+from .graph_ops import register_all as _register_ops
+from .rules import RULES, Match, Rule, match_rules
+from .passes import (Calibrator, QuantInterpreter, calibrate, prepare, quantize_graph,
+                     quantize_weights, run, simulate)   # convert: qat.convert takes graphs too
+
+from .ptq import (CodeCheck, QuantizedModel, UnsupportedModelError, compare_codes,
+                  quantize_model, quantize_weight)
+
+_register_ops()     # the quantized ops join graph.OPS (quant uses graph, not the reverse)
 
 __all__ = [
     "UnsupportedModelError",
@@ -61,4 +68,6 @@ __all__ = [
     "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
     "to_float16", "half_weights", "HalfModel",
     "GroupWeight", "pack_weight", "wmatmul",
+    "RULES", "Rule", "Match", "match_rules", "prepare", "calibrate", "convert",
+    "quantize_graph", "simulate", "run", "quantize_weights", "QuantInterpreter", "Calibrator",
 ]
