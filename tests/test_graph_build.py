@@ -151,8 +151,13 @@ def test_executable_validates_inputs_and_options():
     exe = graph.build(g, target="python")
     with pytest.raises(TypeError, match="takes 1 input"):
         exe(x, x)
-    with pytest.raises(ValueError, match="shape"):
-        exe(np.ones((2, 64), "float32"))
+    with pytest.raises(ValueError, match=r"got \(2, 65\): axis 0 is 2, expected 1"):
+        exe(np.ones((2, 65), "float32"))            # traced at batch 1: no batch axis
+    with pytest.raises(ValueError, match="3 axes"):
+        exe(np.ones((1, 64, 1), "float32"))
+    with pytest.raises(ValueError, match=r"expected shape \[N, 64\], got \(2, 65\): axis 1"):
+        graph.build(graph.trace(model, np.ones((3, 64), "float32")), target="python")(
+            np.ones((2, 65), "float32"))
     with pytest.raises(TypeError, match="dtype"):
         exe(x.astype("float64"))
     with pytest.raises(TypeError, match="numpy array or NDArray"):

@@ -16,7 +16,8 @@ fusion groups its operators into kernels (:func:`fuse`, explained by
 
 One file per idea: ``ir`` (Node, Graph), ``ops`` (the op registry), ``trace``,
 ``interpret``, ``passes``, ``pattern``, ``dominators``, ``fuse``, ``explain``,
-``lower``, ``program`` (the steps after fusion), ``executor``, ``draw``.
+``lower``, ``program`` (the steps after fusion), ``executor``, ``symbolic`` (the batch
+axis), ``serialize`` (save and load without pickle), ``draw``.
 """
 
 from .ir import Graph, GraphBuilder, Node, rewrite, topo_sort
@@ -47,6 +48,10 @@ from .executor import Executable, ProfileReport, build  # noqa: E402
 
 __all__ += ["LoweredGroup", "lower_group", "Kernel", "Program", "Step", "lower",
             "Executable", "ProfileReport", "build"]
+from .symbolic import Dim, at_batch, batch_size  # noqa: E402
+from .serialize import FormatError, load, load_executable, save  # noqa: E402
+
+__all__ += ["Dim", "at_batch", "batch_size", "FormatError", "load", "load_executable", "save"]
 from . import examples  # noqa: E402  (graph.examples: the course's small models, seeded)
 
 __all__ += ["examples"]

@@ -45,11 +45,13 @@ __all__ = ["Executable", "Kernel", "ProfileReport", "build"]
 class Executable:
     """Runs a :class:`~mlc.graph.program.Program` (see the module docstring)."""
 
-    def __init__(self, program: Program, device=None):
+    def __init__(self, program: Program, device=None, max_batch: int | None = None,
+                 share: "Executable | None" = None):
         if program.target is None:
             raise ValueError("Executable needs a lowered Program (graph.lower(fg, target))")
-        self.program = program
+        self.program, self.max_batch = program, max_batch
         self.device = device or nd.cpu()
+        self._by_batch: dict = {}
         g = self.graph
         self._slot = {n: i for i, n in enumerate(g.nodes)}
         env: list = [None] * len(g.nodes)
@@ -57,7 +59,10 @@ class Executable:
         planned = program.planned
         for n in g.params:
             value = np.ascontiguousarray(n.value, dtype=n.dtype).reshape(te_shape(n.shape))
-            if planned:
+            if share is not None:                   # the same weights at another batch
+                env[self._slot[n]] = share._env[share._slot[share.graph.nodes[
+                    self._slot[n]]]]
+            elif planned:
                 env[self._slot[n]] = self._owned(n.shape, n.dtype)
                 env[self._slot[n]][...] = value
             else:
@@ -66,8 +71,8 @@ class Executable:
         outs = {id(n) for n in g.outputs}
         self.arena = None
         if planned:
-            self.arena = nd.empty((max(program.arena_bytes, 1),), dtype="int8",
-                                  device=self.device)
+            self.arena = share.arena if share is not None else nd.empty(
+                (max(program.arena_bytes, 1),), dtype="int8", device=self.device)
             raw = self.arena.handle.array.view(np.uint8)
             for t, off in program.offsets.items():
                 env[self._slot[t]] = raw[off:off + t.nbytes].view(t.dtype).reshape(
@@ -141,6 +146,37 @@ class Executable:
         return sum(t.nbytes for t in self.plan.inplace) if self.plan is not None else 0
 
     # -- running -------------------------------------------------------------------------
+    def at_batch(self, n: int | None) -> "Executable":
+        """This executable at batch size ``n`` (itself at its own batch): the program's
+        kernels lowered for ``n`` once and kept. A planned program gets a plan of its own
+        with the same strategy (plans sized per batch), or, with ``max_batch`` (a plan
+        sized for the largest batch), the same offsets in the same arena."""
+        if n is None or n == self.program.batch:
+            return self
+        if n not in self._by_batch:
+            from .. import memory      # planning is mlc.memory's job
+
+            prog, share, plan = self.program.at_batch(n), None, self.plan
+            if plan is not None and self.max_batch is not None:
+                if n > self.max_batch:
+                    raise ValueError(f"batch {n} is larger than {self.max_batch}, the batch "
+                                     "the memory plan was sized for (build with a larger "
+                                     "max_batch, or memory_plan as a strategy name)")
+                prog, share = memory.assign(prog, plan, fits=True), self
+            elif plan is not None:
+                prog = memory.assign(prog, memory.plan(prog, plan.strategy,
+                                                       inplace=bool(plan.inplace),
+                                                       alignment=plan.alignment))
+            self._by_batch[n] = Executable(prog, self.device, share=share)
+        return self._by_batch[n]
+
+    def _checked(self, inputs, what):
+        """The inputs as arrays and the executable for their batch size."""
+        from .symbolic import batch_of
+
+        arrays = check_inputs(self.graph, inputs, what)
+        return arrays, self.at_batch(batch_of(self.graph, arrays))
+
     def _run(self, inputs):
         env = self._env if self.program.planned else list(self._env)
         for k, (n, a) in enumerate(zip(self.graph.inputs, inputs, strict=True)):
@@ -159,18 +195,18 @@ class Executable:
         return env
 
     def __call__(self, *inputs):
-        arrays = check_inputs(self.graph, inputs, "the executable")
-        env = self._run(arrays)
-        outs = tuple(np.array(env[self._slot[n]], copy=True).reshape(n.shape)
-                     for n in self.graph.outputs)
+        arrays, exe = self._checked(inputs, "the executable")
+        env = exe._run(arrays)
+        outs = tuple(np.array(env[exe._slot[n]], copy=True).reshape(n.shape)
+                     for n in exe.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
     def profile(self, *inputs, repeat: int = 5, min_time: float = 0.05) -> "ProfileReport":
         """Time each kernel on ``inputs`` (median of ``repeat`` rounds, ``mlc.perf.timeit``)."""
-        arrays = check_inputs(self.graph, inputs, "profile")
-        env = self._run(arrays)
+        arrays, exe = self._checked(inputs, "profile")
+        env = exe._run(arrays)
         rows = []
-        for s, (entry, slots, _) in zip(self.program.steps, self._steps, strict=True):
+        for s, (entry, slots, _) in zip(exe.program.steps, exe._steps, strict=True):
             if entry is None:
                 continue
             args = [env[i] for i in slots]
@@ -178,6 +214,14 @@ class Executable:
                        min_time=min_time)
             rows.append((s.kernel, float(t)))
         return ProfileReport(rows)
+
+    def save(self, path) -> str:
+        """Save into folder ``path`` (see :mod:`mlc.graph.serialize`): the program, the
+        target and the plan as JSON, the constants as ``.npz``; no pickle, and
+        ``graph.load_executable`` regenerates the kernels instead of running stored code."""
+        from .serialize import save_executable
+
+        return save_executable(self, path)
 
     def __repr__(self):
         p = self.plan
@@ -214,7 +258,7 @@ def _rank(p):
 
 def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_size=None,
           memory_plan=None, optimize: bool = True, schedules=None, passes=None,
-          inplace: bool = False) -> Executable:
+          inplace: bool = False, max_batch: int | None = None) -> Executable:
     """Compile graph ``g`` for ``target`` into an :class:`Executable`.
 
     ``passes`` is the pipeline of graph passes to run first (functions Graph -> Graph);
@@ -228,6 +272,12 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
     write over a dying input) planned on the program this build runs, or a ``Plan`` made
     for exactly these steps (``memory.plan(exe.program)``); a plan made for other steps is
     refused with an error that says what differs.
+
+    A graph with a batch axis (:mod:`mlc.graph.symbolic`) builds once and runs at any
+    batch: a call at another batch lowers the same steps for it (kept for the next call)
+    and plans them with the same strategy. With ``max_batch`` the program is built and
+    planned at that batch and every smaller one runs in the same arena at the same offsets
+    (a given ``Plan`` is a plan for its own batch and smaller ones).
     """
     from ..codegen import TARGETS
 
@@ -246,9 +296,15 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
         g = run_passes(g, passes, verbose=False)
     elif optimize:
         g = eliminate_dead_code(fold_constants(g))
+    if max_batch is not None:
+        from .symbolic import at_batch
+
+        g = at_batch(g, int(max_batch))
     prog = lower(fuse_graph(g, pol), target, schedules)
-    if memory is not None:
-        p = memory_plan if not isinstance(memory_plan, str) else \
-            memory.plan(prog, memory_plan, inplace=inplace)
-        prog = memory.assign(prog, p)
-    return Executable(prog)
+    if memory is None:
+        return Executable(prog)
+    if isinstance(memory_plan, str):
+        p = memory.plan(prog, memory_plan, inplace=inplace)
+    else:
+        p, max_batch = memory_plan, memory_plan.program.batch
+    return Executable(memory.assign(prog, p), max_batch=max_batch)

@@ -30,7 +30,10 @@ from .ops import reference
 
 def check_inputs(g, inputs, what: str = "graph") -> list[np.ndarray]:
     """``inputs`` as numpy arrays, checked against the graph's inputs (count, shape,
-    dtype); a clear ``TypeError``/``ValueError`` otherwise."""
+    dtype; the batch axis ``N`` takes any size, the same for every input); a clear
+    ``TypeError``/``ValueError`` otherwise, naming the axis that is wrong."""
+    from .symbolic import batch_of, check_shape
+
     if len(inputs) != len(g.inputs):
         names = ", ".join(f"%{n.name}: {n.signature()}" for n in g.inputs)
         raise TypeError(f"{what} takes {len(g.inputs)} input(s) ({names}), got {len(inputs)}")
@@ -43,11 +46,11 @@ def check_inputs(g, inputs, what: str = "graph") -> list[np.ndarray]:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"input %{n.name}: expected a numpy array or NDArray, got "
                             f"{type(a).__name__}")
-        if tuple(a.shape) != n.shape:
-            raise ValueError(f"input %{n.name}: expected shape {n.shape}, got {tuple(a.shape)}")
+        check_shape(n, a.shape)
         if str(a.dtype) != n.dtype:
             raise TypeError(f"input %{n.name}: expected dtype {n.dtype}, got {a.dtype}")
         out.append(a)
+    batch_of(g, out)
     return out
 
 
@@ -66,8 +69,13 @@ class Interpreter:
 
     def run(self, *inputs):
         """The outputs on ``inputs``: one numpy array, or a tuple for several."""
+        from .symbolic import at_batch, batch_of, batch_size
+
         g = self.graph
         arrays = check_inputs(g, inputs, "interpret")
+        n = batch_of(g, arrays)
+        if n is not None and n != batch_size(g):
+            g = at_batch(g, n)  # the graph's shapes and attrs at this batch
         env = self.env = {}
         for n, a in zip(g.inputs, arrays, strict=True):
             env[n] = nd.array(a, dtype=n.dtype, device=self.device)

@@ -35,11 +35,12 @@ LEAF_OPS = ("input", "constant")
 class Node:
     """One operator application (or an input / constant) in a :class:`Graph`."""
 
-    __slots__ = ("name", "op", "inputs", "attrs", "shape", "dtype", "value")
+    # ``sym``: None, or (shape, attrs) with the batch symbol (see :mod:`mlc.graph.symbolic`)
+    __slots__ = ("name", "op", "inputs", "attrs", "shape", "dtype", "value", "sym")
 
     def __init__(self, op: str, inputs: Sequence["Node"] = (), attrs: dict | None = None,
                  shape: Sequence[int] = (), dtype: str = "float32", name: str | None = None,
-                 value: np.ndarray | None = None):
+                 value: np.ndarray | None = None, sym=None):
         self.op = op
         self.inputs = tuple(inputs)
         self.attrs = dict(attrs or {})
@@ -47,6 +48,7 @@ class Node:
         self.dtype = str(dtype)
         self.name = name or op
         self.value = value
+        self.sym = sym
 
     @property
     def is_leaf(self) -> bool:
@@ -204,7 +206,7 @@ def rewrite(g: Graph, fn=None, outputs: Sequence[Node] | None = None) -> Graph:
         ins = [new[x] for x in n.inputs]
         out = fn(n, ins) if fn is not None else None
         if out is None:
-            out = Node(n.op, ins, n.attrs, n.shape, n.dtype, n.name, n.value)
+            out = Node(n.op, ins, n.attrs, n.shape, n.dtype, n.name, n.value, n.sym)
         new[n] = out
     outs = [new[n] for n in (outputs if outputs is not None else g.outputs)]
     ins = [new[n] for n in g.inputs]

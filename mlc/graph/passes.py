@@ -101,7 +101,7 @@ def eliminate_common_subexpressions(g: Graph, max_const_size: int = 4096) -> Gra
         key = _key(n, ins)
         if key in seen:
             return seen[key]
-        new = Node(n.op, ins, n.attrs, n.shape, n.dtype, n.name)
+        new = Node(n.op, ins, n.attrs, n.shape, n.dtype, n.name, sym=n.sym)
         seen[key] = new
         return new
 
@@ -193,23 +193,26 @@ def fold_batch_norm(g: Graph) -> Graph:
         b_new = ((b_old - mean) * scale + beta).astype(n.dtype).reshape(b_shape)
         a = new_nodes[mm.inputs[0]]
         wn = Node("constant", (), {}, w_new.shape, W.dtype, f"{W.name}.bn", w_new)
-        out = Node("matmul", (a, wn), {}, mm.shape, mm.dtype, mm.name)
+        out = Node("matmul", (a, wn), {}, mm.shape, mm.dtype, mm.name, sym=mm.sym)
         if reshape is not None:
             out = Node("reshape", (out,), reshape.attrs, reshape.shape, reshape.dtype,
-                       reshape.name)
+                       reshape.name, sym=reshape.sym)
         bn_ = Node("constant", (), {}, b_new.shape, n.dtype,
                    f"{b.name}.bn" if b is not None else f"{n.name}.bias", b_new)
         if b is not None and bcast is None and tuple(b_shape) == tuple(n.shape):
             bb = bn_                        # batch 1: add(%mm, %b) stays that form
         else:
+            # the batch axis (if any) follows the batch norm's own shape
+            sym = (n.sym[0], {"shape": n.sym[0]}) if n.sym is not None else None
             bb = Node("broadcast_to", (bn_,), {"shape": n.shape}, n.shape, n.dtype,
-                      "broadcast_to")
-        return Node("add", (out, bb), {}, n.shape, n.dtype, add.name if add else "add")
+                      "broadcast_to", sym=sym)
+        return Node("add", (out, bb), {}, n.shape, n.dtype, add.name if add else "add",
+                    sym=n.sym)
 
     def record(n, ins):
         out = fold(n, ins)
         new_nodes[n] = out if out is not None else Node(n.op, ins, n.attrs, n.shape, n.dtype,
-                                                        n.name, n.value)
+                                                        n.name, n.value, n.sym)
         return new_nodes[n]
 
     return rewrite(g, record)

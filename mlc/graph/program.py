@@ -139,13 +139,16 @@ class Program:
                         f"{type(x).__name__}")
 
     @classmethod
-    def from_groups(cls, graph, groups, fused=None) -> "Program":
+    def from_groups(cls, graph, groups, fused=None, kernel_names: bool = False) -> "Program":
+        """One step per group of nodes (kernel names ``k{i}_ops`` when ``fused`` or
+        ``kernel_names``, else a lone node's name)."""
         users = graph.users()
         steps = []
         for i, nodes in enumerate(groups):
             reads, writes = group_io(nodes, graph.outputs, users)
             view = nodes[0].inputs[0] if _is_view(nodes, writes) else None
-            name = step_name(nodes, i) if len(nodes) > 1 or fused is not None else nodes[0].name
+            name = step_name(nodes, i) if len(nodes) > 1 or fused is not None or \
+                kernel_names else nodes[0].name
             steps.append(Step(name, nodes, reads, writes, view_of=view))
         return cls(graph, steps, fused=fused)
 
@@ -157,7 +160,31 @@ class Program:
         fields.update(changes)
         return Program(**fields)
 
+    def at_batch(self, n: int) -> "Program":
+        """The same steps at batch size ``n`` (see :mod:`mlc.graph.symbolic`): the graph
+        specialised, each step's kernel lowered again when this program was lowered (a
+        kernel's loop extents are compile-time constants), no memory plan."""
+        from .symbolic import at_batch, batch_size
+
+        if batch_size(self.graph) == n:
+            return self
+        g = at_batch(self.graph, n)
+        new = dict(zip(self.graph.nodes, g.nodes, strict=True))
+        steps = [Step(s.name, [new[x] for x in s.nodes], [new[x] for x in s.reads],
+                      [new[x] for x in s.writes],
+                      view_of=new[s.view_of] if s.view_of is not None else None)
+                 for s in self.steps]
+        prog = Program(g, steps, fused=self.fused)
+        return lower(prog, self.target) if self.target is not None else prog
+
     # -- queries -------------------------------------------------------------------------
+    @property
+    def batch(self) -> int | None:
+        """The batch size of this program's shapes (None: the graph has no batch axis)."""
+        from .symbolic import batch_size
+
+        return batch_size(self.graph)
+
     @property
     def planned(self) -> bool:
         return self.offsets is not None
@@ -167,16 +194,21 @@ class Program:
         """The compiled kernels, in order (views run none)."""
         return [s.kernel for s in self.steps if s.kernel is not None]
 
-    def difference(self, other, other_name: str = "the other") -> str | None:
-        """``None`` when ``other`` has the same steps (reads, writes, shapes, dtypes);
-        otherwise a sentence saying the first thing that differs."""
+    def difference(self, other, other_name: str = "the other",
+                   fits: bool = False) -> str | None:
+        """``None`` when ``other`` has the same steps (reads, writes, shapes, dtypes;
+        with ``fits``, each tensor here at most as big as there: a plan made at a larger
+        batch); otherwise a sentence saying the first thing that differs."""
         a, b = self.steps, other.steps
         if len(a) != len(b):
             return f"this program has {len(a)} steps, {other_name} {len(b)}"
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            (xr, xw), (yr, yw) = x.signature(), y.signature()
+            if fits and xr == yr and [(n, d) for n, _, d in xw] == [(n, d) for n, _, d in yw] \
+                    and all(t.nbytes <= u.nbytes for t, u in zip(x.writes, y.writes, strict=True)):
+                continue
             if x.signature() == y.signature():
                 continue
-            (xr, xw), (yr, yw) = x.signature(), y.signature()
             if xr != yr:
                 return (f"step {i} ({x.name}) reads {', '.join('%' + n for n in xr)}; "
                         f"in {other_name} it reads {', '.join('%' + n for n in yr)}")

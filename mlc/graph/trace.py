@@ -118,6 +118,8 @@ def _as_input(x) -> Tensor:
         data = np.asarray(data)
         if data.dtype == np.float64:
             data = data.astype(np.float32)
+        # integer arrays (token ids) keep their dtype: Tensor() would make them float32
+        return Tensor(data, dtype=str(data.dtype), requires_grad=True)
     return Tensor(data, requires_grad=True)
 
 
@@ -139,12 +141,15 @@ def _tape_order(outputs):
     return order
 
 
-def trace(model, *example_inputs, input_names=None) -> Graph:
+def trace(model, *example_inputs, input_names=None, batch_axis: bool = True) -> Graph:
     """The :class:`~mlc.graph.ir.Graph` of one forward pass of ``model``.
 
     ``model`` is an ``nn.Module`` or any callable taking and returning ``mlc.Tensor`` s
     (one, or a tuple/list); ``example_inputs`` are Tensors or numpy arrays. The graph's
     inputs are named ``x`` (one input) or ``x0, x1, ...`` unless ``input_names`` says.
+    With ``batch_axis`` (the default) the leading axis of the inputs is the batch axis, a
+    symbol ``N`` in the graph's shapes (:mod:`mlc.graph.symbolic`): the model is run a
+    second time at batch ``N + 1`` to tell which extents follow the batch.
     """
     from ..nn import Module
 
@@ -174,7 +179,29 @@ def trace(model, *example_inputs, input_names=None) -> Graph:
         raise TraceError(f"the model must return a Tensor or a tuple of Tensors, got "
                          f"{type(out).__name__}")
     _check_on_tape("the model", xs, outs, pnames)
-    return _to_graph(xs, names, outs, pnames)
+    g = _to_graph(xs, names, outs, pnames)
+    return _find_batch_axis(model, xs, names, g) if batch_axis else g
+
+
+def _find_batch_axis(model, xs, names, g) -> Graph:
+    """``g`` with its batch axis (see :func:`mlc.graph.symbolic.with_batch_axis`): the
+    model traced again on the example inputs' rows repeated to one more row."""
+    from .symbolic import with_batch_axis
+
+    lead = {x.shape[0] if x.shape else None for x in xs}
+    if len(lead) != 1 or None in lead:
+        g.batch_reason = ("no batch axis: the inputs do not share a leading axis "
+                          f"({', '.join(str(x.shape) for x in xs)})")
+        return g
+    b = lead.pop()
+    rows = np.arange(b + 1) % b
+    more = [np.take(x.numpy(), rows, axis=0) for x in xs]
+    try:
+        g2 = trace(model, *more, input_names=names, batch_axis=False)
+    except (ValueError, TypeError, IndexError) as e:
+        g.batch_reason = f"no batch axis: the model fails at batch {b + 1} ({e})"
+        return g
+    return with_batch_axis(g, g2)
 
 
 def _to_graph(xs, names, outs, pnames) -> Graph:

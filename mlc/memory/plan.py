@@ -132,11 +132,13 @@ class Plan:
         ax.set_title(f"{self.strategy}: {self.arena_bytes} B (bound {self.lower_bound} B)")
         return ax
 
-    def moved_to(self, prog) -> "Plan":
+    def moved_to(self, prog, fits: bool = False) -> "Plan":
         """This plan on the tensors of ``prog``, a program with the same steps (matched by
         position: step ``i``'s ``j``-th output here is step ``i``'s ``j``-th there).
+        ``fits=True`` also takes the same steps at a smaller batch (each tensor at its
+        offset, in no more bytes than planned: a plan sized for a maximum batch).
         A program with other steps is refused with an error that says what differs."""
-        diff = prog.difference(self.program, "the plan's program")
+        diff = prog.difference(self.program, "the plan's program", fits=fits)
         if diff is not None:
             raise ValueError(f"this memory plan was made for other steps: {diff}; plan the "
                              "program that runs (memory.plan(exe.program) or "
@@ -146,7 +148,7 @@ class Plan:
         mine = {a: b for s, t in zip(self.program.steps, prog.steps, strict=True)
                 for a, b in zip(s.writes, t.writes, strict=True)}
         moved = Plan(prog, {mine[t]: o for t, o in self.offsets.items()},
-                     {mine[t]: v for t, v in self.sizes.items()},
+                     {mine[t]: mine[t].nbytes for t in self.sizes},
                      {mine[t]: v for t, v in self.intervals.items()}, self.arena_bytes,
                      self.strategy, {mine[o]: mine[i] for o, i in self.inplace.items()},
                      self.alignment, {mine[t]: k for t, k in self.storage.items()},
@@ -155,10 +157,11 @@ class Plan:
         return moved
 
 
-def assign(prog, plan: Plan):
+def assign(prog, plan: Plan, fits: bool = False):
     """The :class:`~mlc.graph.Program` ``prog`` with every tensor at its offset in
     ``plan`` (a new Program; ``prog`` is unchanged). The plan must be made for the same
-    steps, else a ``ValueError`` says which step differs::
+    steps (with ``fits``: or for the same steps at a larger batch), else a ``ValueError``
+    says which step differs::
 
         prog = graph.lower(graph.fuse(g), "cpu")
         planned = memory.assign(prog, memory.plan(prog, "greedy_by_size"))
@@ -170,7 +173,7 @@ def assign(prog, plan: Plan):
         raise TypeError(f"memory.assign takes a graph.Program, got {type(prog).__name__}")
     if not isinstance(plan, Plan):
         raise TypeError(f"memory.assign takes a memory.Plan, got {type(plan).__name__}")
-    plan = plan.moved_to(prog)
+    plan = plan.moved_to(prog, fits)
     return prog.replace(offsets=plan.offsets, arena_bytes=plan.arena_bytes, plan=plan)
 
 
