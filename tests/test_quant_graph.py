@@ -149,3 +149,16 @@ def test_cuda_kernels_agree_on_the_graph(residual, digits):
     _, qg = residual[0]
     x = digits[2][:2]
     assert (quant.run(qg, x, device=nd.cuda()) == quant.run(qg, x)).all()
+
+
+def test_a_built_graph_calls_the_extern_kernels(residual, digits, monkeypatch):
+    import mlc.quant.qops as qops
+
+    _, qg = residual[0]
+    assert all(graph.OPS[op].extern is not None for op in ("qlinear", "qadd", "wmatmul"))
+    calls = []
+    real = qops.qlinear
+    monkeypatch.setattr(qops, "qlinear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    exe = graph.build(qg, target="cpu")
+    x = digits[2][:3]
+    assert (exe(x) == graph.interpret(qg, x)).all() and len(calls) == 4

@@ -248,6 +248,15 @@ def _types(ws) -> str:
 
 
 def _opaque_entry(node):
+    from .ops import opdef
+
+    extern = opdef(node.op).extern
+    if extern is not None:         # a library kernel: numpy in, numpy out
+        def call(*arrays):
+            args = [a.reshape(x.shape) for a, x in zip(arrays[:-1], node.inputs, strict=True)]
+            arrays[-1][...] = extern(node, *args).reshape(arrays[-1].shape)
+        return call
+
     def run(*arrays):
         dev = nd.cpu_numpy()
         args = [nd.array(a.reshape(x.shape), dtype=x.dtype, device=dev)
@@ -258,8 +267,8 @@ def _opaque_entry(node):
 
 def compile_step(step, target, schedules=None) -> Kernel | None:
     """The kernel of ``step`` for ``target`` (None for a view): an opaque op calls its
-    reference (as a compiler calls a library), any other group is lowered through ``te``
-    to one PrimFunc and built."""
+    extern kernel, or else its reference (as a compiler calls a library); any other group
+    is lowered through ``te`` to one PrimFunc and built."""
     from ..codegen import build as tir_build
     from .lower import lower_group
 

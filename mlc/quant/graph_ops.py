@@ -254,6 +254,12 @@ def _reference(op):
     return reference
 
 
+def _extern(op):
+    def extern(node, *arrays):
+        return run(op, node.attrs, arrays, "kernel")
+    return extern
+
+
 def _no_te(node, args, name):
     raise NotImplementedError(f"{node.op} is an extern op: a built graph calls its kernel "
                               "(mlc.quant.graph_ops), it has no te lowering")
@@ -266,4 +272,5 @@ def register_all() -> None:
     for name, (arity, shape, dtype, ref, _, _, per_el) in QUANTIZED_OPS.items():
         if name not in OPS:
             register(OpDef(name, "opaque", shape, _reference(name), _no_te, dtype=dtype,
-                           arity=arity, flops=_flops(per_el), doc=ref.__doc__ or ""))
+                           arity=arity, flops=_flops(per_el), extern=_extern(name),
+                           doc=ref.__doc__ or ""))

@@ -47,6 +47,9 @@ class OpDef:
     counts its arithmetic; ``traces`` are the ``mlc.ops`` classes that trace to this op and
     ``attrs_of(tensor_op)`` reads their attributes; ``decompose(builder, node, ins)``, when
     given, writes the op as other registered ops (see :func:`mlc.graph.decompose`).
+    ``extern(node, *arrays)`` (numpy in, numpy out), when given, is the library kernel a
+    built graph calls for an opaque op instead of its reference (as a compiler calls
+    cuBLAS; ``mlc.quant``'s integer ops use it).
     """
 
     name: str
@@ -60,6 +63,7 @@ class OpDef:
     traces: tuple = ()
     attrs_of: Callable = _no_attrs
     decompose: Callable | None = None
+    extern: Callable | None = None
     doc: str = field(default="", compare=False)
 
     def __post_init__(self):
