@@ -75,7 +75,7 @@ class Isolation:
     uid: int  # the worker's user (root mode)
     gid: int
     user: str
-    tmp_bytes: int = 512 << 20
+    tmp_bytes: int = 256 << 20
 
     def describe(self) -> str:
         how = (f"as user {self.user!r}" if not self.userns else

@@ -98,7 +98,7 @@ class Limits:
 
     memory_bytes: int | None = None
     max_processes: int | None = None
-    file_bytes: int | None = 256 << 20
+    file_bytes: int | None = 64 << 20
     open_files: int | None = 256
 
     @classmethod

@@ -161,7 +161,7 @@ def run_cells(shell, cells, skip, timeout, send) -> None:
 
 def prepare(job: dict) -> dict:
     """Import, before any student code runs, everything the worker will call: the checks
-    of the job's exercises, the wire, IPython, and ``mlc.perf`` (snapshotted)."""
+    of the job's exercises, the wire, IPython and ``mlc.perf``."""
     import IPython.core.interactiveshell  # noqa: F401 - imported while the files are trusted
 
     from . import protocol, wire
@@ -170,11 +170,8 @@ def prepare(job: dict) -> dict:
     import mlc.perf  # noqa: F401
 
     exercises = {j["id"]: get(j["id"]) for j in job["exercises"]}
-    perf = {name: (mod, dict(vars(mod))) for name, mod in list(sys.modules.items())
-            if name == "time" or name == "mlc.perf" or name.startswith("mlc.perf.")}
     return {"exercises": exercises, "observe_case": protocol.observe_case,
-            "observe_names": protocol.observe_names, "from_plain": wire.from_plain,
-            "perf": perf}
+            "observe_names": protocol.observe_names, "from_plain": wire.from_plain}
 
 
 def _restore_perf(worker: dict) -> None:
@@ -205,6 +202,9 @@ def seal(worker: dict) -> None:
             for part in path:
                 owner = getattr(owner, part)
             setattr(owner, attr, _sealed_function(f"{module}.{rest}"))
+    # what each observation starts from (a cell may patch the timer or the clock)
+    worker["perf"] = {name: (mod, dict(vars(mod))) for name, mod in list(sys.modules.items())
+                      if name in ("time", "mlc.perf") or name.startswith("mlc.perf.")}
 
 
 def _observe_child(ex_id, cases, ns, timeout, send, worker) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Check, CheckFailed, call, exercise, need
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need
 from .graphs import (_FORBIDDEN_LIBRARY, MAX_NODES, NB, build_graph, hand_graph, name_of,
                      random_graph, show_graph, traced_examples)
 
@@ -74,7 +74,8 @@ def _fusion_cases():
             ("a chain whose middle node is also an output", inner_output)]
     for i, seed in enumerate(range(900, 924)):
         kinds = ("unary", "binary") if i % 3 == 0 else MIXED
-        out.append((f"hidden random graph #{i + 1}", random_graph(seed, 6 + i % 9, kinds)))
+        out.append((f"hidden random graph #{i + 1}",
+                    random_graph(hidden_seed(seed), 6 + i % 9, kinds)))
     return out
 
 
@@ -213,7 +214,7 @@ def _bytes_cases():
 
     out = []
     graphs = traced_examples() + [
-        (f"hidden random graph #{i + 1}", random_graph(seed, 5 + i % 7, MIXED))
+        (f"hidden random graph #{i + 1}", random_graph(hidden_seed(seed), 5 + i % 7, MIXED))
         for i, seed in enumerate(range(950, 958))]
     graphs.append(("a random float64 graph", random_graph(960, 8, MIXED, dtype="float64")))
     for what, data in graphs:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Check, CheckFailed, call, exercise, need
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need
 from .graphs import build_graph, graph_data, name_of, show_graph
 
 NB = "10_memory_planning"
@@ -100,7 +100,7 @@ def traced_models() -> list[tuple[str, dict]]:
 def graph_cases(seeds=range(1000, 1020)) -> list[tuple[str, dict]]:
     out = traced_models()
     for i, seed in enumerate(seeds):
-        out.append((f"hidden random graph #{i + 1}", random_graph(seed, 4 + i % 12)))
+        out.append((f"hidden random graph #{i + 1}", random_graph(hidden_seed(seed), 4 + i % 12)))
     return out
 
 

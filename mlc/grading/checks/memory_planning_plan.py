@@ -19,7 +19,7 @@ from itertools import combinations
 
 import numpy as np
 
-from ..registry import Check, CheckFailed, call, exercise, need
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need
 from .graphs import build_graph
 from .memory_planning import NB, graph_cases
 
@@ -106,7 +106,7 @@ class _GreedyBySize(Check):
         for i, seed in enumerate(range(1300, 1316)):
             n, steps = 6 + 3 * i, 5 + i
             out.append((f"hidden random blocks #{i + 1} ({n} blocks, {steps} steps)",
-                        random_blocks(seed, n, steps), 64))
+                        random_blocks(hidden_seed(seed), n, steps), 64))
         out.append(("hidden random blocks, alignment=256", random_blocks(1400, 30, 12), 256))
         return [{"what": what, "blocks": blocks, "alignment": al,
                  "_reference": reference_arena(blocks, al),
