@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, GraphBuilder, Node
+from ..passes import eliminate_dead_code
 from .onnx_load import OnnxImportError, _onnx, dtype_of, load_model, tensor_to_numpy
 
 MIN_OPSET = 13
@@ -193,7 +194,8 @@ class Importer:
             v = self.env[vi.name]
             outs.append(self.b.constant(v, name=vi.name, dtype=str(v.dtype))
                         if isinstance(v, np.ndarray) else v)
-        return self.b.graph(*outs)
+        # a converter may leave a node unused (a transpose cancelled by the next one)
+        return eliminate_dead_code(self.b.graph(*outs))
 
     def _input(self, vi) -> Node:
         tt = vi.type.tensor_type

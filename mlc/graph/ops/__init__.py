@@ -36,6 +36,7 @@ from ..ir import Graph, Node, rewrite
 from .registry import (OPS, PATTERNS, RANK, OpDef, compute_of, elementwise, flops, infer,
                        infer_shape, opdef, reference, register, traced_op)
 from . import basic, transformer  # noqa: F401  (the entries register themselves)
+from . import onnx_extra  # noqa: F401,E402  (comparisons: equal, greater, less)
 
 
 def decompose(g: Graph, ops=None) -> Graph:
