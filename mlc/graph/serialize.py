@@ -71,6 +71,17 @@ def _dec(v, where):
     raise FormatError(f"{where}: unexpected value {v!r}")
 
 
+def encode_attrs(attrs: dict, where: str = "attrs") -> dict:
+    """Attributes as JSON values (tuples become lists, the batch symbol an object)."""
+    return {str(k): _enc(v, f"{where} attribute {k}") for k, v in attrs.items()}
+
+
+def decode_attrs(data, where: str = "attrs") -> dict:
+    """The attributes :func:`encode_attrs` wrote (lists become tuples), checked."""
+    _need(isinstance(data, dict), f"{where}: attrs must be an object")
+    return {str(k): _dec(v, f"{where} attribute {k}") for k, v in data.items()}
+
+
 def _is_pair(v) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(
         isinstance(x, int) and not isinstance(x, bool) for x in v)
@@ -84,7 +95,7 @@ def graph_to_data(g: Graph) -> tuple[dict, dict]:
     for i, n in enumerate(g.nodes):
         where = f"%{n.name}"
         d = {"name": n.name, "op": n.op, "inputs": [x.name for x in n.inputs],
-             "attrs": {k: _enc(v, f"{where} attribute {k}") for k, v in n.attrs.items()},
+             "attrs": encode_attrs(n.attrs, where),
              "shape": list(n.shape), "dtype": n.dtype, "sym": None}
         if n.sym is not None:
             d["sym"] = {"shape": _enc(n.sym[0], where),
@@ -145,8 +156,7 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
         ins = d.get("inputs")
         _need(isinstance(ins, list) and all(isinstance(x, str) and x in by_name for x in ins),
               f"{at}: inputs must name earlier nodes, got {ins!r}"[:300])
-        _need(isinstance(d.get("attrs"), dict), f"{at}: attrs must be an object")
-        attrs = {str(a): _dec(v, f"{at} attribute {a}") for a, v in d["attrs"].items()}
+        attrs = decode_attrs(d.get("attrs"), at)
         _need(not any(isinstance(v, Dim) for v in attrs.values()), f"{at}: a symbol in attrs")
         value = None
         if op == "constant":

@@ -32,16 +32,17 @@ MAX_NODES = 2000
 # ---- graphs as plain data ----------------------------------------------------------------------
 
 def graph_data(g) -> dict:
-    """A trusted ``mlc.graph.Graph`` (the grader's own) as plain data for a case."""
-    nodes = []
-    for n in g.nodes:
-        d = {"name": n.name, "op": n.op, "inputs": [x.name for x in n.inputs],
-             "attrs": dict(n.attrs), "shape": tuple(n.shape), "dtype": n.dtype}
-        if n.op == "constant":
-            d["value"] = np.asarray(n.value)
-        nodes.append(d)
-    return {"nodes": nodes, "inputs": [n.name for n in g.inputs],
-            "outputs": [n.name for n in g.outputs]}
+    """A trusted ``mlc.graph.Graph`` (the grader's own) as plain data for a case: the form
+    ``graph.save`` writes (:mod:`mlc.graph.serialize`), with attribute values as Python
+    values (tuples) and each constant's array under its node's ``"value"``."""
+    from ...graph.serialize import decode_attrs, graph_to_data
+
+    data, arrays = graph_to_data(g)
+    for d in data["nodes"]:
+        d["attrs"], d["shape"] = decode_attrs(d["attrs"], d["name"]), tuple(d["shape"])
+        if d["op"] == "constant":
+            d["value"] = arrays[d["value"]]
+    return data
 
 
 def _tuples(v):
@@ -53,22 +54,20 @@ def _tuples(v):
 
 def build_graph(data):
     """An ``mlc.graph.Graph`` from :func:`graph_data`'s plain data (a case's graph: data
-    the grader made, in the worker or in the grader)."""
-    from ... import graph
+    the grader made, in the worker or in the grader), read and validated as ``graph.load``
+    reads a saved graph (ops in the registry, every shape re-inferred)."""
+    from ...graph.serialize import GRAPH_FORMAT, VERSION, encode_attrs, graph_from_data
 
-    by_name: dict = {}
-    nodes = []
-    for d in data["nodes"]:
-        value = None
+    arrays, nodes = {}, []
+    for i, d in enumerate(data["nodes"]):
+        d = {**d, "attrs": encode_attrs(d["attrs"], d["name"]), "shape": list(d["shape"])}
         if d["op"] == "constant":
-            value = np.asarray(d["value"], dtype=d["dtype"])
-        attrs = {k: _tuples(v) for k, v in d["attrs"].items()}
-        n = graph.Node(d["op"], [by_name[x] for x in d["inputs"]], attrs, d["shape"],
-                       d["dtype"], d["name"], value)
-        by_name[d["name"]] = n
-        nodes.append(n)
-    return graph.Graph(nodes, [by_name[x] for x in data["inputs"]],
-                       [by_name[x] for x in data["outputs"]])
+            arrays[f"c{i}"] = np.asarray(d["value"], dtype=d["dtype"])
+            d["value"] = f"c{i}"
+        nodes.append(d)
+    return graph_from_data({"format": GRAPH_FORMAT, "version": VERSION, "nodes": nodes,
+                            "inputs": list(data["inputs"]), "outputs": list(data["outputs"])},
+                           arrays, "the case's graph")
 
 
 def show_graph(data, limit: int = 40) -> str:
