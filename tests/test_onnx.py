@@ -186,3 +186,20 @@ def test_transformer_fragment_exports_round_trips_and_onnx_runtime_agrees():
                                rtol=1e-5, atol=1e-6)
     sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"ids": ids})[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_graph_exports_as_qdq_and_onnx_runtime_agrees_within_one_code():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from mlc import quant
+
+    model, x = graph.examples.digits_mlp(batch=8)
+    qm = quant.quantize_model(model, [x])
+    exported = graph.to_onnx(qm.graph)
+    ops = {n.op_type for n in exported.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    xb = x[: qm.graph.inputs[0].shape[0]]
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {qm.graph.inputs[0].name: xb})[0]
+    # ONNX Runtime requantizes in float, mlc in fixed point: a code may differ by one
+    step = qm.graph.outputs[0].attrs["scale"]
+    assert np.abs(got - qm(xb)).max() <= step * 1.001

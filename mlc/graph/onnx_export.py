@@ -16,6 +16,12 @@ entry per op); constants become initializers. Two ops need more than a rename:
 * mlc carries ONNX's ``bool`` as ``uint8`` (0/1), so a ``where``'s condition is
   ``Cast`` to bool on the way out, and comparisons are cast back to ``uint8``.
 
+The quantized ops of :mod:`mlc.quant` (8-bit grids) are written in ONNX's **QDQ** form:
+``quantize``/``dequantize`` are ``QuantizeLinear``/``DequantizeLinear``, and ``qlinear`` /
+``qadd`` are their float meaning between a DequantizeLinear and a QuantizeLinear, which
+QDQ-aware runtimes (ONNX Runtime, TensorRT) fuse back into integer kernels. ``wmatmul``
+(4-bit group-wise weights) has no standard form and is refused.
+
 The opset is 20 (``Gelu`` arrived in 20; ``LayerNormalization`` in 17). ``from_onnx``
 reads what this writes, which the tests check as a round trip.
 """
@@ -139,7 +145,67 @@ def _export_node(w, n, ins, out):
     if op == "slice":
         starts, stops = np.asarray(a["starts"], i64), np.asarray(a["stops"], i64)
         return w.node("Slice", [ins[0], w.const(starts), w.const(stops)], out)
+    if op in _QDQ:
+        return _QDQ[op](w, n, ins, out)
     return None
+
+
+# -- the quantized ops of mlc.quant, in ONNX's QDQ form ---------------------------------------
+def _grid(w, n, scale, zero, base):
+    if n.attrs.get("bits") not in (None, 8):
+        raise ValueError(f"to_onnx: %{n.name} uses {n.attrs['bits']}-bit codes; ONNX's "
+                         f"QuantizeLinear stores int8 (8-bit grids only)")
+    return (w.const(np.asarray(scale, np.float32), base + "_scale"),
+            w.const(np.asarray(zero, np.int8), base + "_zero"))
+
+
+def _dq(w, n, x, scale, zero, out):
+    return w.node("DequantizeLinear", [x, *_grid(w, n, scale, zero, out)], out)
+
+
+def _q(w, n, x, scale, zero, out):
+    return w.node("QuantizeLinear", [x, *_grid(w, n, scale, zero, out)], out)
+
+
+def _export_qlinear(w, n, ins, out):
+    """``qlinear`` as DQ(a) @ DQ(w) + DQ(bias), ReLU, Q: the float meaning of the integer
+    op, which a QDQ-aware runtime fuses back into an integer matmul. The requantization
+    rounds in float there, so a code may differ by one from mlc's fixed-point result."""
+    a, wq, s_w, bias = ins[:4]
+    at = n.attrs
+    x = _dq(w, n, a, at["s_in"], at["z_in"], w.fresh(out + "_a"))
+    k, m = n.inputs[1].shape
+    wz = w.const(np.zeros(m, np.int8), out + "_wzero")
+    wf = w.node("DequantizeLinear", [wq, s_w, wz], w.fresh(out + "_w"), axis=1)
+    y = w.node("MatMul", [x, wf], w.fresh(out + "_mm"))
+    s_b = np.float32(at["s_in"]) * np.asarray(n.inputs[2].value, np.float32)
+    bf = w.node("DequantizeLinear", [bias, w.const(s_b, out + "_bscale")], w.fresh(out + "_b"),
+                axis=0)
+    y = w.node("Add", [y, bf], w.fresh(out + "_add"))
+    if at.get("relu"):
+        y = w.node("Relu", [y], w.fresh(out + "_relu"))
+    return _q(w, n, y, at["s_out"], at["z_out"], out)
+
+
+def _export_qadd(w, n, ins, out):
+    at = n.attrs
+    a = _dq(w, n, ins[0], at["s_a"], at["z_a"], w.fresh(out + "_a"))
+    b = _dq(w, n, ins[1], at["s_b"], at["z_b"], w.fresh(out + "_b"))
+    y = w.node("Add", [a, b], w.fresh(out + "_add"))
+    if at.get("relu"):
+        y = w.node("Relu", [y], w.fresh(out + "_relu"))
+    return _q(w, n, y, at["s_out"], at["z_out"], out)
+
+
+_QDQ = {
+    "quantize": lambda w, n, ins, out: _q(w, n, ins[0], n.attrs["scale"],
+                                          n.attrs["zero_point"], out),
+    "dequantize": lambda w, n, ins, out: _dq(w, n, ins[0], n.attrs["scale"],
+                                             n.attrs["zero_point"], out),
+    "qlinear": _export_qlinear,
+    "qadd": _export_qadd,
+    "observe": lambda w, n, ins, out: w.node("Identity", ins, out),
+}
 
 
 def to_onnx(g: Graph, name: str = "mlc_graph"):
@@ -180,6 +246,8 @@ def to_onnx(g: Graph, name: str = "mlc_graph"):
         seen.add(src)
         outputs.append(h.make_tensor_value_info(
             src, h.np_dtype_to_tensor_dtype(np.dtype(n.dtype)), list(n.shape)))
+    used = {x for nd_ in w.nodes for x in nd_.input}     # a folded-away constant is left out
+    w.inits = [t for t in w.inits if t.name in used]
     graph = h.make_graph(w.nodes, name, [vinfo(n) for n in g.inputs], outputs, w.inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
                          producer_name="mlc")
