@@ -203,3 +203,14 @@ def test_quantized_graph_exports_as_qdq_and_onnx_runtime_agrees_within_one_code(
     # ONNX Runtime requantizes in float, mlc in fixed point: a code may differ by one
     step = qm.graph.outputs[0].attrs["scale"]
     assert np.abs(got - qm(xb)).max() <= step * 1.001
+
+
+def test_dynamic_batch_axis_becomes_the_batch_symbol():
+    m = M.cnn()
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    g = graph.from_onnx(m)
+    assert getattr(g, "batch_reason", None) is None
+    x = RNG.random((5, 3, 8, 8), dtype=np.float32)          # imported at 2, run at 5
+    np.testing.assert_allclose(graph.interpret(g, x), M.reference_outputs(m, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)

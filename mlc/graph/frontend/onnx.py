@@ -160,12 +160,13 @@ class Ctx:
 
 
 class Importer:
-    def __init__(self, model, base_dir, input_shapes, bind):
+    def __init__(self, model, base_dir, input_shapes, bind, batch=None):
         onnx = _onnx()
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                          default=MIN_OPSET)
         self.model, self.base_dir = model, base_dir
         self.input_shapes = dict(input_shapes or {})
+        self.batch = batch
         self.bind = dict(bind or {})
         self.graph_inputs: set = set()
         self.b = GraphBuilder()
@@ -207,6 +208,9 @@ class Importer:
         else:
             shape = []
             for k, d in enumerate(tt.shape.dim):
+                if not d.HasField("dim_value") and k == 0 and self.batch is not None:
+                    shape.append(self.batch)        # a dynamic leading axis: the batch
+                    continue
                 if not d.HasField("dim_value"):
                     raise OnnxImportError(
                         f"graph input {vi.name!r}: axis {k} is symbolic ({d.dim_param or '?'})"
@@ -305,11 +309,27 @@ def _prepare(model, base_dir):
     return model
 
 
-def from_onnx(model_or_path, input_shapes: dict | None = None, bind: dict | None = None
-              ) -> Graph:
+def _dynamic_batch(model, input_shapes, bind) -> bool:
+    """Whether some graph input has a symbolic leading axis that nothing sizes."""
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits or vi.name in (input_shapes or {}) or vi.name in (bind or {}):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            return True
+    return False
+
+
+def from_onnx(model_or_path, input_shapes: dict | None = None, bind: dict | None = None,
+              batch: int = 2) -> Graph:
     """Import an ONNX model (a path, the file's bytes, or an ``onnx.ModelProto``).
 
-    ``input_shapes`` gives sizes for inputs whose shape has symbolic axes (``"N"``);
+    A symbolic *leading* axis (an exporter's dynamic batch axis, ``"N"``) becomes mlc's
+    batch symbol: the model is imported at ``batch`` and at ``batch + 1`` and the two
+    graphs compared, as :func:`~mlc.graph.trace` does (:mod:`mlc.graph.symbolic`), so
+    the graph runs at any batch (``g.batch_reason`` says why not, when it cannot).
+    ``input_shapes`` gives sizes for other symbolic axes (``{"x": (4, 128)}``);
     ``bind`` gives values to graph inputs, which then become constants (a model that
     takes its target shape as an input must be specialised to one, as a compiler of
     static shapes does: :class:`StaticInputRequired` names such an input).
@@ -321,4 +341,10 @@ def from_onnx(model_or_path, input_shapes: dict | None = None, bind: dict | None
 
     model, base = load_model(model_or_path)
     model = _prepare(model, base)
-    return Importer(model, base, input_shapes, bind).run()
+    if not _dynamic_batch(model, input_shapes, bind):
+        return Importer(model, base, input_shapes, bind).run()
+    from ..symbolic import with_batch_axis
+
+    g1 = Importer(model, base, input_shapes, bind, batch).run()
+    g2 = Importer(model, base, input_shapes, bind, batch + 1).run()
+    return with_batch_axis(g1, g2)
