@@ -16,8 +16,8 @@ use them) and this module's :func:`main` runs first inside the new namespaces:
   grader's files), a fresh size-capped ``tmpfs`` is its ``/tmp`` (its private temporary
   directory, ``/tmp/work``, is its working directory), and empty read-only ``tmpfs``
   mounts hide the class's folder, the output folder, the course checkout's other folders
-  (``solutions/``) and the home directories. After the grading code is imported,
-  ``mlc/grading`` itself is hidden too, so no check can be read from disk;
+  (``solutions/``) and the home directories. After the grading code is imported, every
+  file of ``mlc/grading`` reads as empty, so no check can be read from disk;
 - **another user**: as root (a course platform, CI) the worker drops to an unprivileged
   user (``nobody`` or one the instructor names) and can no longer change a mount; on an
   instructor's laptop (not root) an unprivileged *user* namespace gives the same mounts,
@@ -233,6 +233,20 @@ def _rebuild(top: str, keep: list[str]) -> None:
         os.close(fd)
 
 
+def _hollow(top: str) -> None:
+    """Replace every file under ``top`` by an empty one. Unlike hiding the folder, this
+    keeps each path there: Numba's cache looks for the source file of a cached kernel
+    that a check compiles later (it finds it, empty, and compiles afresh)."""
+    tree = [(root, dirs, files) for root, dirs, files in os.walk(top)]
+    _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for root, dirs, files in tree:
+        for d in dirs:
+            os.makedirs(os.path.join(root, d), mode=0o755, exist_ok=True)
+        for f in files:
+            open(os.path.join(root, f), "wb").close()
+    _mount("none", top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
 def _enter(spec: dict) -> dict[str, bytes]:
     """Read the student's files, hide and freeze the file system. Returns the files."""
     files: dict[str, bytes] = {}
@@ -292,8 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         job = json.loads(Path(spec["job"]).read_text(encoding="utf-8"))
         _enter(spec)
         worker = runner.prepare(job)  # imports every check before they are hidden
-        _mount("tmpfs", spec["grading"], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
-               "size=4k,mode=000")
+        _hollow(spec["grading"])
         _become_worker(spec)
     except BaseException as err:  # noqa: BLE001 - fail closed, and say why
         send(kind="runner", state="error", error=f"the worker could not be isolated: "
