@@ -25,7 +25,6 @@ MLC_TYPES = {T.FLOAT, T.DOUBLE, T.FLOAT16, T.INT8, T.UINT8, T.INT32, T.INT64, T.
 
 DELIBERATE = [
     (r"pool_3d_", "3-D pooling: mlc's im2col windows two spatial axes"),
-    (r"_2d_dilations$", "pooling with dilation is not imported"),
     (r"training_mode$", "BatchNormalization in training mode (batch statistics)"),
     (r"^test_gelu_tanh_", "Gelu approximate='tanh': only the exact erf form is imported"),
     (r"^test_maxpool_with_argmax_", "MaxPool's Indices output is not imported"),

@@ -157,21 +157,34 @@ def _conv(ctx):
 
 
 def _pool_setup(ctx, what):
+    """``(x, rank, window, strides, hw, declared pads, pads with the ceil_mode extra)``;
+    a dilated window is the window of its whole extent, thinned by :func:`_pool_windows`."""
     x, rank = _spatial(ctx, ctx.input(0), what)
-    if any(d != 1 for d in ctx.attr("dilations") or []):
-        raise ctx.unsupported("dilations", ctx.attr("dilations"), f"{what} without dilation")
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
         raise ctx.error(f"the Indices output of {what} is not supported")
     kernel = _pair(ctx, "kernel_shape", 1, rank)
+    dil = _pair(ctx, "dilations", 1, rank)
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil, strict=True)]
     strides = _pair(ctx, "strides", 1, rank)
     hw = x.shape[2:]
-    pads = _pads(ctx, hw, kernel, strides, [1, 1], rank)
-    return x, rank, kernel, strides, hw, pads, _ceil_extra(ctx, hw, pads, kernel, strides)
+    pads = _pads(ctx, hw, kernel, strides, dil, rank)
+    return x, rank, (kernel, dil, eff), strides, hw, pads, _ceil_extra(ctx, hw, pads, eff,
+                                                                        strides)
+
+
+def _pool_windows(ctx, xt, window, strides):
+    """The windows of a pool: ``im2col`` over the dilated extent, then every ``d``-th tap."""
+    kernel, dil, eff = window
+    cols = _windows(ctx, xt, eff, strides)
+    for axis, k, d in ((3, kernel[0], dil[0]), (4, kernel[1], dil[1])):
+        if d != 1:
+            cols = take_every(ctx, cols, axis, 0, d, k)
+    return cols
 
 
 @converter("MaxPool", since=8)
 def _maxpool(ctx):
-    x, rank, kernel, strides, hw, _, pads = _pool_setup(ctx, "MaxPool")
+    x, rank, window, strides, hw, _, pads = _pool_setup(ctx, "MaxPool")
     xt = ctx.op("permute", x, axes=NHWC)
     if any(p != (0, 0) for p in pads):
         # pad inserts zeros; a padded position must never win the max, so it gets the
@@ -180,17 +193,17 @@ def _maxpool(ctx):
         mask = np.full((1, *xt.shape[1:3], 1), np.finfo(np.float32).min, dtype=x.dtype)
         mask[:, pads[0][0]:pads[0][0] + hw[0], pads[1][0]:pads[1][0] + hw[1]] = 0
         xt = ctx.op("add", xt, broadcast(ctx, ctx.const(mask), xt.shape))
-    cols = _windows(ctx, xt, kernel, strides)
+    cols = _pool_windows(ctx, xt, window, strides)
     return _finish(ctx, ctx.op("reduce_max", cols, axes=(3, 4), keepdims=False), rank)
 
 
 @converter("AveragePool", since=7)
 def _avgpool(ctx):
-    x, rank, kernel, strides, hw, given, pads = _pool_setup(ctx, "AveragePool")
+    x, rank, window, strides, hw, given, pads = _pool_setup(ctx, "AveragePool")
     xt = ctx.op("permute", x, axes=NHWC)
     if any(p != (0, 0) for p in pads):
         xt = ctx.op("pad", xt, axes=((0, 0), *pads, (0, 0)))
-    cols = _windows(ctx, xt, kernel, strides)
+    cols = _pool_windows(ctx, xt, window, strides)
     y = ctx.op("summation", cols, axes=(3, 4))
     # how many positions each window averages: the input's (count_include_pad=0) or the
     # input and its declared padding (=1); the ceil_mode extra is never counted
@@ -199,7 +212,8 @@ def _avgpool(ctx):
     lo = [p[0] - (g[0] if count_pad else 0) for p, g in zip(pads, given, strict=True)]
     ext = [n + ((g[0] + g[1]) if count_pad else 0) for n, g in zip(hw, given, strict=True)]
     inside[lo[0]:lo[0] + ext[0], lo[1]:lo[1] + ext[1]] = 1
-    win = np.lib.stride_tricks.sliding_window_view(inside, tuple(kernel))
+    (_, (d0, d1), eff) = window
+    win = np.lib.stride_tricks.sliding_window_view(inside, tuple(eff))[..., ::d0, ::d1]
     counts = win[::strides[0], ::strides[1]].sum(axis=(2, 3))[: y.shape[1], : y.shape[2]]
     if np.all(counts == counts.flat[0]):
         y = ctx.op("mul_scalar", y, scalar=float(1.0 / counts.flat[0]))
