@@ -279,7 +279,7 @@ def _steps_of(g, steps, where) -> list:
 
 def _plan_of(prog, d, where):
     from .. import memory
-    from ..memory.plan import views_of
+    from ..memory.plan import storages, views_of
 
     _need(isinstance(d, dict) and d.get("strategy") in memory.PLANNERS and all(
         isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] >= 1
@@ -294,10 +294,7 @@ def _plan_of(prog, d, where):
           f"{where}: the plan's in-place pairs name unknown tensors")
     inplace = {by_name[o]: by_name[i] for o, i in d["inplace"].items()}
     views = views_of(prog, live)
-    storage: dict = {}
-    for t in live:
-        src = views.get(t, inplace.get(t))
-        storage[t] = storage[src] if src in storage else len(set(storage.values()))
+    storage = storages(live, views, inplace)
     plan = memory.Plan(prog, {t: d["offsets"][t.name] for t in live},
                        {t: t.nbytes for t in live}, dict(live), d["arena_bytes"],
                        d["strategy"], inplace, d["alignment"], storage, views)

@@ -255,6 +255,16 @@ def views_of(prog, live) -> dict:
             if s.view_of is not None and s.view_of in live}
 
 
+def storages(live, views, inplace) -> dict:
+    """``{tensor: buffer number}``: a view or an in-place output joins the buffer of its
+    source (written earlier, so its buffer exists already); every other tensor gets one."""
+    storage: dict = {}
+    for t in live:
+        src = views.get(t, inplace.get(t))
+        storage[t] = storage[src] if src in storage else len(set(storage.values()))
+    return storage
+
+
 def plan(g, strategy="greedy_by_size", inplace: bool = False,
          alignment: int = ALIGNMENT) -> Plan:
     """Plan the tensors of ``g`` (a Program, Graph, FusedGraph or Executable) into one
@@ -272,12 +282,7 @@ def plan(g, strategy="greedy_by_size", inplace: bool = False,
     live = liveness(prog)
     views = views_of(prog, live)
     pairs = inplace_pairs(prog) if inplace else {}
-    # union views and in-place chains into buffers: a tensor joins the buffer of its
-    # source (written earlier, so its buffer exists already)
-    storage: dict = {}
-    for t in live:
-        src = views.get(t, pairs.get(t))
-        storage[t] = storage[src] if src is not None else len(set(storage.values()))
+    storage = storages(live, views, pairs)
     buffers: dict = {}
     for t, k in storage.items():
         a, b = live[t]
