@@ -3,7 +3,7 @@
     mlc bench graph            # full sizes
     mlc bench graph --quick    # smaller sizes, for a quick look
 
-Three tables:
+Four tables:
 
 1. ``relu(x * w + b)`` on an N x N float32 matrix (``w``, ``b`` per-column vectors):
    numpy (three passes over memory and two temporaries) against the one fused compiled
@@ -13,8 +13,10 @@ Three tables:
    (``exe.profile``: the kernel called on the executor's arrays, output included, so no
    allocation or input check is timed); "exe(x)" is a whole call, which also checks the
    input and allocates the fresh output array (first-touch page faults on 64 MiB).
-2. softmax and layer norm over the rows of a 4096 x 1024 matrix: unfused (one kernel per
-   op) against the "tvm" and "epilogue" fusion policies: kernels and time.
+2. softmax and layer norm over the rows of a 4096 x 1024 matrix: the composite op (one
+   kernel) and its primitive ops unfused and under the "tvm" and "epilogue" policies:
+   kernels, exps per element (one everywhere), time; then attention's batched matmuls
+   ``Q K^T`` and ``A V`` (8 heads, 64 tokens, head dim 32) against numpy.
 3. inference of the course's digits MLP and CNN at batch 1 and 256: ``mlc.Tensor`` eager,
    the graph unfused, the graph fused, and PyTorch eager on the CPU when torch imports.
 """
@@ -27,7 +29,9 @@ import numpy as np
 
 import mlc
 from mlc import graph, nn, ops
+from mlc.compress.sparse_bench import limit_threads
 from mlc.graph import examples
+from mlc.graph.lower import intrinsic_calls
 from mlc.perf import print_table, timeit
 
 
@@ -62,25 +66,66 @@ def bench_bias_relu(n, repeat):
     return rows
 
 
-def bench_reductions(rows_, cols, repeat):
+def _exps_per_element(exe, size):
+    """exp calls one run of the executable's kernels makes, per element of the input."""
+    return sum(intrinsic_calls(k.func, "exp") for k in exe.kernel_list
+               if k.func is not None) / size
+
+
+def bench_reductions(rows_, cols, repeat, threads=1):
+    """Softmax and layer norm: the composite op (one node, its own fused loops) and its
+    decomposition into primitive ops under each fusion policy. Every version computes one
+    exp per element (column "exp/elem"), so the times differ by fusion alone."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows_, cols), dtype=np.float32)
     table = []
-    cases = [("softmax", lambda t: ops.softmax(t, axis=-1),
-              lambda: _np_softmax(x)),
-             ("layernorm", nn.LayerNorm1d(cols), lambda: _np_layernorm(x))]
-    for name, model, np_fn in cases:
-        g = graph.trace(model, x)
-        t_np = timeit(np_fn, repeat=repeat)
-        table.append([name, "numpy", "", t_np * 1e3, 1.0])
-        for label, fuse, policy in (("unfused", False, "tvm"), ("tvm", True, "tvm"),
-                                    ("epilogue", True, "epilogue")):
-            exe = graph.build(g, target="cpu", fuse=fuse, policy=policy)
-            assert np.allclose(exe(x), np_fn(), atol=1e-5)
-            t = _kernel_time(exe, x, repeat)
-            table.append([name, label, exe.kernels, t * 1e3, t_np / t])
-    print(f"\nrow softmax and layer norm, {rows_}x{cols} float32 (kernel time)")
-    print_table(table, ["model", "version", "kernels", "ms", "vs numpy"])
+    cases = [("softmax", lambda t: ops.softmax(t, axis=-1), lambda: _np_softmax(x)),
+             ("layernorm", nn.LayerNorm(cols), lambda: _np_layernorm(x))]
+    with limit_threads(threads):
+        for name, model, np_fn in cases:
+            g = graph.trace(model, x)
+            parts = graph.decompose(g)
+            t_np = timeit(np_fn, repeat=repeat)
+            table.append([name, "numpy", "", "", t_np * 1e3, 1.0])
+            for label, gx, fuse, policy in (
+                    ("primitive ops, unfused", parts, False, "none"),
+                    ("primitive ops, tvm", parts, True, "tvm"),
+                    ("primitive ops, epilogue", parts, True, "epilogue"),
+                    (f"one {name} op", g, True, "tvm")):
+                exe = graph.build(gx, target="cpu", fuse=fuse, policy=policy)
+                assert np.allclose(exe(x), np_fn(), atol=1e-5)
+                t = _kernel_time(exe, x, repeat)
+                table.append([name, label, exe.kernels, f"{_exps_per_element(exe, x.size):g}",
+                              t * 1e3, t_np / t])
+    print(f"\nrow softmax and layer norm, {rows_}x{cols} float32 (kernel time, "
+          f"{threads} thread)")
+    print_table(table, ["model", "version", "kernels", "exp/elem", "ms", "vs numpy"])
+    return table
+
+
+def bench_attention(batch, heads, time, d_head, repeat, threads=1):
+    """Attention's batched matmuls, ``Q K^T`` and ``A V`` over (batch, heads), compiled
+    (the batched hand schedule) against numpy's ``@`` (a loop of BLAS calls)."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((batch, heads, time, d_head), dtype=np.float32)
+    kt = rng.standard_normal((batch, heads, d_head, time), dtype=np.float32)
+    a = rng.standard_normal((batch, heads, time, time), dtype=np.float32)
+    v = rng.standard_normal((batch, heads, time, d_head), dtype=np.float32)
+    table = []
+    with limit_threads(threads):
+        for name, x, y in (("Q K^T", q, kt), ("A V", a, v)):
+            exe = graph.build(graph.trace(lambda s, t: s @ t, x, y), target="cpu")
+            assert np.allclose(exe(x, y), x @ y, atol=1e-4)
+            out = np.empty(x.shape[:-1] + y.shape[-1:], np.float32)
+            t_np = timeit(lambda a_=x, b_=y, o=out: np.matmul(a_, b_, out=o), repeat=repeat)
+            t = exe.profile(x, y, repeat=repeat, min_time=0.1).total
+            flop = 2 * out.size * x.shape[-1]
+            table.append([name, f"{x.shape} @ {y.shape}", t_np * 1e6, t * 1e6,
+                          flop / t / 1e9, t_np / t])
+    print(f"\nattention's batched matmuls: batch {batch}, {heads} heads, {time} tokens, "
+          f"head dim {d_head} ({threads} thread)")
+    print_table(table, ["product", "shapes", "numpy us", "compiled us", "GFLOP/s",
+                        "vs numpy"])
     return table
 
 
@@ -115,34 +160,39 @@ def _torch_model(model, kind):
     return f
 
 
-def bench_models(batches, repeat):
-    table = []
+def _traced_models(batches):
+    """``(kind, batch, model, x, graph)`` for the digits MLP and CNN at each batch."""
     for kind, make in (("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)):
         for batch in batches:
             model, x = make(batch=batch)
             model.eval()
-            g = graph.trace(model, x)
-            unfused = graph.build(g, target="cpu", fuse=False)
-            fused = graph.build(g, target="cpu", fuse=True)
-            xt = mlc.Tensor(x, requires_grad=False)
-            ref = model(xt).numpy()
-            assert np.allclose(fused(x), ref, atol=1e-4) and np.allclose(unfused(x), ref, atol=1e-4)
-            with mlc.no_grad():
-                t_eager = timeit(lambda m=model, t=xt: m(t), repeat=repeat)
-            t_un = timeit(lambda e=unfused, a=x: e(a), repeat=repeat)
-            t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
-            row = [kind, batch, t_eager * 1e6, f"{t_un * 1e6:.1f} ({unfused.kernels})",
-                   f"{t_fu * 1e6:.1f} ({fused.kernels})", t_eager / t_fu]
-            tf = _torch_model(model, kind)
-            if tf is not None:
-                import torch
+            yield kind, batch, model, x, graph.trace(model, x)
 
-                xt_ = torch.from_numpy(x)
-                assert np.allclose(tf(xt_).numpy(), ref, atol=1e-4)
-                with torch.no_grad():
-                    t_t = timeit(lambda f=tf, a=xt_: f(a), repeat=repeat)
-                row += [t_t * 1e6, t_t / t_fu]
-            table.append(row)
+
+def bench_models(batches, repeat):
+    table = []
+    for kind, batch, model, x, g in _traced_models(batches):
+        unfused = graph.build(g, target="cpu", fuse=False)
+        fused = graph.build(g, target="cpu", fuse=True)
+        xt = mlc.Tensor(x, requires_grad=False)
+        ref = model(xt).numpy()
+        assert np.allclose(fused(x), ref, atol=1e-4) and np.allclose(unfused(x), ref, atol=1e-4)
+        with mlc.no_grad():
+            t_eager = timeit(lambda m=model, t=xt: m(t), repeat=repeat)
+        t_un = timeit(lambda e=unfused, a=x: e(a), repeat=repeat)
+        t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
+        row = [kind, batch, t_eager * 1e6, f"{t_un * 1e6:.1f} ({unfused.kernels})",
+               f"{t_fu * 1e6:.1f} ({fused.kernels})", t_eager / t_fu]
+        tf = _torch_model(model, kind)
+        if tf is not None:
+            import torch
+
+            xt_ = torch.from_numpy(x)
+            assert np.allclose(tf(xt_).numpy(), ref, atol=1e-4)
+            with torch.no_grad():
+                t_t = timeit(lambda f=tf, a=xt_: f(a), repeat=repeat)
+            row += [t_t * 1e6, t_t / t_fu]
+        table.append(row)
     headers = ["model", "batch", "eager us", "unfused us (kernels)", "fused us (kernels)",
                "fused vs eager"]
     if any(len(r) > 6 for r in table):
@@ -168,19 +218,15 @@ def bench_onnxruntime(batches, repeat, threads: int = 2):
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     table = []
-    for kind, make in (("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)):
-        for batch in batches:
-            model, x = make(batch=batch)
-            model.eval()
-            g = graph.trace(model, x)
-            fused = graph.build(g, target="cpu", fuse=True)
-            sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
-                                        providers=["CPUExecutionProvider"])
-            feed = {g.inputs[0].name: x}
-            assert np.allclose(sess.run(None, feed)[0], fused(x), atol=1e-4)
-            t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
-            t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), repeat=repeat)
-            table.append([kind, batch, t_fu * 1e6, t_ort * 1e6, t_ort / t_fu])
+    for kind, batch, _, x, g in _traced_models(batches):
+        fused = graph.build(g, target="cpu", fuse=True)
+        sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        feed = {g.inputs[0].name: x}
+        assert np.allclose(sess.run(None, feed)[0], fused(x), atol=1e-4)
+        t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
+        t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), repeat=repeat)
+        table.append([kind, batch, t_fu * 1e6, t_ort * 1e6, t_ort / t_fu])
     print(f"\ninference, mlc fused graph (cpu target) vs ONNX Runtime on the to_onnx export, "
           f"{threads} threads each")
     print_table(table, ["model", "batch", "mlc fused us", "onnxruntime us", "ort / mlc time"])
@@ -196,6 +242,7 @@ def main(argv=None) -> int:
                           else (4096, (4096, 1024), (1, 256)))
     bench_bias_relu(n, args.repeat)
     bench_reductions(r, c, args.repeat)
+    bench_attention(1, 8, 64, 32, args.repeat)
     bench_models(batches, args.repeat)
     bench_onnxruntime((1, 64), args.repeat)
     return 0

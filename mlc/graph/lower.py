@@ -19,6 +19,8 @@ inlined, each reader would evaluate it again, so it is kept, one row per thread.
 
 from __future__ import annotations
 
+import math
+
 from .. import te, tir
 from ..schedule import ScheduleError
 from ..schedule.examples import matmul_hand_schedule
@@ -200,7 +202,7 @@ def default_schedule(sch, nodes, outputs, block_of, target, tuned=None) -> None:
     done = set()
     if target != "cuda":
         for n in nodes:
-            if n.op == "matmul" and len(n.shape) == 2 and _has_block(sch, block_of[n]):
+            if n.op == "matmul" and _has_block(sch, block_of[n]):
                 done |= _schedule_matmul(sch, n, nodes, outputs, block_of, tuned)
         if not done and any(b.is_reduction for b in _blocks(sch)):
             done |= _fuse_rows(sch)
@@ -317,13 +319,16 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
     epilogue block into that copy, so bias and ReLU are applied while the tile is hot in
     cache and the matmul's own result is never written to memory.
     """
-    n, m = mm.shape
+    *batch, n, m = mm.shape
     k = mm.inputs[0].shape[-1]
     name = block_of[mm]
     others = {b.name for b in _blocks(sch)} - {name}
     before = sch.copy()
     try:
-        if tuned and (n, k, m) in tuned:
+        if batch:
+            _batched_matmul_schedule(sch, name, n, m, parallel=math.prod(mm.shape) * k >=
+                                     MATMUL_PARALLEL_MIN_WORK and math.prod(batch) >= 2)
+        elif tuned and (n, k, m) in tuned:
             tuned[(n, k, m)](sch, name)
         else:
             # four rows of the tile unrolled innermost: each load of B[k, j] feeds four
@@ -348,6 +353,32 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
             except ScheduleError:
                 pass
     return {b.name for b in _blocks(sch)} - others
+
+
+def _batched_matmul_schedule(sch, name, n, m, parallel) -> None:
+    """The hand schedule for ``(..., n, k) @ (..., k, m)`` (attention's ``Q K^T`` and
+    ``A V``; a Linear on ``(batch, time, d)``): the batch loops fused into one outer loop
+    (parallel when the whole product is large), and under it each ``n x m`` matrix done
+    as in ``matmul_hand_schedule``: a tile accumulated in a local buffer by rank-1 updates
+    over ``k`` with its contiguous rows vectorized and four rows unrolled innermost, then
+    copied back ((8, 64, 64) @ (8, 64, 32): 2.3 ms without the unrolled rows, 0.18 ms
+    with, on one core). The generic nest
+    would run ``k`` innermost, reading ``B[b, k, j]`` down a column."""
+    c = sch.get_block(name)
+    *batch, i, j, kk = sch.get_loops(c)
+    b = sch.fuse(*batch) if len(batch) > 1 else batch[0]
+    ti = _divisor_at_most(n, 32)
+    unroll = 4 if ti % 4 == 0 else 1
+    j0, j1 = sch.split(j, factors=[None, _divisor_at_most(m, 64)])
+    i0, i1, i2 = sch.split(i, factors=[None, ti // unroll, unroll])
+    sch.reorder(b, i0, j0, kk, i1, j1, i2)
+    local = sch.cache_write(c, 0, "local")
+    sch.reverse_compute_at(local, j0)
+    sch.decompose_reduction(c, kk)
+    sch.unroll(i2)
+    sch.vectorize(j1)
+    if parallel:
+        sch.parallel(b)
 
 
 def _restore(sch, saved) -> None:

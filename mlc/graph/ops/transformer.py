@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ... import ops, te
+from ... import ops, te, tir
 from ...ndarray.shapes import FLOAT_DTYPES, check_dtype
 from ..lower_ops import const, load, te_shape
 from .basic import reduce_te
@@ -28,7 +28,7 @@ def _cast_dtype(dtypes, attrs):
     return check_dtype(attrs["dtype"])
 
 
-register(elementwise("cast", lambda x, a, dt: te.cast(dt, x[0]), (ops.Cast,),
+register(elementwise("cast", lambda x, a, dt: tir.cast(dt, x[0]), (ops.Cast,),
                      make=lambda a: ops.Cast(a["dtype"]), dtype=_cast_dtype, flops=0,
                      attrs_of=lambda op: {"dtype": op.dtype}))
 register(elementwise("erf", lambda x, a, dt: te.erf(x[0]), (ops.Erf,),
