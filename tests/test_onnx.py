@@ -44,22 +44,21 @@ def test_transformer_fragment_matches_reference():
     assert not any(n.op == "reshape" and n.inputs[0].op == "input" for n in g.ops)
 
 
+def _one_node(node, opset, shape=(2, 3)):
+    return helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))]),
+        opset_imports=[helper.make_opsetid("", opset)])
+
+
 def test_unsupported_op_names_op_node_and_opset():
-    node = helper.make_node("Hardmax", ["x"], ["y"], name="the_hardmax")
-    m = helper.make_model(helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])]),
-        opset_imports=[helper.make_opsetid("", 17)])
+    m = _one_node(helper.make_node("Hardmax", ["x"], ["y"], name="the_hardmax"), 17)
     with pytest.raises(graph.UnsupportedOpError, match=r"'Hardmax'.*'the_hardmax'.*opset 17"):
         graph.from_onnx(m)
 
 
 def test_unsupported_attribute_value_names_attribute_and_node():
-    node = helper.make_node("Gelu", ["x"], ["y"], name="g1", approximate="tanh")
-    m = helper.make_model(helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])]),
-        opset_imports=[helper.make_opsetid("", 20)])
+    m = _one_node(helper.make_node("Gelu", ["x"], ["y"], name="g1", approximate="tanh"), 20)
     with pytest.raises(graph.OnnxImportError, match=r"'g1'.*approximate='tanh'"):
         graph.from_onnx(m)
 

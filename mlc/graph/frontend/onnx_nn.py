@@ -71,6 +71,14 @@ def _pads(ctx, hw, kernel, strides, dil, rank):
     raise ctx.unsupported("auto_pad", auto)
 
 
+def _padded_nhwc(ctx, x, pads):
+    """NCHW ``x`` as NHWC, zero-padded by ``pads`` on its two spatial axes."""
+    xt = ctx.op("permute", x, axes=NHWC)
+    if any(p != (0, 0) for p in pads):
+        xt = ctx.op("pad", xt, axes=((0, 0), *pads, (0, 0)))
+    return xt
+
+
 def _windows(ctx, x_nhwc, kernel, strides):
     """``im2col`` with per-axis strides (one stride: one op; two: stride 1, then every
     ``s``-th window of each axis)."""
@@ -128,9 +136,7 @@ def _conv(ctx):
     kh, kw = w.shape[2:]
     strides = _pair(ctx, "strides", 1, rank)
     pads = _pads(ctx, (h, wd), (kh, kw), strides, [1, 1], rank)
-    xt = ctx.op("permute", x, axes=NHWC)
-    if any(p != (0, 0) for p in pads):
-        xt = ctx.op("pad", xt, axes=((0, 0), *pads, (0, 0)))
+    xt = _padded_nhwc(ctx, x, pads)
     cols = _windows(ctx, xt, (kh, kw), strides)        # N, OH, OW, KH, KW, C
     _, oh, ow = cols.shape[:3]
     mg, p = m // groups, n * oh * ow
@@ -185,11 +191,10 @@ def _pool_windows(ctx, xt, window, strides):
 @converter("MaxPool", since=8)
 def _maxpool(ctx):
     x, rank, window, strides, hw, _, pads = _pool_setup(ctx, "MaxPool")
-    xt = ctx.op("permute", x, axes=NHWC)
-    if any(p != (0, 0) for p in pads):
+    xt = _padded_nhwc(ctx, x, pads)
+    if xt.shape[1:3] != tuple(hw):
         # pad inserts zeros; a padded position must never win the max, so it gets the
         # lowest float added to it (a constant mask, broadcast over batch and channels)
-        xt = ctx.op("pad", xt, axes=((0, 0), *pads, (0, 0)))
         mask = np.full((1, *xt.shape[1:3], 1), np.finfo(np.float32).min, dtype=x.dtype)
         mask[:, pads[0][0]:pads[0][0] + hw[0], pads[1][0]:pads[1][0] + hw[1]] = 0
         xt = ctx.op("add", xt, broadcast(ctx, ctx.const(mask), xt.shape))
@@ -200,9 +205,7 @@ def _maxpool(ctx):
 @converter("AveragePool", since=7)
 def _avgpool(ctx):
     x, rank, window, strides, hw, given, pads = _pool_setup(ctx, "AveragePool")
-    xt = ctx.op("permute", x, axes=NHWC)
-    if any(p != (0, 0) for p in pads):
-        xt = ctx.op("pad", xt, axes=((0, 0), *pads, (0, 0)))
+    xt = _padded_nhwc(ctx, x, pads)
     cols = _pool_windows(ctx, xt, window, strides)
     y = ctx.op("summation", cols, axes=(3, 4))
     # how many positions each window averages: the input's (count_include_pad=0) or the
