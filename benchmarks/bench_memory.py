@@ -18,6 +18,10 @@ Four tables:
    the plain step, time per step and extra time (``mlc.perf.timeit``); target: 4 segments
    cut the peak by at least 1.8x.
 4. **chunked attention** and cross-entropy: measured peak against the sequence length.
+5. **one build, any batch**: the digits CNN traced at batch 3 and built once, run at
+   several batches: the arena of a plan sized per batch against one sized for the largest
+   (``max_batch``), the first call at a new batch (it lowers and compiles the kernels for
+   it) against a steady call (``mlc.perf.timeit``), the largest difference from eager.
 """
 
 from __future__ import annotations
@@ -100,6 +104,27 @@ def chunk_rows(quick: bool):
     return rows
 
 
+def batch_rows(target: str, batches=(1, 8, 64)):
+    import mlc
+    from mlc.perf import stopwatch, timeit
+
+    model, x = E.digits_cnn(batch=3)
+    g = graph.trace(model, x)
+    per = graph.build(g, target=target, memory_plan="greedy_by_size")
+    top = graph.build(g, target=target, memory_plan="greedy_by_size", max_batch=max(batches))
+    rows = []
+    for b in batches:
+        xb = np.random.default_rng(b).standard_normal((b, *x.shape[1:])).astype("float32")
+        with stopwatch() as first:         # the first call at this batch compiles it
+            y = per(xb)
+        steady = timeit(lambda xb=xb: per(xb), repeat=3, min_time=0.02)
+        err = float(np.abs(y - model(mlc.Tensor(xb, requires_grad=False)).numpy()).max())
+        err = max(err, float(np.abs(top(xb) - y).max()))
+        rows.append([b, per.at_batch(b).plan.arena_bytes, top.at_batch(b).plan.arena_bytes,
+                     f"{first.seconds * 1e3:.0f}", f"{steady * 1e3:.2f}", f"{err:.1e}"])
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller models")
@@ -120,6 +145,10 @@ def main(argv=None) -> int:
     print_table(rows, ["segments", "peak bytes", "plain/this", "ms/step", "extra time", ""])
     print("\n4. chunked computation (chunk 64 keys / 128 rows): measured peak bytes")
     print_table(chunk_rows(args.quick), ["what", "length", "full", "chunked", "output bytes"])
+    target = args.target or ("python" if args.quick else "cpu")
+    print(f"\n5. one build, any batch: digits CNN traced at batch 3, target {target}")
+    print_table(batch_rows(target), ["batch", "arena per batch", "arena for max", "first call ms",
+                                     "call ms", "max error"])
     return 0
 
 
