@@ -3,7 +3,7 @@
     mlc bench graph            # full sizes
     mlc bench graph --quick    # smaller sizes, for a quick look
 
-Four tables:
+Five tables:
 
 1. ``relu(x * w + b)`` on an N x N float32 matrix (``w``, ``b`` per-column vectors):
    numpy (three passes over memory and two temporaries) against the one fused compiled
@@ -19,6 +19,9 @@ Four tables:
    ``Q K^T`` and ``A V`` (8 heads, 64 tokens, head dim 32) against numpy.
 3. inference of the course's digits MLP and CNN at batch 1 and 256: ``mlc.Tensor`` eager,
    the graph unfused, the graph fused, and PyTorch eager on the CPU when torch imports.
+4. the same models at batch 1 and 64, the fused graph against ONNX Runtime (CPU provider)
+   running the graph exported with ``graph.to_onnx``, two threads each (when onnxruntime
+   imports).
 """
 
 from __future__ import annotations
