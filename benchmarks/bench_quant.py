@@ -7,14 +7,13 @@
    int8 linear (``quant.qlinear``: + bias, requantize, ReLU, int8 store) at n = 512 and
    1024, against the ``nd.cpu()`` float32 matmul and numpy's float32 matmul (BLAS):
    GOP/s (an int8 multiply-add counts 2 ops, as a float FMA counts 2 flops) and ratios.
-2. The digits MLP and CNN, fp32 (``mlc`` on ``nd.cpu()``) vs the integer model, at batch
-   1 and 256, and their weight bytes.
-3. Where int8 is slower (and at batch 1 always), where its time goes, in numbers: each
-   piece of the integer model's forward pass (quantize the input, each layer's kernel,
-   its Python wrapper: checks and int16 packing, the data movement on codes, dequantize)
-   timed alone with ``timeit`` on its real input, their sum against the whole call (the
-   rest is the Python loop over the steps). The cost of the fused epilogue
-   (requantization) is the qlinear - qmatmul difference of part 1.
+2. Four digits models, each traced and quantized as a graph (``quant.quantize_graph``):
+   the MLP and CNN of unit 09, a residual MLP and an attention block
+   (``quant.examples``). The fp32 graph and the int8 graph are each built
+   (``graph.build``, fused, compiled for the cpu) with a greedy memory plan, and timed at
+   batch 1 and 256: time, accuracy, arena bytes. Where int8 is slower (and at batch 1
+   always), ``exe.profile`` says where its time goes, kernel by kernel.
+3. Weight bytes of the int8 models.
 4. Weight-only group-wise matmul (``quant.wmatmul``: float32 activations, 4- or 8-bit
    weights with a scale per 32 input channels, dequantized in the kernel's inner loop) at
    1 x 1024 x 1024, the memory-bound case of a language model generating one token,
@@ -99,136 +98,61 @@ def _weight_only_rows(k, n, repeat):
     return rows, (err4, err8)
 
 
-def _train(model, X, y, epochs):
-    opt = mlc.optim.Adam(model.parameters(), lr=0.01)
-    loss_fn = nn.SoftmaxLoss()
-    loader = mlc.data.DataLoader(mlc.data.NDArrayDataset(X, y), batch_size=64, shuffle=True,
-                                 device=nd.cpu())
-    for _ in range(epochs):
-        model.train()
-        for xb, yb in loader:
-            opt.reset_grad()
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-    model.eval()
-
-
 def _models(epochs):
+    from mlc.quant import examples
+
     np.random.seed(0)
     dev = nd.cpu()
     X_train, y_train, X_test, y_test = mlc.data.load_digits()
     mlp = nn.Sequential(nn.Linear(64, 64, device=dev), nn.ReLU(), nn.Linear(64, 10, device=dev))
-    _train(mlp, X_train, y_train, epochs)
+    examples.train(mlp, X_train, y_train, epochs, device=dev)
     Xc_train, yc_train, Xc_test, yc_test = mlc.data.load_digits(flatten=False)
     cnn = nn.Sequential(nn.Conv(1, 8, 3, device=dev), nn.ReLU(),
                         nn.Conv(8, 16, 3, stride=2, device=dev), nn.ReLU(),
                         nn.Flatten(), nn.Linear(256, 10, device=dev))
-    _train(cnn, Xc_train, yc_train, max(1, epochs // 3))
+    examples.train(cnn, Xc_train, yc_train, max(1, epochs // 3), device=dev)
+    res = examples.train(examples.ResidualMLP(), X_train, y_train, epochs)
+    att = examples.train(examples.AttentionBlock(), X_train, y_train, epochs)
     return [("MLP 64-64-10", mlp, X_train, X_test, y_test),
-            ("CNN 2 conv + linear", cnn, Xc_train, Xc_test, yc_test)]
+            ("CNN 2 conv + linear", cnn, Xc_train, Xc_test, yc_test),
+            ("residual MLP", res, X_train, X_test, y_test),
+            ("attention block", att, X_train, X_test, y_test)]
 
 
 def _model_rows(models, repeat):
+    from mlc import graph
+
     rows, size_rows, why = [], [], []
     for name, model, X_train, X_test, y_test in models:
-        q = quant.quantize_model(model, [X_train])
-        fp32_acc = float((_float(model, X_test).argmax(1) == y_test).mean())
-        int8_acc = float((q(X_test).argmax(1) == y_test).mean())
+        g = graph.trace(model, mlc.Tensor(X_train[:2], requires_grad=False))
+        calib = [X_train[i:i + 256] for i in range(0, len(X_train), 256)]
+        qg = quant.quantize_graph(g, calib)
+        fg = quant.passes.fold(g)
+        exes = {kind: graph.build(gg, target="cpu", memory_plan="greedy_by_size")
+                for kind, gg in (("fp32", fg), ("int8", qg))}
+        acc = {kind: 100 * float((e(X_test).argmax(1) == y_test).mean())
+               for kind, e in exes.items()}
+        arena = {kind: e.plan.arena_bytes for kind, e in exes.items()}
         for bs in (1, 256):
             xb = np.ascontiguousarray(np.resize(X_test, (bs,) + X_test.shape[1:]))
-            q(xb)
-            t_f = timeit(lambda xb=xb, model=model: _float(model, xb), repeat=repeat)
-            t_q = timeit(lambda xb=xb, q=q: q(xb), repeat=repeat)
-            rows.append([name, bs, t_f * 1e3, t_q * 1e3, t_f / t_q, 100 * fp32_acc,
-                         100 * int8_acc])
-            if t_q > t_f or bs == 1:          # batch 1: the fixed costs, always shown
-                head = "why int8 is slower here" if t_q > t_f else "where the int8 time goes"
-                why.append(f"{head}: " + _explain(name, q, xb, t_f, t_q, repeat))
+            t = {kind: timeit(lambda e=e, xb=xb: e(xb), repeat=repeat)
+                 for kind, e in exes.items()}
+            rows.append([name, bs, t["fp32"] * 1e3, t["int8"] * 1e3, t["fp32"] / t["int8"],
+                         acc["fp32"], acc["int8"]])
+            if t["int8"] > t["fp32"] or bs == 1:
+                head = "why int8 is slower here" if t["int8"] > t["fp32"] else \
+                    "where the int8 time goes"
+                why.append(f"{head}: {name}, batch {bs}, int8 {t['int8'] * 1e6:.0f} us vs fp32 "
+                           f"{t['fp32'] * 1e6:.0f} us; arena {arena['int8']} B int8 vs "
+                           f"{arena['fp32']} B fp32 as planned "
+                           f"({arena['int8'] / arena['fp32']:.2f}x). Per kernel (exe.profile):\n"
+                           f"{exes['int8'].profile(xb, repeat=repeat)}")
+        q = quant.QuantizedModel(qg, fg, True, None, None)
         b = q.weight_bytes()
         size_rows.append([name, b["fp32_total"], b["int8_weights"], b["scales"],
                           b["int32_bias_and_multipliers"], b["int8_total"],
                           b["fp32_total"] / b["int8_total"]])
     return rows, size_rows, why
-
-
-def _float(model, x):
-    with mlc.no_grad():
-        return model(mlc.Tensor(x, device=nd.cpu(), requires_grad=False)).numpy()
-
-
-def _stages(q, xb):
-    """The integer model's forward pass as a list of ``(piece, name, fn, macs)``, each ``fn``
-    a call on that stage's real input (made once, here), so every piece can be timed
-    the same way (``timeit``) and the pieces sum to the whole."""
-    from mlc.quant.kernels_cpu import pick, qlinear_kernel
-    from mlc.quant.qops import _pack_input
-
-    stages = [("quantize", "quantize the input (float -> int8)",
-               lambda: q.quantize_input(xb), 0)]
-    codes, z = q.quantize_input(xb), q.input_qparams[1]
-    for s in q.steps:
-        if isinstance(s, quant.program.QLinear):
-            a2 = np.ascontiguousarray(codes.reshape(-1, codes.shape[-1]))
-            args = (a2, s.packed, int(s.z_in), s.bias_q, s.m0, s.shift, int(s.z_out))
-            pw = s.packed
-            a16, rowsum = _pack_input(a2)
-            out = np.empty((a2.shape[0], pw.n), np.int8)
-            kern = pick(qlinear_kernel, a2.shape[0] * pw.n * pw.k)
-            kargs = (a16, pw.wt16, np.int32(s.z_in), pw.zero_point, pw.colsum, rowsum, pw.k,
-                     s.bias_q, s.m0, s.shift, np.int32(s.z_out), np.int32(s.lo),
-                     np.int32(quant.qrange("int8", q.act_bits)[1]), out)
-            stages.append(("kernel", f"{pw.k}x{pw.n} kernel", lambda kern=kern, kargs=kargs:
-                           kern(*kargs), a2.shape[0] * pw.k * pw.n))
-            stages.append(("wrapper", f"{pw.k}x{pw.n} qlinear checks + int16 packing",
-                           lambda args=args, relu=s.relu: quant.qlinear(
-                               *args, relu=relu, num_bits=q.act_bits), 0))
-            lead = codes.shape[:-1]
-            codes = quant.qlinear(*args, relu=s.relu, num_bits=q.act_bits).reshape(lead + (-1,))
-            if s.reshape is not None:
-                codes = codes.reshape(s.reshape)
-            z = s.z_out
-        else:
-            stages.append(("move", f"{s.op} on codes",
-                           lambda s=s, codes=codes, z=z: s.run(codes, z), 0))
-            codes = s.run(codes, z)
-    s_out, z_out = q.output_qparams
-    stages.append(("dequantize", "dequantize the output",
-                   lambda codes=codes: quant.dequantize(codes, s_out, z_out), 0))
-    return stages
-
-
-def _explain(name, q, xb, t_f, t_q, repeat):
-    """Where the integer model's time goes, in pieces timed one way that add up."""
-    stages = _stages(q, xb)
-    t = {}
-    for _, label, fn, _ in stages:
-        t[label] = timeit(fn, repeat=repeat)
-    by_piece = dict.fromkeys(("quantize", "kernel", "wrapper", "move", "dequantize"), 0.0)
-    for piece, label, _, _ in stages:
-        by_piece[piece] += t[label]
-    # a 'wrapper' stage is the whole qlinear call; the kernel inside it is its own piece
-    by_piece["wrapper"] -= by_piece["kernel"]
-    total = sum(by_piece.values())
-
-    def staged():                    # the same pieces, back to back, timed as one call
-        for piece, _, fn, _ in stages:
-            if piece != "kernel":    # each wrapper call already runs its kernel
-                fn()
-
-    t_staged = timeit(staged, repeat=repeat)
-    macs = sum(m for piece, _, _, m in stages if piece == "kernel")
-    parts = ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in by_piece.items())
-    return (f"{name}, batch {xb.shape[0]}: int8 {t_q * 1e6:.0f} us vs fp32 {t_f * 1e6:.0f} us. "
-            f"Pieces, each timed alone: {parts}; their sum {total * 1e6:.0f} us, the same "
-            f"pieces run back to back {t_staged * 1e6:.0f} us (timing noise and cache "
-            f"effects: {(t_staged - total) * 1e6:+.0f} us), the model's own call "
-            f"{(t_q - t_staged) * 1e6:+.0f} us more (its loop over {len(q.steps)} steps, "
-            f"reshapes, Tensor checks). The kernels do {macs / 1e3:.0f}k multiply-adds in "
-            f"{by_piece['kernel'] * 1e6:.0f} us ({2 * macs / by_piece['kernel'] / 1e9:.2f} "
-            f"GOP/s; compare the matmul table): at this size each call is fixed costs (argument "
-            f"checks, int16 packing, Numba dispatch, numpy calls on tiny arrays); "
-            f"{100 * (1 - by_piece['kernel'] / t_q):.0f}% of the int8 time is not the "
-            f"integer kernels.")
 
 
 def main(argv=None) -> int:
@@ -263,7 +187,8 @@ def main(argv=None) -> int:
 
     models = _models(epochs=4 if args.quick else 10)
     mrows, size_rows, why = _model_rows(models, repeat)
-    print("\ndigits inference, fp32 (mlc on cpu()) vs integer-only int8 (quant.quantize_model)")
+    print("\ndigits inference, fp32 graph vs int8 graph (quant.quantize_graph), each built "
+          "for the cpu with a greedy memory plan (same run, same threads)")
     print_table(mrows, ["model", "batch", "fp32 ms", "int8 ms", "int8 speed-up", "fp32 acc %",
                         "int8 acc %"])
     print("\nweight bytes")

@@ -6,7 +6,9 @@
 the model-level view unit 09 uses, and runs it three ways on the same parameters:
 
 * ``qmodel(x)``: **integer-only** (int8 codes between layers, int32 accumulators,
-  requantization; only the model's input is quantized and its output dequantized);
+  requantization; only the model's input is quantized and its output dequantized), the
+  quantized graph built by ``graph.build`` (the integer ops call their kernels);
+  ``qmodel.codes(x)`` runs it in the interpreter and returns the int8 output codes;
 * ``qmodel.simulate(x)``: the **fake-quant simulator**: float arithmetic on dequantized
   values; each layer's real output ``y = x_hat @ W_hat + b_hat`` is put on the output
   grid with the fixed-point rounding rule (``rounding="fixedpoint"``: it divides ``y`` by
@@ -29,6 +31,7 @@ import numpy as np
 from .. import graph as G
 from .affine import as_numpy, dequantize, qrange, quantize
 from .graph_ops import _packed_weight
+from .qops import _device_name
 from .passes import (QuantInterpreter, _bias_input, batches_of, fold, quantize_graph,
                      quantize_weight)
 from .rules import constant_value, match_rules
@@ -99,6 +102,7 @@ class QuantizedModel:
                                         "by an integer op")
         self.output_qparams = (last.attrs["scale"], last.attrs["zero_point"])
         self._out_codes = last.inputs[0].name
+        self._exe = None
 
     # -- running -------------------------------------------------------------------------
     def quantize_input(self, x) -> np.ndarray:
@@ -117,8 +121,13 @@ class QuantizedModel:
         return self._run("kernel", x, collect, device)
 
     def __call__(self, x):
-        s, z = self.output_qparams
-        y = dequantize(self.codes(x), s, z)
+        if _device_name(self.device) == "cpu":      # the graph, built: extern int8 kernels
+            if self._exe is None:
+                self._exe = G.build(self.graph, target="cpu")
+            y = self._exe(np.asarray(as_numpy(x), np.float32))
+        else:
+            s, z = self.output_qparams
+            y = dequantize(self.codes(x), s, z)
         if hasattr(x, "realize_cached_data"):
             from ..autograd import Tensor
 
@@ -172,6 +181,10 @@ def quantize_model(model, calibration_batches, per_channel: bool = True, observe
     Observer}``, already filled: what QAT learned) replaces calibration.
     ``device``: where the integer kernels run (``nd.cpu()`` by default).
     """
+    if hasattr(calibration_batches, "shape"):  # one array: its rows would pass as batches
+        raise TypeError(f"quantize_model: calibration_batches is a list (or DataLoader) of "
+                        f"batches, not one array; to calibrate on X of shape "
+                        f"{tuple(calibration_batches.shape)}, pass [X]")
     batches = list(batches_of(calibration_batches or []))
     if not batches:
         raise ValueError("quantize_model: calibration_batches is empty (one batch is needed "
