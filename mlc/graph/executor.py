@@ -34,6 +34,7 @@ from .. import ndarray as nd
 from ..perf import format_table, timeit
 from .fuse import fuse as fuse_graph, get_policy
 from .interpret import check_inputs
+from .ir import Graph
 from .lower_ops import te_shape
 from .passes import eliminate_dead_code, fold_constants, run_passes
 from .pattern import pattern
@@ -43,10 +44,16 @@ __all__ = ["Executable", "Kernel", "ProfileReport", "build"]
 
 
 class Executable:
-    """Runs a :class:`~mlc.graph.program.Program` (see the module docstring)."""
+    """Runs a :class:`~mlc.graph.program.Program` (see the module docstring).
+
+    ``max_batch``: the batch a planned program's arena is sized for (smaller batches run
+    in it; None: each batch gets a plan of its own). ``parent``: the executable of the same
+    graph at another batch, whose weights this one uses (and its arena with
+    ``share_arena``); :meth:`at_batch` makes these.
+    """
 
     def __init__(self, program: Program, device=None, max_batch: int | None = None,
-                 share: "Executable | None" = None):
+                 parent: "Executable | None" = None, share_arena: bool = False):
         if program.target is None:
             raise ValueError("Executable needs a lowered Program (graph.lower(fg, target))")
         self.program, self.max_batch = program, max_batch
@@ -59,9 +66,8 @@ class Executable:
         planned = program.planned
         for n in g.params:
             value = np.ascontiguousarray(n.value, dtype=n.dtype).reshape(te_shape(n.shape))
-            if share is not None:                   # the same weights at another batch
-                env[self._slot[n]] = share._env[share._slot[share.graph.nodes[
-                    self._slot[n]]]]
+            if parent is not None:                  # the same weights at another batch
+                env[self._slot[n]] = parent._env[self._slot[n]]
             elif planned:
                 env[self._slot[n]] = self._owned(n.shape, n.dtype)
                 env[self._slot[n]][...] = value
@@ -71,7 +77,7 @@ class Executable:
         outs = {id(n) for n in g.outputs}
         self.arena = None
         if planned:
-            self.arena = share.arena if share is not None else nd.empty(
+            self.arena = parent.arena if share_arena else nd.empty(
                 (max(program.arena_bytes, 1),), dtype="int8", device=self.device)
             raw = self.arena.handle.array.view(np.uint8)
             for t, off in program.offsets.items():
@@ -156,18 +162,18 @@ class Executable:
         if n not in self._by_batch:
             from .. import memory      # planning is mlc.memory's job
 
-            prog, share, plan = self.program.at_batch(n), None, self.plan
+            prog, share, plan = self.program.at_batch(n), False, self.plan
             if plan is not None and self.max_batch is not None:
                 if n > self.max_batch:
                     raise ValueError(f"batch {n} is larger than {self.max_batch}, the batch "
                                      "the memory plan was sized for (build with a larger "
                                      "max_batch, or memory_plan as a strategy name)")
-                prog, share = memory.assign(prog, plan, fits=True), self
+                prog, share = memory.assign(prog, plan, fits=True), True
             elif plan is not None:
                 prog = memory.assign(prog, memory.plan(prog, plan.strategy,
                                                        inplace=bool(plan.inplace),
                                                        alignment=plan.alignment))
-            self._by_batch[n] = Executable(prog, self.device, share=share)
+            self._by_batch[n] = Executable(prog, self.device, parent=self, share_arena=share)
         return self._by_batch[n]
 
     def _checked(self, inputs, what):
@@ -283,6 +289,9 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if not isinstance(g, Graph):
+        raise TypeError(f"graph.build compiles a Graph, not a {type(g).__name__}: trace a "
+                        f"model first, g = graph.trace(model, example), then graph.build(g)")
     memory = None
     if memory_plan is not None:
         from .. import memory      # planning is mlc.memory's job (it reads graph.Program)

@@ -36,6 +36,9 @@ class NDArray:
     __array_ufunc__ = None
 
     def __init__(self, other, device: BackendDevice | None = None, dtype=None):
+        if device is not None and not isinstance(device, BackendDevice):
+            raise TypeError(f"device must be a device object such as nd.cpu(), nd.cpu_numpy() "
+                            f"or nd.cuda(), not {device!r}")
         if isinstance(other, NDArray):
             src = other.astype(dtype) if dtype is not None else other
             arr = src.to(device) if device is not None else src
@@ -45,9 +48,13 @@ class NDArray:
             return
         device = device if device is not None else default_device()
         data = np.asarray(other)
+        if data.dtype.kind not in "biuf":  # None, strings, ragged lists: not numbers
+            raise TypeError(f"cannot make an array of numbers from {_short_repr(other)} "
+                            f"(numpy reads it as dtype {data.dtype})")
         if dtype is None:
             dtype = data.dtype.name if data.dtype.name in S.DTYPES else "float32"
         dtype = S.check_dtype(dtype)
+        _check_range(data, dtype)
         data = np.array(data, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)
         arr = NDArray.make(data.shape, device=device, dtype=dtype)
         device.from_numpy(data, arr._handle)
@@ -226,6 +233,29 @@ class NDArray:
                              "call .compact() first")
         return self._view(new_shape, S.compact_strides(new_shape), self._offset)
 
+    @property
+    def flat(self) -> "NDArray":
+        """The elements in row-major order as one axis, a view (needle's name): writing
+        ``a.flat[j] = v`` changes ``a``. Like ``reshape``, it refuses a view that is not
+        contiguous rather than copy (writes to a copy would be lost)."""
+        return self.reshape((self.size,))
+
+    def pad(self, axes) -> "NDArray":
+        """A new array with ``axes[i] = (before, after)`` zeros around axis ``i``, one pair
+        for every axis (needle's ``pad``): ``pad(((0, 0), (1, 1)))`` adds a zero column on
+        either side of a matrix."""
+        pads = tuple(tuple(p) for p in axes)
+        if len(pads) != self.ndim or any(len(p) != 2 for p in pads):
+            raise ValueError(f"pad: needs one (before, after) pair per axis of shape "
+                             f"{self._shape}, got {axes}")
+        if any(not isinstance(n, numbers.Integral) or n < 0 for p in pads for n in p):
+            raise ValueError(f"pad: amounts must be integers >= 0, got {axes}")
+        shape = tuple(n + lo + hi for n, (lo, hi) in zip(self._shape, pads, strict=True))
+        out = NDArray.make(shape, device=self._device, dtype=self.dtype)
+        out.fill(0)
+        out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(self._shape, pads, strict=True))] = self
+        return out
+
     def permute(self, new_axes, *more) -> "NDArray":
         """Reorder the axes: axis ``i`` of the result is axis ``new_axes[i]`` of self."""
         if more or isinstance(new_axes, numbers.Integral):
@@ -386,6 +416,25 @@ def _as_operand(x, like: NDArray) -> NDArray:
         dtype = data.dtype.name if data.dtype.name in S.DTYPES else like.dtype
         return NDArray(data, device=like.device, dtype=dtype)
     raise TypeError(f"expected an NDArray, got {type(x).__name__}")
+
+
+def _short_repr(obj, limit: int = 60) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_range(data: np.ndarray, dtype: str) -> None:
+    """Refuse values an integer dtype cannot hold: numpy would wrap them (300 -> 44 in
+    int8) without a word."""
+    kind = np.dtype(dtype).kind
+    if kind not in "iu" or data.size == 0 or np.can_cast(data.dtype, dtype):
+        return
+    info = np.iinfo(dtype)
+    lo, hi = data.min(), data.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < info.min or hi > info.max:
+        bad = lo if not np.isfinite(lo) or lo < info.min else hi
+        raise ValueError(f"value {bad} does not fit in {dtype} (range {info.min} to "
+                         f"{info.max}); clip or rescale it first, or choose a wider dtype")
 
 
 # Imported last: these modules use NDArray and _as_operand.
