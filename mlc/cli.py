@@ -83,13 +83,20 @@ def cmd_grade(args) -> int:
                       "or --roster for a folder of students' submissions", file=sys.stderr)
                 return 2
             paths += sorted(q for q in p.glob("*.ipynb") if not q.name.startswith("."))
-        elif p.suffix != ".ipynb" or not p.exists():
+        elif not p.exists():
+            print(f"mlc grade: {p} does not exist", file=sys.stderr)
+            return 2
+        elif p.suffix != ".ipynb":
             print(f"mlc grade: {p} is not a notebook file (.ipynb)", file=sys.stderr)
             return 2
         else:
             paths.append(p)
     if not paths:
         print("mlc grade: no notebooks to grade", file=sys.stderr)
+        return 2
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"mlc grade: cannot write --json {args.json}: the folder "
+              f"{Path(args.json).resolve().parent} does not exist", file=sys.stderr)
         return 2
     limits = _limits(args)
     hide = tuple(Path(h).resolve() for h in [*args.hide, *(
@@ -252,6 +259,17 @@ def cmd_dist(args) -> int:
         return 2
 
 
+def _positive_seconds(text: str) -> float:
+    """``--timeout``: a limit of 0 s (or less) would fail every exercise before it ran."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} s: a time limit must be more than 0 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlc", description="The mlc course's command.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="+", help="notebook files, or folders with --all")
     p.add_argument("--all", action="store_true", help="grade every notebook in the folders")
     p.add_argument("--json", metavar="FILE", help="write Gradescope-style results here")
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=_positive_seconds, default=60.0,
                    help="seconds allowed for each cell and each exercise (default 60)")
     p.add_argument("--roster", action="store_true",
                    help="grade a folder of submissions (one subfolder or notebook per student)"

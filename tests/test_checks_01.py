@@ -386,10 +386,29 @@ def _cheat_cells():
                            "    view = np.ndarray(shape, flat.dtype, flat, offset * "
                            "flat.itemsize,\n"
                            "                      tuple(s * flat.itemsize for s in strides))\n"
-                           "    return view.copy().reshape(-1)\n"]}
+                           "    return view.copy().reshape(-1)\n"],
+            "an aliased as_strided": [
+                "from numpy.lib.stride_tricks import as_strided as strided_view\n",
+                "def compact(flat, shape, strides, offset):\n"
+                "    view = strided_view(flat[offset:], shape,\n"
+                "                        tuple(s * flat.itemsize for s in strides))\n"
+                "    return view.copy().reshape(-1)\n"],
+            "an aliased stride_tricks module": [
+                "import numpy as np\ntricks = np.lib.stride_tricks\n",
+                "def compact(flat, shape, strides, offset):\n"
+                "    make = getattr(tricks, 'as_' + 'strided')\n"
+                "    view = make(flat[offset:], shape, tuple(s * flat.itemsize for s in strides))\n"
+                "    return view.copy().reshape(-1)\n"],
+            "getattr with a string": [
+                "import numpy as np\n",
+                "def compact(flat, shape, strides, offset):\n"
+                "    make = getattr(np.lib, 'stride_tricks').as_strided\n"
+                "    view = make(flat[offset:], shape, tuple(s * flat.itemsize for s in strides))\n"
+                "    return view.copy().reshape(-1)\n"]}
 
 
-@pytest.mark.parametrize("how", ["alias", "through a helper", "np.ndarray"])
+@pytest.mark.parametrize("how", ["alias", "through a helper", "np.ndarray", "an aliased as_strided",
+                                 "an aliased stride_tricks module", "getattr with a string"])
 def test_compact_source_rule_follows_the_notebook(how):
     """The rule reads the notebook's source (here IPython's ``In``), through aliases and
     helper functions defined in it."""

@@ -362,6 +362,55 @@ def test_parallel_sum_failures():
     _fails("cpu_operators.parallel_sum", "expected shape ()", parallel_sum=returns_array)
 
 
+def test_parallel_sum_prange_of_one_around_a_serial_loop_scores_zero():
+    @njit(parallel=True)
+    def parallel_sum(x):
+        total = 0.0
+        for _ in prange(1):
+            for i in range(x.size):
+                total += x[i]
+        return total
+
+    _fails("cpu_operators.parallel_sum", "does not depend on x", parallel_sum=parallel_sum)
+
+
+def test_parallel_sum_idle_prange_loop_and_numpy_sum_scores_zero():
+    @njit(parallel=True)
+    def parallel_sum(x):
+        n = 0
+        for i in prange(x.size):  # noqa: B007 - the wrong answer under test
+            n += 1
+        return np.sum(x.astype(np.float64))
+
+    _fails("cpu_operators.parallel_sum", "reads x", parallel_sum=parallel_sum)
+
+
+def test_parallel_sum_shared_accumulator_scores_zero():
+    @njit(parallel=True)
+    def parallel_sum(x):
+        out = np.zeros(1)
+        for i in prange(x.size):
+            out[0] += x[i]
+        return out[0]
+
+    _fails("cpu_operators.parallel_sum", "race", parallel_sum=parallel_sum)
+
+
+def test_parallel_sum_over_chunks_gets_full_marks():
+    @njit(parallel=True)
+    def parallel_sum(x):
+        n = x.size
+        chunks = (n + 1023) // 1024
+        partial = np.zeros(chunks)
+        for c in prange(chunks):
+            for i in range(c * 1024, min(n, (c + 1) * 1024)):
+                partial[c] += x[i]
+        return partial.sum()
+
+    rec = run_check("cpu_operators.parallel_sum", {"parallel_sum": parallel_sum})
+    assert rec["score"] == rec["max_score"], rec
+
+
 def test_parallel_sum_source_rule():
     check = registry.get("cpu_operators.parallel_sum").check
     check.inspect(Sources(["@njit(parallel=True)\ndef parallel_sum(x):\n    t = 0.0\n"

@@ -132,6 +132,9 @@ def _sentence(code, p, c, info, policy) -> str:
 
 def explain_fusion(fg) -> FusionReport:
     """One :class:`FusionEdge` per edge between two op nodes in different groups."""
+    if not hasattr(fg, "group_of"):
+        raise TypeError(f"explain_fusion explains a fused graph, not a {type(fg).__name__}: "
+                        f"fuse it first, fg = graph.fuse(g), then graph.explain_fusion(fg)")
     users = fg.graph.users()
     report = FusionReport()
     for p in fg.graph.ops:

@@ -87,6 +87,10 @@ def attention(q, k, v, device=None):
 def chunked_attention(q, k, v, chunk: int = 64, q_chunk: int | None = None, device=None):
     """Attention by the online softmax over key blocks of ``chunk`` (queries in blocks of
     ``q_chunk``, default ``chunk``): the same result without the L x L scores."""
+    for name, n in (("chunk", chunk), ("q_chunk", q_chunk)):
+        if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"chunked_attention: {name} must be a positive number of rows, "
+                             f"got {n!r}")
     q, k, v = _nd(q, device), _nd(k, device), _nd(v, device)
     (lq, d), (lk, dv) = q.shape, v.shape
     qc = q_chunk or chunk

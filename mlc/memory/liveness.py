@@ -47,6 +47,10 @@ ALIGNMENT = 64  # bytes: every offset and every size in a plan is a multiple of 
 
 def align(nbytes: int, alignment: int = ALIGNMENT) -> int:
     """``nbytes`` rounded up to a multiple of ``alignment`` (64 bytes: a cache line)."""
+    if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
+        # hardware alignments are powers of two; 3 would put floats across cache lines
+        raise ValueError(f"alignment must be a power of two number of bytes (1, 2, 4, ..., "
+                         f"64), got {alignment!r}")
     return -(-int(nbytes) // alignment) * alignment
 
 

@@ -24,6 +24,7 @@ elements; an ikj loop that ignores ``TILE`` sweeps whole rows of B and touches `
 
 from __future__ import annotations
 
+import ast
 import math
 
 import numpy as np
@@ -473,4 +474,45 @@ class _ParallelSum(Check):
                "its loop over x should be a prange loop (from numba import prange)"
                if d is not None else
                "no top-level definition of parallel_sum was found in the notebook")
+        t.true(isinstance(d.tree, ast.FunctionDef), "parallel_sum is a def",
+               "define it with def parallel_sum(x): the grader reads its loops")
+        problem = _prange_problem(d.tree)
+        t.true(problem is None, "the prange loop splits the elements of x between threads",
+               problem or "")
+
+
+def _prange_problem(fn: ast.FunctionDef) -> str | None:
+    """Why the ``prange`` loops of ``fn`` do not share out the work, or None.
+
+    A prange loop parallelizes only what it iterates over: ``prange(1)`` around a serial
+    loop runs on one thread, a prange loop that never reads ``x`` leaves the sum to
+    something else, and ``out[0] += ...`` inside one is a race between the threads."""
+    x = fn.args.args[0].arg if fn.args.args else None
+    from_x = {x}  # names computed from x: n = x.size, chunks = (n + 63) // 64, ...
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign) and from_x & _ids(node.value):
+            from_x |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
+    loops = [n for n in ast.walk(fn) if isinstance(n, ast.For) and isinstance(n.iter, ast.Call)
+             and "prange" in _ids(n.iter.func)]
+    if not any(from_x & _ids(n.iter) for n in loops):
+        return ("the range of its prange loop does not depend on x (prange(1) or another "
+                "constant): the loop that does the work must be the prange loop, over "
+                "x's elements or over chunks of them")
+    reads = [n for n in loops if any(isinstance(s, ast.Subscript) and x in _ids(s.value)
+                                     for s in ast.walk(n))]
+    if not reads:
+        return "no prange loop reads x[...]: the parallel loop must do the summing"
+    for loop in loops:
+        var = _ids(loop.target)
+        for node in ast.walk(loop):
+            if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript)
+                    and not var & _ids(node.target.slice)):
+                return (f"`{ast.unparse(node)}` inside "
+                        "prange is a race: every thread updates the same element; "
+                        "accumulate into a local scalar")
+    return None
+
+
+def _ids(node) -> set:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 

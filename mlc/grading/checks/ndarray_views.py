@@ -8,6 +8,7 @@ import ast
 import numpy as np
 
 from ..registry import Check, _short, call, exercise, need
+from ..source import _python
 from .ndarray import NB, ViewCheck, bundle, compact_strides_of, random_base, triple_of, view_case
 
 
@@ -161,9 +162,40 @@ _FORBIDDEN = {"as_strided", "stride_tricks"}
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
+def _aliases(src) -> set[str]:
+    """Names a notebook gives numpy's view machinery (``from numpy.lib.stride_tricks import
+    as_strided as view``, ``st = np.lib.stride_tricks``): using one is using the original."""
+    out = set()
+    for cell in src.cells:
+        try:
+            tree = ast.parse(_python(cell))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and "stride_tricks" in (node.module or ""):
+                out |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.asname for a in node.names if a.asname and "stride_tricks" in a.name}
+            elif isinstance(node, ast.Assign) and _mentions(node.value, _FORBIDDEN):
+                out |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
+    return out
+
+
+def _mentions(node, names: set[str]) -> bool:
+    """Whether ``node`` names one of ``names`` as an identifier, attribute or string
+    (``getattr(np.lib, "stride_tricks")``)."""
+    return any((isinstance(n, ast.Name) and n.id in names)
+               or (isinstance(n, ast.Attribute) and n.attr in names)
+               or (isinstance(n, ast.Constant) and isinstance(n.value, str)
+                   and any(f in n.value for f in names)) for n in ast.walk(node))
+
+
 def _uses(src, name: str) -> set[str]:
     """What of numpy's own view machinery the definition of ``name`` uses, also through
-    the notebook's functions it calls (or the definition it is an alias of)."""
+    the notebook's functions it calls (or the definition it is an alias of), under its own
+    name or an alias the notebook gave it."""
+    forbidden = _FORBIDDEN | {"sliding_window_view"}
+    aliases = _aliases(src)
     found, todo, seen = set(), [name], set()
     while todo:
         n = todo.pop()
@@ -171,7 +203,10 @@ def _uses(src, name: str) -> set[str]:
         if d is None or n in seen:
             continue
         seen.add(n)
-        found |= _FORBIDDEN & d.names()
+        found |= forbidden & d.names()
+        found |= {f"{a} (an alias of numpy's stride tricks)" for a in aliases & d.names()}
+        if _mentions(d.tree, forbidden) and not forbidden & d.names():
+            found.add("a string naming numpy's stride tricks")
         if "ndarray" in d.calls():
             found.add("np.ndarray(...)")
         alias = not isinstance(d.tree, _DEFS)  # e.g. compact = my_compact

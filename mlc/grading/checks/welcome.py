@@ -4,6 +4,8 @@ Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases
 ``judge`` run in the grader, ``observe`` next to the student's code.
 """
 
+import ast
+
 import numpy as np
 
 from ..registry import Check, exercise
@@ -26,20 +28,52 @@ class _Saxpy(Check):
         return out
 
     def observe(self, ns, case):
+        from numba.core.dispatcher import Dispatcher
+
         x, y = case["x"], case["y"]
-        out = ns["saxpy"](np.float32(case["a"]), x, y)
-        return {"out": np.asarray(out), "x": x, "y": y}
+        fn = ns["saxpy"]
+        out = np.asarray(fn(np.float32(case["a"]), x, y))
+        return {"out": out, "dtype": str(out.dtype), "x": x, "y": y,
+                "numba": isinstance(fn, Dispatcher)}
 
     def judge(self, case, obs, t):
         x, y = case["x"], case["y"]
+        t.true(obs.get("numba") is True, "saxpy is a function compiled by Numba",
+               "the saxpy the notebook defines is not a Numba function: put @numba.njit "
+               "on the line above `def saxpy`")
         t.close(obs["out"], case["a"] * x + y, case["what"], rtol=1e-5)
+        t.equal(obs.get("dtype"), "float32", f"{case['what']}: the result is float32 like x")
         t.true(np.array_equal(obs["x"], x) and np.array_equal(obs["y"], y),
                f"x and y are left unchanged ({x.size} elements)", "write into a new array")
 
     def inspect(self, src, t):
         d = src.definition("saxpy")
-        t.true(d is not None and bool({"njit", "jit"} & d.names()),
-               "saxpy is compiled by Numba", "decorate it with @numba.njit")
+        t.true(d is not None and isinstance(d.tree, ast.FunctionDef)
+               and any({"njit", "jit"} & _names(dec) for dec in d.tree.decorator_list),
+               "saxpy is compiled by Numba", "decorate `def saxpy` with @numba.njit")
+        t.true(_loop_writes_element(d.tree), "saxpy computes its elements in an explicit loop",
+               "the exercise is the loop itself: `a * x + y` on whole arrays is numpy's "
+               "loop, not yours; write out[i] = ... inside a for loop over i")
+
+
+def _names(node) -> set:
+    return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
+            if isinstance(n, (ast.Name, ast.Attribute))}
+
+
+def _loop_writes_element(tree) -> bool:
+    """Whether a ``for`` loop of ``tree`` stores into an element indexed by its own loop
+    variable (``out[i] = ...``): a loop that only wraps whole-array numpy does not."""
+    for loop in ast.walk(tree):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)):
+            continue
+        for node in ast.walk(loop):
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AugAssign) else [])
+            if any(isinstance(tg, ast.Subscript) and loop.target.id in _names(tg.slice)
+                   for tg in targets):
+                return True
+    return False
 
 
 @exercise("welcome.matmul_intensity", points=1, notebook=NB, needs=("matmul_intensity",),
