@@ -34,7 +34,7 @@ import mlc
 from mlc import graph, nn, ops
 from mlc.compress.sparse_bench import limit_threads
 from mlc.graph import examples
-from mlc.graph.lower import intrinsic_calls
+from mlc.graph import intrinsic_calls
 from mlc.perf import print_table, timeit
 
 
@@ -215,21 +215,19 @@ def bench_onnxruntime(batches, repeat, threads: int = 2):
         print("\nONNX Runtime columns skipped: onnxruntime is not installed "
               "(pip install -e \".[onnx]\")")
         return []
-    import numba
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     table = []
-    for kind, batch, _, x, g in _traced_models(batches):
-        fused = graph.build(g, target="cpu", fuse=True)
-        sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-        feed = {g.inputs[0].name: x}
-        assert np.allclose(sess.run(None, feed)[0], fused(x), atol=1e-4)
-        t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
-        t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), repeat=repeat)
-        table.append([kind, batch, t_fu * 1e6, t_ort * 1e6, t_ort / t_fu])
+    with limit_threads(threads):
+        for kind, batch, _, x, g in _traced_models(batches):
+            fused = graph.build(g, target="cpu", fuse=True)
+            sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
+                                        providers=["CPUExecutionProvider"])
+            feed = {g.inputs[0].name: x}
+            assert np.allclose(sess.run(None, feed)[0], fused(x), atol=1e-4)
+            t_fu = timeit(lambda e=fused, a=x: e(a), repeat=repeat)
+            t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), repeat=repeat)
+            table.append([kind, batch, t_fu * 1e6, t_ort * 1e6, t_ort / t_fu])
     print(f"\ninference, mlc fused graph (cpu target) vs ONNX Runtime on the to_onnx export, "
           f"{threads} threads each")
     print_table(table, ["model", "batch", "mlc fused us", "onnxruntime us", "ort / mlc time"])
