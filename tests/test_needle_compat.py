@@ -5,7 +5,9 @@ behaviour (its docstrings and the homework handouts), not from its code.
 Covered: ``dtype="uint8"`` tensors and arrays (MNIST-style labels), the data transforms
 ``RandomFlipHorizontal`` and ``RandomCrop`` (needle's randomness calls, so seeded code sees
 the same images), ``ops.logsoftmax``, ``divide_scalar`` with numpy scalars and 0-d /
-1-element arrays, batched ``@`` 2-D as one MatMul node whose gradient is matmul's.
+1-element arrays, batched ``@`` 2-D and 2-D ``@`` batched as one MatMul node whose
+gradients are shaped like its operands, ``NDArray.pad``/``flat``, ``ops.dilate``/``undilate``
+(strided convolution backward as needle writes it).
 
 Where mlc is deliberately stricter (see ``mlc/autograd/__init__.py``), the tests pin the
 clear error: no dtype promotion between tensors, ``.data`` keeps its shape and dtype.
@@ -18,6 +20,7 @@ import mlc
 import mlc.ndarray as nd
 from mlc import init, nn, ops
 from mlc.data import DataLoader, NDArrayDataset, RandomCrop, RandomFlipHorizontal
+from gradcheck_util import check_gradients
 
 DEVICES = [nd.cpu_numpy(), nd.cpu()]
 
@@ -170,6 +173,85 @@ def test_matmul_gradients_can_be_differentiated_again():
     _, gb = out.op.gradient_as_tuple(g, out)  # gb = sum over batch and rows of a
     ops.summation(gb).backward()
     assert np.allclose(a.grad.numpy(), 2.0)   # d/da of sum(a^T 1) = number of columns of b
+
+
+@pytest.mark.parametrize("b_shape", [(2, 4, 5), (3, 2, 4, 5)])
+def test_a_matrix_with_batched_matmul_is_one_op(b_shape):
+    rng = np.random.default_rng(4)
+    a_np, b_np = rng.standard_normal((3, 4)), rng.standard_normal(b_shape)
+    a = mlc.Tensor(a_np, dtype="float64")
+    b = mlc.Tensor(b_np, dtype="float64")
+    out = a @ b
+    assert isinstance(out.op, ops.MatMul) and out.inputs[0] is a and out.inputs[1] is b
+    assert np.allclose(out.numpy(), a_np @ b_np)
+    g_np = rng.standard_normal(out.shape)
+    ga, gb = out.op.gradient_as_tuple(mlc.Tensor(g_np, dtype="float64"), out)
+    assert ga.shape == (3, 4) and gb.shape == b_shape  # each shaped like its operand
+    batch = tuple(range(len(b_shape) - 2))
+    assert np.allclose(ga.numpy(), (g_np @ np.swapaxes(b_np, -1, -2)).sum(axis=batch))
+    assert np.allclose(gb.numpy(), a_np.T @ g_np)
+    check_gradients(lambda x, y: x @ y, a_np, b_np)
+
+
+# ---- NDArray.pad, NDArray.flat, ops.dilate / undilate ---------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+def test_ndarray_pad_and_flat(device):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    a = nd.array(x, device=device)
+    pads = ((0, 0), (1, 2), (2, 0))
+    np.testing.assert_array_equal(a.pad(pads).numpy(), np.pad(x, pads))
+    flat = a.flat
+    assert flat.shape == (24,)
+    flat[5] = flat[5] + 100.0  # a view: needle's numeric gradient checks write through it
+    assert a.numpy()[0, 1, 1] == 105.0
+    with pytest.raises(ValueError, match="non-contiguous"):
+        _ = a.permute((2, 0, 1)).flat
+    np.testing.assert_array_equal(a.permute((2, 0, 1)).compact().flat.numpy(),
+                                  a.numpy().transpose(2, 0, 1).reshape(-1))
+    with pytest.raises(ValueError, match="one .before, after. pair per axis"):
+        a.pad(((1, 1),))
+    with pytest.raises(ValueError, match=">= 0"):
+        a.pad(((0, 0), (-1, 0), (0, 0)))
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+def test_dilate_as_needle_writes_it(device):
+    x = mlc.Tensor(np.arange(1, 7, dtype=np.float32).reshape(2, 3), device=device)
+    np.testing.assert_array_equal(ops.dilate(x, (1,), 1).numpy(),
+                                  [[1, 0, 2, 0, 3, 0], [4, 0, 5, 0, 6, 0]])
+    np.testing.assert_array_equal(ops.dilate(x, (0,), 2).numpy(),
+                                  [[1, 2, 3], [0, 0, 0], [0, 0, 0], [4, 5, 6], [0, 0, 0],
+                                   [0, 0, 0]])
+    d = ops.dilate(x, (0, 1), 1)
+    assert d.shape == (4, 6)
+    np.testing.assert_array_equal(ops.undilate(d, (0, 1), 1).numpy(), x.numpy())
+    np.testing.assert_array_equal(ops.dilate(x, (0, 1), 0).numpy(), x.numpy())
+    with pytest.raises(ValueError, match="out of range"):
+        ops.dilate(x, (2,), 1)
+    with pytest.raises(ValueError, match="dilation must be an int >= 0"):
+        ops.dilate(x, (0,), -1)
+
+
+def test_dilate_and_undilate_gradients():
+    rng = np.random.default_rng(5)
+    check_gradients(lambda t: ops.dilate(t, (0, 2), 1), rng.standard_normal((2, 3, 2)))
+    check_gradients(lambda t: ops.undilate(t, (1,), 2), rng.standard_normal((2, 6)))
+
+
+def test_strided_conv_backward_through_dilate():
+    """needle's strided convolution backward: the gradient of a stride-2 convolution is the
+    stride-1 one's with the output gradient dilated (zeros where stride 2 skipped)."""
+    rng = np.random.default_rng(6)
+    x = mlc.Tensor(rng.standard_normal((1, 5, 5, 2)), dtype="float64")
+    w = mlc.Tensor(rng.standard_normal((3, 3, 2, 3)), dtype="float64")
+    g = rng.standard_normal((1, 2, 2, 3))
+    ops.conv(x, w, stride=2).backward(mlc.Tensor(g, dtype="float64"))
+    x1 = mlc.Tensor(x.numpy(), dtype="float64")
+    dense = ops.conv(x1, w.detach(), stride=1)  # (1, 3, 3, 3): every position
+    gd = ops.dilate(mlc.Tensor(g, dtype="float64", requires_grad=False), (1, 2), 1)
+    dense.backward(ops.crop(gd, ((0, 0), (0, 1), (0, 1), (0, 0))))
+    np.testing.assert_allclose(x1.grad.numpy(), x.grad.numpy(), rtol=1e-10)
 
 
 # ---- deliberately stricter ----------------------------------------------------------------

@@ -12,7 +12,8 @@ class Linear(Module):
     """``y = x @ W + b`` with ``W`` of shape ``(in_features, out_features)``.
 
     The weight is Kaiming-uniform (fan_in = in_features) as in needle; the bias is
-    uniform on ``[-1/sqrt(in), 1/sqrt(in)]``. ``x`` may have any number of leading axes.
+    uniform on ``[-1/sqrt(in), 1/sqrt(in)]`` as in PyTorch (needle's differs: see "coming
+    from needle" in ``mlc.autograd``). ``x`` may have any number of leading axes.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,

@@ -7,7 +7,7 @@ The files group them by kind:
 - ``ops_mathematic``: elementwise arithmetic, powers, log/exp, activations, maximum
 - ``ops_shape``: transpose/permute, reshape, broadcast_to, summation, matmul
 - ``ops_logarithmic``: logsumexp (stable), log_softmax (alias ``logsoftmax``), softmax
-- ``ops_tensor``: tuples, stack/split, flip, pad/crop
+- ``ops_tensor``: tuples, stack/split, flip, pad/crop, dilate/undilate
 - ``ops_conv``: im2col/col2im and the 2-D convolution built on them
 - ``ops_transformer``: take (embedding), cast, concat, slice, where, erf, gelu, and
   softmax, layer_norm, reduce_mean as one op each
@@ -25,8 +25,8 @@ from .ops_shape import (  # noqa: F401
 )
 from .ops_logarithmic import LogSumExp, log_softmax, logsoftmax, logsumexp  # noqa: F401
 from .ops_tensor import (  # noqa: F401
-    Crop, Flip, MakeTensorTuple, Pad, Split, Stack, TupleGetItem, crop, flip, make_tuple, pad,
-    split, stack, tuple_get_item,
+    Crop, Dilate, Flip, MakeTensorTuple, Pad, Split, Stack, TupleGetItem, UnDilate, crop,
+    dilate, flip, make_tuple, pad, split, stack, tuple_get_item, undilate,
 )
 from .ops_conv import Col2Im, Im2Col, col2im, conv, im2col  # noqa: F401
 from .ops_transformer import (  # noqa: F401

@@ -204,8 +204,9 @@ def _unbroadcast(grad, shape):
 
 
 class MatMul(TensorOp):
-    """``a @ b`` on the last two axes: equal batch axes, or ``(..., n, k) @ (k, m)``, one
-    node either way, whose gradient in ``b`` sums over the batch that shared it."""
+    """``a @ b`` on the last two axes: equal batch axes, ``(..., n, k) @ (k, m)`` or
+    ``(n, k) @ (..., k, m)``, one node each way, whose gradient in the 2-D operand sums
+    over the batch that shared it."""
 
     def compute(self, a, b):
         return a @ b
@@ -218,6 +219,10 @@ class MatMul(TensorOp):
             ga = matmul(out_grad, transpose(b))
             gb = matmul(transpose(reshape(a, (-1, k))), reshape(out_grad, (-1, m)))
             return ga, gb
+        if a.ndim == 2 and b.ndim > 2:
+            # (n, k) @ (..., k, m): every batch used the same a, so its gradient adds them
+            batch = tuple(range(b.ndim - 2))
+            return summation(matmul(out_grad, transpose(b)), batch), matmul(transpose(a), out_grad)
         ga = matmul(out_grad, transpose(b))
         gb = matmul(transpose(a), out_grad)
         return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
@@ -226,9 +231,10 @@ class MatMul(TensorOp):
 def matmul(a, b):
     """Matrix product on the last two axes, broadcasting the batch axes as numpy does.
 
-    ``(..., n, k) @ (k, m)`` is one ``MatMul`` node (``out.op`` is a MatMul and its
-    ``gradient_as_tuple`` is matmul's, as in needle); the NDArray product folds the batch
-    into the rows, one tall 2-D product. Other batch shapes are broadcast explicitly
+    ``(..., n, k) @ (k, m)`` and ``(n, k) @ (..., k, m)`` are one ``MatMul`` node
+    (``out.op`` is a MatMul and its ``gradient_as_tuple`` is matmul's, with each gradient
+    shaped like its operand, as in needle); the NDArray product folds the batch into the
+    rows, one tall 2-D product, in the first case. Other batch shapes are broadcast explicitly
     first, so the gradient of ``broadcast_to`` sums over the batches sharing an operand.
     """
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
@@ -241,7 +247,7 @@ def matmul(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"({a.shape[-1]} != {b.shape[-2]})")
     _same_dtype(a, b, "matmul")
-    if b.ndim == 2:
+    if b.ndim == 2 or a.ndim == 2:
         return MatMul()(a, b)
     try:
         batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))

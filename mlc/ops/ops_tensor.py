@@ -1,8 +1,10 @@
-"""Ops that assemble tensors: tuples, ``stack``/``split``, ``flip``, ``pad``/``crop``.
+"""Ops that assemble tensors: tuples, ``stack``/``split``, ``flip``, ``pad``/``crop``,
+``dilate``/``undilate``.
 
 They come in adjoint pairs, which is all their gradients need: the gradient of ``stack``
 is ``split`` of the incoming gradient and vice versa; ``pad`` and ``crop`` (keep a
-window) undo each other; ``flip`` is its own inverse.
+window) undo each other, and so do ``dilate`` and ``undilate``; ``flip`` is its own
+inverse.
 """
 
 from __future__ import annotations
@@ -157,10 +159,7 @@ class Pad(TensorOp):
         self.axes = axes
 
     def compute(self, a):
-        shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, self.axes, strict=True))
-        out = nd.full(shape, 0.0, dtype=a.dtype, device=a.device)
-        out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(a.shape, self.axes, strict=True))] = a
-        return out
+        return a.pad(self.axes)
 
     def gradient(self, out_grad, node):
         return crop(out_grad, self.axes)
@@ -191,3 +190,66 @@ def crop(a, axes):
     if any(lo + hi > n for n, (lo, hi) in zip(a.shape, axes, strict=True)):
         raise ValueError(f"crop: cannot remove {axes} from shape {a.shape}")
     return Crop(axes)(a)
+
+
+# --- dilate / undilate (needle's strided convolution backward) ---------------------------
+
+
+def _strided_window(shape, axes, step):
+    """The index that picks every ``step``-th element along ``axes``, all of the others."""
+    return tuple(slice(0, n, step) if i in axes else slice(0, n) for i, n in enumerate(shape))
+
+
+class Dilate(TensorOp):
+    """Insert ``dilation`` zeros after every element along ``axes``: a length ``n`` axis
+    becomes ``n * (dilation + 1)`` (as needle does, trailing zeros included).
+
+    This is how needle writes a strided convolution's backward: the output gradient of
+    a stride-``s`` convolution, dilated by ``s - 1``, is the gradient of the stride-1
+    convolution that computed every position the strided one skipped."""
+
+    def __init__(self, axes: tuple, dilation: int):
+        self.axes, self.dilation = axes, dilation
+
+    def compute(self, a):
+        shape = tuple(n * (self.dilation + 1) if i in self.axes else n
+                      for i, n in enumerate(a.shape))
+        out = nd.full(shape, 0.0, dtype=a.dtype, device=a.device)
+        out[_strided_window(shape, self.axes, self.dilation + 1)] = a
+        return out
+
+    def gradient(self, out_grad, node):
+        return undilate(out_grad, self.axes, self.dilation)
+
+
+class UnDilate(TensorOp):
+    """Keep every ``dilation + 1``-th element along ``axes`` (the adjoint of dilate)."""
+
+    def __init__(self, axes: tuple, dilation: int):
+        self.axes, self.dilation = axes, dilation
+
+    def compute(self, a):
+        return a[_strided_window(a.shape, self.axes, self.dilation + 1)].compact()
+
+    def gradient(self, out_grad, node):
+        return dilate(out_grad, self.axes, self.dilation)
+
+
+def _check_dilation(a, axes, dilation, opname):
+    if not isinstance(a, Tensor):
+        raise TypeError(f"{opname}: expected a Tensor, got {type(a).__name__}")
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 0:
+        raise ValueError(f"{opname}: dilation must be an int >= 0, got {dilation!r}")
+    return normalize_axes(axes, a.ndim, opname)
+
+
+def dilate(a, axes, dilation: int):
+    """``dilate(x, (2, 3), 1)`` puts a zero after every element of axes 2 and 3."""
+    return Dilate(_check_dilation(a, axes, dilation, "dilate"), dilation)(a)
+
+
+def undilate(a, axes, dilation: int):
+    """Every ``dilation + 1``-th element along ``axes``: ``undilate(dilate(x, ax, d), ax, d)``
+    is ``x``."""
+    axes = _check_dilation(a, axes, dilation, "undilate")
+    return UnDilate(axes, dilation)(a)

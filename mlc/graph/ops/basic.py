@@ -235,10 +235,11 @@ register(OpDef("reduce_max", "reduce", reduced_shape, _reduce_max_ref, reduce_te
 # -- matmul and the opaque col2im --------------------------------------------------------------
 def _matmul_shape(shapes, attrs):
     a, b = shapes
-    batch_ok = len(b) == 2 or a[:-2] == b[:-2]  # batched @ 2-D shares one matrix
+    # batched @ 2-D (or 2-D @ batched) shares one matrix across the batch
+    batch_ok = len(b) == 2 or len(a) == 2 or a[:-2] == b[:-2]
     if len(a) < 2 or len(b) < 2 or not batch_ok or a[-1] != b[-2]:
         raise ValueError(f"matmul: shapes {a} and {b} do not match")
-    return a[:-1] + (b[-1],)
+    return (a if len(a) > 2 else b)[:-2] + (a[-2], b[-1])
 
 
 def _matmul_te(node, args, name):
@@ -249,6 +250,9 @@ def _matmul_te(node, args, name):
         return te.compute(shape, lambda i, j: te.sum(A[i, r] * B[r, j], axis=r), name=name)
     if len(node.inputs[1].shape) == 2:  # batched @ 2-D: one weight shared by every batch
         return te.compute(shape, lambda *i: te.sum(A[tuple(i[:-1]) + (r,)] * B[r, i[-1]],
+                                                   axis=r), name=name)
+    if len(node.inputs[0].shape) == 2:  # 2-D @ batched: one left matrix for every batch
+        return te.compute(shape, lambda *i: te.sum(A[i[-2], r] * B[tuple(i[:-2]) + (r, i[-1])],
                                                    axis=r), name=name)
     return te.compute(shape, lambda *i: te.sum(A[tuple(i[:-1]) + (r,)] *
                                                B[tuple(i[:-2]) + (r, i[-1])], axis=r),
