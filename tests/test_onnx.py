@@ -213,3 +213,36 @@ def test_dynamic_batch_axis_becomes_the_batch_symbol():
     x = RNG.random((5, 3, 8, 8), dtype=np.float32)          # imported at 2, run at 5
     np.testing.assert_allclose(graph.interpret(g, x), M.reference_outputs(m, {"x": x})[0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_runtime_runs_an_exported_traced_transformer_block():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    import mlc
+    from mlc import nn
+
+    class Block(nn.Module):              # a GPT-style block: what a tiny ViT/GPT is made of
+        def __init__(self, vocab=20, d=8, heads=2):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.attn = nn.MultiHeadAttention(d, heads, causal=True)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            x = x + self.attn(self.ln1(x))
+            return x + self.mlp(self.ln2(x))
+
+    np.random.seed(0)
+    model = Block()
+    model.eval()
+    ids = RNG.integers(0, 20, size=(2, 5)).astype(np.int64)
+    g = graph.trace(model, ids)
+    exported = graph.to_onnx(g)
+    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    with mlc.no_grad():
+        want = model(mlc.Tensor(ids, dtype="int64", requires_grad=False)).numpy()
+    np.testing.assert_allclose(sess.run(None, {g.inputs[0].name: ids})[0], want, rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(graph.interpret(graph.from_onnx(exported), ids), want,
+                               rtol=1e-4, atol=1e-4)
