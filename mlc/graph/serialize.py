@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -57,6 +58,10 @@ def _enc(v, where):
     raise TypeError(f"{where}: a value of type {type(v).__name__} cannot be saved")
 
 
+# a string attribute is a name (a dtype, a mode): never text that could become code
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _dec(v, where):
     if isinstance(v, list):
         return tuple(_dec(x, where) for x in v)
@@ -66,6 +71,8 @@ def _dec(v, where):
         if set(v) == {"float"} and v["float"] in ("inf", "-inf", "nan"):
             return float(v["float"])
         raise FormatError(f"{where}: unexpected object {v!r}")
+    if isinstance(v, str) and not _WORD.fullmatch(v):
+        raise FormatError(f"{where}: {v[:40]!r} is not a name")
     if isinstance(v, _SCALARS):
         return v
     raise FormatError(f"{where}: unexpected value {v!r}")
@@ -148,8 +155,8 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
         _need(isinstance(d, dict), f"{where}: node {k} is not an object")
         name, op = d.get("name"), d.get("op")
         at = f"{where}: node {k} (%{name})"
-        _need(isinstance(name, str) and name and name not in by_name,
-              f"{at}: missing or repeated name")
+        _need(isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable() and
+              name not in by_name, f"{at}: missing, repeated or unprintable name")
         _need(op in ("input", "constant") or op in OPS, f"{at}: unknown op {op!r}")
         _need(d.get("dtype") in DTYPES, f"{at}: unknown dtype {d.get('dtype')!r}")
         shape = _ints(d.get("shape"), f"{at} shape")
