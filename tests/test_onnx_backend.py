@@ -55,8 +55,18 @@ def _reason(case):
     return None
 
 
-def _run(case, backend):
-    rep = backend.prepare(case.model)
+# Cases the importer handles (they pass through graph.interpret) whose compiled build
+# fails: gaps of the compiler's lowering, not of the importer, listed with the reason.
+BUILD_GAPS = [
+    (r"^test_div_(int8|uint8|int32_trunc)$", "lowering: '/' on integers (ONNX truncates)"),
+    (r"^test_pow_types_int", "lowering: power of an integer base goes through log"),
+    (r"^test_pow$", "lowering: power as exp(y * log(x)) has no negative bases"),
+    (r"empty_set", "lowering: a placeholder of an empty shape"),
+]
+
+
+def _run(case, backend, target):
+    rep = backend.prepare(case.model, target=target)
     for ins, outs in case.data_sets:
         got = rep.run(ins)
         for g, e in zip(got, outs, strict=True):
@@ -65,20 +75,25 @@ def _run(case, backend):
             np.testing.assert_allclose(g, e, rtol=case.rtol, atol=case.atol)
 
 
-def test_backend_node_cases_of_supported_ops():
+@pytest.fixture(scope="module")
+def cases():
     from onnx.backend.test.case import node
-
-    from mlc.graph.frontend.onnx_backend import MlcBackend
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cases = [c for c in node.collect_testcases(None) if c.model is not None and
-                 {n.op_type for n in c.model.graph.node} <= OPS]
-    passed, deliberate, unexpected, stale = 0, {}, [], []
+        return [c for c in node.collect_testcases(None) if c.model is not None and
+                {n.op_type for n in c.model.graph.node} <= OPS]
+
+
+def _suite(cases, target, reason):
+    """Run every case; ``(passed, {reason: names}, unexpected failures, stale listings)``."""
+    from mlc.graph.frontend.onnx_backend import MlcBackend
+
+    passed, listed, unexpected, stale = 0, {}, [], []
     for case in cases:
-        why = _reason(case)
+        why = reason(case)
         try:
-            _run(case, MlcBackend)
+            _run(case, MlcBackend, target)
             ok = True
         except Exception as e:  # noqa: BLE001  (every failure is reported below)
             ok, err = False, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
@@ -87,17 +102,38 @@ def test_backend_node_cases_of_supported_ops():
             if why is not None:
                 stale.append(f"{case.name} passes but is listed: {why}")
         elif why is not None:
-            deliberate.setdefault(why, []).append(case.name)
+            listed.setdefault(why, []).append(case.name)
         else:
             unexpected.append(f"{case.name}: {err}")
-    n_dtype = sum(len(v) for k, v in deliberate.items() if k.startswith("element type"))
-    measurable = len(cases) - n_dtype
-    print(f"\nONNX backend node cases whose ops are all supported: {passed}/{len(cases)} pass; "
-          f"{passed}/{measurable} ({100 * passed / measurable:.1f}%) of those whose element "
-          f"types mlc represents")
-    for why, names in sorted(deliberate.items()):
-        print(f"  deliberate ({len(names)}): {why}: {', '.join(names[:4])}"
+    for why, names in sorted(listed.items()):
+        print(f"  listed ({len(names)}): {why}: {', '.join(names[:4])}"
               f"{' ...' if len(names) > 4 else ''}")
     assert not unexpected, "unexpected failures:\n" + "\n".join(unexpected)
     assert not stale, "\n".join(stale)
+    return passed, listed
+
+
+def test_backend_node_cases_of_supported_ops(cases):
+    print()
+    passed, listed = _suite(cases, "interpret", _reason)
+    n_dtype = sum(len(v) for k, v in listed.items() if k.startswith("element type"))
+    measurable = len(cases) - n_dtype
+    print(f"ONNX backend node cases whose ops are all supported: {passed}/{len(cases)} pass; "
+          f"{passed}/{measurable} ({100 * passed / measurable:.1f}%) of those whose element "
+          f"types mlc represents")
     assert passed >= 0.85 * measurable
+
+
+def test_backend_node_cases_built_by_the_compiler(cases):
+    """The same cases, the imported graph built (fused, lowered, generated) for the
+    "python" target instead of interpreted."""
+    def reason(case):
+        if _reason(case) is not None:
+            return "skip"
+        return next((why for pat, why in BUILD_GAPS if re.search(pat, case.name)), None)
+
+    todo = [c for c in cases if _reason(c) is None]
+    print()
+    passed, _ = _suite(todo, "python", lambda c: reason(c))
+    print(f"built by graph.build: {passed}/{len(todo)} of the cases the interpreter passes")
+    assert passed >= 0.85 * len(todo)
