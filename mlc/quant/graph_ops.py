@@ -151,15 +151,22 @@ _PACKED: dict = {}
 
 
 def _packed_weight(w: np.ndarray):
-    """The :class:`~mlc.quant.PackedWeight` of a constant weight, packed once per array."""
+    """The :class:`~mlc.quant.PackedWeight` of a constant weight, packed once per array.
+
+    A built graph hands the kernel a fresh view of the same constant at every call, so
+    the key is the array that owns the memory (and the view's place in it); the entry
+    goes when that array does."""
     from .qops import PackedWeight
 
-    key = id(w)
+    root = w
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    key = (id(root), w.__array_interface__["data"][0], w.shape, w.strides)
     hit = _PACKED.get(key)
-    if hit is None or hit[0]() is not w:
-        hit = (weakref.ref(w), PackedWeight(w, 0))
+    if hit is None or hit[0]() is not root:
+        hit = (weakref.ref(root), PackedWeight(w, 0))
         _PACKED[key] = hit
-        weakref.finalize(w, _PACKED.pop, key, None)
+        weakref.finalize(root, _PACKED.pop, key, None)
     return hit[1]
 
 
