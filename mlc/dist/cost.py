@@ -63,11 +63,15 @@ class CostModel:
     def data_parallel_step_time(self, compute_time: float, grad_bytes: float, P: int,
                                 overlap: float = 0.0) -> float:
         """A data-parallel step of a fixed global batch: the compute (``compute_time`` on
-        one device) split P ways, plus the gradients' ring allreduce, of which a fraction
-        ``overlap`` (0..1) hides behind the backward pass."""
+        one device) split P ways, plus the gradients' ring allreduce. A fraction
+        ``overlap`` (0..1) of the allreduce may run during the backward pass, but no more
+        than the backward pass lasts (2/3 of the compute: 4 of the 6 FLOPs per parameter
+        and token)."""
         if not 0.0 <= overlap <= 1.0:
             raise ValueError(f"overlap is a fraction in [0, 1], got {overlap}")
-        return compute_time / P + (1.0 - overlap) * self.allreduce_time(grad_bytes, P)
+        comm = self.allreduce_time(grad_bytes, P)
+        hidden = min(overlap * comm, 2 / 3 * compute_time / P)
+        return compute_time / P + comm - hidden
 
     def speedup(self, compute_time: float, grad_bytes: float, P: int,
                 overlap: float = 0.0) -> float:
@@ -102,16 +106,17 @@ def fit_alpha_beta(nbytes, seconds, P: int) -> tuple[float, float]:
 
 
 def measure_allreduce(comm, sizes, algorithm: str = "ring", repeat: int = 5,
-                      budget: float = 2e6) -> list[float]:
+                      budget: float = 2e6, max_number: int = 1000) -> list[float]:
     """Seconds per allreduce of each of ``sizes`` bytes (float32) on ``comm``, timed with
     :func:`mlc.perf.timeit` (median of ``repeat`` rounds) and averaged over the ranks.
     A collective: every rank calls it, with the same sizes, and gets the same numbers.
     The calls per round shrink with the size (about ``budget`` bytes per round, at least
-    one), the same on every rank, since each call needs all ranks."""
+    one, at most ``max_number``), the same on every rank, since each call needs all
+    ranks."""
     out = []
     for nbytes in sizes:
         x = np.ones(max(1, int(nbytes) // 4), np.float32)
-        number = int(min(1000, max(1, budget // max(x.nbytes, 1))))
+        number = int(min(max_number, max(1, budget // max(x.nbytes, 1))))
         comm.barrier()
         t = timeit(lambda x=x: allreduce(comm, x, algorithm), repeat=repeat, number=number)
         out.append(float(allreduce(comm, np.array([float(t)]), "mpi")[0]) / comm.size)

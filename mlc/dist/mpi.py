@@ -45,13 +45,26 @@ class MPIComm(Communicator):
         if self.size > 1:
             _abort_on_uncaught(self.comm)
 
-    def _wait(self, req, what: str):
-        deadline = time.monotonic() + self.timeout
-        while not req.Test():
-            if time.monotonic() > deadline:
-                raise DistError(f"rank {self.rank}: {what} did not complete within "
-                                f"{self.timeout:g} s: a peer never called it, or died")
-            time.sleep(1e-5)
+    def _poll(self, ready, what: str):
+        """Call ``ready()`` until it returns something truthy, or raise after ``timeout``.
+        Spin first (a message between processes on one machine takes microseconds), then
+        yield the core: with more ranks than cores a spinning rank would starve the
+        rank it waits for."""
+        got = ready()
+        spins, start = 0, time.monotonic()
+        while not got:
+            spins += 1
+            if spins % 64 == 0:
+                now = time.monotonic()
+                if now - start > self.timeout:
+                    raise DistError(f"rank {self.rank}: {what} within {self.timeout:g} s: "
+                                    "did every rank call the same collective, or did one die?")
+                time.sleep(0 if now - start < 0.01 else 1e-4)
+            got = ready()
+        return got
+
+    def _wait(self, req, what: str) -> None:
+        self._poll(req.Test, f"{what} did not complete")
 
     def send(self, buf, dest: int, tag: int = 0) -> None:
         self.isend(buf, dest, tag)()
@@ -70,25 +83,27 @@ class MPIComm(Communicator):
     def recv(self, source: int, tag: int = 0, out=None) -> np.ndarray:
         _check_peer(self, source, "receive from")
         status = self.MPI.Status()
-        deadline = time.monotonic() + self.timeout
-        found = None
-        while found is None:
-            for code, dt in enumerate(_DTYPES):
-                if self.comm.Iprobe(source, tag * _NDT + code, status):
-                    found = (code, dt)
-                    break
-            else:
-                if time.monotonic() > deadline:
-                    raise DistError(f"rank {self.rank} waited {self.timeout:g} s for a "
-                                    f"message from rank {source} (tag {tag}) that never "
-                                    "came: did every rank call the same collective?")
-                time.sleep(1e-5)
-        code, dt = found
+        mpi_tag = self._poll(lambda: self._probe(source, tag, status),
+                             f"waited for a message from rank {source} (tag {tag}) that "
+                             "never came")
         raw = np.empty(status.Get_count(self.MPI.BYTE), np.uint8)
-        self.comm.Recv(raw, source, tag * _NDT + code)
-        data = raw.view(dt)
+        self.comm.Recv(raw, source, mpi_tag)
+        data = raw.view(_DTYPES[mpi_tag % _NDT])
         self._count(got=data)
         return _into(out, data, self.rank, source)
+
+    def _probe(self, source: int, tag: int, status):
+        """The MPI tag of the next message from ``source`` with user tag ``tag``, or None.
+        The first message from ``source`` is looked at first, so messages of one tag
+        arrive in the order they were sent whatever their dtypes."""
+        if not self.comm.Iprobe(source, self.MPI.ANY_TAG, status):
+            return None
+        if status.Get_tag() // _NDT == tag:
+            return status.Get_tag()
+        for code in range(len(_DTYPES)):  # another tag's message came first
+            if self.comm.Iprobe(source, tag * _NDT + code, status):
+                return tag * _NDT + code
+        return None
 
     def sendrecv(self, sendbuf, dest: int, source: int, tag: int = 0, out=None) -> np.ndarray:
         # A blocking send of a large buffer waits for its receiver; in a ring every rank
