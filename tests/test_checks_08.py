@@ -39,6 +39,9 @@ PATTERN_OF = {
     **dict.fromkeys(["summation", "reduce_max"], "reduce"),
     "matmul": "out_elemwise_fusable",
     "col2im": "opaque",
+    **dict.fromkeys(["cast", "equal", "greater", "less", "erf", "gelu", "where"], "elemwise"),
+    **dict.fromkeys(["slice", "concat", "take"], "injective"),
+    **dict.fromkeys(["reduce_mean", "softmax", "layer_norm"], "reduce"),
 }
 
 
@@ -203,12 +206,40 @@ def test_op_pattern_failures():
     ex = "graphs.op_pattern"
     msg = fails(ex, "classified wrong", "'broadcast_to'", "expected 'broadcast'",
                 op_pattern=lambda op: "elemwise" if op == "broadcast_to" else op_pattern(op))
-    assert msg.startswith("1 of ")
+    assert "ops of unit 08: 1 of 28 classified wrong" in msg
     fails(ex, "op_pattern('matmul') returned 'reduce'",
           op_pattern=lambda op: "reduce" if op == "matmul" else op_pattern(op))
-    fails(ex, "12 of 28", "and 8 more", op_pattern=lambda op: "elemwise")
+    fails(ex, "12 of 28 classified wrong", "and 8 more", op_pattern=lambda op: "elemwise")
     fails(ex, "returned None", op_pattern=lambda op: None)
     fails(ex, "op_pattern('add')", "ZeroDivisionError", op_pattern=lambda op: 1 / 0)
+
+
+LECTURE_TABLE = {k: v for k, v in PATTERN_OF.items() if k in graphs.UNIT_08_OPS}
+
+
+def test_op_pattern_copied_from_the_lecture_table_scores_zero():
+    def op_pattern(op_name):
+        return LECTURE_TABLE.get(op_name, "opaque")
+
+    fails("graphs.op_pattern", "not in the lecture's table", "op_pattern('cast') returned "
+          "'opaque'", op_pattern=op_pattern)
+
+
+def test_op_pattern_guessing_elemwise_for_unknown_ops_scores_zero():
+    def op_pattern(op_name):
+        return LECTURE_TABLE.get(op_name, "elemwise")
+
+    fails("graphs.op_pattern", "op_pattern('concat') returned 'elemwise'", op_pattern=op_pattern)
+
+
+def test_op_pattern_calling_softmax_elementwise_scores_zero():
+    def op_pattern(op_name):  # softmax and layer norm read a whole row for each element
+        if op_name in ("softmax", "layer_norm", "reduce_mean"):
+            return "elemwise"
+        return PATTERN_OF.get(op_name, "opaque")
+
+    fails("graphs.op_pattern", "op_pattern('layer_norm') returned 'elemwise'",
+          op_pattern=op_pattern)
 
 
 def test_op_pattern_must_not_ask_the_library():
@@ -301,6 +332,47 @@ def test_bytes_moved_failures():
     fails(ex, "float64", bytes_moved=make_bytes(itemsize=4))
     fails(ex, "expected an int", bytes_moved=lambda g, groups: "many")
     fails(ex, "expected an int", bytes_moved=lambda g, groups: 1.5)
+
+
+def test_bytes_moved_writing_only_each_groups_last_node_scores_zero():
+    def bytes_moved(g, groups):
+        total = 0
+        for gr in groups:
+            inside = {id(n) for n in gr}
+            reads = {id(x): x for n in gr for x in n.inputs if id(x) not in inside}
+            total += sum(x.nbytes for x in reads.values()) + gr[-1].nbytes
+        return total
+
+    fails("graphs.bytes_moved", "runs of consecutive ops", bytes_moved=bytes_moved)
+
+
+def test_bytes_moved_writing_outputs_and_handed_over_values_twice_scores_zero():
+    def bytes_moved(g, groups):
+        users, total = g.users(), 0
+        outputs = {id(n) for n in g.outputs}
+        for gr in groups:
+            inside = {id(n) for n in gr}
+            reads = {id(x): x for n in gr for x in n.inputs if id(x) not in inside}
+            total += sum(x.nbytes for x in reads.values())
+            total += sum(n.nbytes for n in gr if id(n) in outputs)
+            total += sum(n.nbytes for n in gr if any(id(u) not in inside for u in users[n]))
+        return total
+
+    fails("graphs.bytes_moved", "expected", bytes_moved=bytes_moved)
+
+
+def test_bytes_moved_writing_the_last_node_and_the_graph_outputs_scores_zero():
+    def bytes_moved(g, groups):
+        outputs, total = {id(n) for n in g.outputs}, 0
+        for gr in groups:
+            inside = {id(n) for n in gr}
+            reads = {id(x): x for n in gr for x in n.inputs if id(x) not in inside}
+            writes = {id(n): n for n in gr if id(n) in outputs}
+            writes[id(gr[-1])] = gr[-1]
+            total += sum(x.nbytes for x in reads.values()) + sum(n.nbytes for n in writes.values())
+        return total
+
+    fails("graphs.bytes_moved", "expected", bytes_moved=bytes_moved)
 
 
 @pytest.mark.parametrize("obs", [None, "12", 1.5, True, [1]])

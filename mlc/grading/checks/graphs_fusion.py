@@ -225,9 +225,26 @@ def _bytes_cases():
             fg = graph.fuse(g, policy)
             parts.append((f"graph.fuse(g, {policy!r}).groups",
                           [[n.name for n in gr] for gr in fg.groups]))
+        ops = _ops(data)
+        rng = np.random.default_rng(hidden_seed(970) + len(out))
+        cuts = sorted(rng.choice(np.arange(1, len(ops)), size=min(3, len(ops) - 1),
+                                 replace=False).tolist()) if len(ops) > 1 else []
+        # consecutive runs of ops: groups with several values leaving them, which no
+        # legal fusion makes (a kernel's cost is defined for any cut)
+        parts.append(("a cut into runs of consecutive ops",
+                      [ops[a:b] for a, b in zip([0, *cuts], [*cuts, len(ops)],
+                                                           strict=True)]))
         for how, groups in parts:
             out.append({"what": f"{what}, {how}", "graph": data, "groups": groups,
                         "_expected": bytes_moved_reference(data, groups)})
+    exits = hand_graph([("a", "exp", ["x"]), ("b", "negate", ["a"]), ("c", "tanh", ["a"]),
+                        ("d", "add", ["b", "c"])], ["b", "d"])
+    for how, groups in (("a group whose first and middle values are read outside it",
+                         [["a", "b"], ["c", "d"]]),
+                        ("one group writing a graph output that is not its last node",
+                         [["a", "b", "c", "d"]])):
+        out.append({"what": f"exp -> (negate, tanh) -> add, {how}", "graph": exits,
+                    "groups": groups, "_expected": bytes_moved_reference(exits, groups)})
     return out
 
 
