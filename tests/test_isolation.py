@@ -85,9 +85,11 @@ for sub in ("perf", "grading"):
 
 DAEMON = """
 import os, time, glob
+import ctypes
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
+        ctypes.CDLL(None).prctl(15, b"mallory-daemon", 0, 0, 0)  # its name, for the test
         deadline = time.time() + 25
         while time.time() < deadline:
             for target in ["{OUT}/grades.csv", "{RESULTS}",
@@ -126,8 +128,10 @@ for steal in (lambda: __import__("mlc.grading", fromlist=["get"]).get("welcome.s
     except Exception as err:
         print(type(err).__name__, err)
 try:
-    stolen.append(open(os.path.join(os.path.dirname(mlc.__file__), "grading", "checks",
-                                    "welcome.py")).read())
+    source = open(os.path.join(os.path.dirname(mlc.__file__), "grading", "checks",
+                               "welcome.py")).read()
+    if "def judge" in source:
+        stolen.append(source)
 except Exception as err:
     print(type(err).__name__, err)
 
@@ -253,11 +257,12 @@ def _fill(cell: str, **where) -> str:
     return cell
 
 
-def _nobody_processes() -> list[int]:
+def _daemons() -> list[int]:
+    """The daemons the attack started, wherever they are."""
     out = []
     for p in os.listdir("/proc"):
         try:
-            if p.isdigit() and os.stat(f"/proc/{p}").st_uid == 65534:
+            if p.isdigit() and open(f"/proc/{p}/comm").read().strip() == "mallory-daemon":
                 out.append(int(p))
         except OSError:
             pass
@@ -352,7 +357,7 @@ def test_the_package_and_its_bytecode_are_untouched(graded):
 
 
 def test_nothing_of_the_class_is_left_running(graded):
-    assert _nobody_processes() == []
+    assert _daemons() == []
 
 
 def test_similarity_report_lists_the_identical_solutions(graded):
@@ -384,7 +389,7 @@ def test_the_bundle_resists_the_same_attacks(tmp_path):
     assert results.read_text() == first
     data = json.loads(first)
     assert data["score"] == 0 and {t["name"] for t in data["tests"]} == WELCOME, data
-    assert _nobody_processes() == []
+    assert _daemons() == []
 
 
 # ---- the pieces ---------------------------------------------------------------------------------

@@ -23,13 +23,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nbformat
 
 from ..perf import format_table  # imported now: nothing is imported after a worker ran
-from .isolate import Isolation
+from .isolate import THREADS, Isolation
 from .limits import Limits, session_processes, user_processes
 from .protocol import decode_observation, record, verdict
 from .registry import Exercise, all_exercises, for_notebook, get, hidden_cases
@@ -329,10 +329,11 @@ def grade_notebook(path: str | Path, timeout: float = 60.0, limits: Limits | Non
             if isolation is not None:
                 files = [p for p in path.parent.iterdir() if p.suffix != ".ipynb"] \
                     if data_files else []
-                nproc = (user_processes(isolation.uid) + limits.max_processes
+                nproc = (user_processes(isolation.uid) + limits.max_processes + THREADS
                          if limits.max_processes and not isolation.userns else None)
-                argv = isolation.command(job_path, [tmp, path.parent, *hide], files, limits,
-                                         write_fd, nproc)
+                cpu = int(timeout * (len(cells) + len(todo) + 1) * 2)  # threads count twice
+                argv = isolation.command(job_path, [tmp, path.parent, *hide], files,
+                                         replace(limits, cpu_seconds=cpu), write_fd, nproc)
                 preexec = None  # the caps are set inside, once the namespaces exist
             with open(log_path, "wb") as log:
                 with _NATIVE_LOCK:

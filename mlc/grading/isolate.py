@@ -49,6 +49,9 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _LOCKED = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
 FILES_CAP = 16 << 20  # bytes of the student's own data files copied into /tmp/work
+# RLIMIT_NPROC counts threads, and Numba's CUDA simulator runs one per GPU thread: the
+# worker user's cap is its processes (Limits.max_processes) plus this many threads.
+THREADS = 2048
 
 
 class IsolationUnavailable(RuntimeError):
@@ -294,6 +297,23 @@ def _become_worker(spec: dict) -> None:
                       IPYTHONDIR="/tmp/work/.ipython", MPLCONFIGDIR="/tmp/work/.matplotlib",
                       NUMBA_CACHE_DIR="/tmp/work/.numba")
     sys.dont_write_bytecode = True
+    _prime_numba_cache(Path(spec["grading"]).parent, Path("/tmp/work/.numba"))
+
+
+def _prime_numba_cache(package: Path, cache: Path) -> None:
+    """Copy the package's compiled Numba kernels where this worker's Numba looks for them
+    (its in-tree caches are read-only here, and compiling them again costs minutes)."""
+    import hashlib
+
+    for folder in package.rglob("__pycache__"):
+        kernels = [f for f in folder.iterdir() if f.suffix in (".nbi", ".nbc")]
+        if not kernels:
+            continue
+        source = str(folder.parent)  # Numba's name for a source folder's cache (CACHE_DIR)
+        target = cache / f"{folder.parent.name}_{hashlib.sha1(source.encode()).hexdigest()}"
+        target.mkdir(parents=True, exist_ok=True)
+        for f in kernels:
+            shutil.copyfile(f, target / f.name)
 
 
 def main(argv: list[str] | None = None) -> int:

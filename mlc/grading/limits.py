@@ -15,7 +15,7 @@ with a clear note and the grader, the other workers and the machine stay up:
 
 Defaults are sized to the machine: an equal share of the memory per parallel worker,
 at most 4 GiB each, and 64 processes. An isolated worker (:mod:`.isolate`) also gets caps
-on the size of any file it writes and on its open files, and never dumps core.
+on the size of any file it writes, its open files and its CPU time, and never dumps core.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class Limits:
     max_processes: int | None = None
     file_bytes: int | None = 64 << 20
     open_files: int | None = 256
+    cpu_seconds: int | None = None  # a backstop under the grader's wall-clock watchdog
 
     @classmethod
     def default(cls, jobs: int = 1) -> Limits:
@@ -127,7 +128,8 @@ class Limits:
         caps = [(resource.RLIMIT_AS, self.memory_bytes), (resource.RLIMIT_NPROC, nproc)]
         if files:
             caps += [(resource.RLIMIT_FSIZE, self.file_bytes),
-                     (resource.RLIMIT_NOFILE, self.open_files), (resource.RLIMIT_CORE, 0)]
+                     (resource.RLIMIT_NOFILE, self.open_files), (resource.RLIMIT_CORE, 0),
+                     (resource.RLIMIT_CPU, self.cpu_seconds)]
         for which, value in caps:
             if value is None:
                 continue
