@@ -4,15 +4,20 @@ A model becomes a dataflow graph (:func:`trace`), passes rewrite it (``fold_cons
 ``eliminate_dead_code``, ``eliminate_common_subexpressions``, ``fold_batch_norm``),
 fusion groups its operators into kernels (:func:`fuse`, explained by
 :func:`explain_fusion`), each group lowers through ``te`` to one ``tir.PrimFunc``
-(:func:`lower_group`) and :func:`build` compiles them into an executable::
+(:func:`lower_group`), :func:`lower` makes the :class:`Program` (the steps after
+fusion, each a compiled kernel) and :func:`build` runs the whole pipeline::
 
     from mlc import graph
-    g = graph.trace(model, example)
+    g = graph.trace(model, example)     # the batch axis N is a symbol: any batch runs
     print(g)
     fg = graph.fuse(g, policy="tvm")
     print(graph.explain_fusion(fg))
-    exe = graph.build(g, target="cpu")
+    prog = graph.lower(fg, target="cpu")
+    exe = graph.build(g, target="cpu", memory_plan="greedy_by_size")
     exe(x)                          # numpy in, numpy out; equals graph.interpret(g, x)
+    exe.program, exe.plan           # what it runs, and where each tensor lives
+    graph.save(g, "g"); exe.save("exe")                  # JSON + .npz, no pickle
+    graph.load("g"); graph.load_executable("exe")        # validated, kernels regenerated
 
 One file per idea: ``ir`` (Node, Graph), ``ops`` (the op registry), ``trace``,
 ``interpret``, ``passes``, ``pattern``, ``dominators``, ``fuse``, ``explain``,
