@@ -218,24 +218,9 @@ def test_dynamic_batch_axis_becomes_the_batch_symbol():
 def test_onnx_runtime_runs_an_exported_traced_transformer_block():
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     import mlc
-    from mlc import nn
+    from mlc.graph.examples import gpt_block
 
-    class Block(nn.Module):              # a GPT-style block: what a tiny ViT/GPT is made of
-        def __init__(self, vocab=20, d=8, heads=2):
-            super().__init__()
-            self.emb = nn.Embedding(vocab, d)
-            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-            self.attn = nn.MultiHeadAttention(d, heads, causal=True)
-            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-        def forward(self, ids):
-            x = self.emb(ids)
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp(self.ln2(x))
-
-    np.random.seed(0)
-    model = Block()
-    model.eval()
+    model, _ = gpt_block()
     ids = RNG.integers(0, 20, size=(2, 5)).astype(np.int64)
     g = graph.trace(model, ids)
     exported = graph.to_onnx(g)
@@ -246,3 +231,14 @@ def test_onnx_runtime_runs_an_exported_traced_transformer_block():
                                atol=1e-4)
     np.testing.assert_allclose(graph.interpret(graph.from_onnx(exported), ids), want,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_converter_with_a_wrong_shape_is_caught_at_its_node(monkeypatch):
+    from mlc.graph.frontend import onnx as frontend
+
+    graph.from_onnx(M.mlp())             # the tables are filled
+    wrong = [(6, lambda ctx: ctx.op("permute", ctx.input(0), axes=(1, 0)))]
+    monkeypatch.setitem(frontend.CONVERTERS, "Relu", wrong)
+    with pytest.raises(graph.OnnxImportError, match=r"'r'.*\(32, 4\).*shape inference says "
+                                                    r"\(4, 32\)"):
+        graph.from_onnx(M.mlp())

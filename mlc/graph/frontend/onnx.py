@@ -21,6 +21,9 @@ How it works, the way TVM's ``relax.frontend.onnx`` and tinygrad's ONNX runner d
   inputs are all known is evaluated at once with ``onnx.reference`` (one node at a time),
   so the ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` chains that exporters
   write become one constant shape, and ``Reshape`` receives plain numbers.
+* **Every converted value is checked against ``onnx.shape_inference``** (where ONNX
+  pins its shape down): a converter that got a shape wrong fails at its own node, not
+  later, inside codegen.
 * **Broadcasting is made explicit**: ONNX's ``Add`` of ``(4, 1, 8)`` and ``(3, 1)`` becomes
   ``reshape`` + ``broadcast_to`` of each operand to ``(4, 3, 8)``, then mlc's ``add`` of
   equal shapes, which is what mlc's elementwise ops (and their loop nests) require.
@@ -172,6 +175,8 @@ class Importer:
         self.b = GraphBuilder()
         self.env: dict = {}
         self.onnx = onnx
+        self.inferred = {} if (bind or batch is not None or input_shapes) else \
+            _inferred_shapes(model)
 
     def run(self) -> Graph:
         g = self.model.graph
@@ -241,7 +246,18 @@ class Importer:
             if name:
                 if isinstance(v, Node) and v in ctx.made:
                     v.name = name       # the node computing an ONNX value keeps its name
+                self._check_shape(node, name, v)
                 self.env[name] = v
+
+    def _check_shape(self, node, name, v) -> None:
+        """Each converted value against ONNX's own shape inference (where it gives a
+        static shape): a converter that got a shape wrong is caught at its node."""
+        want = self.inferred.get(name)
+        if want is None or tuple(v.shape) == want:
+            return
+        raise OnnxImportError(f"ONNX node {node.name or name!r} ({node.op_type}): the "
+                              f"converted value {name!r} has shape {tuple(v.shape)}, ONNX's "
+                              f"shape inference says {want}")
 
     def _fold(self, node, values):
         """Evaluate a node whose inputs are all known now (shape arithmetic, a weight's
@@ -288,6 +304,22 @@ def _embed_checked(model, base_dir):
             t.data_location = onnx.TensorProto.DEFAULT
             t.raw_data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
     return copy
+
+
+def _inferred_shapes(model) -> dict:
+    """``{value name: static shape}`` from ``onnx.shape_inference`` (values whose shape it
+    cannot pin down, or a model it cannot infer, give no entry: nothing to check)."""
+    onnx = _onnx()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001  (inference is a cross-check, not a requirement)
+        return {}
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            out[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+    return out
 
 
 def _prepare(model, base_dir):
