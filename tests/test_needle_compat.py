@@ -193,6 +193,18 @@ def test_a_matrix_with_batched_matmul_is_one_op(b_shape):
     check_gradients(lambda x, y: x @ y, a_np, b_np)
 
 
+def test_a_matrix_with_batched_matmul_traces_and_builds_as_one_node():
+    from mlc import graph
+
+    w = mlc.Tensor(np.random.default_rng(7).standard_normal((3, 4)).astype(np.float32))
+    x = np.random.default_rng(8).standard_normal((2, 4, 5)).astype(np.float32)
+    g = graph.trace(lambda t: ops.relu(w @ t), x)
+    assert [n.op for n in g.nodes if n.op not in ("input", "constant")] == ["matmul", "relu"]
+    x_new = np.random.default_rng(9).standard_normal((2, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(graph.build(g)(x_new), np.maximum(w.numpy() @ x_new, 0),
+                               rtol=1e-5, atol=1e-5)
+
+
 # ---- NDArray.pad, NDArray.flat, ops.dilate / undilate ---------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
