@@ -123,18 +123,18 @@ class Program:
     def of(cls, x) -> "Program":
         """A Program of ``x`` (Graph: one step per op; FusedGraph: one per group;
         Executable or Program: its own), without compiling anything."""
+        from .executor import Executable
         from .fuse import FusedGraph
         from .ir import Graph
 
         if isinstance(x, Program):
             return x
+        if isinstance(x, Executable):
+            return x.program
         if isinstance(x, FusedGraph):
             return cls.from_groups(x.graph, x.groups, fused=x)
         if isinstance(x, Graph):
             return cls.from_groups(x, [[n] for n in x.ops])
-        prog = getattr(x, "program", None)        # an Executable
-        if isinstance(prog, Program):
-            return prog
         raise TypeError(f"expected a Graph, FusedGraph, Program or Executable, got "
                         f"{type(x).__name__}")
 
