@@ -242,3 +242,18 @@ def test_a_converter_with_a_wrong_shape_is_caught_at_its_node(monkeypatch):
     with pytest.raises(graph.OnnxImportError, match=r"'r'.*\(32, 4\).*shape inference says "
                                                     r"\(4, 32\)"):
         graph.from_onnx(M.mlp())
+
+
+def test_a_huge_value_is_refused_before_it_is_made():
+    # Expand of a small constant to a declared 2**40 elements: folding would allocate it
+    shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "s")
+    one = numpy_helper.from_array(np.ones((1, 1), np.float32), "one")
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Expand", ["one", "s"], ["big"], name="bomb"),
+         helper.make_node("Add", ["x", "big"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+        [shape, one]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(graph.OnnxImportError, match=r"'bomb'.*larger than"):
+        graph.from_onnx(m)

@@ -40,7 +40,8 @@ import numpy as np
 
 from ..ir import Graph, GraphBuilder, Node
 from ..passes import eliminate_dead_code
-from .onnx_load import OnnxImportError, _onnx, dtype_of, load_model, tensor_to_numpy
+from .onnx_load import (MAX_TENSOR_BYTES, OnnxImportError, _onnx, dtype_of, load_model,
+                        tensor_to_numpy)
 
 MIN_OPSET = 13
 
@@ -252,6 +253,11 @@ class Importer:
     def _check_shape(self, node, name, v) -> None:
         """Each converted value against ONNX's own shape inference (where it gives a
         static shape): a converter that got a shape wrong is caught at its node."""
+        nbytes = int(np.prod(v.shape, dtype=object)) * np.dtype(v.dtype).itemsize
+        if nbytes > MAX_TENSOR_BYTES:
+            raise OnnxImportError(f"ONNX node {node.name or name!r} ({node.op_type}): value "
+                                  f"{name!r} of shape {tuple(v.shape)} would take {nbytes} "
+                                  f"bytes, more than the {MAX_TENSOR_BYTES} allowed")
         want = self.inferred.get(name)
         if want is None or tuple(v.shape) == want:
             return
@@ -265,6 +271,12 @@ class Importer:
         onnx = self.onnx
         from onnx.reference import ReferenceEvaluator
 
+        for out in node.output:      # a hostile Expand of a constant must not fold to 4 TiB
+            shape = self.inferred.get(out)
+            if shape is not None and int(np.prod(shape, dtype=object)) * 8 > MAX_TENSOR_BYTES:
+                raise OnnxImportError(f"ONNX node {node.name or out!r} ({node.op_type}): "
+                                      f"folding it would make {out!r} of shape {shape}, "
+                                      f"larger than the {MAX_TENSOR_BYTES} bytes allowed")
         names = [f"in{i}" if x else "" for i, x in enumerate(node.input)]
         n2 = onnx.helper.make_node(node.op_type, names, list(node.output), domain=node.domain)
         n2.attribute.extend(node.attribute)
