@@ -27,7 +27,8 @@ Anything else gives its rules explicitly::
 Tracing, the interpreter, lowering, FLOP counting and fusion then know the op; nothing
 else keeps a list of ops. The entries live in ``basic.py`` (the ops of units 08-11) and
 ``transformer.py`` (gather, cast, concat, slice, where, erf, gelu, softmax, layer norm,
-mean); a later unit adds its own file and imports it below.
+mean), ``onnx_extra.py`` (the comparisons ``equal``, ``greater``, ``less`` that ONNX masks
+need); a later unit adds its own file and imports it below.
 """
 
 from __future__ import annotations
