@@ -11,7 +11,7 @@ import mlc
 import mlc.ndarray as nd
 from mlc import graph, ops
 from mlc.graph import GraphBuilder
-from mlc.graph.lower import intrinsic_calls
+from mlc.graph import intrinsic_calls
 
 from gradcheck_util import check_gradients
 

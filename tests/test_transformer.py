@@ -6,22 +6,9 @@ import pytest
 
 import mlc
 from mlc import graph, nn
+from mlc.graph.examples import GPTBlock, gpt_block
 
-VOCAB, D, HEADS, T = 20, 8, 2, 5
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(VOCAB, D)
-        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.attn = nn.MultiHeadAttention(D, HEADS, causal=True)
-        self.mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D))
-
-    def forward(self, ids):
-        x = self.emb(ids)
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+VOCAB, T = 20, 5  # gpt_block's defaults
 
 
 def _ids(rng, batch):
@@ -35,11 +22,9 @@ def _eager(model, ids):
 
 @pytest.fixture(scope="module")
 def block():
-    np.random.seed(0)
-    model = Block()
-    model.eval()
+    model, ids = gpt_block()
     rng = np.random.default_rng(1)
-    g = graph.trace(model, _ids(rng, 2))
+    g = graph.trace(model, ids)
     return model, g, graph.build(g, target="cpu"), rng
 
 
@@ -83,12 +68,12 @@ def test_attention_without_mask_sees_the_future_and_shapes_are_checked():
 
 def test_block_trains_embedding_gets_scatter_added_gradients():
     np.random.seed(2)
-    model = Block()
+    model = GPTBlock()
     ids = np.array([[1, 1, 2, 3, 1]], dtype="int64")
     out = model(mlc.Tensor(ids, dtype="int64", requires_grad=False))
     (out * out).sum().backward()
     grad = model.emb.weight.grad.numpy()
-    assert grad.shape == (VOCAB, D)
+    assert grad.shape == (VOCAB, model.emb.dim)
     used = {1, 2, 3}
     assert all(np.abs(grad[r]).sum() > 0 for r in used)
     assert all(np.abs(grad[r]).sum() == 0 for r in range(VOCAB) if r not in used)

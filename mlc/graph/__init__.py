@@ -46,12 +46,12 @@ __all__ += ["DEFAULT_PASSES", "PassManager", "eliminate_common_subexpressions",
             "post_dominators", "POLICIES", "EpiloguePolicy", "FusedGraph", "FusionPolicy",
             "NoFusion", "TVMPolicy", "fuse", "get_policy", "REASONS", "FusionEdge",
             "FusionReport", "explain_fusion"]
-from .lower import LoweredGroup, lower_group  # noqa: E402
+from .lower import LoweredGroup, intrinsic_calls, lower_group  # noqa: E402
 # after ``.lower`` (the module): ``graph.lower`` is the function that makes a Program
 from .program import Kernel, Program, Step, lower  # noqa: E402
 from .executor import Executable, ProfileReport, build  # noqa: E402
 
-__all__ += ["LoweredGroup", "lower_group", "Kernel", "Program", "Step", "lower",
+__all__ += ["LoweredGroup", "intrinsic_calls", "lower_group", "Kernel", "Program", "Step", "lower",
             "Executable", "ProfileReport", "build"]
 from .symbolic import Dim, at_batch, batch_size  # noqa: E402
 from .serialize import FormatError, load, load_executable, save  # noqa: E402

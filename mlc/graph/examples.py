@@ -1,6 +1,7 @@
 """The course's models, ready to trace (the unit 02 digits MLP and CNN, a small
-transformer-style block with layer norm and softmax). Each function returns
-``(model, example_input)`` with a fixed seed, so lectures, tests and benchmarks agree."""
+transformer-style block with layer norm and softmax, a GPT-style block on token ids). Each
+function returns ``(model, example_input)`` with a fixed seed, so lectures, tests and
+benchmarks agree."""
 
 from __future__ import annotations
 
@@ -55,3 +56,29 @@ def bn_mlp(batch: int = 4, seed: int = 0):
     bn.weight.data = mlc.Tensor(np.random.rand(32).astype("float32") + 0.5)
     bn.bias.data = mlc.Tensor(np.random.randn(32).astype("float32"))
     return model, np.random.randn(batch, 16).astype("float32")
+
+
+class GPTBlock(nn.Module):
+    """A GPT-style block: token embedding, then ``x + attention(LayerNorm(x))`` (causal,
+    multi-head) and ``x + MLP(LayerNorm(x))`` with a GELU MLP."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, heads: int = 2):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiHeadAttention(d, heads, causal=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+def gpt_block(batch: int = 2, time: int = 5, vocab: int = 20, d: int = 8, heads: int = 2,
+              seed: int = 0):
+    """A :class:`GPTBlock` (in eval mode) and int64 token ids of shape ``(batch, time)``."""
+    np.random.seed(seed)
+    model = GPTBlock(vocab, d, heads)
+    model.eval()
+    return model, np.random.randint(0, vocab, size=(batch, time)).astype("int64")
