@@ -121,8 +121,9 @@ def with_batch_axis(g1: Graph, g2: Graph) -> Graph:
                 raise ValueError(f"{where} is not the same op at batch {b2}")
             if n1.op == "constant" and not (n1.shape == n2.shape and
                                             np.array_equal(n1.value, n2.value)):
-                raise ValueError(f"constant %{n1.name} depends on the batch size (it is made "
-                                 "inside forward from the input's shape)")
+                raise ValueError(f"constant %{n1.name} differs between the traces at batch "
+                                 f"{b1} and {b2}: it depends on the batch size, or forward "
+                                 "makes it afresh each call")
             try:
                 shape = _diff(n1.shape, n2.shape, b1, b2)
                 attrs = _diff(n1.attrs, n2.attrs, b1, b2)
