@@ -507,3 +507,111 @@ def test_released_notebook_gets_zero(graded):
     assert report.max_score == POINTS and report.score == 0, report.results
     assert all("not implemented" in r.message or "not defined" in r.message
                for r in report.results), [r.message for r in report.results]
+
+
+# ---- wrong answers that matched the visible cases (issue 20) ----------------------------------
+
+def test_qmatmul_in_float32_blas_scores_zero():
+    def qmatmul(a, w, za, zw):
+        af = a.astype(np.float32) - np.float32(za)
+        wf = w.astype(np.float32) - np.asarray(zw, np.float32)
+        return (af @ wf).astype(np.int32)
+
+    _fails("quantization.qmatmul", "values differ", qmatmul=qmatmul)
+
+
+def test_qmatmul_in_float64_scores_zero():
+    def qmatmul(a, w, za, zw):
+        return np.rint((a - float(za)) @ (w - np.asarray(zw, "f8"))).astype(np.int32)
+
+    _fails("quantization.qmatmul", "computes in integers only", qmatmul=qmatmul)
+
+
+def test_qmatmul_int64_without_the_expansion_scores_zero():
+    def qmatmul(a, w, za, zw):
+        a64 = a.astype(np.int64) - za
+        w64 = w.astype(np.int64) - np.asarray(zw, np.int64)
+        return (a64 @ w64).astype(np.int32)
+
+    _fails("quantization.qmatmul", "the expansion", "shifted values", qmatmul=qmatmul)
+
+
+def test_qmatmul_float32_accumulation_loses_large_sums():
+    """Even without the source rule, float32's 24-bit mantissa loses the large-K case."""
+    rec = _run("quantization.qmatmul")
+    assert rec["score"] == rec["max_score"]
+    check = get("quantization.qmatmul").check
+    case = next(c for c in check.cases() if "float32" in c["what"])
+    got = ((case["a"].astype(np.float32) - case["za"])
+           @ (case["w"].astype(np.float32) - case["zw"])).astype(np.int32)
+    with pytest.raises(CheckFailed, match="values differ"):
+        check.judge(case, got, _Tester())
+
+
+def test_requantize_in_long_double_scores_zero():
+    # exact on every visible and hidden value: long double's 64-bit mantissa holds the
+    # 62-bit product, and both roundings are copied; only the source says it is not integers
+    def requantize(acc, m0, shift, zero_point, dtype="int8"):
+        q_min, q_max = QRANGE[dtype]
+        x = np.asarray(acc, np.longdouble)
+        if shift > 0:
+            x = np.clip(x * 2 ** shift, INT32_MIN, INT32_MAX)
+        high = np.floor(x * m0 / np.longdouble(2 ** 31) + 0.5)       # ties up
+        q = high / np.longdouble(2 ** max(-shift, 0))
+        q = np.sign(q) * np.floor(np.abs(q) + 0.5)                     # ties away from zero
+        return np.clip(q + zero_point, q_min, q_max).astype(dtype)
+
+    _fails("quantization.requantize", "computes in integers only",
+           requantize=requantize)
+
+
+def test_requantize_helper_with_true_division_scores_zero():
+    def rounding_divide_by_pot(x, exponent):
+        x = np.asarray(x, np.int64)
+        return (np.sign(x) * np.floor(np.abs(x) / 2 ** exponent + 0.5)).astype(np.int32)
+
+    _fails("quantization.requantize", "computes in integers only",
+           rounding_divide_by_pot=rounding_divide_by_pot)
+
+
+def test_qparams_float64_scale_scores_zero():
+    def qparams(min_val, max_val, dtype="int8", symmetric=False):
+        s, z = REFERENCE["qparams"](min_val, max_val, dtype, symmetric)
+        lo, hi = min(min_val, 0.0), max(max_val, 0.0)
+        q_min, q_max = QRANGE[dtype]
+        if not symmetric:
+            s = max((hi - lo) / (q_max - q_min), EPS)
+        return s, z
+
+    _fails("quantization.qparams", "rounded to float32", qparams=qparams)
+
+
+class StoresBatches(MinMaxObserver):
+    def __init__(self, dtype="int8", symmetric=False):
+        super().__init__(dtype, symmetric)
+        self.seen = []
+
+    def update(self, x):
+        self.seen.append(np.asarray(x).copy())
+        everything = np.concatenate([b.reshape(-1) for b in self.seen])
+        self.min_val, self.max_val = float(everything.min()), float(everything.max())
+
+
+class KeepsEveryBatchsRange(MovingAverageObserver):
+    def __init__(self, dtype="int8", symmetric=False, averaging_constant=0.01):
+        super().__init__(dtype, symmetric, averaging_constant)
+        self.lows, self.highs = [], []
+
+    def update(self, x):
+        super().update(x)
+        self.lows.append(float(np.min(x)))
+        self.highs.append(float(np.max(x)))
+
+
+def test_observer_that_stores_every_batch_scores_zero():
+    _fails("quantization.observer", "keeps something per batch", MinMaxObserver=StoresBatches)
+
+
+def test_observer_that_keeps_every_batchs_range_scores_zero():
+    _fails("quantization.observer", "keeps something per batch",
+           MovingAverageObserver=KeepsEveryBatchsRange)

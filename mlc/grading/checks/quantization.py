@@ -85,6 +85,9 @@ def judge_qparams(obs, lo, hi, dtype, symmetric, what, t):
            f"{what}: the grid covers the range widened to contain 0, [{lo0:g}, {hi0:g}]",
            f"your grid spans [{grid[0]:.6g}, {grid[1]:.6g}], more than half a step short")
     t.close(s, s_ref, f"{what}: the scale", rtol=1e-6, atol=0)
+    t.true(float(np.float32(s)) == s, f"{what}: the scale is rounded to float32",
+           f"got {s!r}, which float32 cannot hold: a quantized model stores its scales in "
+           f"float32, and the integer path must use the same value")
     t.equal(z, z_ref, f"{what}: the zero point")
 
 
@@ -263,6 +266,11 @@ class _Observer(Check):
         out.append({"what": "qparams() before any update raises RuntimeError",
                     "kind": "minmax", "batches": [], "dtype": "int8", "symmetric": False,
                     "c": None, "raises": True})
+        for kind, c in (("minmax", None), ("ema", 0.05)):
+            out.append({"what": f"{'MinMax' if kind == 'minmax' else 'MovingAverage'}Observer "
+                                f"keeps no more memory after {MEMORY_STREAM[1]} batches than "
+                                f"after {MEMORY_STREAM[0]}", "kind": kind, "batches": [],
+                        "dtype": "int8", "symmetric": False, "c": c, "memory": True})
         return out
 
     def observe(self, ns, case):
@@ -273,6 +281,8 @@ class _Observer(Check):
         obs = call(f"{cls.__name__}(**{kwargs})", cls, **kwargs)
         if case.get("raises"):
             return raised(obs.qparams)
+        if case.get("memory"):
+            return _retained(case["what"], obs)
         ranges = []
         for i, b in enumerate(case["batches"]):
             call(f"{case['what']}: update(batch {i + 1})", obs.update, b.copy())
@@ -287,6 +297,9 @@ class _Observer(Check):
         what = case["what"]
         if case.get("raises"):
             t.raised(obs, RuntimeError, what)
+            return
+        if case.get("memory"):
+            _judge_retained(case, obs, t)
             return
         if not (isinstance(obs, dict) and isinstance(obs.get("ranges"), list)):
             t.fail(f"{what}: malformed observation")
@@ -312,3 +325,48 @@ class _Observer(Check):
 
     def inspect(self, src, t):
         no_library(src, t)
+
+
+# ---- what an observer keeps ------------------------------------------------------------------
+
+MEMORY_STREAM = (20, 400)  # batches fed before the two measurements
+MEMORY_BATCH = 1000  # float32 elements per batch: 4 KB
+MEMORY_SLACK = 4096  # bytes: allocator noise; 380 batches kept would be 1.5 MB
+
+
+def _retained(what, obs) -> dict:
+    """In the worker: the bytes still allocated (tracemalloc, which sees numpy's buffers)
+    after feeding ``obs`` each count of batches of :data:`MEMORY_STREAM`, and its range.
+    The batches are made here and dropped after their update, so anything still held is
+    what the observer kept."""
+    import tracemalloc
+
+    rng = np.random.default_rng(12)
+    held, fed = [], 0
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for count in MEMORY_STREAM:
+            while fed < count:
+                call(f"{what}: update(batch {fed + 1})", obs.update,
+                     rng.standard_normal(MEMORY_BATCH).astype(np.float32))
+                fed += 1
+            held.append(tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    r = call(f"{what}: range()", obs.range)
+    return {"held": held, "range": list(r) if isinstance(r, tuple) else r}
+
+
+def _judge_retained(case, obs, t) -> None:
+    what = case["what"]
+    held = obs.get("held") if isinstance(obs, dict) else None
+    if not (isinstance(held, list) and len(held) == 2
+            and all(isinstance(h, int) and not isinstance(h, bool) for h in held)):
+        t.fail(f"{what}: malformed observation")
+    grew = held[1] - held[0]
+    n = MEMORY_STREAM[1] - MEMORY_STREAM[0]
+    t.true(grew <= MEMORY_SLACK, what,
+           f"{n} more batches of {MEMORY_BATCH} floats left {grew} more bytes allocated "
+           f"({grew / n:.0f} bytes per batch): the observer keeps something per batch. It "
+           f"needs only the running min and max, two floats, however long the stream")

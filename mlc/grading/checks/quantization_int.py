@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 
 from ..registry import Check, call, exercise, need
@@ -181,6 +183,8 @@ class _Requantize(Check):
 
     def inspect(self, src, t):
         no_library(src, t)
+        integer_only(src, t, ("saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
+                              "requantize"))
 
 
 # ---- qmatmul -----------------------------------------------------------------------------------
@@ -208,6 +212,10 @@ def _qmatmul_cases():
         (f"uint8 2 x {k} of 0 @ int8 {k} x 3 of -128, za = 255, zw = 127 (large sums)",
          np.zeros((2, k), np.uint8), np.full((k, 3), -128, np.int8), 255, 127),
         (f"int8 4 x {k} @ {k} x 8, za = 3, zw = -2", i8(4, k), i8(k, 8), 3, -2),
+        ("uint8 3 x 2048 of 200..255 @ int8 2048 x 4 of 100..127, za = 0, zw = -128 (sums "
+         "near 10^8, past float32's exact integers)",
+         rng.integers(200, 256, (3, 2048)).astype(np.uint8),
+         rng.integers(100, 128, (2048, 4)).astype(np.int8), 0, -128),
     ]
 
 
@@ -251,3 +259,92 @@ class _Qmatmul(Check):
 
     def inspect(self, src, t):
         no_library(src, t)
+        integer_only(src, t, ("qmatmul",))
+        d = src.definition("qmatmul")
+        problem = _expansion_problem(d.tree) if d is not None else None
+        t.true(problem is None, "qmatmul multiplies the codes themselves and adds the offset "
+               "terms (the expansion)", problem or "")
+
+
+# ---- reading the source: integers only, and the expansion ------------------------------------
+
+_FLOAT_NAMES = {"float", "float16", "float32", "float64", "float128", "longdouble", "double",
+                "half", "single", "float_", "longfloat", "floating", "Fraction", "Decimal"}
+_FLOAT_CALLS = {"rint", "round", "around", "floor", "ceil", "trunc", "fix", "ldexp", "frexp",
+                "exp2", "divide", "true_divide"}
+
+
+def _float_use(tree) -> str | None:
+    """The first floating-point operation in ``tree``, in words, or None."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in _FLOAT_NAMES:
+            return f"it names {node.id}"
+        if isinstance(node, ast.Attribute) and node.attr in _FLOAT_NAMES | _FLOAT_CALLS:
+            return f"it uses {node.attr}"
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value.lower().lstrip("<>=|") in {"f", "f2", "f4", "f8", "f16", "d", "g"}
+                | {n.lower() for n in _FLOAT_NAMES}):
+            return f"it names the float type {node.value!r}"
+        if isinstance(node, ast.Constant) and isinstance(node.value, float):
+            return f"it uses the float constant {node.value!r}"
+        if isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, ast.Div):
+            return "it divides with / (true division gives floats; use >> or //)"
+    return None
+
+
+def integer_only(src, t, names) -> None:
+    """The definitions of ``names`` (and the notebook functions they call) use integer
+    arithmetic only: an integer kernel's result must not depend on float rounding (a
+    float64 or long double version matches on most inputs, which is why it is read)."""
+    for name in names:
+        todo, seen, problem, where = [name], set(), None, name
+        while todo and problem is None:
+            n = todo.pop()
+            d = src.definition(n)
+            if d is None or n in seen:
+                continue
+            seen.add(n)
+            problem = _float_use(d.tree)
+            where = n
+            todo += [m for m in d.calls() if m not in names]
+        t.true(problem is None, f"{name} computes in integers only",
+               f"{where}: {problem}. The exercise is integer-only arithmetic, as an int8 "
+               f"accelerator does it: widen to int64 where a product needs it"
+               if problem else "")
+
+
+def _expansion_problem(fn) -> str | None:
+    """Why ``fn`` (qmatmul) is not gemmlowp's expansion, or None: it must multiply matrices
+    whose operands are not differences (the codes themselves, ``a @ w``), and take the row
+    and column sums the offset terms need."""
+    shifted = set()  # names bound to a difference: a_ = a - za
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign) and any(isinstance(v, ast.BinOp) and isinstance(
+                v.op, ast.Sub) for v in ast.walk(node.value)):
+            shifted |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
+
+    def is_shifted(e):
+        return any((isinstance(v, ast.BinOp) and isinstance(v.op, ast.Sub))
+                   or (isinstance(v, ast.Name) and v.id in shifted) for v in ast.walk(e))
+
+    products = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+            products.append([node.left, node.right])
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in ("matmul", "dot", "tensordot", "einsum", "inner"):
+                products.append([a for a in node.args if not isinstance(a, ast.Constant)])
+    if not products:
+        return "no matrix product (@, np.matmul, np.dot) was found: the core of qmatmul is a @ w"
+    if all(any(is_shifted(o) for o in ops) for ops in products):
+        return ("every matrix product multiplies shifted values, (a - za) @ (w - zw): the "
+                "expansion multiplies the codes as they are, a @ w (what the int8 units do), "
+                "and corrects with the row sums of a, the column sums of w and a constant")
+    calls = {getattr(n.func, "attr", getattr(n.func, "id", "")) for n in ast.walk(fn)
+             if isinstance(n, ast.Call)}
+    if not calls & {"sum", "einsum"}:
+        return ("no sums of a's rows or w's columns: the offset terms za * colsum(w) and "
+                "zw * rowsum(a) are what make a @ w exact")
+    return None
