@@ -38,9 +38,9 @@ from .ir import Graph
 from .lower_ops import te_shape
 from .passes import eliminate_dead_code, fold_constants, run_passes
 from .pattern import pattern
-from .program import Kernel, Program, lower
+from .program import Program, lower
 
-__all__ = ["Executable", "Kernel", "ProfileReport", "build"]
+__all__ = ["Executable", "ProfileReport", "build"]
 
 
 class Executable:
