@@ -85,3 +85,17 @@ def test_build_takes_a_pass_pipeline():
     exe = graph.build(g, target="python", passes=[graph.fold_constants, spy])
     assert seen == [len(graph.fold_constants(g).ops)]
     _close(exe(x), graph.interpret(g, x))
+
+
+def test_plans_and_saved_graphs_keep_integer_dtypes(tmp_path):
+    b = graph.GraphBuilder()
+    x = b.input((4, 8), name="x")
+    q = b.op("cast", b.op("relu", x), dtype="int8")
+    acc = b.op("cast", q, dtype="int32")
+    g = b.graph(b.op("cast", b.op("add", acc, acc), dtype="float32"))
+    prog = graph.Program.of(g)
+    p = memory.plan(prog, "naive", alignment=1)
+    sizes = {t.name: (t.dtype, p.sizes[t]) for t in p.offsets}
+    assert sizes["cast"] == ("int8", 32) and sizes["cast_1"] == ("int32", 128)
+    graph.save(g, tmp_path / "g")
+    assert [n.dtype for n in graph.load(tmp_path / "g").nodes] == [n.dtype for n in g.nodes]
