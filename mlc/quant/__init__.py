@@ -8,6 +8,9 @@
     q = quant.quantize(x, scale, zero_point, dtype="int8"); quant.dequantize(q, scale, zero_point)
     m0, shift = quant.quantize_multiplier(real_multiplier)      # M = m0 * 2**(shift - 31)
     quant.requantize(acc_int32, m0, shift, zero_point)          # integer-only, gemmlowp rounding
+    qg = quant.quantize_graph(g, calibration_batches)           # PTQ as graph passes: any DAG
+    quant.run(qg, x); quant.simulate(qg, x)                     # integer kernels / fake-quant
+    wg = quant.quantize_weights(g, bits=4, group_size=32)       # weight-only, group-wise
     qmodel = quant.quantize_model(model, calibration_batches, per_channel=True)  # PTQ, int8
     qat = quant.prepare_qat(model, bits=4); ...train...; quant.convert(qat)
     quant.report(float_model, qmodel, (X, y))
@@ -26,7 +29,11 @@ One idea per module:
 - ``kernels_cuda.py`` the same kernels in Numba-CUDA, one thread per output;
 - ``weightonly.py``  group-wise 4/8-bit weights (two codes a byte), float activations;
 - ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
-- ``ptq.py``         quantize_model: fold batch norm, calibrate, integer-only model;
+- ``graph_ops.py``   the quantized graph ops: integer reference, simulation, extern kernel;
+- ``rules.py``       what convert rewrites, as data, and the matcher;
+- ``passes.py``      prepare, calibrate, convert, quantize_graph, simulate, quantize_weights;
+- ``ptq.py``         quantize_model: the model-level facade over quantize_graph;
+- ``examples.py``    a residual MLP and an attention block on digits (not chains);
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
 - ``report.py``      per-layer SQNR table, weight bytes, accuracy, error bar chart;
 - ``half.py``        to_float16: fp16 weight storage (half the bytes), float32 compute.
