@@ -173,6 +173,20 @@ def test_ddp_equals_one_process_on_the_whole_batch(P, bucket_bytes, overlap):
         == 6
 
 
+def test_ddp_refuses_to_go_on_when_a_parameter_got_no_gradient():
+    models = [mlp() for _ in range(2)]
+    x, t = batch()
+
+    def body(c):
+        ddp = dist.DistributedDataParallel(models[c.rank], c)
+        ddp.module.modules[-1].bias.requires_grad = False  # never reaches its hook
+        nn.SoftmaxLoss()(ddp(mlc.Tensor(x)), mlc.Tensor(t, dtype="int32")).backward()
+        ddp(mlc.Tensor(x))
+
+    with pytest.raises(RuntimeError, match="gave no gradient to .*4.bias"):
+        run(2, body)
+
+
 # ---- tensor parallel ------------------------------------------------------------------------
 
 def test_megatron_mlp_equals_the_unsplit_one_with_one_allreduce_each_way():

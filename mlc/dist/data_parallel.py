@@ -95,6 +95,14 @@ class DistributedDataParallel(Module):
         self._reset()
 
     def forward(self, *args, **kwargs):
+        started = any(self._ready) and self.backward_end is None
+        if started:  # the last backward left some bucket waiting: its grads were never averaged
+            names = {id(p): n for n, p in self.module.named_parameters()}
+            missing = [names.get(id(p), "?") for b, bucket in enumerate(self.buckets)
+                       for p in bucket if id(p) not in self._ready[b]]
+            raise RuntimeError(f"rank {self.comm.rank}: the last backward gave no gradient to "
+                               f"{', '.join(missing)}, so DDP could not average the "
+                               "gradients; every parameter must take part in the loss")
         self._reset()
         return self.module(*args, **kwargs)
 
