@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from mlc.grading import get
-from mlc.grading.grader import _Session, grade_notebook
+from mlc.grading.grader import grade_notebook
+from mlc.grading.session import Session
 from mlc.grading.protocol import record, verdict
 from mlc.grading.wire import WireError, decode, encode, public, roundtrip
 
@@ -179,7 +180,7 @@ def test_scores_are_clamped_to_the_points():
 def _session():
     ex = get("welcome.matmul_intensity")
     cases = ex.check.cases()
-    return ex, cases, _Session([ex], {ex.id: cases}, {ex.id: 10.0})
+    return ex, cases, Session([ex], {ex.id: cases}, {ex.id: 10.0})
 
 
 def _good_stream(ex, cases):
