@@ -150,7 +150,7 @@ def wmatmul_ref(attrs, x, codes, scales):
 _PACKED: dict = {}
 
 
-def _packed_weight(w: np.ndarray):
+def packed_weight(w: np.ndarray):
     """The :class:`~mlc.quant.PackedWeight` of a constant weight, packed once per array.
 
     A built graph hands the kernel a fresh view of the same constant at every call, so
@@ -173,7 +173,7 @@ def _packed_weight(w: np.ndarray):
 def qlinear_kernel(attrs, a, w, s_w, bias, m0, shift, device=None):
     from .qops import qlinear
 
-    q = qlinear(np.ascontiguousarray(_flat(a)), _packed_weight(w), attrs["z_in"], bias, m0,
+    q = qlinear(np.ascontiguousarray(_flat(a)), packed_weight(w), attrs["z_in"], bias, m0,
                 shift, attrs["z_out"], relu=attrs["relu"], num_bits=attrs.get("bits"),
                 device=device)
     return q.reshape(a.shape[:-1] + (w.shape[1],))

@@ -32,7 +32,7 @@ from .fixedpoint import quantize_multiplier
 from .graph_ops import QUANTIZED_OPS, add_params
 from .graph_ops import run as run_op
 from .observers import make_observer
-from .rules import ON_CODES, RULES, SAME_GRID, constant_value, match_rules
+from .rules import ON_CODES, RULES, SAME_GRID, bias_input, constant_value, match_rules
 
 
 def _sym(like, attrs=False):
@@ -208,7 +208,7 @@ class _Converter:
         w_q, s_w = quantize_weight(w, self.per_channel, self.weight_bits)
         bias = np.zeros(w.shape[1], np.float32)
         if "add" in m.params:
-            bias = np.asarray(constant_value(_bias_input(m)), np.float32).reshape(-1)
+            bias = np.asarray(constant_value(bias_input(m)), np.float32).reshape(-1)
         acc_scale = np.float64(s_in) * s_w.astype(np.float64)
         bias_q = np.clip(np.rint(bias / acc_scale), -2**31, 2**31 - 1).astype(np.int32)
         m0, shift = quantize_multiplier(acc_scale / np.float64(s_out))
@@ -273,12 +273,6 @@ class _Converter:
     def _copy(self, n):
         self.f[n] = G.Node(n.op, [], n.attrs, n.shape, n.dtype, n.name, n.value, n.sym)
         return self.f[n]
-
-
-def _bias_input(m):
-    add = m.params["add"]
-    prev = m.nodes[m.nodes.index(add) - 1]
-    return next(x for x in add.inputs if x is not prev)
 
 
 def convert(pg, observers, per_channel=True, weight_bits=None, act_bits=None, rules=RULES):

@@ -30,11 +30,10 @@ import numpy as np
 
 from .. import graph as G
 from .affine import as_numpy, dequantize, qrange, quantize
-from .graph_ops import _packed_weight
+from .graph_ops import packed_weight
+from .passes import QuantInterpreter, batches_of, fold, quantize_graph, quantize_weight
 from .qops import _device_name
-from .passes import (QuantInterpreter, _bias_input, batches_of, fold, quantize_graph,
-                     quantize_weight)
-from .rules import constant_value, match_rules
+from .rules import bias_input, constant_value, match_rules
 
 __all__ = ["QuantizedModel", "quantize_model", "compare_codes", "CodeCheck", "quantize_weight",
            "UnsupportedModelError"]
@@ -56,7 +55,7 @@ class QLayer:
         self.kind = "conv" if "reshape" in match.params else "linear"
         self.relu = "relu" in match.params
         self.weight = np.asarray(mm.inputs[1].value, np.float32)      # folded (K, N)
-        self.bias = (np.asarray(constant_value(_bias_input(match)), np.float32).reshape(-1)
+        self.bias = (np.asarray(constant_value(bias_input(match)), np.float32).reshape(-1)
                      if "add" in match.params else np.zeros(self.weight.shape[1], np.float32))
         self.w_q, self.s_w, self.bias_q, self.m0, self.shift = (
             x.value for x in node.inputs[1:])
@@ -76,7 +75,7 @@ class QLayer:
     @property
     def packed(self):
         """The weight packed for the CPU kernel (made once)."""
-        return _packed_weight(self.w_q)
+        return packed_weight(self.w_q)
 
     def __repr__(self):
         return (f"QLinear({self.name}: {self.shape[0]}->{self.shape[1]}"

@@ -137,3 +137,10 @@ def match_rules(g, rules=RULES) -> dict:
             quantized.add(m.output)     # its readers come later, in graph order
             break
     return found
+
+
+def bias_input(m: Match):
+    """The bias operand of a ``qlinear`` match's ``add`` (the input the chain did not make)."""
+    add = m.params["add"]
+    prev = m.nodes[m.nodes.index(add) - 1]
+    return next(x for x in add.inputs if x is not prev)
