@@ -19,9 +19,9 @@ Five tables:
    ``Q K^T`` and ``A V`` (8 heads, 64 tokens, head dim 32) against numpy.
 3. inference of the course's digits MLP and CNN at batch 1 and 256: ``mlc.Tensor`` eager,
    the graph unfused, the graph fused, and PyTorch eager on the CPU when torch imports.
-4. the same models at batch 1 and 64, the fused graph against ONNX Runtime (CPU provider)
-   running the graph exported with ``graph.to_onnx``, two threads each (when onnxruntime
-   imports).
+4. the same models and a GPT-style block (the course has no tiny ViT yet) at batch 1 and
+   64, the fused graph against ONNX Runtime (CPU provider) running the graph exported with
+   ``graph.to_onnx``, two threads each (when onnxruntime imports).
 """
 
 from __future__ import annotations
@@ -163,9 +163,13 @@ def _torch_model(model, kind):
     return f
 
 
-def _traced_models(batches):
-    """``(kind, batch, model, x, graph)`` for the digits MLP and CNN at each batch."""
-    for kind, make in (("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)):
+def _traced_models(batches, transformer: bool = False):
+    """``(kind, batch, model, x, graph)`` for the digits MLP and CNN (and a GPT-style block
+    of 16 tokens, d = 32, 4 heads) at each batch."""
+    models = [("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)]
+    if transformer:
+        models.append(("gpt block", lambda batch: examples.gpt_block(batch, 16, 64, 32, 4)))
+    for kind, make in models:
         for batch in batches:
             model, x = make(batch=batch)
             model.eval()
@@ -219,7 +223,7 @@ def bench_onnxruntime(batches, repeat, threads: int = 2):
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     table = []
     with limit_threads(threads):
-        for kind, batch, _, x, g in _traced_models(batches):
+        for kind, batch, _, x, g in _traced_models(batches, transformer=True):
             fused = graph.build(g, target="cpu", fuse=True)
             sess = ort.InferenceSession(graph.to_onnx(g).SerializeToString(), so,
                                         providers=["CPUExecutionProvider"])
