@@ -64,27 +64,40 @@ def _shard_of(comm, n: int, what: str) -> tuple[int, int]:
     return chunk_bounds(n, comm.size)[comm.rank]
 
 
-class ColumnParallelLinear(Module):
-    """``x @ W[:, shard] + b[shard]`` on each rank: its slice of the output features
-    (feed it to a :class:`RowParallelLinear`, after any elementwise op)."""
+class _ParallelLinear(Module):
+    """What both splits share: rank ``comm.rank``'s shard of an ``nn.Linear`` (``linear``,
+    or one with rank 0's initial weights), cut along the weight's columns or rows."""
+
+    columns: bool  # cut W (in, out) along out (True) or along in (False)
 
     def __init__(self, in_features: int, out_features: int, comm, bias: bool = True,
-                 algorithm: str = "ring",
-                 linear: Linear | None = None):
+                 algorithm: str = "ring", linear: Linear | None = None):
         super().__init__()
         full = linear if linear is not None else _shared_linear(in_features, out_features,
                                                                 bias, comm)
-        lo, hi = _shard_of(comm, out_features, "ColumnParallelLinear")
+        lo, hi = _shard_of(comm, out_features if self.columns else in_features,
+                           type(self).__name__)
         self.comm, self.algorithm = comm, algorithm
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(full.weight.numpy()[:, lo:hi].copy())
-        self.bias = Parameter(full.bias.numpy()[:, lo:hi].copy()) if full.bias is not None \
-            else None
+        w = full.weight.numpy()
+        self.weight = Parameter((w[:, lo:hi] if self.columns else w[lo:hi, :]).copy())
+        self.bias = None
+        if full.bias is not None:  # a row split adds the whole bias once, after the sum
+            b = full.bias.numpy()
+            self.bias = Parameter((b[:, lo:hi] if self.columns else b).copy())
 
     @classmethod
-    def from_linear(cls, linear: Linear, comm, **kw) -> "ColumnParallelLinear":
+    def from_linear(cls, linear: Linear, comm, **kw):
+        """This rank's shard of ``linear`` (the same layer on every rank)."""
         return cls(linear.in_features, linear.out_features, comm,
                    bias=linear.bias is not None, linear=linear, **kw)
+
+
+class ColumnParallelLinear(_ParallelLinear):
+    """``x @ W[:, shard] + b[shard]`` on each rank: its slice of the output features
+    (feed it to a :class:`RowParallelLinear`, after any elementwise op)."""
+
+    columns = True
 
     def forward(self, x):
         y = CopyToRanks(self.comm, self.algorithm)(x) @ self.weight
@@ -93,32 +106,18 @@ class ColumnParallelLinear(Module):
         return y
 
 
-class RowParallelLinear(Module):
+class RowParallelLinear(_ParallelLinear):
     """``allreduce(x_shard @ W[shard, :]) + b`` on each rank: the input comes split by
     features (a :class:`ColumnParallelLinear`'s output), the output is whole."""
 
-    def __init__(self, in_features: int, out_features: int, comm, bias: bool = True,
-                 algorithm: str = "ring", linear: Linear | None = None):
-        super().__init__()
-        full = linear if linear is not None else _shared_linear(in_features, out_features,
-                                                                bias, comm)
-        lo, hi = _shard_of(comm, in_features, "RowParallelLinear")
-        self.comm, self.algorithm = comm, algorithm
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(full.weight.numpy()[lo:hi, :].copy())
-        self.bias = Parameter(full.bias.numpy().copy()) if full.bias is not None else None
-
-    @classmethod
-    def from_linear(cls, linear: Linear, comm, **kw) -> "RowParallelLinear":
-        return cls(linear.in_features, linear.out_features, comm,
-                   bias=linear.bias is not None, linear=linear, **kw)
+    columns = False
 
     def forward(self, x):
         if x.shape[-1] != self.weight.shape[0]:
             raise ValueError(f"RowParallelLinear rank {self.comm.rank}: expected its "
                              f"{self.weight.shape[0]} input features, got shape {x.shape}")
         y = ReduceFromRanks(self.comm, self.algorithm)(x @ self.weight)
-        if self.bias is not None:  # added once, after the sum
+        if self.bias is not None:
             y = y + self.bias.broadcast_to(y.shape)
         return y
 
