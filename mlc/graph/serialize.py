@@ -106,7 +106,7 @@ def graph_to_data(g: Graph) -> tuple[dict, dict]:
              "shape": list(n.shape), "dtype": n.dtype, "sym": None}
         if n.sym is not None:
             d["sym"] = {"shape": _enc(n.sym[0], where),
-                        "attrs": {k: _enc(v, where) for k, v in n.sym[1].items()}}
+                        "attrs": encode_attrs(n.sym[1], where)}
         if n.op == "constant":
             d["value"] = f"c{i}"
             arrays[f"c{i}"] = np.ascontiguousarray(n.value, dtype=n.dtype)
@@ -131,9 +131,9 @@ def _need(cond, msg):
         raise FormatError(msg)
 
 
-def _ints(v, what, allow_negative=False) -> tuple:
+def _ints(v, what) -> tuple:
     _need(isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and
-                                      (allow_negative or x >= 0) for x in v),
+                                      x >= 0 for x in v),
           f"{what}: expected a list of non-negative ints, got {v!r}"[:300])
     return tuple(v)
 
@@ -142,7 +142,7 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
     """The :class:`Graph` of :func:`graph_to_data`'s output, validated (see the module
     docstring); ``arrays`` maps constant keys to arrays."""
     from .ops import OPS
-    from .symbolic import batch_size, evaluate, infer
+    from .symbolic import batch_size, evaluate, infer, symbolic
 
     fmt = data.get("format") if isinstance(data, dict) else None
     _need(fmt == GRAPH_FORMAT, f"{where}: not a saved mlc graph (format {fmt!r})")
@@ -164,7 +164,7 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
         _need(isinstance(ins, list) and all(isinstance(x, str) and x in by_name for x in ins),
               f"{at}: inputs must name earlier nodes, got {ins!r}"[:300])
         attrs = decode_attrs(d.get("attrs"), at)
-        _need(not any(isinstance(v, Dim) for v in attrs.values()), f"{at}: a symbol in attrs")
+        _need(not symbolic(attrs), f"{at}: a batch symbol among the concrete attrs")
         value = None
         if op == "constant":
             key = d.get("value")
@@ -177,14 +177,15 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
         if sym is not None:
             _need(isinstance(sym, dict) and set(sym) == {"shape", "attrs"} and
                   isinstance(sym["attrs"], dict), f"{at}: malformed sym")
-            sym = (_dec(sym["shape"], at), {a: _dec(v, at) for a, v in sym["attrs"].items()})
+            sym = (_dec(sym["shape"], at), decode_attrs(sym["attrs"], at))
         n = Node(op, [by_name[x] for x in ins], attrs, shape, d["dtype"], name, value, sym)
         if op not in ("input", "constant"):
             _need(not n.is_leaf, f"{at}: an op without inputs")
             try:
                 got, dtype = infer(op, [x.shape for x in n.inputs], [x.dtype for x in n.inputs],
                                    attrs)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                    ZeroDivisionError, OverflowError) as e:
                 raise FormatError(f"{at}: {op} does not accept its inputs ({e})") from None
             _need(tuple(got) == shape and dtype == n.dtype,
                   f"{at}: {op} of its inputs is {dtype}{list(got)}, the file says "

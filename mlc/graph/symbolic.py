@@ -93,13 +93,14 @@ def _diff(v1, v2, b1: int, b2: int):
     raise ValueError(f"{v1!r} vs {v2!r}")
 
 
-def _symbolic(t) -> bool:
+def symbolic(t) -> bool:
+    """Whether ``t`` (a value, tuple, list or dict) holds a :class:`Dim`."""
     if isinstance(t, Dim):
         return True
     if isinstance(t, (tuple, list)):
-        return any(_symbolic(v) for v in t)
+        return any(symbolic(v) for v in t)
     if isinstance(t, dict):
-        return any(_symbolic(v) for v in t.values())
+        return any(symbolic(v) for v in t.values())
     return False
 
 
@@ -129,8 +130,8 @@ def with_batch_axis(g1: Graph, g2: Graph) -> Graph:
                 attrs = _diff(n1.attrs, n2.attrs, b1, b2)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
-            syms.append((shape, {k: v for k, v in attrs.items() if _symbolic(v)})
-                        if _symbolic(shape) or _symbolic(attrs) else None)
+            syms.append((shape, {k: v for k, v in attrs.items() if symbolic(v)})
+                        if symbolic(shape) or symbolic(attrs) else None)
         if [pos1[x] for x in g1.outputs] != [pos[x] for x in g2.outputs]:
             raise ValueError("the outputs differ")
     except ValueError as e:
