@@ -45,8 +45,9 @@ class OpDef:
     what :func:`mlc.graph.interpret` runs; ``te(node, args, name)`` is the loop-level
     meaning lowering runs (``args`` are the te tensors of ``node.inputs``); ``flops(node)``
     counts its arithmetic; ``traces`` are the ``mlc.ops`` classes that trace to this op and
-    ``attrs_of(tensor_op)`` reads their attributes; ``decompose(builder, node, ins)``, when
-    given, writes the op as other registered ops (see :func:`mlc.graph.decompose`).
+    ``attrs_of(tensor_op)`` reads their attributes; ``decompose(op, node, ins)``, when
+    given, writes the op as other registered ops (``op(name, *inputs, **attrs)`` makes a
+    node; see :func:`mlc.graph.decompose`); ``doc`` says in a line what the op computes.
     ``extern(node, *arrays)`` (numpy in, numpy out), when given, is the library kernel a
     built graph calls for an opaque op instead of its reference (as a compiler calls
     cuBLAS; ``mlc.quant``'s integer ops use it).
