@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Check, CheckFailed, call, exercise, need
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need
 from .autodiff import NB, RTOL, _t, close, grad_obs, judge_grad, judge_tensors, tensor_obs
 
 # ---- exercise 4: the backward pass ---------------------------------------------------------
@@ -21,7 +21,7 @@ from .autodiff import NB, RTOL, _t, close, grad_obs, judge_grad, judge_tensors, 
                "and 'The chain rule, one op at a time').")
 class _Backward(Check):
     def cases(self):
-        rng = np.random.default_rng(23)
+        rng = np.random.default_rng(hidden_seed(23))
         x, y, w = rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), \
             rng.standard_normal((2, 4))
         c = rng.standard_normal((3, 4))
@@ -75,7 +75,7 @@ class _Backward(Check):
                "with Tensor ops so the gradient flows back to the logits.")
 class _SoftmaxLoss(Check):
     def cases(self):
-        rng = np.random.default_rng(24)
+        rng = np.random.default_rng(hidden_seed(24))
         out = []
         for n, k, scale in [(5, 3, 1.0), (8, 10, 3.0), (4, 6, 1000.0)]:
             z = rng.standard_normal((n, k)) * scale
@@ -119,7 +119,7 @@ class _SoftmaxLoss(Check):
                "'Training an MLP on handwritten digits', and the exercise's text).")
 class _SgdStep(Check):
     def cases(self):
-        rng = np.random.default_rng(25)
+        rng = np.random.default_rng(hidden_seed(25))
         w, b, frozen = rng.standard_normal((3, 2)), rng.standard_normal(2), \
             rng.standard_normal(2)
         return [{"what": "sgd_step(params, lr=0.1)", "w": w, "b": b, "frozen": frozen,

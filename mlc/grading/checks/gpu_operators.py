@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ..registry import exercise, first_line, need
+from ..registry import exercise, first_line, hidden_seed, need
 from .gpu_launch import (KernelCheck, all_written, barrier_probe, counts_of,
                          float_array, int_value, is_count, launch, once, per_request, ran,
                          simulated)
@@ -51,7 +51,7 @@ class _VectorAdd(KernelCheck):
     kernel = "vector_add"
 
     def cases(self):
-        rng = np.random.default_rng(10)
+        rng = np.random.default_rng(hidden_seed(10))
         out = []
         for n, blocks, threads, why in [(300, 3, 128, "more threads than elements"),
                                         (1000, 2, 64, "fewer threads than elements"),
@@ -93,7 +93,7 @@ class _AddBias(KernelCheck):
     kernel = "add_bias"
 
     def cases(self):
-        rng = np.random.default_rng(11)
+        rng = np.random.default_rng(hidden_seed(11))
         bx, by = BIAS_BLOCK
         out = []
         for rows, cols in [(5, 37), (1, 1), (9, 64)]:
@@ -143,7 +143,7 @@ class _BlockSum(KernelCheck):
     kernel = "block_sum"
 
     def cases(self):
-        rng = np.random.default_rng(12)
+        rng = np.random.default_rng(hidden_seed(12))
         out = []
         for n, blocks in [(1000, 2), (100, 1), (0, 1), (3001, 3)]:
             x = _rand(rng, n) if n else np.zeros(0, np.float32)
@@ -266,7 +266,7 @@ class _MatmulTiled(KernelCheck):
     def cases(self):
         # The shapes depend on the student's TILE, so the grader sends operand pools large
         # enough for every TILE allowed; the worker and the judge cut the same corner.
-        rng = np.random.default_rng(13)
+        rng = np.random.default_rng(hidden_seed(13))
         big = 2 * MAX_TILE + 4
         return [{"what": "matmul_tiled on ({}T+{} x {}T+{}) @ ({}T+{} x {}T+{})".format(
                      *spec[0], *spec[1], *spec[1], *spec[2]),
