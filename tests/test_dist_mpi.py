@@ -10,15 +10,23 @@ import pytest
 
 from mlc.dist import launch, mpi_module
 
-pytestmark = pytest.mark.skipif(mpi_module() is None or launch.mpiexec_path() is None,
-                                reason="needs mpi4py and mpiexec: pip install -e '.[dist]'")
+needs_mpi = pytest.mark.skipif(mpi_module() is None or launch.mpiexec_path() is None,
+                               reason="needs mpi4py and mpiexec: pip install -e '.[dist]'")
 PROGRAM = Path(__file__).with_name("dist_mpi_program.py")
+
+
+def test_without_mpi4py_the_launcher_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(launch, "mpi_module", lambda: None)
+    with pytest.raises(RuntimeError, match=r"mpi4py is not installed: .*\[dist\]"):
+        launch.command(2, "script.py")
+    assert launch.check(2) == (False, "mpi4py is not installed: " + launch.INSTALL_HINT)
 
 
 def mpirun(n, *cases, timeout=60):
     return launch.run(n, str(PROGRAM), cases, timeout=timeout, capture=True)
 
 
+@needs_mpi
 def test_three_ranks_ring_and_mpi_allreduce_of_length_10():
     done = mpirun(3, "allreduce")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -26,18 +34,22 @@ def test_three_ranks_ring_and_mpi_allreduce_of_length_10():
     assert all(f"rank {r} allreduce ok" in done.stdout for r in range(3)), done.stdout
 
 
-def test_two_ranks_ddp_on_halves_equals_one_process_on_the_batch():
-    done = mpirun(2, "ddp")
+@needs_mpi
+def test_two_ranks_ddp_on_halves_equals_one_process_on_the_batch_and_a_pipeline_runs():
+    done = mpirun(2, "ddp", "pipeline")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("ddp ok") == 2, done.stdout
+    assert done.stdout.count("pipeline ok") == 2, done.stdout
 
 
+@needs_mpi
 def test_mismatched_shapes_fail_fast_naming_the_ranks():
     done = mpirun(2, "mismatch", timeout=30)
     assert done.returncode != 0
     assert "rank 0 received 6 elements of chunk 0 from rank 1" in done.stderr
 
 
+@needs_mpi
 def test_collective_called_by_some_ranks_times_out_naming_the_rank():
     done = mpirun(2, "partial", timeout=30)
     assert done.returncode != 0
@@ -45,6 +57,7 @@ def test_collective_called_by_some_ranks_times_out_naming_the_rank():
         in done.stderr
 
 
+@needs_mpi
 def test_cli_runs_a_script_and_says_when_it_is_missing(tmp_path):
     script = tmp_path / "hello.py"
     script.write_text("from mlc import dist\nc = dist.world()\n"
