@@ -83,6 +83,15 @@ def test_a_rank_that_dies_is_named_and_its_peers_stop_waiting():
         run(3, body, timeout=30)  # its peers give up at once, not after 30 s
 
 
+def test_a_group_runs_again_after_a_failure():
+    group = dist.local(2, timeout=T)
+    with pytest.raises(RuntimeError, match="rank 0: boom"):
+        group.run(lambda c: (_ for _ in ()).throw(RuntimeError("boom")) if c.rank == 0
+                  else c.recv(0))
+    assert [o.tolist() for o in group.run(lambda c: dist.allreduce(c, np.ones(2)))] == [
+        [2.0, 2.0], [2.0, 2.0]]
+
+
 def test_a_message_never_sent_times_out_with_the_ranks_named():
     with pytest.raises(dist.DistError, match="rank 0 waited 0.3 s for a message from rank 1"):
         dist.local(2, timeout=0.3).run(lambda c: c.recv(1) if c.rank == 0 else time.sleep(1))

@@ -136,6 +136,7 @@ class LocalGroup:
         An exception in a rank is re-raised here with the rank named (its peers stop
         waiting for it at once); a rank still running after ``timeout`` seconds (default:
         the group's, plus a margin) raises :class:`DistError` naming it."""
+        self.reset()  # a failed or closed earlier run leaves nothing behind
         results: list = [None] * self.size
         errors: dict[int, BaseException] = {}
 
@@ -171,11 +172,10 @@ class LocalGroup:
             except Exception:  # noqa: BLE001 - an exception type with another signature
                 raise err from None
             raise named from err
-        self.reset()
         return results
 
     def reset(self) -> None:
-        """Forget failures and leftovers, so the group can run again."""
+        """Forget failures, finished ranks and undelivered messages (a new run starts)."""
         self.failed.clear()
         self.finished.clear()
         self._boxes.clear()
