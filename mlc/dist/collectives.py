@@ -82,7 +82,8 @@ def _ring_allgather(comm, piece: np.ndarray) -> list[np.ndarray]:
 
 def reduce_scatter(comm, x, algorithm: str = "ring") -> np.ndarray:
     """Rank r's chunk (``np.array_split(sum, P)[r]``) of the sum of every rank's ``x``,
-    flattened. Each rank sends (P-1)/P of its data."""
+    flattened. ``"ring"`` sends (P-1)/P of the data per rank; ``"mpi"`` is the engine's
+    allreduce, sliced (the reference to compare with, not a cheaper route)."""
     x = _check(comm, x, "reduce_scatter")
     _algorithm(algorithm, ("ring", "mpi"), "reduce_scatter")
     flat = x.reshape(-1)
