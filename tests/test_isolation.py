@@ -33,6 +33,7 @@ from mlc.grading.similarity import LIBRARY, near_copies
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "00_welcome.ipynb"
 EXERCISE = ROOT / "exercises" / "00_welcome.ipynb"
+CPU_EXERCISE = ROOT / "exercises" / "03_cpu_operators.ipynb"
 WELCOME = {"welcome.saxpy", "welcome.matmul_intensity", "welcome.roofline_time"}
 
 # ---- the attacks, as a student would write them (CLASS, OUT: where the class and the
@@ -233,6 +234,27 @@ for fd in range(3, 64):
         pass
 """
 
+NAIVE_IKJ = """
+from numba import njit
+
+@njit
+def matmul_ikj(A, B, C):  # the naive i, j, k order: correct, not faster
+    for i in range(A.shape[0]):
+        for j in range(B.shape[1]):
+            acc = 0.0
+            for k in range(A.shape[1]):
+                acc += A[i, k] * B[k, j]
+            C[i, j] = acc
+"""
+
+PERF = """
+import itertools, time, mlc.perf
+_calls = itertools.count()
+# the reference is timed first in each round, the student's loop second
+mlc.perf.timeit = lambda *a, **k: 1.0 if next(_calls) % 2 == 0 else 1e-3
+mlc.perf.timing.timeit = mlc.perf.timeit
+"""
+
 ATTACKS = {"mem": MEM, "package": PACKAGE, "pyc": PYC, "daemon": DAEMON,
            "other_unit": OTHER_UNIT, "hidden": HIDDEN, "kill": KILL, "channels": CHANNELS,
            "neighbours": NEIGHBOURS, "disk": DISK, "junk": JUNK}
@@ -295,6 +317,13 @@ def graded(tmp_path_factory):
     for name, cell in ATTACKS.items():
         _notebook(klass / f"mallory_{name}" / "00_welcome.ipynb", EXERCISE,
                   _fill(cell, CLASS=klass, OUT=out, RESULTS=out / "results.json"))
+    cpu = nbformat.read(CPU_EXERCISE, as_version=4)  # untuned, and the timer patched
+    for cell in cpu.cells:
+        if cell.cell_type == "code" and "def matmul_ikj(" in cell.source:
+            cell.source = NAIVE_IKJ
+    cpu.cells.append(nbformat.v4.new_code_cell(PERF))
+    (klass / "mallory_perf").mkdir()
+    nbformat.write(cpu, klass / "mallory_perf" / CPU_EXERCISE.name)
     honest = {k: v for k, v in _digests(klass).items() if not k.startswith("mallory")}
     before, pycs = _watched_files(), _pycs()
     start = time.monotonic()
@@ -331,6 +360,13 @@ def test_an_attacker_gets_its_honest_score(graded, attack):
     rows = [r for r in _rows(graded) if r["student"] == f"mallory_{attack}"]
     assert rows and {r["exercise"] for r in rows} == WELCOME, rows
     assert _totals(graded)[f"mallory_{attack}"] == 0, rows
+
+
+def test_a_patched_timer_does_not_time_the_speed_case(graded):
+    rows = {r["exercise"]: r for r in _rows(graded) if r["student"] == "mallory_perf"}
+    ikj = rows["cpu_operators.matmul_ikj"]
+    assert float(ikj["points"]) == 0 and "timed against" in ikj["message"], ikj
+    assert _totals(graded)["mallory_perf"] == 0, rows
 
 
 def test_honest_students_keep_their_scores_and_files(graded):
