@@ -8,7 +8,9 @@ references computed here (:mod:`mlc.grading.protocol`); the worker has no score 
 forge. A watchdog follows the worker's progress on the same channel: when a cell outlives
 its limit in a way the worker cannot interrupt, or kills the interpreter, the worker is
 stopped and started again without that cell, so one broken exercise costs only its own
-points.
+points. An instructor's grading passes ``isolation`` (:mod:`.isolate`): the worker then
+runs as another user in namespaces of its own, out of reach of the grader, the package
+and other students.
 """
 
 from __future__ import annotations

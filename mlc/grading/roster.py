@@ -125,6 +125,7 @@ def grade_roster(folder: Path | str, jobs: int = 1, timeout: float = 60.0,
     Raises :class:`~.isolate.IsolationUnavailable` where workers cannot be isolated,
     unless ``unsafe``: then the class is graded without isolation and the result says so."""
     folder = Path(folder)
+    pyplot()
     subs, rows = latest_per_unit(find_submissions(folder))
     limits = limits or Limits.default(jobs)
     rows = Graded(rows)
@@ -215,13 +216,20 @@ def format_summary(rows: list[RosterRow]) -> str:
     return "\n".join(lines)
 
 
-def plot_totals(rows: list[RosterRow], path: Path | str) -> None:
-    """A histogram of the students' totals, saved as an image."""
+def pyplot():
+    """matplotlib's pyplot, drawing to files; :func:`grade_roster` imports it before the
+    first worker starts, as everything the grader runs afterwards."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_totals(rows: list[RosterRow], path: Path | str) -> None:
+    """A histogram of the students' totals, saved as an image."""
+    plt = pyplot()
     per_student: dict[str, float] = {}
     for row in rows:
         per_student[row.student] = per_student.get(row.student, 0.0) + row.total
