@@ -256,19 +256,19 @@ class _Converter:
                                        sym=_sym(n, True)), s, z)
                 return
             if n.op in SAME_GRID:        # exact on the input's grid: max(q, z), pad with z
-                self.q_grid_float(n, self.q[data][1:])
+                s, z = self.q[data][1:]
+                node = G.Node("quantize", [self.float_op(n)], self._qattrs(s, z), n.shape,
+                              "int8", f"{n.name}.q", sym=_sym(n))
+                self._made_q(n, node, s, z)
                 return
-        self.f[n] = G.Node(n.op, [self.get_f(x) for x in n.inputs], n.attrs, n.shape, n.dtype,
-                           n.name, n.value, n.sym)
+        self.float_op(n)
         self.primary[n] = "f"
 
-    def q_grid_float(self, n, grid):
+    def float_op(self, n):
+        """``n`` in float32, on the float values of its inputs (a float island)."""
         self.f[n] = G.Node(n.op, [self.get_f(x) for x in n.inputs], n.attrs, n.shape, n.dtype,
                            n.name, n.value, n.sym)
-        s, z = grid
-        node = G.Node("quantize", [self.f[n]], self._qattrs(s, z), n.shape, "int8",
-                      f"{n.name}.q", sym=_sym(n))
-        self._made_q(n, node, s, z)
+        return self.f[n]
 
     def _copy(self, n):
         self.f[n] = G.Node(n.op, [], n.attrs, n.shape, n.dtype, n.name, n.value, n.sym)
