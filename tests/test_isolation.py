@@ -555,3 +555,41 @@ def test_a_roster_refuses_without_isolation_unless_unsafe(tmp_path, monkeypatch)
     assert (tmp_path / "grades.csv").read_text().startswith("# NOT ISOLATED")
     assert roster.format_summary(rows).startswith("WARNING: NOT ISOLATED")
     shutil.rmtree(tmp_path / "c")
+
+
+UNMOUNT = """
+import ctypes, glob, os, mlc
+libc = ctypes.CDLL(None, use_errno=True)
+grading = os.path.join(os.path.dirname(mlc.__file__), "grading")
+for target in ("{CLASS}", "/tmp", grading, os.path.dirname(mlc.__file__)):
+    print(target, libc.umount2(target.encode(), 2), os.strerror(ctypes.get_errno()))
+for nb in glob.glob("{CLASS}/**/*.ipynb", recursive=True):
+    try:
+        open(nb, "w").write("{}")
+    except OSError as err:
+        print(err)
+try:
+    open(os.path.join(grading, "grader.py"), "a").write("# edited")
+except OSError as err:
+    print(err)
+"""
+
+
+def test_the_laptop_mode_holds_without_changing_user(tmp_path):
+    # Not root: an unprivileged user namespace instead of another user. Tried here as
+    # root, where the namespace's "root" owns the files: only the read-only mounts and the
+    # dropped capabilities keep the worker out.
+    from dataclasses import replace
+
+    from mlc.grading.grader import grade_notebook
+    from mlc.grading.isolate import detect
+
+    klass = tmp_path / "class"
+    bob = _notebook(klass / "bob" / "00_welcome.ipynb", EXERCISE)
+    before, watched = _digests(klass), _watched_files()
+    path = _notebook(klass / "eve" / "00_welcome.ipynb", SOLUTION, _fill(UNMOUNT, CLASS=klass))
+    report = grade_notebook(path, timeout=20, isolation=replace(detect(), userns=True),
+                            hide=(klass,))
+    assert report.score == 5, [(r.id, r.message) for r in report.results] + report.notes
+    assert _digests(klass)["bob/00_welcome.ipynb"] == before["bob/00_welcome.ipynb"]
+    assert bob.read_text() != "{}" and _watched_files() == watched
