@@ -60,9 +60,10 @@ def expected(path: Path | str | None = None, root: Path = PACKAGE) -> dict[str, 
 
 
 def stray_bytecode(root: Path = PACKAGE) -> list[str]:
-    """The ``.pyc`` files of this interpreter that do not hold their source's code."""
+    """The ``.pyc`` files of this interpreter that do not hold their source's code
+    (unoptimised ones: what ``import`` runs unless Python is started with ``-O``)."""
     bad = []
-    for pyc in sorted(root.rglob(f"__pycache__/*.{sys.implementation.cache_tag}*.pyc")):
+    for pyc in sorted(root.rglob(f"__pycache__/*.{sys.implementation.cache_tag}.pyc")):
         source = pyc.parent.parent / (pyc.name.split(".")[0] + ".py")
         try:
             cached = marshal.loads(pyc.read_bytes()[16:])
