@@ -22,7 +22,7 @@ class Reader(threading.Thread):
     """Reads the worker's channel; stamps each message with the grader's own clock."""
 
     MAX_LINE = 64 << 20  # a longer line is dropped as malformed
-    MAX_BYTES = 512 << 20  # past either cap the worker is stopped: its channel is flooded
+    MAX_BYTES = 256 << 20  # past either cap the worker is stopped: its channel is flooded
     MAX_MESSAGES = 50_000
 
     def __init__(self, fd: int):
