@@ -31,9 +31,8 @@ def _limits(args, jobs: int = 1):
 
 def _trusted_start(args):
     """For an instructor's grading: the package's fingerprint, checked now, before any
-    worker runs, and this process made non-dumpable. None (and a message) if it fails."""
+    worker runs. None (and a message) if it fails."""
     from .grading import manifest
-    from .grading.isolate import non_dumpable
 
     try:
         want = manifest.expected(args.manifest)
@@ -41,7 +40,6 @@ def _trusted_start(args):
     except manifest.PackageChanged as err:
         print(f"mlc grade: refusing to grade: {err}", file=sys.stderr)
         return None
-    non_dumpable()
     return want
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 
 from ..perf import format_table  # imported now: nothing is imported after a worker ran
-from .isolate import THREADS, Isolation
+from .isolate import THREADS, Isolation, non_dumpable
 from .limits import Limits, session_processes, user_processes
 from .protocol import record
 from .registry import Exercise, all_exercises, for_notebook, get, hidden_cases
@@ -149,6 +149,8 @@ def grade_notebook(path: str | Path, timeout: float = 60.0, limits: Limits | Non
                            "exercise is observed in a fork of the grading worker")
     path = Path(path)
     limits = limits or Limits.default()
+    if isolation is not None:
+        non_dumpable()  # no worker of this user may read or write the grader's memory
     start = time.time()
     cells = read_notebook(path)
     sources = Sources(cells)
