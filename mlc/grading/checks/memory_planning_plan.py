@@ -10,11 +10,14 @@
 * ``memory_planning.checkpoint_schedule``: ``checkpoint_schedule(sizes, costs, budget)``
   returns which activations of a chain to keep (or None when no choice fits). The
   grader evaluates the choice with its own cost model, :func:`schedule_cost`, and
-  compares its recomputation with the best one, found by exhaustive search.
+  compares its recomputation with the best one, :func:`best_schedule`'s dynamic programme
+  (tested against exhaustive search). Chains of 24 to 48 layers rule the search out, and
+  the source must not enumerate subsets.
 """
 
 from __future__ import annotations
 
+import ast
 from itertools import combinations
 
 import numpy as np
@@ -183,7 +186,43 @@ def schedule_cost(sizes, costs, keep) -> tuple[int, int]:
 
 
 def best_schedule(sizes, costs, budget):
-    """``(recompute, keep)`` of the cheapest choice within the budget, or None."""
+    """``(recompute, keep)`` of the cheapest choice within the budget, or None.
+
+    A dynamic programme: for each cap on the largest recomputed segment (one of the
+    O(n^2) segment sums), walk the chain keeping, for every last kept activation, the least
+    recomputation at each number of kept bytes; a kept set fits when its bytes plus the
+    cap are within the budget. O(n^2) caps x O(n^2) transitions x distinct byte totals,
+    against 2^(n-1) subsets for a search."""
+    n = len(sizes)
+    pre, cpre = [0], [0]
+    for s, c in zip(sizes, costs, strict=True):
+        pre.append(pre[-1] + s)
+        cpre.append(cpre[-1] + c)
+    best = None
+    for cap in sorted({pre[b] - pre[a + 1] for a in range(n) for b in range(a + 1, n + 1)}):
+        room = budget - cap
+        if room < sizes[0]:
+            break
+        front = [{sizes[0]: (0, (0,))}]  # front[b]: {kept bytes: (recompute, keep)}
+        for b in range(1, n + 1):
+            cand = {}
+            for a in range(b - 1, -1, -1):
+                if pre[b] - pre[a + 1] > cap:
+                    break
+                extra, redo = (sizes[b] if b < n else 0), cpre[b - 1] - cpre[a]
+                for used, (rec, keep) in front[a].items():
+                    u, r = used + extra, rec + redo
+                    if u <= room and (u not in cand or r < cand[u][0]):
+                        cand[u] = (r, keep + (b,) if b < n else keep)
+            front.append(cand)
+        for r, keep in front[n].values():
+            if best is None or r < best[0]:
+                best = (r, list(keep))
+    return best
+
+
+def search_schedule(sizes, costs, budget):
+    """:func:`best_schedule` by trying every subset: the tests' check of the programme."""
     n, best = len(sizes), None
     for r in range(n):
         for keep in combinations(range(1, n), r):
@@ -214,6 +253,15 @@ def _chain_cases():
         out.append((f"hidden chain #{i + 1} ({n} layers)", sizes, costs, budget))
     sizes = [2048, 1024, 4096, 512, 2048, 1024, 4096]
     out.append(("a budget no choice meets", sizes, [2] * 7, min_peak(sizes) - 1))
+    # too long to try every subset (2^39 of them for 40 layers)
+    out.append(("40 equal layers, a budget of 12 activations", [1024] * 40, [1] * 40, 12 * 1024))
+    sizes = [1024, 4096] * 12
+    out.append(("24 layers of two sizes", sizes, [int(c) for c in rng.integers(1, 10, 24)],
+                int(sum(sizes) * 0.3)))
+    hidden = np.random.default_rng(hidden_seed(1501))
+    sizes = [int(s) for s in hidden.choice([256, 512, 1024, 2048, 4096], 48)]
+    out.append(("hidden chain of 48 layers", sizes,
+                [int(c) for c in hidden.integers(1, 10, 48)], int(sum(sizes) * 0.25)))
     return out
 
 
@@ -226,10 +274,10 @@ def _ints(v):
 
 @exercise("memory_planning.checkpoint_schedule", points=3, notebook=NB,
           needs=("checkpoint_schedule",),
-          hint="a choice is a set of activations to keep: weigh each one by the model "
-               "(schedule_cost in the notebook), keep only those within the budget, and of "
-               "those the one that recomputes least; the chains are short enough to try "
-               "every set")
+          hint="the chains are too long to try every set of activations: fix the largest "
+               "segment you allow to be recomputed, then walk the chain once, keeping for "
+               "each last kept activation the least recomputation at each number of kept "
+               "bytes; try every cap and keep the best schedule within the budget")
 class _CheckpointSchedule(Check):
     def cases(self):
         out = []
@@ -280,3 +328,34 @@ class _CheckpointSchedule(Check):
                    f"(sizes {sizes}, costs {costs})")
         t.passed.append(f"{what}: keeps {sorted(set(keep) | {0})}, peak {peak} B, "
                         f"recomputes {rec}")
+
+    def inspect(self, src, t):
+        found = _enumerates(src)
+        t.true(found is None, "checkpoint_schedule does not try every subset",
+               f"it {found}: a chain of n layers has 2^(n-1) subsets, 5 * 10^11 for 40 "
+               f"layers; the exercise is the dynamic programme" if found else "")
+
+
+_SUBSETS = {"combinations", "product", "permutations", "powerset", "combinations_with_replacement"}
+
+
+def _enumerates(src) -> str | None:
+    """How ``checkpoint_schedule`` (or a notebook function it calls) walks every subset,
+    or None: itertools' generators, or a loop over ``range(1 << n)`` / ``range(2 ** n)``
+    bit masks."""
+    todo, seen = ["checkpoint_schedule"], {"schedule_cost"}
+    while todo:
+        name = todo.pop()
+        d = src.definition(name)
+        if d is None or name in seen:
+            continue
+        seen.add(name)
+        if d.calls() & _SUBSETS:
+            return f"calls {', '.join(sorted(d.calls() & _SUBSETS))} in {name}"
+        for node in ast.walk(d.tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range"
+                    and any(isinstance(b, ast.BinOp) and isinstance(b.op, (ast.LShift, ast.Pow))
+                            for a in node.args for b in ast.walk(a))):
+                return f"loops over bit masks ({ast.unparse(node)}) in {name}"
+        todo += list(d.calls())
+    return None
