@@ -22,16 +22,17 @@ def test_pack_weight_layout_and_round_trip(bits):
     w[3, 2] = 9.0                               # an outlier spoils one group only
     gw = quant.pack_weight(w, bits=bits, group_size=16)
     q_max = (1 << (bits - 1)) - 1
-    assert gw.codes.shape == ((5, 32) if bits == 4 else (5, 64))
-    assert gw.scales.shape == (5, 4) and gw.nbytes == gw.codes.nbytes + gw.scales.nbytes
+    assert gw.codes.shape == ((32, 5) if bits == 4 else (64, 5))   # down each column
+    assert gw.scales.shape == (4, 5) and gw.nbytes == gw.codes.nbytes + gw.scales.nbytes
     codes = gw.int_codes()
     assert codes.min() >= -q_max - 1 and codes.max() <= q_max
-    if bits == 4:                                # two per byte, low nibble first
-        low = ((gw.codes[:, 0].astype(np.int16) & 15) ^ 8) - 8
-        assert (low == codes[:, 0]).all()
+    if bits == 4:                  # two per byte, low nibble first: rows 0 and 1 in byte 0
+        byte = gw.codes[0].astype(np.int16)
+        assert (((byte & 15) ^ 8) - 8 == codes[0]).all()
+        assert (((byte >> 4) ^ 8) - 8 == codes[1]).all()
     err = np.abs(gw.dequantize() - w)
     # each weight is within half a step of its own group's scale
-    step = np.repeat(gw.scales, 16, axis=1).T
+    step = np.repeat(gw.scales, 16, axis=0)
     assert (err <= step / 2 + 1e-6).all()
     assert err[16:, 2].max() < err[:16, 2].max()      # the outlier's group is the coarse one
 

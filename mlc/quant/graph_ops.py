@@ -200,7 +200,7 @@ def _wmatmul_shape(shapes, attrs):
     x = shapes[0]
     if x[-1] != attrs["k"]:
         raise ValueError(f"wmatmul: input {x} does not match a weight with K={attrs['k']}")
-    return x[:-1] + (shapes[2][0],)
+    return x[:-1] + (shapes[2][1],)
 
 
 def _same_shape(shapes, attrs):

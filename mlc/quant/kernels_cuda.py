@@ -61,8 +61,9 @@ def qlinear_cuda(a, wt, za, zw, colsum, bias, m0, shift, z_out, lo, hi, out_dtyp
 
 
 def _wmatmul_kernel(wdot):
-    """Weight-only group-wise matmul, one thread per output, on the same ``wdot`` routine
-    as the CPU kernel (:func:`.kernels_cpu._wmatmul_kernel`), compiled as a device function."""
+    """Weight-only group-wise matmul, one thread per output: ``wdot`` (:mod:`.routines`,
+    on the same ``unpack4`` as the CPU kernel) walks down column ``j`` of the codes, so
+    neighbouring threads read neighbouring bytes (coalesced)."""
     def kernel(x, codes, scales, group, out):
         i, j = cuda.grid(2)
         if i < x.shape[0] and j < out.shape[1]:
@@ -75,7 +76,7 @@ _WMATMUL = {4: _wmatmul_kernel(routines("cuda").wdot4), 8: _wmatmul_kernel(routi
 
 def wmatmul_cuda(x, codes, scales, bits, group, threads=(8, 8)):
     """Run the weight-only kernel on numpy inputs (checked by the caller); float32 out."""
-    m, n = x.shape[0], codes.shape[0]
+    m, n = x.shape[0], codes.shape[1]
     d_out = cuda.device_array((m, n), dtype=np.float32)
     grid = ((m + threads[0] - 1) // threads[0], (n + threads[1] - 1) // threads[1])
     _WMATMUL[bits][grid, threads](cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(codes),

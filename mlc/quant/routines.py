@@ -84,11 +84,12 @@ def _define(jit) -> SimpleNamespace:
 
     @jit
     def dot4(x, i, codes, j, k0, k1):
-        """``sum_k x[i, k] * c[j, k]`` over ``k0 <= k < k1`` (both even), ``c`` the 4-bit
-        codes of row ``j`` packed two per byte: dequantized here, in registers."""
+        """``sum_k x[i, k] * c[k, j]`` over ``k0 <= k < k1`` (both even), ``c`` 4-bit codes
+        packed two per byte down column ``j`` (byte ``kb`` holds rows ``2 kb, 2 kb + 1``):
+        dequantized here, in registers."""
         s = np.float32(0.0)
         for kb in range(k0 >> 1, k1 >> 1):
-            c0, c1 = unpack4(codes[j, kb])
+            c0, c1 = unpack4(codes[kb, j])
             s += x[i, 2 * kb] * np.float32(c0) + x[i, 2 * kb + 1] * np.float32(c1)
         return s
 
@@ -97,8 +98,27 @@ def _define(jit) -> SimpleNamespace:
         """The same for int8 codes, one per byte."""
         s = np.float32(0.0)
         for k in range(k0, k1):
-            s += x[i, k] * np.float32(codes[j, k])
+            s += x[i, k] * np.float32(codes[k, j])
         return s
+
+    @jit
+    def axpy4(acc, xr, codes, kb, j0):
+        """``acc[j - j0] += x[2 kb] c[2 kb, j] + x[2 kb + 1] c[2 kb + 1, j]`` for the columns
+        of ``acc``: one packed row of codes, every column at once (a loop LLVM vectorizes:
+        no reduction in it)."""
+        x0, x1 = xr[2 * kb], xr[2 * kb + 1]
+        row = codes[kb]
+        for j in range(acc.shape[0]):
+            c0, c1 = unpack4(row[j0 + j])
+            acc[j] += x0 * np.float32(c0) + x1 * np.float32(c1)
+
+    @jit
+    def axpy8(acc, xr, codes, k, j0):
+        """``acc[j - j0] += x[k] c[k, j]`` for int8 codes."""
+        x0 = xr[k]
+        row = codes[k]
+        for j in range(acc.shape[0]):
+            acc[j] += x0 * np.float32(row[j0 + j])
 
     def grouped(dot):
         @jit
@@ -107,13 +127,13 @@ def _define(jit) -> SimpleNamespace:
             applied once to the group's sum (``K`` a multiple of ``group``)."""
             acc = np.float32(0.0)
             for g in range(x.shape[1] // group):
-                acc += scales[j, g] * dot(x, i, codes, j, g * group, (g + 1) * group)
+                acc += scales[g, j] * dot(x, i, codes, j, g * group, (g + 1) * group)
             return acc
         return wdot
 
     return SimpleNamespace(srdhm=srdhm, rdbpot=rdbpot, requantize=requantize,
                            offsets=offsets, unpack4=unpack4, dot4=dot4, dot8=dot8,
-                           wdot4=grouped(dot4), wdot8=grouped(dot8))
+                           wdot4=grouped(dot4), wdot8=grouped(dot8), axpy4=axpy4, axpy8=axpy8)
 
 
 def _python(f):

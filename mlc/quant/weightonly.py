@@ -13,10 +13,10 @@ only the weights are stored in 4 (or 8) bits:
   (an outlier spoils only its 32 neighbours), which is what makes 4 bits usable.
   llama.cpp's ``Q4_0`` is this scheme (groups of 32, one fp16 scale); AWQ and GPTQ
   store the same layout with scales chosen by smarter rules.
-* **Packing.** 4-bit codes in ``[-8, 7]`` go two per byte, low nibble first, row
-  ``j`` of :attr:`GroupWeight.codes` holding column ``j``'s K codes in K/2 bytes. With a
-  float32 scale per 32 weights the cost is ``4 + 32/32 = 5`` bits per weight: 0.156 of
-  float32 (0.281 for 8 bits).
+* **Packing.** 4-bit codes in ``[-8, 7]`` go two per byte, low nibble first: byte
+  ``[kb, j]`` of :attr:`GroupWeight.codes` holds rows ``2 kb`` and ``2 kb + 1`` of column
+  ``j`` (K/2 x N bytes). With a float32 scale per 32 weights the cost is
+  ``4 + 32/32 = 5`` bits per weight: 0.156 of float32 (0.281 for 8 bits).
 * **The kernel dequantizes in its inner loop** (:func:`.kernels_cpu._wmatmul_kernel`):
   a code becomes a float in a register, is multiplied and summed; the group's scale
   multiplies the group's sum once. No float copy of the weight is ever made.
@@ -40,16 +40,16 @@ BITS = (4, 8)
 class GroupWeight:
     """A ``(K, N)`` weight as group-wise symmetric codes (see the module docstring).
 
-    ``codes``: ``(N, K // 2)`` uint8 (two 4-bit codes a byte) or ``(N, K)`` int8;
-    ``scales``: ``(N, K // group_size)`` float32. ``nbytes`` counts both.
+    ``codes``: ``(K // 2, N)`` uint8 (two 4-bit codes a byte, down each column) or
+    ``(K, N)`` int8; ``scales``: ``(K // group_size, N)`` float32. ``nbytes`` counts both.
     """
 
     def __init__(self, codes, scales, bits: int, group_size: int, k: int):
         check_config(bits, group_size, k)
-        n = scales.shape[0]
-        want = (n, k // 2) if bits == 4 else (n, k)
+        n = scales.shape[1]
+        want = (k // 2, n) if bits == 4 else (k, n)
         codes = np.ascontiguousarray(codes, np.uint8 if bits == 4 else np.int8)
-        if codes.shape != want or scales.shape != (n, k // group_size):
+        if codes.shape != want or scales.shape != (k // group_size, n):
             raise ValueError(f"codes {codes.shape} / scales {scales.shape} do not fit a "
                              f"{k} x {n} weight in {bits} bits, groups of {group_size}")
         self.codes = codes
@@ -65,17 +65,17 @@ class GroupWeight:
         return self.codes.nbytes + self.scales.nbytes
 
     def int_codes(self) -> np.ndarray:
-        """The codes, unpacked, as an ``(N, K)`` int8 array."""
+        """The codes, unpacked, as a ``(K, N)`` int8 array."""
         if self.bits == 8:
             return self.codes
         b = self.codes.astype(np.int16)
-        pair = np.stack([(b & 15) ^ 8, (b >> 4) ^ 8], axis=-1) - 8
-        return pair.reshape(self.n, self.k).astype(np.int8)
+        pair = np.stack([(b & 15) ^ 8, (b >> 4) ^ 8], axis=1) - 8     # (K/2, 2, N)
+        return pair.reshape(self.k, self.n).astype(np.int8)
 
     def dequantize(self) -> np.ndarray:
         """The ``(K, N)`` float32 weight the codes stand for (for tests and the reference)."""
-        s = np.repeat(self.scales, self.group_size, axis=1)
-        return (self.int_codes().astype(np.float32) * s).T.copy()
+        s = np.repeat(self.scales, self.group_size, axis=0)
+        return self.int_codes().astype(np.float32) * s
 
     def __repr__(self):
         return (f"GroupWeight({self.k}x{self.n}, int{self.bits}, group {self.group_size}, "
@@ -102,13 +102,13 @@ def pack_weight(w, bits: int = 4, group_size: int = 32) -> GroupWeight:
     k, n = w.shape
     check_config(bits, group_size, k)
     q_max = (1 << (bits - 1)) - 1
-    groups = w.T.reshape(n, k // group_size, group_size).astype(np.float64)
-    amax = np.abs(groups).max(axis=2)
+    groups = w.reshape(k // group_size, group_size, n).astype(np.float64)
+    amax = np.abs(groups).max(axis=1)
     scales = np.where(amax > 0, amax / q_max, 1.0)
-    q = np.clip(np.rint(groups / scales[..., None]), -q_max - 1, q_max).astype(np.int16)
-    q = q.reshape(n, k)
+    q = np.clip(np.rint(groups / scales[:, None, :]), -q_max - 1, q_max).astype(np.int16)
+    q = q.reshape(k, n)
     if bits == 4:
-        q = (q[:, 0::2] & 15) | ((q[:, 1::2] & 15) << 4)
+        q = (q[0::2] & 15) | ((q[1::2] & 15) << 4)
     return GroupWeight(q, scales.astype(np.float32), bits, group_size, k)
 
 
