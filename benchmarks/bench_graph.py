@@ -32,7 +32,7 @@ import numpy as np
 
 import mlc
 from mlc import graph, nn, ops
-from mlc.compress.sparse_bench import limit_threads
+from mlc.perf import limit_threads
 from mlc.graph import examples
 from mlc.graph import intrinsic_calls
 from mlc.perf import print_table, timeit

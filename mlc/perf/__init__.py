@@ -16,6 +16,7 @@ One idea per module:
   course, by benchmarks, checks, the tuner and the notebooks, goes through them;
 - ``flops.py``     flop counts and GFLOP/s;
 - ``table.py``     aligned plain-text tables;
+- ``threads.py``   :func:`limit_threads`: pin Numba's and OpenBLAS's threads for a fair comparison;
 - ``roofline.py``  the machine's two ceilings, measured (peak GFLOP/s, memory bandwidth),
   and the roofline plot;
 - ``memcount.py``  exact counts of a CUDA kernel's global and shared memory traffic in
@@ -26,13 +27,14 @@ from .flops import gflops, matmul_flops
 from .memcount import MemCountError, count_memory
 from .roofline import measure_bandwidth, measure_peak_gflops, roofline_plot
 from .table import format_table, print_table
+from .threads import limit_threads
 from .timing import Stopwatch, Timing, stopwatch, timeit
 from .traffic import Access, ArrayTraffic, MemoryCounts
 
 __all__ = [
     "timeit", "Timing", "stopwatch", "Stopwatch",
     "gflops", "matmul_flops",
-    "format_table", "print_table",
+    "format_table", "print_table", "limit_threads",
     "measure_bandwidth", "measure_peak_gflops", "roofline_plot",
     "count_memory", "MemoryCounts", "ArrayTraffic", "Access", "MemCountError",
 ]
