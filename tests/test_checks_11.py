@@ -483,3 +483,114 @@ def test_released_notebook_gets_zero(graded):
     assert report.max_score == sum(POINTS) and report.score == 0, report.results
     assert all("not implemented" in r.message for r in report.results), [
         r.message for r in report.results]
+
+
+# ---- wrong answers that matched the visible cases (issue 20) ----------------------------------
+
+distillation_loss = REFERENCE["distillation_loss"]
+log_softmax = _log_softmax
+
+def test_csr_matmul_that_densifies_scores_zero():
+    def csr_matmul(indptr, indices, data, x):
+        m = len(indptr) - 1
+        dense = np.zeros((m, np.asarray(x).shape[0]), np.float32)
+        for i in range(m):
+            for p in range(indptr[i], indptr[i + 1]):
+                dense[i, indices[p]] = data[p]
+        return dense @ x
+
+    fails("compression.csr", "holds NaN", "touch only the stored values", csr_matmul=csr_matmul)
+
+
+def test_csr_matmul_through_scipy_sparse_scores_zero():
+    # read from the notebook's source: scipy need not be installed for the rule to hold
+    cell = ("from scipy.sparse import csr_matrix\n\n"
+            "def csr_matmul(indptr, indices, data, x):\n"
+            "    m, k = len(indptr) - 1, x.shape[0]\n"
+            "    return np.asarray(csr_matrix((data, indices, indptr), shape=(m, k)) @ x)\n")
+    with pytest.raises(CheckFailed, match="uses scipy.sparse"):
+        get("compression.csr").check.inspect(Sources([cell]), _Tester())
+
+
+def test_csr_matmul_that_densifies_with_numpy_indexing_scores_zero():
+    def csr_matmul(indptr, indices, data, x):
+        m = len(indptr) - 1
+        rows = np.repeat(np.arange(m), np.diff(indptr))
+        dense = np.zeros((m, np.asarray(x).shape[0]))
+        np.add.at(dense, (rows, indices), data)
+        return np.einsum("ik,kn->in", dense, x)
+
+    fails("compression.csr", "holds NaN", csr_matmul=csr_matmul)
+
+
+def test_distillation_grad_by_finite_differences_scores_zero():
+    def distillation_grad(s, t, y, T, alpha):
+        s = np.asarray(s, np.float64)
+        g, eps = np.zeros_like(s), 1e-5
+        for i in range(s.shape[0]):
+            for j in range(s.shape[1]):
+                d = np.zeros_like(s)
+                d[i, j] = eps
+                g[i, j] = (distillation_loss(s + d, t, y, T, alpha)
+                           - distillation_loss(s - d, t, y, T, alpha)) / (2 * eps)
+        return g
+
+    # graded without the 2000 x 50 case, which such a loop would take minutes over
+    rec = _without_large(distillation_grad=distillation_grad)
+    assert rec["score"] == 0 and "numerical derivative" in rec["message"], rec
+
+
+def test_distillation_grad_by_autodiff_scores_zero():
+    import mlc
+
+    def distillation_grad(s, t, y, T, alpha):
+        st = mlc.Tensor(np.asarray(s, np.float32))
+        n, k = st.shape
+        p = np.exp(log_softmax(np.asarray(t, np.float64) / T)).astype(np.float32)
+        z = st / T
+        log_q = z - mlc.ops.logsumexp(z, axes=(1,)).reshape((n, 1)).broadcast_to((n, k))
+        zs = st - mlc.ops.logsumexp(st, axes=(1,)).reshape((n, 1)).broadcast_to((n, k))
+        onehot = np.eye(k, dtype=np.float32)[y]
+        loss = ((mlc.Tensor(p, requires_grad=False) * log_q).sum() * (-alpha * T * T)
+                - (zs * mlc.Tensor(onehot, requires_grad=False)).sum() * (1 - alpha)) / n
+        loss.backward()
+        return st.grad.numpy()
+
+    fails("compression.distillation", "automatic differentiation",
+          distillation_grad=distillation_grad)
+
+
+def test_distillation_grad_through_a_helper_that_differentiates_the_loss_scores_zero():
+    def numeric(f, s, eps=1e-6):
+        g = np.zeros_like(s)
+        for idx in np.ndindex(*s.shape):
+            d = np.zeros_like(s)
+            d[idx] = eps
+            g[idx] = (f(s + d) - f(s - d)) / (2 * eps)
+        return g
+
+    def distillation_grad(s, t, y, T, alpha):
+        return numeric(lambda z: distillation_loss(z, t, y, T, alpha), np.asarray(s, np.float64))
+
+    rec = _without_large(distillation_grad=distillation_grad, numeric=numeric,
+                         In=[_source(numeric), _source(distillation_grad)])
+    assert rec["score"] == 0 and "numerical derivative" in rec["message"], rec
+
+
+def _source(fn):
+    import inspect
+    import textwrap
+
+    return textwrap.dedent(inspect.getsource(fn))
+
+
+def _without_large(**overrides):
+    """Grade compression.distillation without its 2000 x 50 case (a numerical derivative
+    takes minutes over it; the source rule is what these tests are about)."""
+    from unittest import mock
+
+    from mlc.grading.checks import compression_train
+
+    small = [c for c in compression_train._distill_cases() if "2000" not in c["what"]]
+    with mock.patch.object(compression_train, "_distill_cases", return_value=small):
+        return run("compression.distillation", **overrides)

@@ -239,9 +239,15 @@ def _csr_cases():
              False),
             ("a hidden 64 x 48 matrix, 95% zeros, times 48 x 16", _sparse(rng, (64, 48), 0.95),
              16, True)]
+    unread = _sparse(rng, (20, 60), 0.9)
+    unread[:, ::3] = 0.0  # a third of the columns store nothing
+    mats.append(("a 20 x 60 matrix times x whose rows no stored value names hold NaN (a "
+                 "product over the stored values never reads them)", unread, 4, True))
     for label, a, n, shuffle in mats:
         ip, ix, dt = shuffled(a) if shuffle else reference_csr(a)
         x = rng.standard_normal((a.shape[1], n)).astype(np.float32)
+        if "NaN" in label:
+            x[np.setdiff1d(np.arange(a.shape[1]), ix)] = np.nan
         out.append({"what": f"csr_matmul({label})", "kind": "matmul",
                     "indptr": ip.astype(np.int32), "indices": ix.astype(np.int32),
                     "data": dt.astype(np.float32), "x": x, "shape": list(a.shape)})
@@ -296,8 +302,14 @@ class _CSR(Check):
         if out.shape != (m, n):
             t.fail(f"{what}: the result has shape {out.shape}, expected {(m, n)} "
                    "(rows of the sparse matrix x columns of x)")
+        x = case["x"].astype(np.float64)
+        x[np.isnan(x)] = 0.0  # rows no stored value names: a sparse product never reads them
         ref = csr_dense(case["indptr"], case["indices"], case["data"].astype(np.float64),
-                        (m, k)) @ case["x"].astype(np.float64)
+                        (m, k)) @ x
+        if np.isnan(out).any() and np.isnan(case["x"]).any():
+            t.fail(f"{what}: your result holds NaN: it multiplied rows of x that no stored "
+                   "value names (by the zeros of a dense matrix, 0 * NaN = NaN). The point of "
+                   "CSR is to touch only the stored values")
         empty = np.diff(case["indptr"]) == 0
         if empty.any() and not np.allclose(out[empty], 0.0):
             t.fail(f"{what}: rows {np.nonzero(empty)[0].tolist()} store no value, so their "
@@ -306,3 +318,7 @@ class _CSR(Check):
 
     def inspect(self, src, t):
         no_library(src, t)
+        cells = src.cells_using("scipy.sparse")
+        t.true(not cells, "the notebook does not use scipy.sparse",
+               f"code cell {cells[0] if cells else ''} uses scipy.sparse: write the CSR "
+               f"format and its product yourself")

@@ -174,7 +174,9 @@ def _distill_cases():
             ("alpha = 1: pure distillation", 6, 5, 3.0, 8.0, 1.0),
             ("T = 0.5 (sharper than the softmax)", 5, 4, 1.0, 0.5, 0.3),
             ("logits in the thousands (a naive exp overflows)", 4, 6, 1000.0, 1.0, 0.7),
-            ("a hidden batch of 32, 10 classes", 32, 10, 4.0, 3.0, 0.8)]:
+            ("a hidden batch of 32, 10 classes", 32, 10, 4.0, 3.0, 0.8),
+            # 100,000 logits: a numerical derivative would evaluate the loss 200,000 times
+            ("a batch of 2000, 50 classes", 2000, 50, 3.0, 2.0, 0.6)]:
         s = (rng.standard_normal((n, k)) * scale).astype(np.float32)
         t = (rng.standard_normal((n, k)) * scale).astype(np.float32)
         y = rng.integers(0, k, n).astype(np.int64)
@@ -237,6 +239,35 @@ class _Distillation(Check):
 
     def inspect(self, src, t):
         no_library(src, t)
+        found = _not_by_hand(src)
+        t.true(found is None, "distillation_grad is the closed form, derived by hand",
+               f"it {found}: the exercise is the derivation (softmax minus target, times "
+               f"1/T through s / T); differences of the loss or autodiff only copy it"
+               if found else "")
+
+
+_AUTODIFF = {"backward", "grad", "vjp", "jacobian", "value_and_grad", "Tensor", "gradient",
+             "approx_fprime", "check_grad", "derivative"}
+
+
+def _not_by_hand(src) -> str | None:
+    """How ``distillation_grad`` avoids the closed form, or None: it (or a notebook
+    function it calls) calls ``distillation_loss`` (finite differences), or autodiff."""
+    todo, seen = ["distillation_grad"], set()
+    while todo:
+        name = todo.pop()
+        d = src.definition(name)
+        if d is None or name in seen:
+            continue
+        seen.add(name)
+        calls = d.calls()
+        if "distillation_loss" in calls:
+            return "calls distillation_loss (a numerical derivative of the loss)"
+        if calls & _AUTODIFF or d.names() & {"autograd", "torch", "jax"}:
+            used = sorted((calls & _AUTODIFF) | (d.names() & {"autograd", "torch", "jax"}))
+            return f"uses {', '.join(used)} (automatic differentiation)"
+        todo += [c for c in calls if c != name]
+    return None
 
 
 # ---- channel pruning -----------------------------------------------------------------------------
