@@ -587,9 +587,13 @@ def test_the_laptop_mode_holds_without_changing_user(tmp_path):
     klass = tmp_path / "class"
     bob = _notebook(klass / "bob" / "00_welcome.ipynb", EXERCISE)
     before, watched = _digests(klass), _watched_files()
-    path = _notebook(klass / "eve" / "00_welcome.ipynb", SOLUTION, _fill(UNMOUNT, CLASS=klass))
+    (klass / "eve").mkdir()
+    (klass / "eve" / "weights.txt").write_text("eve's own data file")
+    path = _notebook(klass / "eve" / "00_welcome.ipynb", SOLUTION, _fill(UNMOUNT, CLASS=klass),
+                     "assert open('weights.txt').read() == \"eve's own data file\"")
     report = grade_notebook(path, timeout=20, isolation=replace(detect(), userns=True),
                             hide=(klass,))
     assert report.score == 5, [(r.id, r.message) for r in report.results] + report.notes
+    assert not any(n.startswith("cell ") for n in report.notes), report.notes  # data copied
     assert _digests(klass)["bob/00_welcome.ipynb"] == before["bob/00_welcome.ipynb"]
     assert bob.read_text() != "{}" and _watched_files() == watched
