@@ -74,7 +74,11 @@ def run_doctor() -> int:
     print(f"  python {platform.python_version()} on {platform.system()} {platform.machine()}")
     for dist in ("mlc", "numpy", "numba", "llvmlite", "numba-cuda", "matplotlib", "nbval",
                  "mpi4py", "mpich"):
-        print(f"  {dist:<11} {_version(dist)}")
+        version = _version(dist)
+        if dist == "numba-cuda" and version == "not installed":
+            # numba's own numba.cuda (and its simulator) runs the course without it
+            version = "not installed (not needed: numba's built-in numba.cuda is used)"
+        print(f"  {dist:<11} {version}")
     import numba
 
     print(f"  numba threads: {numba.get_num_threads()} "

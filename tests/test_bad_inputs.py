@@ -91,3 +91,17 @@ def test_grade_timeout_must_be_positive_seconds(capsys, limit):
     with pytest.raises(SystemExit):
         main(["grade", "solutions/00_welcome.ipynb", "--timeout", limit])
     assert "--timeout" in capsys.readouterr().err
+
+
+def test_grade_report_shows_whole_messages_and_hints():
+    from mlc.grading.grader import NotebookReport, Result, format_report
+
+    long = "case 7 of the hidden chains: expected 12 bytes, got 13 " * 4
+    rep = NotebookReport("x.ipynb", [
+        Result("unit.a", 0, 2, long, [], "count each value once per group"),
+        Result("unit.b", 2, 2, "all cases passed")], [], 0.5)
+    text = format_report(rep)
+    assert " ".join(text.split()).count(" ".join(long.split())) == 1  # whole, wrapped
+    assert "hint: count each value once per group" in text
+    assert max(len(line) for line in text.splitlines()[4:]) <= 100
+

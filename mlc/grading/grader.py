@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -272,19 +273,30 @@ def grade_notebook(path: str | Path, timeout: float = 60.0, limits: Limits | Non
     return NotebookReport(str(path), ordered, notes, time.time() - start)
 
 
-def format_report(report: NotebookReport) -> str:
-    rows = [(r.id, f"{r.score:g}", f"{r.max_score:g}", _one_line(r.message))
+def format_report(report: NotebookReport, width: int = 100) -> str:
+    """The table of points, then, for each exercise that lost points, its whole message
+    and its hint, wrapped to ``width`` (a message cut short hides the case that failed)."""
+    short = 80  # longer messages go below the table, whole
+    rows = [(r.id, f"{r.score:g}", f"{r.max_score:g}",
+             _one_line(r.message) if len(_one_line(r.message)) <= short else "see below")
             for r in report.results]
     rows.append(("total", f"{report.score:g}", f"{report.max_score:g}", ""))
     lines = [f"{report.notebook}  ({report.seconds:.1f} s)", format_table(rows,
              ["exercise", "points", "max", "message"])]
+    for r in report.results:
+        if r.score < r.max_score and (len(_one_line(r.message)) > short or r.hint):
+            lines.append(f"{r.id}:")
+            lines.append(textwrap.fill(_one_line(r.message), width, initial_indent="  ",
+                                       subsequent_indent="  "))
+            if r.hint:
+                lines.append(textwrap.fill(_one_line(r.hint), width, initial_indent="  hint: ",
+                                           subsequent_indent="        "))
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 
 
-def _one_line(text: str, limit: int = 110) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def gradescope_json(reports: list[NotebookReport]) -> dict:
