@@ -51,8 +51,16 @@ def draw(g, ax=None, fused=None):
     for n in g.nodes:
         for x in n.inputs:
             (x0, y0), (x1, y1) = pos[x], pos[n]
-            ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
-                        arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 0.8})
+            # An edge that skips layers would run straight through the boxes between
+            # its ends: bend it, and draw every edge under the boxes (annotations sit
+            # above patches by default, which put arrows across the labels).
+            # arc3 bends in display space, about rad * length / 2: past a box's half-width.
+            length = abs(y0 - y1) - 0.36
+            rad = 2.0 / length if round(y0 - y1) > 1 else 0.0
+            ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18), zorder=1,
+                        arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 0.8,
+                                    "shrinkA": 0, "shrinkB": 0,
+                                    "connectionstyle": f"arc3,rad={rad:.3f}"})
     for n in g.nodes:
         x, y = pos[n]
         if n.is_leaf:
@@ -63,14 +71,14 @@ def draw(g, ax=None, fused=None):
             colour = "#cfe2f3"
         ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.18), 0.84, 0.36,
                                     boxstyle="round,pad=0.02", facecolor=colour,
-                                    edgecolor="0.3", lw=0.8))
+                                    edgecolor="0.3", lw=0.8, zorder=2))
         label = n.name if n.is_leaf else n.op
-        ax.text(x, y + 0.04, label, ha="center", va="center", fontsize=7)
+        ax.text(x, y + 0.04, label, ha="center", va="center", fontsize=7, zorder=3)
         ax.text(x, y - 0.1, "x".join(map(str, n.shape)) or "scalar", ha="center",
-                va="center", fontsize=5.5, color="0.3")
+                va="center", fontsize=5.5, color="0.3", zorder=3)
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)  # room for the bent edges
     ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
     ax.set_axis_off()
     if fused is not None:
