@@ -44,7 +44,7 @@ MAX_UNROLL = 16
 RESERVED = set(keyword.kwlist) | {"range", "prange", "min", "max", "abs", "np", "math",
                                   "numba", "cuda", "float", "int", "bool", "len", "print",
                                   "float32", "float64", "int8", "int16", "int32", "int64",
-                                  "uint8", "float16", "main"}
+                                  "uint8", "uint16", "uint32", "uint64", "float16", "main"}
 
 
 class ExprPrinter:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .. import te, tir
+from ..tir.expr import is_float
 
 
 def te_shape(shape) -> tuple:
@@ -48,6 +49,46 @@ def power(x, p, dtype):
             out = out * x
         return out if p > 0 else const(1.0, dtype) / out
     return te.exp(const(p, dtype) * te.log(x))
+
+
+def divide(a, b, dtype):
+    """``a / b``; on integers ONNX's (and C's) division, which truncates toward zero:
+    ``a // b`` rounds down, so it is one too small when the remainder is non-zero and the
+    signs differ (``-7 / 2`` is ``-3``, ``-7 // 2`` is ``-4``)."""
+    if is_float(dtype):
+        return a / b
+    q = te.floordiv(a, b)
+    if dtype.startswith("uint"):
+        return q
+    zero = tir.const(0, dtype)
+    inexact = tir.all_(te.floormod(a, b) != zero, (a < zero) != (b < zero))
+    return te.if_then_else(inexact, q + tir.const(1, dtype), q)
+
+
+def binary_power(x, y, dtype):
+    """``x ** y`` elementwise as ``exp(y * log|x|)`` with the sign put back: a negative
+    base to an odd integer power is negative, to an even one positive, to a fractional one
+    NaN, and a zero base is decided without a log (as in numpy). Integers are computed in
+    float64 and rounded (ONNX's integer Pow; float64 holds every power that fits int32
+    closely enough to round right)."""
+    wide = dtype if is_float(dtype) else "float64"
+    xf, yf = (v if v.dtype == wide else tir.cast(wide, v) for v in (x, y))
+    zero = tir.const(0.0, wide)
+    mag = te.exp(yf * te.log(te.abs(xf)))
+    yi = tir.cast("int64", yf)
+    integral = tir.cast(wide, yi) == yf
+    odd = te.floormod(yi, 2) == tir.const(1, "int64")
+    nan = tir.const(math.nan, wide)
+    neg = te.if_then_else(integral, te.if_then_else(odd, zero - mag, mag), nan)
+    # a zero base never reaches log (log(0) raises in the python target): 0 ** y is 0 for
+    # y > 0, 1 for y == 0, inf for y < 0
+    at_zero = te.if_then_else(yf > zero, zero, te.if_then_else(
+        yf == zero, tir.const(1.0, wide), tir.const(math.inf, wide)))
+    out = te.if_then_else(xf == zero, at_zero, te.if_then_else(xf < zero, neg, mag))
+    if is_float(dtype):
+        return out
+    half = te.if_then_else(out < zero, tir.const(-0.5, wide), tir.const(0.5, wide))
+    return tir.cast(dtype, out + half)                  # round half away from zero
 
 
 def _unravel(flat, shape):

@@ -48,7 +48,8 @@ class NDArray:
             return
         device = device if device is not None else default_device()
         data = np.asarray(other)
-        if data.dtype.kind not in "biuf":  # None, strings, ragged lists: not numbers
+        # None, strings, ragged lists are not numbers (ml_dtypes' bfloat16/float8 are)
+        if data.dtype.kind not in "biuf" and data.dtype.name not in S.DTYPES:
             raise TypeError(f"cannot make an array of numbers from {_short_repr(other)} "
                             f"(numpy reads it as dtype {data.dtype})")
         if dtype is None:

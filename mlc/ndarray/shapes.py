@@ -19,9 +19,21 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-#: The dtypes every device supports, by name.
-DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8", "int64")
+#: The dtypes every device supports, by name. The narrow floats after float16 are storage
+#: formats computed in float32 (``backends/half.py``); their numpy types come from
+#: ``ml_dtypes`` (installed with onnx), which registers the names with numpy.
+DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8", "int64",
+          "int16", "uint16", "uint32", "uint64")
 FLOAT_DTYPES = ("float32", "float64", "float16")
+try:
+    import ml_dtypes  # noqa: F401  (registers bfloat16 and float8_* with numpy)
+except ImportError:                                     # pragma: no cover
+    STORAGE_DTYPES = ("float16",)
+else:
+    STORAGE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
+                      "float8_e5m2", "float8_e5m2fnuz")
+    DTYPES += STORAGE_DTYPES[1:]
+    FLOAT_DTYPES += STORAGE_DTYPES[1:]
 
 
 def prod(xs: Iterable[int]) -> int:

@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from ...ndarray.shapes import DTYPES
+
 # Tensors larger than this are refused outright: the course's models are far smaller,
 # and a hostile header should not make us try to allocate terabytes.
 MAX_TENSOR_BYTES = 1 << 31
@@ -46,13 +48,16 @@ def dtype_of(elem_type: int, where: str) -> str:
     onnx = _onnx()
     T = onnx.TensorProto
     table = {T.FLOAT: "float32", T.DOUBLE: "float64", T.FLOAT16: "float16",
-             T.INT8: "int8", T.UINT8: "uint8", T.INT32: "int32", T.INT64: "int64",
-             T.BOOL: "uint8"}
+             T.INT8: "int8", T.UINT8: "uint8", T.INT16: "int16", T.UINT16: "uint16",
+             T.INT32: "int32", T.UINT32: "uint32", T.INT64: "int64", T.UINT64: "uint64",
+             T.BOOL: "uint8", T.BFLOAT16: "bfloat16", T.FLOAT8E4M3FN: "float8_e4m3fn",
+             T.FLOAT8E4M3FNUZ: "float8_e4m3fnuz", T.FLOAT8E5M2: "float8_e5m2",
+             T.FLOAT8E5M2FNUZ: "float8_e5m2fnuz"}
+    table = {k: v for k, v in table.items() if v in DTYPES}   # bfloat16 needs ml_dtypes
     if elem_type not in table:
         name = T.DataType.Name(elem_type) if elem_type in T.DataType.values() else elem_type
         raise OnnxImportError(f"{where}: element type {name} is not supported "
-                              f"(supported: float32, float64, float16, int8, uint8, int32, "
-                              f"int64, bool)")
+                              f"(supported: {', '.join(DTYPES)}, bool)")
     return table[elem_type]
 
 

@@ -90,7 +90,7 @@ def _sub(ctx):
     if s is not None and _float_operand(ctx, 1):
         return ctx.op("add_scalar", ctx.input(0), scalar=-s)
     a, b = broadcast_all(ctx, ctx.input(0), ctx.input(1))
-    return ctx.op("add", a, ctx.op("negate", b))
+    return ctx.op("subtract", a, b)
 
 
 def _variadic(ctx, fn):
@@ -108,10 +108,7 @@ def _max(ctx):
 
 @converter("Min", since=8)
 def _min(ctx):
-    # min(a, b) = -max(-a, -b): exact in floating point, so no op of its own is needed
-    def mn(a, b):
-        return ctx.op("negate", ctx.op("maximum", ctx.op("negate", a), ctx.op("negate", b)))
-    return _variadic(ctx, mn)
+    return _variadic(ctx, lambda a, b: ctx.op("minimum", a, b))
 
 
 def _unary(op, **attrs):

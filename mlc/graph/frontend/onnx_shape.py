@@ -209,8 +209,15 @@ def _cast(ctx):
     except ValueError as e:
         raise ctx.unsupported("to", to, str(e)) from None
     x = ctx.input(0)
-    if ctx.attr("saturate", 1) != 1 and dtype.startswith("float8"):
-        raise ctx.unsupported("saturate", ctx.attr("saturate"))
+    if ctx.attr("saturate", 1) == 1 and dtype.startswith("float8") and x.dtype != dtype:
+        # ONNX saturates: out-of-range values (infinities too) go to the largest finite
+        # float8 of their sign; a plain conversion would give NaN or inf. NaN stays NaN
+        # (minimum and maximum propagate it).
+        if not x.dtype.startswith(("float", "bfloat")):
+            x = ctx.op("cast", x, dtype="float32")
+        top = float(np.finfo(np.dtype(dtype)).max)
+        hi, lo = (ctx.const(np.full(x.shape, v, dtype=x.dtype)) for v in (top, -top))
+        x = ctx.op("maximum", ctx.op("minimum", x, hi), lo)
     return x if x.dtype == dtype else ctx.op("cast", x, dtype=dtype)
 
 

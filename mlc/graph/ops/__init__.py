@@ -28,7 +28,7 @@ Tracing, the interpreter, lowering, FLOP counting and fusion then know the op; n
 else keeps a list of ops. The entries live in ``basic.py`` (the ops of units 08-11) and
 ``transformer.py`` (gather, cast, concat, slice, where, erf, gelu, softmax, layer norm,
 mean), ``onnx_extra.py`` (the comparisons ``equal``, ``greater``, ``less`` that ONNX masks
-need); a later unit adds its own file and imports it below.
+need, and ``subtract``, ``minimum``); a later unit adds its own file and imports it below.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..ir import Graph, Node, rewrite
 from .registry import (OPS, PATTERNS, RANK, OpDef, compute_of, elementwise, flops, infer,
                        infer_shape, opdef, reference, register, traced_op)
 from . import basic, transformer  # noqa: F401  (the entries register themselves)
-from . import onnx_extra  # noqa: F401,E402  (comparisons: equal, greater, less)
+from . import onnx_extra  # noqa: F401,E402  (comparisons; subtract, minimum)
 
 
 def decompose(g: Graph, ops=None) -> Graph:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ... import ops, te
 from ...autograd import TensorOp
-from ..lower_ops import const, load, power, reshape_index, te_shape
+from ..lower_ops import binary_power, const, divide, load, power, reshape_index, te_shape
 from .registry import (OpDef, attr_shape, elementwise, first_shape, from_op,
                        reduced_shape, register, sum_dtype)
 
@@ -22,8 +22,8 @@ def _scalar(op) -> dict:
 _BINARY = {  # name: (mlc.ops class, scalar expression)
     "add": (ops.EWiseAdd, lambda x, a, dt: x[0] + x[1]),
     "multiply": (ops.EWiseMul, lambda x, a, dt: x[0] * x[1]),
-    "divide": (ops.EWiseDiv, lambda x, a, dt: x[0] / x[1]),
-    "power": (ops.EWisePow, lambda x, a, dt: te.exp(x[1] * te.log(x[0]))),
+    "divide": (ops.EWiseDiv, lambda x, a, dt: divide(x[0], x[1], dt)),
+    "power": (ops.EWisePow, lambda x, a, dt: binary_power(x[0], x[1], dt)),
     "maximum": (ops.Maximum, lambda x, a, dt: te.max(x[0], x[1])),
 }
 _UNARY = {

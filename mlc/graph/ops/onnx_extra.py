@@ -1,4 +1,5 @@
-"""Comparison ops, which ONNX models use for masks (``Equal``, ``Greater``, ``Less``).
+"""Comparison ops, which ONNX models use for masks (``Equal``, ``Greater``, ``Less``), and
+``subtract`` and ``minimum`` (ONNX's ``Sub`` and ``Min``, exact on unsigned integers).
 
 Each is one elementwise entry. The result is ``uint8`` 0/1, mlc's stand-in for ``bool``
 (NDArray has no bool dtype, and a byte per element is what a bool tensor stores), so it
@@ -35,3 +36,13 @@ def _comparison(name, cmp):
 
 for _name, _cmp in (("equal", operator.eq), ("greater", operator.gt), ("less", operator.lt)):
     register(_comparison(_name, _cmp))
+
+# ONNX's Sub and Min (and Cast's saturation) on unsigned integers: a + (-b) and
+# -max(-a, -b) would negate an unsigned value, which has no meaning there, so the two are
+# ops of their own (a - b wraps modulo 2**bits, as numpy and ONNX do).
+register(elementwise("subtract", lambda x, attrs, dtype: x[0] - x[1], arity=2,
+                     reference=lambda attrs, a, b: a - b,
+                     doc="``subtract(a, b)``: ``a - b`` elementwise"))
+register(elementwise("minimum", lambda x, attrs, dtype: te.min(x[0], x[1]), arity=2,
+                     reference=lambda attrs, a, b: a.minimum(b),
+                     doc="``minimum(a, b)``: the smaller of each pair of elements"))

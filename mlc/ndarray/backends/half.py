@@ -11,6 +11,12 @@ float32 and rounds once at the end (as fp16 tensor cores do).
 ``widen_float16(namespace)`` wraps a backend module's kernel functions in place; the
 backends call it last. The transfers (``to_numpy`` / ``from_numpy`` / ``fill``) are left
 alone: they move float16 bytes as they are.
+
+bfloat16 and the float8 formats (``shapes.STORAGE_DTYPES``, from ``ml_dtypes``) are
+storage formats in exactly the same way: Numba knows none of them, so the same shadow
+copy in float32 is every kernel's view of them, and a written buffer is rounded back to
+its own format (ml_dtypes rounds to nearest even; float8 without infinities gives NaN on
+overflow, which is why ONNX's saturating ``Cast`` clips first).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import functools
 
 import numpy as np
 
+from ..shapes import STORAGE_DTYPES
+
 SKIP = frozenset({"to_numpy", "from_numpy", "fill", "strided_view", "Array"})
 
 
 class Shadow:
-    """A float32 stand-in for a float16 buffer (a temporary: its bytes are not counted)."""
+    """A float32 stand-in for a storage-format buffer (a temporary: its bytes are not
+    counted)."""
 
     def __init__(self, buf, to_host, to_device):
         self.source = buf
@@ -36,7 +45,7 @@ class Shadow:
         return self.array.size
 
     def write_back(self, to_host) -> None:
-        host = to_host(self.array).astype(np.float16)
+        host = to_host(self.array).astype(self.source.array.dtype)
         if isinstance(self.source.array, np.ndarray):
             self.source.array[:] = host
         else:                                   # a device array
@@ -55,14 +64,14 @@ def _wrap(fn, to_host, to_device):
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         for a in args:                          # the common case first, cheaply
-            if getattr(a, "dtype", None) == "float16":
+            if getattr(a, "dtype", None) in STORAGE_DTYPES:
                 break
         else:
             return fn(*args, **kwargs)
         shadows = {}
         new_args = []
         for a in args:
-            if getattr(a, "dtype", None) == "float16" and hasattr(a, "array"):
+            if getattr(a, "dtype", None) in STORAGE_DTYPES and hasattr(a, "array"):
                 if id(a) not in shadows:
                     shadows[id(a)] = Shadow(a, to_host, to_device)
                 new_args.append(shadows[id(a)])

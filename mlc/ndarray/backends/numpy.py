@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from ..accounting import CountedBuffer, counter
+from ..shapes import STORAGE_DTYPES
 
 __device_name__ = "cpu_numpy"
 
@@ -43,6 +44,9 @@ class Array(CountedBuffer):
 
 def strided_view(buf: np.ndarray, shape, strides, offset) -> np.ndarray:
     """A numpy view of the flat ``buf`` with element strides (numpy wants bytes)."""
+    if buf.dtype.name in STORAGE_DTYPES[1:]:    # ml_dtypes' types: as_strided cannot read
+        raw = strided_view(buf.view(f"u{buf.itemsize}"), shape, strides, offset)  # float8
+        return raw.view(buf.dtype)
     return np.lib.stride_tricks.as_strided(
         buf[offset:], shape=tuple(shape), strides=tuple(s * buf.itemsize for s in strides))
 
