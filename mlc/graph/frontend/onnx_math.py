@@ -15,6 +15,8 @@ which needs no broadcast at all.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .onnx import converter
@@ -135,10 +137,18 @@ def _identity(ctx):
 
 @converter("Gelu", since=20)
 def _gelu(ctx):
-    if ctx.attr("approximate", "none") != "none":
-        raise ctx.unsupported("approximate", ctx.attr("approximate"),
-                              "only the exact, erf-based GELU is imported")
-    return ctx.op("gelu", ctx.input(0))
+    x, mode = ctx.input(0), ctx.attr("approximate", "none")
+    if mode == "none":
+        return ctx.op("gelu", x)
+    if mode != "tanh":
+        raise ctx.unsupported("approximate", mode, "ONNX defines 'none' and 'tanh'")
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), written with the registry's
+    # elementwise ops (mlc's gelu op is the exact form); fusion makes it one kernel again
+    cube = ctx.op("multiply", ctx.op("multiply", x, x), x)
+    inner = ctx.op("add", x, ctx.op("mul_scalar", cube, scalar=0.044715))
+    t = ctx.op("tanh", ctx.op("mul_scalar", inner, scalar=math.sqrt(2 / math.pi)))
+    return ctx.op("multiply", ctx.op("mul_scalar", x, scalar=0.5),
+                  ctx.op("add_scalar", t, scalar=1.0))
 
 
 # -- reductions -------------------------------------------------------------------------

@@ -237,12 +237,12 @@ def _global_avgpool(ctx):
 
 @converter("BatchNormalization", since=9)
 def _batch_norm(ctx):
-    if ctx.attr("training_mode", 0):
-        raise ctx.unsupported("training_mode", 1, "inference form only")
     x = ctx.input(0)
     c = x.shape[1]
     shape = (1, c) + (1,) * (len(x.shape) - 2)
     eps = float(ctx.attr("epsilon", 1e-5))
+    if ctx.attr("training_mode", 0):
+        return _batch_norm_training(ctx, x, shape, eps)
     if all(ctx.is_static(i) for i in range(1, 5)):
         # known statistics: one multiply and one add, folded here as fold_batch_norm would
         gamma, beta, mean, var = (ctx.static(i).astype(np.float64) for i in range(1, 5))
@@ -257,6 +257,35 @@ def _batch_norm(ctx):
         shift = ctx.op("add", param(2), ctx.op("negate", ctx.op("multiply", param(3), scale)))
     y = ctx.op("multiply", x, broadcast(ctx, scale, x.shape))
     return ctx.op("add", y, broadcast(ctx, shift, x.shape))
+
+
+def _batch_norm_training(ctx, x, shape, eps):
+    """Training mode: normalise by the batch's own statistics (over every axis but the
+    channels; the variance is the population one) and return the running statistics
+    moved toward them, ``running * momentum + batch * (1 - momentum)``."""
+    axes = tuple(a for a in range(len(x.shape)) if a != 1)
+    inv_n = 1.0 / int(np.prod([x.shape[a] for a in axes]))
+
+    def mean(v):
+        return ctx.op("mul_scalar", ctx.op("summation", v, axes=axes, keepdims=True),
+                      scalar=inv_n)
+
+    mu = mean(x)
+    d = ctx.op("subtract", x, broadcast(ctx, mu, x.shape))
+    var = mean(ctx.op("multiply", d, d))
+    inv = ctx.op("power_scalar", ctx.op("add_scalar", var, scalar=eps), scalar=-0.5)
+    scale = ctx.op("multiply", ctx.op("reshape", ctx.input(1), shape=shape), inv)
+    y = ctx.op("add", ctx.op("multiply", d, broadcast(ctx, scale, x.shape)),
+               broadcast(ctx, ctx.op("reshape", ctx.input(2), shape=shape), x.shape))
+    if not any(ctx.node.output[1:]):
+        return y
+    m = float(ctx.attr("momentum", 0.9))
+
+    def running(i, batch):
+        batch = ctx.op("reshape", batch, shape=(shape[1],))
+        return ctx.op("add", ctx.op("mul_scalar", ctx.input(i), scalar=m),
+                      ctx.op("mul_scalar", batch, scalar=1.0 - m))
+    return y, running(3, mu), running(4, var)
 
 
 @converter("Pad", since=11)
