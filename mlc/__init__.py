@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "ndarray", "autograd", "ops", "nn", "init", "optim", "data", "tir", "te",
     "schedule", "codegen", "tune", "grading", "perf", "graph", "quant", "memory", "compress",
-    "dist",
+    "dist", "models", "deploy",
 }
 
 

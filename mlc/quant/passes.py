@@ -329,9 +329,11 @@ def run(qg, *inputs, device=None):
     return QuantInterpreter(qg, "kernel", device).run(*inputs)
 
 
-def quantize_weights(g, bits: int = 4, group_size: int = 32):
+def quantize_weights(g, bits: int = 4, group_size: int = 32, strict: bool = True):
     """Weight-only quantization: every ``matmul`` by a constant 2-D weight becomes a
     ``wmatmul`` reading the weight group-wise in ``bits`` bits (:mod:`.weightonly`).
+    A weight whose input channels ``group_size`` does not divide is refused, or with
+    ``strict=False`` left in float (a ViT's 8-pixel patch embedding, say).
 
     Before and after::
 
@@ -345,6 +347,8 @@ def quantize_weights(g, bits: int = 4, group_size: int = 32):
         if n.op != "matmul" or n.inputs[1].op != "constant" or len(n.inputs[1].shape) != 2:
             return None
         w = n.inputs[1]
+        if not strict and w.shape[0] % group_size:
+            return None
         try:
             gw = pack_weight(w.value, bits, group_size)
         except ValueError as e:

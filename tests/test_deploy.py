@@ -1,0 +1,101 @@
+"""mlc.deploy: every stage on the tiny ViT, the artifact's folder (fresh-process bit-exact,
+tampering and versions found), quantized variants smaller, bad input named."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mlc
+from mlc.models import tiny_vit
+
+LOAD = """
+import sys, numpy as np, mlc
+art = mlc.deploy.load(sys.argv[1])
+np.save(sys.argv[3], art(np.load(sys.argv[2])))
+"""
+
+
+@pytest.fixture(scope="module")
+def vit():
+    model, x = tiny_vit(batch=1)
+    X = mlc.data.load_digits()[2][:16]
+    return model, x, X
+
+
+def _eager(model, X):
+    with mlc.no_grad():
+        return model(mlc.Tensor(X, requires_grad=False)).numpy()
+
+
+def test_fp32_equals_eager_and_reloads_bit_for_bit_in_a_fresh_process(vit, tmp_path):
+    model, x, X = vit
+    art = mlc.deploy(model, x)
+    out = art(X)                                  # batch 16 from a batch-1 example
+    np.testing.assert_allclose(out, _eager(model, X), rtol=1e-4, atol=1e-5)
+    assert set(art.compile_seconds) == {"trace", "passes", "quantize", "fuse", "lower",
+                                        "plan", "compile"}
+    art.save(tmp_path / "a")
+    np.save(tmp_path / "x.npy", X)
+    subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "a"), str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, timeout=120)
+    assert np.array_equal(np.load(tmp_path / "y.npy"), out)
+
+
+def test_quantized_artifacts_are_smaller_and_close(vit, tmp_path):
+    model, x, X = vit
+    fp = mlc.deploy(model, x)
+    q8 = mlc.deploy(model, x, quantize="int8", calibration=[X])
+    q4 = mlc.deploy(model, x, quantize="int4-weight")
+    assert q4.weight_bytes < q8.weight_bytes < fp.weight_bytes
+    ref = fp(X)
+    for art in (q8, q4):
+        assert np.abs(art(X) - ref).max() < 0.25 * np.abs(ref).max()
+    q4.save(tmp_path / "q4")
+    assert np.array_equal(mlc.deploy.load(tmp_path / "q4")(X), q4(X))
+
+
+def test_tampered_and_foreign_folders_are_refused(vit, tmp_path):
+    model, x, _ = vit
+    path = mlc.deploy(model, x).save(tmp_path / "a")
+    npz = os.path.join(path, "executable", "constants.npz")
+    with open(npz, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(mlc.deploy.DeployError, match="constants.npz is changed"):
+        mlc.deploy.load(path)
+    meta = os.path.join(path, "deploy.json")
+    with open(meta) as f:
+        data = json.load(f)
+    data["version"] = 99
+    with open(meta, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(mlc.deploy.DeployError, match="another version"):
+        mlc.deploy.load(path)
+    with pytest.raises(mlc.deploy.DeployError, match="no deploy.json"):
+        mlc.deploy.load(tmp_path)
+
+
+def test_bad_arguments_and_a_failing_stage_are_named(vit):
+    model, x, _ = vit
+    with pytest.raises(mlc.deploy.DeployError, match="quantize must be one of"):
+        mlc.deploy(model, x, quantize="int3")
+    with pytest.raises(mlc.deploy.DeployError, match="calibration"):
+        mlc.deploy(model, x, quantize="int8")
+
+    def off_tape(t):                      # numpy work wrapped back into a Tensor
+        return mlc.Tensor(np.sort(t.numpy(), axis=1))
+
+    with pytest.raises(mlc.deploy.DeployError, match="the trace stage failed"):
+        mlc.deploy(off_tape, x)
+
+
+def test_report_card(vit):
+    model, x, X = vit
+    r = mlc.deploy(model, x).report(data=(X, np.zeros(len(X), "int64")), batch=8, repeat=3)
+    assert 0.0 <= r.accuracy <= 1.0 and set(r.latency) == {1, 8}
+    assert r.arena_bytes >= r.lower_bound > 0 and r.kernels > 0
+    assert r.bottleneck == max(r.groups, key=r.groups.get)
+    assert "time per kernel group" in str(r) and "matmul" in r.groups
