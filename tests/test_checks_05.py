@@ -451,3 +451,18 @@ def test_block_info_failures():
     _fails("tensor_ir.block_info", "should return a dict", block_info=lambda f: [])
     _fails("tensor_ir.block_info", "keys 'loops', 'spatial' and 'reduce'",
            block_info=lambda f: {b: (v["loops"],) for b, v in block_info(f).items()})
+
+
+def test_mean_var_in_one_pass_scores_zero():
+    """E[x^2] - E[x]^2 matches numpy on small values and cancels to noise in float32 when
+    the mean is far from 0 (issue 20)."""
+    def mean_var(n, m):
+        X = te.placeholder((n, m), "float32", name="X")
+        j1 = te.reduce_axis((0, m), name="j")
+        Mean = te.compute((n,), lambda i: te.sum(X[i, j1] / m, axis=j1), name="Mean")
+        j2 = te.reduce_axis((0, m), name="j")
+        Sq = te.compute((n,), lambda i: te.sum(X[i, j2] * X[i, j2] / m, axis=j2), name="Sq")
+        Var = te.compute((n,), lambda i: Sq[i] - Mean[i] * Mean[i], name="Var")
+        return te.create_prim_func([X, Mean, Var])
+
+    _fails("tensor_ir.mean_var", "rows near 1000", "Var equals X.var", mean_var=mean_var)

@@ -358,10 +358,17 @@ def _diagnose_conv(c, X, Wt, out, ref, args, red):
 class _MeanVar(Check):
     def cases(self):
         rng = np.random.default_rng(52)
-        return _te_cases(rng, "mean_var", [(3, 5), (1, 1), (6, 2), (4, 17)], (8, 33),
-                         # a mean far from 0
-                         lambda rng, n, m: [rng.uniform(1, 3, (n, m)).astype(np.float32)],
-                         lambda n, m: [(n,), (n,)])
+        out = _te_cases(rng, "mean_var", [(3, 5), (1, 1), (6, 2), (4, 17)], (8, 33),
+                        # a mean far from 0
+                        lambda rng, n, m: [rng.uniform(1, 3, (n, m)).astype(np.float32)],
+                        lambda n, m: [(n,), (n,)])
+        # rows near 1000 with a spread of 1: in float32, sum(x^2)/m - mean^2 subtracts two
+        # numbers near 10^6 and keeps only noise; the two-pass formula stays exact
+        far = _te_cases(rng, "mean_var", [(4, 64)], (4, 64), lambda rng, n, m: [
+            (1000 + rng.uniform(-1, 1, (n, m))).astype(np.float32)], lambda n, m: [(n,), (n,)])
+        for c in far:
+            c["what"] += " on rows near 1000 with a spread of 1 (float32)"
+        return out + far
 
     def observe(self, ns, case):
         return _observe_prim(ns, "mean_var", case)
