@@ -53,13 +53,54 @@ def _no_check(*args, **kwargs):
     """``check()`` under the grader: the grader runs every check itself."""
 
 
-def _sealed_function(name: str):
+def _sealed_function(name: str, real=None, library: str | None = None):
+    """A stand-in for ``real`` that raises when the student's code calls it.
+
+    The library's own modules keep calling the real one (``memory.plan`` still plans with
+    the library's liveness while the notebook rebuilds ``liveness``): the stand-in passes a
+    call through when the calling code's file lies in the ``library`` directory. The
+    notebook's cells are compiled under IPython's names, never a file of the package."""
+
     def stand_in(*args, **kwargs):
+        caller = sys._getframe(1).f_code.co_filename
+        if real is not None and library and caller.startswith(library):
+            return real(*args, **kwargs)
         raise Sealed(f"{name} is what this exercise asks you to write; the library's own "
                      "is out of reach while your notebook is graded")
 
     stand_in.__name__ = stand_in.__qualname__ = name.rsplit(".", 1)[-1]
     return stand_in
+
+
+def _seal_rebuilt(dotted: str, library: str) -> None:
+    """Replace the library object ``"module:attr.path"`` wherever the package binds it.
+
+    A function is replaced in its own module and in every ``mlc`` module that imported it
+    (``mlc.quant.requantize`` and ``mlc.quant.fixedpoint.requantize`` alike); a method on
+    its class; a class by sealing its ``__init__`` (``isinstance`` and the library's own
+    subclasses keep working)."""
+    import importlib
+
+    module, _, rest = dotted.partition(":")
+    owner = importlib.import_module(module)
+    *path, attr = rest.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    real = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+    if isinstance(real, type):
+        init = real.__dict__.get("__init__", real.__init__)
+        real.__init__ = _sealed_function(f"{module}.{rest}", init, library)
+        return
+    stand_in = _sealed_function(f"{module}.{rest}", real, library)
+    if isinstance(owner, type):
+        setattr(owner, attr, stand_in)
+        return
+    for name, mod in list(sys.modules.items()):
+        if (name == "mlc" or name.startswith("mlc.")) and isinstance(mod, types.ModuleType) \
+                and not isinstance(mod, _SealedModule):
+            for key, value in list(vars(mod).items()):
+                if value is real:
+                    setattr(mod, key, stand_in)
 
 
 class CellTimeout(BaseException):
@@ -187,21 +228,15 @@ def _restore_perf(worker: dict) -> None:
 def seal(worker: dict) -> None:
     """Replace ``mlc.grading`` and every module under it by stand-ins that raise, and the
     library functions the exercises rebuild (``Exercise.rebuilds``) by functions that raise."""
-    import importlib
-
-    for name in [n for n in sys.modules if n == "mlc.grading" or n.startswith("mlc.grading.")]:
-        sys.modules[name] = _SealedModule(name)
     import mlc
 
-    mlc.grading = sys.modules["mlc.grading"]
-    for ex in worker["exercises"].values():
+    library = os.path.dirname(os.path.abspath(mlc.__file__)) + os.sep
+    for ex in worker["exercises"].values():  # before hollowing: a rebuilt object is found
         for dotted in ex.rebuilds:
-            module, _, rest = dotted.partition(":")
-            owner = importlib.import_module(module)
-            *path, attr = rest.split(".")
-            for part in path:
-                owner = getattr(owner, part)
-            setattr(owner, attr, _sealed_function(f"{module}.{rest}"))
+            _seal_rebuilt(dotted, library)
+    for name in [n for n in sys.modules if n == "mlc.grading" or n.startswith("mlc.grading.")]:
+        sys.modules[name] = _SealedModule(name)
+    mlc.grading = sys.modules["mlc.grading"]
     # what each observation starts from (a cell may patch the timer or the clock)
     worker["perf"] = {name: (mod, dict(vars(mod))) for name, mod in list(sys.modules.items())
                       if name in ("time", "mlc.perf") or name.startswith("mlc.perf.")}

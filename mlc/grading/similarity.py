@@ -71,7 +71,7 @@ def tokens(fn: ast.FunctionDef) -> list[str]:
     return out
 
 
-def _is_stub(fn: ast.FunctionDef) -> bool:
+def _is_stub(fn: ast.FunctionDef | ast.ClassDef) -> bool:
     return any(isinstance(n, ast.Raise) and "NotImplementedError" in ast.unparse(n)
                for n in ast.walk(fn))
 
@@ -85,7 +85,7 @@ def definitions(cells: list[str], names: tuple[str, ...]) -> dict[str, list[str]
         except SyntaxError:  # IPython magics, broken cells: no definition to compare
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name in names:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
                 if _is_stub(node):
                     found.pop(node.name, None)
                 else:
@@ -105,7 +105,7 @@ def library_tokens(ex: Exercise) -> list[str]:
             node = ast.parse(src).body[0]
         except (ImportError, AttributeError, OSError, TypeError, SyntaxError, IndexError):
             continue
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):  # an observer is a class
             return tokens(node)
     return []
 

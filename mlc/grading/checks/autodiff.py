@@ -273,7 +273,8 @@ def _reference_topo(inputs, roots) -> list[int]:
 @exercise("autodiff.topo_sort", points=2, notebook=NB, needs=("find_topo_sort",),
           hint="A depth-first search can emit a node once everything it depends on has been "
                "emitted; remember which nodes you have already seen, since graphs share "
-               "nodes (lecture 02, 'Topological order').")
+               "nodes (lecture 02, 'Topological order').",
+          rebuilds=("mlc.autograd.backward:find_topo_sort",))
 class _TopoSort(Check):
     def cases(self):
         fixed = {"leaves": [np.array([1.0]), np.array([2.0])],

@@ -18,7 +18,8 @@ from .autodiff import NB, RTOL, _t, close, grad_obs, judge_grad, judge_tensors, 
                "it, starting from the output. A node used several times receives one partial "
                "gradient from each use, and its .grad is their total; each op's gradient "
                "method tells what to send on to its inputs (lecture 02, 'Topological order' "
-               "and 'The chain rule, one op at a time').")
+               "and 'The chain rule, one op at a time').",
+          rebuilds=("mlc.autograd.backward:compute_gradient_of_variables",))
 class _Backward(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(23))

@@ -258,7 +258,8 @@ def _csr_cases():
           hint="indptr has one entry more than there are rows and starts at 0: row i's "
                "values are data[indptr[i]:indptr[i+1]], in row order, left to right; in the "
                "product every stored value of row i adds value * (a row of x, the one its "
-               "column names) to row i of the result, and a row with no values stays zero")
+               "column names) to row i of the result, and a row with no values stays zero",
+          rebuilds=("mlc.compress.sparse:csr_matmul", "mlc.compress.sparse:CSRMatrix"))
 class _CSR(Check):
     def cases(self):
         return _csr_cases()

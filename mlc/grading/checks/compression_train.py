@@ -70,7 +70,8 @@ def _low_rank_cases():
           hint="the energy of rank r is the sum of the first r squared singular values over "
                "the sum of all of them; take the smallest r that reaches the target, then "
                "split the truncated SVD between the two factors (the singular values go into "
-               "one of them, or their square roots into both)")
+               "one of them, or their square roots into both)",
+          rebuilds=("mlc.compress.lowrank:low_rank",))
 class _LowRank(Check):
     def cases(self):
         return _low_rank_cases()
@@ -192,7 +193,8 @@ def _distill_cases():
           hint="work with log-softmax computed after subtracting each row's maximum; the "
                "soft term is alpha * T^2 * KL(teacher's softmax at T || student's softmax at "
                "T), the hard term (1 - alpha) times the cross-entropy at T = 1, both averaged "
-               "over the batch; differentiate each softmax term through the division by T")
+               "over the batch; differentiate each softmax term through the division by T",
+          rebuilds=("mlc.compress.distill:distillation_loss",))
 class _Distillation(Check):
     def cases(self):
         return _distill_cases()
@@ -309,7 +311,8 @@ def _channel_cases():
           hint="a hidden unit is a column of W1 with its bias and the matching row of W2: "
                "remove the three together, so every kept unit computes what it computed "
                "before; score each unit by the L1 norm of its incoming weights, and keep the "
-               "number that (1 - amount) of the units rounds to, at least one")
+               "number that (1 - amount) of the units rounds to, at least one",
+          rebuilds=("mlc.compress.structured:prune_channels",))
 class _ChannelPrune(Check):
     def cases(self):
         return _channel_cases()

@@ -332,7 +332,8 @@ def _window_distinct(reads, window):
                "moves to the next: the k and j loops both step by TILE. Tiles at the edges of "
                "a matrix that is no multiple of TILE are smaller, so clip each tile to the "
                "matrix; for speed, see what lets Numba vectorize the innermost loop "
-               "(stride-1 access, a loop index that starts at 0)")
+               "(stride-1 access, a loop index that starts at 0)",
+          rebuilds=("mlc.ndarray.backends.cpu.matmul:matmul_tiled",))
 class _MatmulTiled(_Matmul):
     name, label = "matmul_tiled", "matmul_tiled"
     reference = "ikj"

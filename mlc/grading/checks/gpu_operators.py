@@ -259,7 +259,8 @@ def _dims(spec, T):
           hint="each block stages one tile of A and one of B in shared memory per step, "
                "waits until the whole block has loaded them, uses them TILE times, and waits "
                "again before the next step overwrites them; parts of a tile outside the "
-               "matrix count as zeros (the lecture's tiled-matmul section)")
+               "matrix count as zeros (the lecture's tiled-matmul section)",
+          rebuilds=("mlc.ndarray.backends.cuda:matmul_tiled",))
 class _MatmulTiled(KernelCheck):
     kernel = "matmul_tiled"
 

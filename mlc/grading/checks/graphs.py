@@ -312,7 +312,8 @@ def _pct(name) -> str:
           hint="every path out of a node goes through one of its consumers, so its "
                "post-dominator is where the consumers' own post-dominator chains first "
                "meet: walk the nodes from the last to the first, and remember that a "
-               "graph output (whose value leaves the graph) has none")
+               "graph output (whose value leaves the graph) has none",
+          rebuilds=("mlc.graph.dominators:post_dominators",))
 class _PostDominator(Check):
     def cases(self):
         from ... import graph

@@ -127,7 +127,8 @@ def _pair(v):
 @exercise("memory_planning.liveness", points=2, notebook=NB, needs=("liveness",),
           hint="a tensor is born at the step that computes it and must stay until the last "
                "step that reads it (both ends included); a value the graph returns is "
-               "needed until the program ends; inputs and constants belong to the caller")
+               "needed until the program ends; inputs and constants belong to the caller",
+          rebuilds=("mlc.memory.liveness:liveness",))
 class _Liveness(Check):
     def cases(self):
         from ... import memory
@@ -214,7 +215,8 @@ def _bound_variants(data, alignment) -> dict:
 
 @exercise("memory_planning.lower_bound", points=1, notebook=NB, needs=("lower_bound",),
           hint="at each step add up the (rounded-up) bytes of every tensor alive at that "
-               "step, then take the widest step; your liveness says who is alive")
+               "step, then take the widest step; your liveness says who is alive",
+          rebuilds=("mlc.memory.liveness:lower_bound",))
 class _LowerBound(Check):
     def cases(self):
         from ... import memory

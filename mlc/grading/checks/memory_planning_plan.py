@@ -100,7 +100,8 @@ def _show(i, blocks, offsets=None) -> str:
           hint="take the blocks from the largest down; each goes into the lowest (or the "
                "tightest) gap left between the already placed blocks whose lifetimes meet "
                "its own, else on top of them; a block ending at the step another starts "
-               "still meets it, and every offset is a multiple of the alignment")
+               "still meets it, and every offset is a multiple of the alignment",
+          rebuilds=("mlc.memory.planners:GreedyBySize",))
 class _GreedyBySize(Check):
     def cases(self):
         out = []

@@ -213,7 +213,8 @@ def bundle(what: str, items: list[dict]) -> dict:
 @exercise("ndarray.compact_strides", points=1, notebook=NB, needs=("compact_strides",),
           hint="In row-major order the last axis is the contiguous one; ask how many elements "
                "one step along an earlier axis skips over (lecture 01, 'Row-major strides'). "
-               "Mind the 0-d shape () and shapes with a 0 in them.")
+               "Mind the 0-d shape () and shapes with a 0 in them.",
+          rebuilds=("mlc.ndarray.shapes:compact_strides",))
 class _CompactStrides(Check):
     SHAPES = [(3, 4), (2, 3, 4), (5,), (), (1,), (4, 1), (1, 4), (2, 1, 3), (2, 0, 3),
               (0,), (3, 0), (7, 1, 1, 2), (2, 3, 4, 5, 6)]
@@ -247,7 +248,8 @@ class _CompactStrides(Check):
           hint="Permuting the axes moves no data: it only reorders what describes each axis. "
                "Which axis of the input does axis i of the result come from? Axes that are "
                "not a permutation of 0..ndim-1 must raise ValueError (lecture 01, 'Transpose: "
-               "permute the strides').")
+               "permute the strides').",
+          rebuilds=("mlc.ndarray.ndarray:NDArray.permute",))
 class _Permute(ViewCheck):
     fn = "permute"
 
@@ -284,7 +286,8 @@ class _Permute(ViewCheck):
           hint="Line the two shapes up the way numpy's broadcasting rules do (lecture 01, "
                "'Broadcasting is stride 0'). A stretched or added axis must show the same "
                "element at every position along it: which stride does that? Shapes that do "
-               "not broadcast raise ValueError, and the message names both shapes.")
+               "not broadcast raise ValueError, and the message names both shapes.",
+          rebuilds=("mlc.ndarray.ndarray:NDArray.broadcast_to",))
 class _BroadcastTo(ViewCheck):
     fn = "broadcast_to"
 

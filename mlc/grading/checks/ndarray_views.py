@@ -63,7 +63,8 @@ def _index_case(what, shape, strides, offset, idx, view, flat) -> dict:
                "axis' length, its stride and where the view starts (also for an empty "
                "result), and how an int index removes an axis. An int out of range raises "
                "IndexError (lecture 01, 'Slicing with steps' and 'Integer indexing drops an "
-               "axis').")
+               "axis').",
+          rebuilds=("mlc.ndarray.ndarray:NDArray.__getitem__",))
 class _Getitem(ViewCheck):
     fn = "getitem"
     error = IndexError
@@ -222,7 +223,10 @@ def _uses(src, name: str) -> set[str]:
                "fastest) and find each one's position in the buffer from the offset and "
                "the strides, with the address formula at the top of this notebook. Write "
                "into a new array of the buffer's dtype; numpy's stride tricks are not "
-               "allowed here.")
+               "allowed here.",
+          rebuilds=("mlc.ndarray.ndarray:NDArray.compact",
+                    "mlc.ndarray.backends.numpy:compact",
+                    "mlc.ndarray.backends.cpu:compact"))
 class _Compact(Check):
     def cases(self):
         flat = np.arange(12, dtype=np.float32) * 1.5

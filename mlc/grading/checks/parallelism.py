@@ -69,7 +69,8 @@ class SendRecvOnly:
 @exercise("parallelism.ring_allreduce", points=3, notebook=NB, needs=("ring_allreduce",),
           timeout=60,
           hint="two phases of P-1 steps each: pass one chunk to the right and add (or keep) "
-               "the chunk from the left; with n not a multiple of P the chunks differ in size")
+               "the chunk from the left; with n not a multiple of P the chunks differ in size",
+          rebuilds=("mlc.dist.collectives:allreduce",))
 class _Ring(Check):
     def cases(self):
         out = []
@@ -119,7 +120,8 @@ class _Ring(Check):
 
 @exercise("parallelism.sampler", points=2, notebook=NB, needs=("shard_indices",),
           hint="every rank must draw the same permutation (seed it from seed and epoch), "
-               "then take its own share; pad so that every rank gets the same count")
+               "then take its own share; pad so that every rank gets the same count",
+          rebuilds=("mlc.dist.data_parallel:DistributedSampler",))
 class _Sampler(Check):
     def cases(self):
         return [{"what": f"shard_indices({n}, comm, epoch={e}, seed={s}) on {P} ranks",
@@ -178,7 +180,8 @@ def reference_1f1b(P: int, m: int) -> list[list[list]]:
 
 @exercise("parallelism.one_f_one_b", points=2, notebook=NB, needs=("one_f_one_b",),
           hint="stage s first runs as many forwards as there are stages after it, then "
-               "alternates; a backward can only run after its own forward")
+               "alternates; a backward can only run after its own forward",
+          rebuilds=("mlc.dist.pipeline:schedule_order",))
 class _OneFOneB(Check):
     def cases(self):
         return [{"what": f"one_f_one_b(P={P}, m={m})", "P": P, "m": m}
@@ -205,7 +208,8 @@ class _OneFOneB(Check):
 
 @exercise("parallelism.alpha_beta", points=2, notebook=NB, needs=("fit_alpha_beta",),
           hint="t = 2(P-1) alpha + 2(P-1)/P n beta is linear in alpha and beta; with sizes "
-               "from bytes to megabytes, ask which error the fit should make small")
+               "from bytes to megabytes, ask which error the fit should make small",
+          rebuilds=("mlc.dist.cost:fit_alpha_beta",))
 class _AlphaBeta(Check):
     def cases(self):
         out = []

@@ -95,7 +95,8 @@ def judge_qparams(obs, lo, hi, dtype, symmetric, what, t):
           hint="the range must first contain 0 (widen it), and the zero point is the integer "
                "code of the real 0, rounded from -min / scale then offset by q_min; for "
                "symmetric, the zero point is fixed and the scale stretches the larger of "
-               "|min| and |max| over the codes on one side of it (lecture section 2)")
+               "|min| and |max| over the codes on one side of it (lecture section 2)",
+          rebuilds=("mlc.quant.affine:qparams",))
 class _Qparams(Check):
     def cases(self):
         ranges = [(-1.0, 1.0, "int8", False), (0.0, 6.0, "uint8", False),
@@ -171,7 +172,8 @@ def _dequantize_cases():
           hint="divide in float, round (the course rounds half-way cases to the even "
                "integer, as np.rint does), add the zero point, and clamp to the type's "
                "range before converting to it; when dequantizing, take care which integer "
-               "type q - zero_point is computed in")
+               "type q - zero_point is computed in",
+          rebuilds=("mlc.quant.affine:quantize", "mlc.quant.affine:dequantize"))
 class _Quantize(Check):
     def cases(self):
         out = [{"what": f"quantize: {w}", "fn": "quantize", "x": x, "scale": s, "zp": z,
@@ -258,7 +260,9 @@ def _streams():
           hint="update() folds one batch into the statistics and keeps nothing else; "
                "range() reports them as two floats; the moving average starts from the "
                "first batch's own min and max, then moves each a fraction c of the way "
-               "towards the new batch's; qparams() before any data is a RuntimeError")
+               "towards the new batch's; qparams() before any data is a RuntimeError",
+          rebuilds=("mlc.quant.observers:MinMaxObserver",
+                    "mlc.quant.observers:MovingAverageMinMaxObserver"))
 class _Observer(Check):
     def cases(self):
         out = [{"what": w, "kind": k, "batches": b, "dtype": d, "symmetric": s, "c": c}

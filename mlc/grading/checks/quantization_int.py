@@ -34,7 +34,9 @@ MULTIPLIERS = [0.5, 0.75, 0.3, 1e-3, 0.0123, 2.5e-5, 1e-9, 0.999, 1 - 2**-33, 1.
           needs=("quantize_multiplier",),
           hint="split M into a fraction in [1/2, 1) and a power of two (math.frexp); the "
                "fraction times 2^31, rounded (half-way cases away from zero), is m0; mind "
-               "the one fraction that rounds up to 2^31, which does not fit in an int32")
+               "the one fraction that rounds up to 2^31, which does not fit in an int32",
+          rebuilds=("mlc.quant.fixedpoint:quantize_multiplier",
+                    "mlc.quant.reference:quantize_multiplier"))
 class _QuantizeMultiplier(Check):
     def cases(self):
         return [{"what": f"quantize_multiplier({m!r})", "m": m} for m in MULTIPLIERS]
@@ -112,7 +114,12 @@ def _requantize_cases():
                "rounds its half-way cases upwards (gemmlowp's nudge, then C's division, "
                "which truncates toward zero; numpy's >> floors), RoundingDivideByPOT rounds "
                "them away from zero, a positive shift is a saturating left shift done first, "
-               "and the result saturates to the output type (lecture section 5)")
+               "and the result saturates to the output type (lecture section 5)",
+          rebuilds=("mlc.quant.fixedpoint:requantize",
+                    "mlc.quant.fixedpoint:saturating_rounding_doubling_high_mul",
+                    "mlc.quant.fixedpoint:rounding_divide_by_pot",
+                    "mlc.quant.fixedpoint:multiply_by_quantized_multiplier",
+                    "mlc.quant.reference:requantize"))
 class _Requantize(Check):
     def cases(self):
         a = [x for x in EDGE_A for _ in EDGE_B]
@@ -223,7 +230,8 @@ def _qmatmul_cases():
           hint="int8 products and sums overflow int8 (and int16): widen before multiplying. "
                "With the expansion, every term of (a - za)(w - zw) summed over k is needed: "
                "the plain product, one in the row sums of a, one in the column sums of w and "
-               "a constant; a per-column zw is one value per output column")
+               "a constant; a per-column zw is one value per output column",
+          rebuilds=("mlc.quant.qops:qmatmul",))
 class _Qmatmul(Check):
     def cases(self):
         return [{"what": f"qmatmul: {w}", "a": a, "w": w_, "za": za, "zw": zw}
