@@ -101,7 +101,10 @@ def judge_grad(t, obs, expected, name: str, what: str,
                "that input, written with Tensor ops so that the result is part of a graph. "
                "For matmul, let the shapes guide you: each gradient has its input's shape, "
                "and batched operands have leading batch axes (lecture 02, 'The chain rule, "
-               "one op at a time').")
+               "one op at a time').",
+          rebuilds=("mlc.ops.ops_mathematic:EWiseMul.gradient",
+                    "mlc.ops.ops_mathematic:EWiseDiv.gradient",
+                    "mlc.ops.ops_shape:MatMul.gradient"))
 class _GradOps(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(20))
@@ -161,7 +164,9 @@ class _GradOps(Check):
           hint="summation and broadcast_to are adjoint: each one's gradient is built from the "
                "other. Think about which axes of the input disappeared in a sum, or were added "
                "or stretched in a broadcast, and how out_grad must be reshaped to match the "
-               "input's shape (lecture 02, 'The chain rule, one op at a time').")
+               "input's shape (lecture 02, 'The chain rule, one op at a time').",
+          rebuilds=("mlc.ops.ops_shape:Summation.gradient",
+                    "mlc.ops.ops_shape:BroadcastTo.gradient"))
 class _GradReduce(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(21))

@@ -73,7 +73,8 @@ class _Backward(Check):
           hint="The loss is the batch mean of the log of the softmax denominator minus the "
                "label's logit. Large logits overflow exp: mlc.ops has a stable op for that "
                "log-sum (lecture 02, 'The computational graph'). Select each label's logit "
-               "with Tensor ops so the gradient flows back to the logits.")
+               "with Tensor ops so the gradient flows back to the logits.",
+          rebuilds=("mlc.nn.loss:SoftmaxLoss.forward",))
 class _SoftmaxLoss(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(24))
@@ -117,7 +118,8 @@ class _SoftmaxLoss(Check):
           hint="Move each parameter against its gradient, scaled by the learning rate, and "
                "skip parameters that have no gradient. The update itself must not become part "
                "of a graph, and each parameter stays the same leaf object (lecture 02, "
-               "'Training an MLP on handwritten digits', and the exercise's text).")
+               "'Training an MLP on handwritten digits', and the exercise's text).",
+          rebuilds=("mlc.optim:SGD.step",))
 class _SgdStep(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(25))

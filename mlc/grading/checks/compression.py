@@ -125,7 +125,8 @@ def _mask_cases():
           hint="amount is the fraction of weights to zero, rounded to a whole number of "
                "weights; rank by magnitude, and for scope='global' rank all layers' "
                "weights together with one threshold, for 'layer' each layer on its own "
-               "(lecture section 1)")
+               "(lecture section 1)",
+          rebuilds=("mlc.compress.masks:prune_magnitude",))
 class _MagnitudeMasks(Check):
     def cases(self):
         return _mask_cases()
