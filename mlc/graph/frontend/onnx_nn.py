@@ -17,7 +17,8 @@ so the copies mostly disappear after ``graph.fuse``; and the imported graph keep
 shapes node for node, so it can be read next to the original model. A layout pass is the
 better choice for deep CNNs where consecutive convs would cancel each other's transposes.
 
-1-D convs and pools become 2-D ones over a width of 1. Grouped convs (``group > 1``) are
+1-D convs and pools become 2-D ones over a width of 1; a 3-D pool is two 2-D ones
+(:func:`_pool_3d`). Grouped convs (``group > 1``) are
 one batched matmul over the groups; depthwise convs (one filter per channel) a multiply
 and a window sum, which fuse into one kernel.
 """
@@ -188,8 +189,51 @@ def _pool_windows(ctx, xt, window, strides):
     return cols
 
 
+class _PassCtx:
+    """The node's ctx as one 2-D pass of a 3-D pool sees it: another input, and the
+    window attributes of the pass's two axes; everything else is the node's own."""
+
+    def __init__(self, ctx, x, attrs):
+        self._ctx, self._x, self._attrs = ctx, x, attrs
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def input(self, i):
+        return self._x
+
+    def shape(self, i):
+        return self._x.shape
+
+    def attr(self, name, default=None):
+        return self._attrs[name] if name in self._attrs else self._ctx.attr(name, default)
+
+
+def _pool_3d(ctx, pool_2d):
+    """A 3-D pool as two 2-D ones: over (H, W) with the depth folded into the channels,
+    then over D with (OH * OW) as the width and a window of 1 there. Exact for max and
+    for average alike: a window is a box, so its max is a max of maxes, and the count of
+    positions an average divides by (inside the input or its padding) is the product of
+    the counts along each axis. ``auto_pad`` and ``ceil_mode`` are per axis as well."""
+    x = ctx.input(0)
+    n, c, d, h, w = x.shape
+    kernel = list(ctx.attr("kernel_shape"))
+    strides, dil = (list(ctx.attr(k) or [1] * 3) for k in ("strides", "dilations"))
+    p = list(ctx.attr("pads") or [0] * 6)
+    hw = pool_2d(_PassCtx(ctx, ctx.op("reshape", x, shape=(n, c * d, h, w)), {
+        "kernel_shape": kernel[1:], "strides": strides[1:], "dilations": dil[1:],
+        "pads": [p[1], p[2], p[4], p[5]]}))
+    oh, ow = hw.shape[2:]
+    y = pool_2d(_PassCtx(ctx, ctx.op("reshape", hw, shape=(n, c, d, oh * ow)), {
+        "kernel_shape": [kernel[0], 1], "strides": [strides[0], 1], "dilations": [dil[0], 1],
+        "pads": [p[0], 0, p[3], 0]}))
+    return ctx.op("reshape", y, shape=(n, c, y.shape[2], oh, ow))
+
+
 @converter("MaxPool", since=8)
 def _maxpool(ctx):
+    if len(ctx.shape(0)) == 5:
+        return _pool_3d(ctx, _maxpool)
     x, rank, window, strides, hw, _, pads = _pool_setup(ctx, "MaxPool")
     xt = _padded_nhwc(ctx, x, pads)
     if xt.shape[1:3] != tuple(hw):
@@ -204,6 +248,8 @@ def _maxpool(ctx):
 
 @converter("AveragePool", since=7)
 def _avgpool(ctx):
+    if len(ctx.shape(0)) == 5:
+        return _pool_3d(ctx, _avgpool)
     x, rank, window, strides, hw, given, pads = _pool_setup(ctx, "AveragePool")
     xt = _padded_nhwc(ctx, x, pads)
     cols = _pool_windows(ctx, xt, window, strides)
