@@ -79,6 +79,21 @@ class Sources:
         """The last top-level definition of ``name`` (def, class or assignment), or None."""
         return self._defs.get(name)
 
+    def reachable(self, name: str, skip=()) -> list[Definition]:
+        """The definition of ``name`` and of every notebook function it calls, directly or
+        through others (those in ``skip`` left out): what a rule about how ``name`` is
+        written must read, since a helper cell can hold the part it forbids."""
+        out, todo, seen = [], [name], set(skip)
+        while todo:
+            n = todo.pop()
+            d = self.definition(n)
+            if d is None or n in seen:
+                continue
+            seen.add(n)
+            out.append(d)
+            todo += sorted(d.calls())
+        return out
+
     def cells_using(self, module: str) -> list[int]:
         """Code cells (from 0) that import ``module`` (e.g. ``"mlc.quant"``) or reach it as
         an attribute (``mlc.quant.x``): for exercises that must not call the library they

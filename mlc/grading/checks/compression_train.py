@@ -255,20 +255,13 @@ _AUTODIFF = {"backward", "grad", "vjp", "jacobian", "value_and_grad", "Tensor", 
 def _not_by_hand(src) -> str | None:
     """How ``distillation_grad`` avoids the closed form, or None: it (or a notebook
     function it calls) calls ``distillation_loss`` (finite differences), or autodiff."""
-    todo, seen = ["distillation_grad"], set()
-    while todo:
-        name = todo.pop()
-        d = src.definition(name)
-        if d is None or name in seen:
-            continue
-        seen.add(name)
+    for d in src.reachable("distillation_grad", skip=("distillation_loss",)):
         calls = d.calls()
         if "distillation_loss" in calls:
             return "calls distillation_loss (a numerical derivative of the loss)"
-        if calls & _AUTODIFF or d.names() & {"autograd", "torch", "jax"}:
-            used = sorted((calls & _AUTODIFF) | (d.names() & {"autograd", "torch", "jax"}))
-            return f"uses {', '.join(used)} (automatic differentiation)"
-        todo += [c for c in calls if c != name]
+        used = (calls & _AUTODIFF) | (d.names() & {"autograd", "torch", "jax"})
+        if used:
+            return f"uses {', '.join(sorted(used))} (automatic differentiation)"
     return None
 
 

@@ -344,19 +344,12 @@ def _enumerates(src) -> str | None:
     """How ``checkpoint_schedule`` (or a notebook function it calls) walks every subset,
     or None: itertools' generators, or a loop over ``range(1 << n)`` / ``range(2 ** n)``
     bit masks."""
-    todo, seen = ["checkpoint_schedule"], {"schedule_cost"}
-    while todo:
-        name = todo.pop()
-        d = src.definition(name)
-        if d is None or name in seen:
-            continue
-        seen.add(name)
+    for d in src.reachable("checkpoint_schedule", skip=("schedule_cost",)):
         if d.calls() & _SUBSETS:
-            return f"calls {', '.join(sorted(d.calls() & _SUBSETS))} in {name}"
+            return f"calls {', '.join(sorted(d.calls() & _SUBSETS))} in {d.name}"
         for node in ast.walk(d.tree):
             if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range"
                     and any(isinstance(b, ast.BinOp) and isinstance(b.op, (ast.LShift, ast.Pow))
                             for a in node.args for b in ast.walk(a))):
-                return f"loops over bit masks ({ast.unparse(node)}) in {name}"
-        todo += list(d.calls())
+                return f"loops over bit masks ({ast.unparse(node)}) in {d.name}"
     return None

@@ -305,16 +305,11 @@ def integer_only(src, t, names) -> None:
     arithmetic only: an integer kernel's result must not depend on float rounding (a
     float64 or long double version matches on most inputs, which is why it is read)."""
     for name in names:
-        todo, seen, problem, where = [name], set(), None, name
-        while todo and problem is None:
-            n = todo.pop()
-            d = src.definition(n)
-            if d is None or n in seen:
-                continue
-            seen.add(n)
-            problem = _float_use(d.tree)
-            where = n
-            todo += [m for m in d.calls() if m not in names]
+        problem, where = None, name
+        for d in src.reachable(name, skip=[n for n in names if n != name]):
+            problem, where = _float_use(d.tree), d.name
+            if problem:
+                break
         t.true(problem is None, f"{name} computes in integers only",
                f"{where}: {problem}. The exercise is integer-only arithmetic, as an int8 "
                f"accelerator does it: widen to int64 where a product needs it"
