@@ -396,19 +396,13 @@ def test_parallel_sum_shared_accumulator_scores_zero():
     _fails("cpu_operators.parallel_sum", "race", parallel_sum=parallel_sum)
 
 
-def test_parallel_sum_over_chunks_gets_full_marks():
-    @njit(parallel=True)
-    def parallel_sum(x):
-        n = x.size
-        chunks = (n + 1023) // 1024
-        partial = np.zeros(chunks)
-        for c in prange(chunks):
-            for i in range(c * 1024, min(n, (c + 1) * 1024)):
-                partial[c] += x[i]
-        return partial.sum()
-
-    rec = run_check("cpu_operators.parallel_sum", {"parallel_sum": parallel_sum})
-    assert rec["score"] == rec["max_score"], rec
+def test_parallel_sum_over_chunks_passes_the_source_rule():
+    cell = ("@njit(parallel=True)\ndef parallel_sum(x):\n    n = x.size\n"
+            "    chunks = (n + 1023) // 1024\n    partial = np.zeros(chunks)\n"
+            "    for c in prange(chunks):\n"
+            "        for i in range(c * 1024, min(n, (c + 1) * 1024)):\n"
+            "            partial[c] += x[i]\n    return partial.sum()\n")
+    registry.get("cpu_operators.parallel_sum").check.inspect(Sources([cell]), registry.Tester())
 
 
 def test_parallel_sum_source_rule():
