@@ -27,7 +27,6 @@ MLC_TYPES = {T.FLOAT, T.DOUBLE, T.FLOAT16, T.INT8, T.UINT8, T.INT16, T.UINT16, T
              T.FLOAT8E4M3FNUZ, T.FLOAT8E5M2, T.FLOAT8E5M2FNUZ}
 
 DELIBERATE = [
-    (r"^test_maxpool_with_argmax_", "MaxPool's Indices output is not imported"),
     (r"^test_reduce_max_empty_set", "empty tensors (a max over zero elements)"),
     (r"^test_slice_start_out_of_bounds$", "empty tensors (a slice of length 0)"),
 ]

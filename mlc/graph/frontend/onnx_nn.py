@@ -167,8 +167,6 @@ def _pool_setup(ctx, what):
     """``(x, rank, window, strides, hw, declared pads, pads with the ceil_mode extra)``;
     a dilated window is the window of its whole extent, thinned by :func:`_pool_windows`."""
     x, rank = _spatial(ctx, ctx.input(0), what)
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise ctx.error(f"the Indices output of {what} is not supported")
     kernel = _pair(ctx, "kernel_shape", 1, rank)
     dil = _pair(ctx, "dilations", 1, rank)
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil, strict=True)]
@@ -216,6 +214,8 @@ def _pool_3d(ctx, pool_2d):
     positions an average divides by (inside the input or its padding) is the product of
     the counts along each axis. ``auto_pad`` and ``ceil_mode`` are per axis as well."""
     x = ctx.input(0)
+    if _wants_indices(ctx):
+        raise ctx.error("the Indices output of a 3-D MaxPool is not supported")
     n, c, d, h, w = x.shape
     kernel = list(ctx.attr("kernel_shape"))
     strides, dil = (list(ctx.attr(k) or [1] * 3) for k in ("strides", "dilations"))
@@ -243,7 +243,45 @@ def _maxpool(ctx):
         mask[:, pads[0][0]:pads[0][0] + hw[0], pads[1][0]:pads[1][0] + hw[1]] = 0
         xt = ctx.op("add", xt, broadcast(ctx, ctx.const(mask), xt.shape))
     cols = _pool_windows(ctx, xt, window, strides)
-    return _finish(ctx, ctx.op("reduce_max", cols, axes=(3, 4), keepdims=False), rank)
+    y = _finish(ctx, ctx.op("reduce_max", cols, axes=(3, 4), keepdims=False), rank)
+    if not _wants_indices(ctx):
+        return y
+    return y, _argmax_indices(ctx, x, cols, window, strides, pads, rank)
+
+
+def _wants_indices(ctx) -> bool:
+    return len(ctx.node.output) > 1 and bool(ctx.node.output[1])
+
+
+def _argmax_indices(ctx, x, cols, window, strides, pads, rank):
+    """MaxPool's Indices: the flat (row-major NCHW) index of each window's first max.
+
+    A constant holding ``size - flat index`` goes through the same pad and windows as the
+    data; where a window's element equals its max it is kept, else 0; the window's max of
+    that is ``size`` minus the smallest index of a max (row-major order is the window's
+    scan order), and one subtraction gives the index back. With ``storage_order=1`` the
+    chosen element's column-major index (``(n C + c) H W + w H + h``) is read instead,
+    from a second constant at the one position that holds that smallest index."""
+    size = int(np.prod(x.shape))
+    zeros = ctx.const(np.zeros(cols.shape, dtype=np.int64))
+
+    def windows_of(values):
+        return _pool_windows(ctx, _padded_nhwc(ctx, ctx.const(values), pads), window, strides)
+
+    rcols = windows_of((size - np.arange(size, dtype=np.int64)).reshape(x.shape))
+    top = ctx.op("reduce_max", cols, axes=(3, 4), keepdims=True)
+    hit = ctx.op("equal", cols, broadcast(ctx, top, cols.shape))
+    best = ctx.op("reduce_max", ctx.op("where", hit, rcols, zeros), axes=(3, 4), keepdims=True)
+    if ctx.attr("storage_order", 0):
+        n, c, h, w = x.shape
+        col_major = np.arange(size, dtype=np.int64).reshape(n, c, w, h).transpose(0, 1, 3, 2)
+        at = ctx.op("equal", rcols, broadcast(ctx, best, cols.shape))
+        idx = ctx.op("reduce_max", ctx.op("where", at, windows_of(col_major), zeros),
+                     axes=(3, 4), keepdims=False)
+    else:
+        best = ctx.op("reshape", best, shape=best.shape[:3] + best.shape[5:])
+        idx = ctx.op("subtract", ctx.const(np.full(best.shape, size, dtype=np.int64)), best)
+    return _finish(ctx, idx, rank)
 
 
 @converter("AveragePool", since=7)
