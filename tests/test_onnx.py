@@ -44,6 +44,27 @@ def test_transformer_fragment_matches_reference():
     assert not any(n.op == "reshape" and n.inputs[0].op == "input" for n in g.ops)
 
 
+@pytest.mark.parametrize("order", [0, 1])
+def test_maxpool_indices_pick_the_first_max_of_each_window_in_either_storage_order(order):
+    """Ties (a window of equal values) and padding: the index is that of the first max in
+    the window's row-major scan, written row- or column-major, as onnx.reference does."""
+    x = np.round(RNG.random((1, 2, 5, 4), dtype=np.float32) * 2).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 2], pads=[1, 0, 1, 1],
+                            strides=[2, 1], storage_order=order)
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 4]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [1, 2, 3, 4])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    from onnx.reference import ReferenceEvaluator
+
+    want = ReferenceEvaluator(model).run(None, {"x": x})
+    g = graph.from_onnx(model)
+    for got in (graph.interpret(g, x), graph.build(g, target="python")(x)):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def _one_node(node, opset, shape=(2, 3)):
     return helper.make_model(helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
