@@ -105,3 +105,18 @@ def test_grade_report_shows_whole_messages_and_hints():
     assert "hint: count each value once per group" in text
     assert max(len(line) for line in text.splitlines()[4:]) <= 100
 
+
+
+def test_grade_notes_name_cells_as_jupyterlab_numbers_them(tmp_path):
+    """Code cells counted from 1, the [n] JupyterLab shows after Run All, not from 0."""
+    import nbformat
+
+    from mlc.grading.grader import grade_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# title"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("1 / 0")]
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    notes = grade_notebook(path, timeout=60).notes
+    assert any(n.startswith("cell [2]: ZeroDivisionError") for n in notes), notes

@@ -37,7 +37,7 @@ from .limits import Limits, session_processes, user_processes
 from .protocol import record
 from .registry import Exercise, all_exercises, for_notebook, get, hidden_cases
 from .session import Reader, Session
-from .source import Sources
+from .source import Sources, cell_label
 from .wire import public, to_plain
 
 _CHECK_CALL = re.compile(r"""check\(\s*["']([\w.\-]+)["']""")
@@ -253,7 +253,7 @@ def grade_notebook(path: str | Path, timeout: float = 60.0, limits: Limits | Non
                     why = f"did not finish within {timeout:g} s"
                 else:
                     why = f"crashed the Python process within {timeout:g} s"
-                notes.append(f"cell {last['index']} {why}; it was skipped and the notebook "
+                notes.append(f"{cell_label(last['index'])} {why}; it was skipped and the notebook "
                              "run again without it")
             elif last and last.get("kind") == "check" and last.get("id") in results:
                 continue  # that check hung or broke the worker; the others run again

@@ -15,7 +15,7 @@ import time
 
 from .protocol import decode_observation, record, verdict
 from .registry import Exercise
-from .source import Sources
+from .source import Sources, cell_label
 
 
 class Reader(threading.Thread):
@@ -101,7 +101,9 @@ class Session:
         kind, ex_id = msg.get("kind"), msg.get("id")
         if kind == "cell":
             if msg.get("state") == "end" and msg.get("error"):
-                note = f"cell {msg.get('index')}: {msg['error']}"
+                index = msg.get("index")
+                where = cell_label(index) if isinstance(index, int) else f"cell {index}"
+                note = f"{where}: {msg['error']}"
                 if note not in self.notes:
                     self.notes.append(str(note))
             return

@@ -110,6 +110,12 @@ class Sources:
         return out
 
 
+def cell_label(index: int) -> str:
+    """How messages name code cell ``index`` (counted from 0 among the code cells): from 1,
+    in brackets, the number JupyterLab shows beside it after Run All."""
+    return f"cell [{index + 1}]"
+
+
 def _uses(node: ast.AST, module: str, parent: str, leaf: str) -> bool:
     inside = (module, module + ".")
     if isinstance(node, ast.ImportFrom) and node.module:

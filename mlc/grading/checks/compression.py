@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Check, CheckFailed, call, exercise, need
+from ..source import cell_label
 
 NB = "11_compression"
 MAX_ELEMENTS = 1 << 20
@@ -32,8 +33,9 @@ MAX_ELEMENTS = 1 << 20
 def no_library(src, t) -> None:
     cells = src.cells_using("mlc.compress")
     t.true(not cells, "the notebook does not use mlc.compress",
-           f"code cell {cells[0] if cells else ''} uses mlc.compress: the exercise is to write "
-           "these pieces yourself with numpy (the lecture uses the library; this one may not)")
+           f"code {cell_label(cells[0]) if cells else 'cell'} uses mlc.compress: the exercise "
+           "is to write these pieces yourself with numpy (the lecture uses the library; this "
+           "one may not)")
 
 
 def as_array(v, what: str, ndim: int | None = None, shape=None) -> np.ndarray:
@@ -322,5 +324,5 @@ class _CSR(Check):
         no_library(src, t)
         cells = src.cells_using("scipy.sparse")
         t.true(not cells, "the notebook does not use scipy.sparse",
-               f"code cell {cells[0] if cells else ''} uses scipy.sparse: write the CSR "
+               f"code {cell_label(cells[0]) if cells else 'cell'} uses scipy.sparse: write the CSR "
                f"format and its product yourself")

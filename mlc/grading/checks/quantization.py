@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Check, CheckFailed, call, exercise, need, raised
+from ..source import cell_label
 
 NB = "09_quantization"
 QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
@@ -31,8 +32,9 @@ QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 def no_library(src, t) -> None:
     cells = src.cells_using("mlc.quant")
     t.true(not cells, "the notebook does not use mlc.quant",
-           f"code cell {cells[0] if cells else ''} imports mlc.quant: the exercise is to "
-           "write these pieces yourself (the lecture uses the library; this notebook may not)")
+           f"code {cell_label(cells[0]) if cells else 'cell'} imports mlc.quant: the exercise "
+           "is to write these pieces yourself (the lecture uses the library; this notebook "
+           "may not)")
 
 
 def as_int(v, what: str) -> int:

@@ -36,6 +36,7 @@ import statistics
 import numpy as np
 
 from ..registry import Check, CheckFailed, call, exercise, first_line, need
+from ..source import cell_label
 
 NB = "06_scheduling"
 SPEED_N = 256
@@ -268,8 +269,8 @@ class _ScheduleMatmul(Check):
     def inspect(self, src, t):
         cells = mentions(src, FORBIDDEN)
         t.true(not cells, f"the notebook does not call {FORBIDDEN}",
-               f"code cell {cells[0] if cells else ''} mentions {FORBIDDEN}: the exercise "
-               "is to write the primitives yourself")
+               f"code {cell_label(cells[0]) if cells else 'cell'} mentions {FORBIDDEN}: the "
+               "exercise is to write the primitives yourself")
 
     def observe(self, ns, case):
         from ... import tir
