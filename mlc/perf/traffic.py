@@ -126,17 +126,48 @@ class MemoryCounts:
         "per_request": their ratio}``: 1 per request is perfect coalescing for 4-byte
         elements, 32 is the worst case.
         """
+        segments = {key: {off // segment_bytes for off in offsets}
+                    for key, offsets in self._warp_accesses(name, kind, warp_size).items()}
+        requests = len(segments)
+        total = sum(len(s) for s in segments.values())
+        return {"requests": requests, "transactions": total,
+                "per_request": total / requests if requests else 0.0}
+
+    def bank_conflicts(self, name: str, kind: str = "r", banks: int = 32, bank_bytes: int = 4,
+                       warp_size: int = 32) -> dict:
+        """How many passes shared memory needs for the warp-wide accesses to ``name``.
+
+        Shared memory is split into ``banks`` banks, successive ``bank_bytes`` words in
+        successive banks; a bank serves one word per pass. One warp-wide access (the
+        threads of a warp with the same sequence number, as in :meth:`transactions`)
+        takes as many passes (*wavefronts*) as the busiest bank has **distinct** words
+        to serve: threads reading the same word share it (a broadcast). Returns
+        ``{"requests", "wavefronts", "per_request"}``: 1 per request is conflict-free; a
+        32 x 32 float tile read down a column gives 32, a 32-way conflict. Needs
+        ``trace=True``; the counts are what the hardware's rule gives for the recorded
+        addresses, not a measurement of a device.
+        """
+        passes = 0
+        groups = self._warp_accesses(name, kind, warp_size)
+        for offsets in groups.values():
+            words: dict[int, set] = {}
+            for off in offsets:
+                word = off // bank_bytes
+                words.setdefault(word % banks, set()).add(word)
+            passes += max(len(w) for w in words.values())
+        return {"requests": len(groups), "wavefronts": passes,
+                "per_request": passes / len(groups) if groups else 0.0}
+
+    def _warp_accesses(self, name: str, kind: str, warp_size: int) -> dict:
+        """``{(block, warp, seq): [byte offsets]}``: the warp-wide accesses to ``name``."""
         if self.accesses is None:
             raise ValueError("no trace: call count_memory(..., trace=True)")
         if kind not in ("r", "w"):
             raise ValueError(f"kind must be 'r' or 'w', got {kind!r}")
         self[name]  # a clear KeyError for an unknown array
-        segments: dict[tuple, set] = {}
+        groups: dict[tuple, list] = {}
         for acc in self.accesses:
             if acc.array == name and acc.kind == kind:
                 key = (acc.block, acc.thread // warp_size, acc.seq)
-                segments.setdefault(key, set()).add(acc.offset // segment_bytes)
-        requests = len(segments)
-        total = sum(len(s) for s in segments.values())
-        return {"requests": requests, "transactions": total,
-                "per_request": total / requests if requests else 0.0}
+                groups.setdefault(key, []).append(acc.offset)
+        return groups
