@@ -171,8 +171,27 @@ def _reduce(op, axes_input_since):
         if axes is None:
             return x
         keep = bool(ctx.attr("keepdims", 1))
+        if 0 in x.shape:
+            return _reduce_empty(ctx, op, x, axes, keep)
         return ctx.op(op, x, axes=axes, keepdims=keep)
     return conv
+
+
+def _reduce_empty(ctx, op, x, axes, keep):
+    """A reduction of an empty tensor is a constant, whatever x holds: empty itself when
+    a kept axis is empty, else the identity over the empty reduced axes (ONNX: 0 for a
+    sum, the dtype's lowest value for a max; a mean of nothing has no value)."""
+    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape) if keep or a not in axes)
+    dt = np.dtype(x.dtype)
+    if 0 in shape:
+        fill = 0
+    elif op == "summation":
+        fill = 0
+    elif op == "reduce_max":
+        fill = -np.inf if dt.kind == "f" else np.iinfo(dt).min
+    else:
+        raise ctx.error(f"{op} over an empty axis of shape {x.shape} has no value")
+    return ctx.const(np.full(shape, fill, dtype=dt))
 
 
 converter("ReduceSum", since=1)(_reduce("summation", 13))

@@ -155,15 +155,21 @@ def _slice(ctx):
     ends = ctx.static(2, "ends").tolist()
     axes = ctx.static(3, "axes").tolist() if ctx.has(3) else list(range(len(starts)))
     steps = ctx.static(4, "steps").tolist() if ctx.has(4) else [1] * len(starts)
+    plan = []
     for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
         a = int(a) % rank
         if st == 0:
             raise ctx.error(f"step 0 on axis {a}")
         # python's slice() clamps exactly as ONNX specifies, negative steps included
         b, e2, st2 = slice(int(s), int(e), int(st)).indices(x.shape[a])
-        count = len(range(b, e2, st2))
-        if count == 0:
-            raise ctx.error(f"the slice is empty on axis {a}: empty tensors are not supported")
+        plan.append((a, b, st2, len(range(b, e2, st2))))
+    if any(count == 0 for *_, count in plan):
+        # an empty result holds no value of x: it is a constant, known from shapes alone
+        shape = list(x.shape)
+        for a, _, _, count in plan:
+            shape[a] = count
+        return ctx.const(np.zeros(shape, dtype=x.dtype))
+    for a, b, st2, count in plan:
         if st2 < 0:      # walk a flipped axis forwards
             x = ctx.op("flip", x, axes=(a,))
             b, st2 = x.shape[a] - 1 - b, -st2
