@@ -17,26 +17,18 @@ pytestmark = pytest.mark.skipif(not mlc._env.cuda_simulated(),
 TILE, ROWS = 32, 8  # a 32 x 32 tile moved by 32 x 8 threads, 4 rows each
 
 
-@cuda.jit
-def transpose_tile(a, out):
-    tile = cuda.shared.array((TILE, TILE), float32)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    for j in range(0, TILE, ROWS):
-        tile[ty + j, tx] = a[ty + j, tx]
-    cuda.syncthreads()
-    for j in range(0, TILE, ROWS):
-        out[ty + j, tx] = tile[tx, ty + j]
-
-
-@cuda.jit
-def transpose_padded(a, out):
-    tile = cuda.shared.array((TILE, TILE + 1), float32)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    for j in range(0, TILE, ROWS):
-        tile[ty + j, tx] = a[ty + j, tx]
-    cuda.syncthreads()
-    for j in range(0, TILE, ROWS):
-        out[ty + j, tx] = tile[tx, ty + j]
+def make_transpose(pad):
+    """A transpose through a shared tile of TILE x (TILE + pad) floats."""
+    @cuda.jit
+    def transpose(a, out):
+        tile = cuda.shared.array((TILE, TILE + pad), float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        for j in range(0, TILE, ROWS):
+            tile[ty + j, tx] = a[ty + j, tx]
+        cuda.syncthreads()
+        for j in range(0, TILE, ROWS):
+            out[ty + j, tx] = tile[tx, ty + j]
+    return transpose
 
 
 @cuda.jit
@@ -55,7 +47,7 @@ def _run(kernel):
 
 
 def test_column_reads_of_a_square_tile_are_32_way_conflicts():
-    a, out, c = _run(transpose_tile)
+    a, out, c = _run(make_transpose(0))
     assert np.array_equal(out, a.T)
     # writes: a warp writes one row, 32 consecutive words, 32 banks: 1 pass each
     assert c.bank_conflicts("tile", "w") == {"requests": 32, "wavefronts": 32, "per_request": 1.0}
@@ -65,7 +57,7 @@ def test_column_reads_of_a_square_tile_are_32_way_conflicts():
 
 
 def test_one_word_of_padding_removes_the_conflicts():
-    a, out, c = _run(transpose_padded)
+    a, out, c = _run(make_transpose(1))
     assert np.array_equal(out, a.T)
     # a column of a 33-wide tile: words 33 apart fall in 32 different banks
     assert c.bank_conflicts("tile", "r")["per_request"] == 1.0
