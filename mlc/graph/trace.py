@@ -108,10 +108,10 @@ def _check_on_tape(where, args, out, pnames) -> None:
                 f"cannot trace {where}: its output of shape {o.shape} does not depend on "
                 "its input on the tape; it is computed outside mlc's ops (numpy, a custom "
                 "kernel) and wrapped into a new Tensor, which a graph could only keep as "
-                "a constant. Write its forward with mlc.ops, or trace the model it was "
-                "made from (e.g. the dense model before compress.to_sparse); a value that "
-                "depends only on shapes (positions, a causal mask) can be a buffer "
-                "(register_buffer) or an argument")
+                "a constant. Write its forward with mlc.ops or as an op that graph.OPS "
+                "knows (compress.SparseLinear's kernel is an extern op), or trace the model "
+                "it was made from; a value that depends only on shapes (positions, a "
+                "causal mask) can be a buffer (register_buffer) or an argument")
 
 
 def _as_input(x) -> Tensor:
