@@ -93,4 +93,4 @@ def test_bad_dtypes_still_clear():
     with pytest.raises(TypeError, match="not supported"):
         nd.array([1.0], dtype="float16").astype("complex64")
     with pytest.raises(TypeError, match="not supported"):
-        nd.empty((2,), dtype="float4_e2m1fn")
+        nd.empty((2,), dtype="uint4")

@@ -31,7 +31,7 @@ except ImportError:                                     # pragma: no cover
     STORAGE_DTYPES = ("float16",)
 else:
     STORAGE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
-                      "float8_e5m2", "float8_e5m2fnuz")
+                      "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn")
     DTYPES += STORAGE_DTYPES[1:]
     FLOAT_DTYPES += STORAGE_DTYPES[1:]
 

@@ -52,7 +52,8 @@ def dtype_of(elem_type: int, where: str) -> str:
              T.INT32: "int32", T.UINT32: "uint32", T.INT64: "int64", T.UINT64: "uint64",
              T.BOOL: "uint8", T.BFLOAT16: "bfloat16", T.FLOAT8E4M3FN: "float8_e4m3fn",
              T.FLOAT8E4M3FNUZ: "float8_e4m3fnuz", T.FLOAT8E5M2: "float8_e5m2",
-             T.FLOAT8E5M2FNUZ: "float8_e5m2fnuz"}
+             T.FLOAT8E5M2FNUZ: "float8_e5m2fnuz", T.FLOAT8E8M0: "float8_e8m0fnu",
+             T.FLOAT4E2M1: "float4_e2m1fn"}
     table = {k: v for k, v in table.items() if v in DTYPES}   # bfloat16 needs ml_dtypes
     if elem_type not in table:
         name = T.DataType.Name(elem_type) if elem_type in T.DataType.values() else elem_type

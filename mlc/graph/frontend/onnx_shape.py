@@ -215,7 +215,13 @@ def _cast(ctx):
     except ValueError as e:
         raise ctx.unsupported("to", to, str(e)) from None
     x = ctx.input(0)
-    if ctx.attr("saturate", 1) == 1 and dtype.startswith("float8") and x.dtype != dtype:
+    if dtype == "float8_e8m0fnu" and x.dtype != dtype and \
+            ctx.attr("round_mode", "up") != "nearest":
+        # a power of two at or above x: the conversion (ml_dtypes) rounds to nearest
+        raise ctx.unsupported("round_mode", ctx.attr("round_mode", "up"),
+                              "casts to FLOAT8E8M0 round to nearest only")
+    if ctx.attr("saturate", 1) == 1 and dtype.startswith(("float8", "float4")) and \
+            x.dtype != dtype:
         # ONNX saturates: out-of-range values (infinities too) go to the largest finite
         # float8 of their sign; a plain conversion would give NaN or inf. NaN stays NaN
         # (minimum and maximum propagate it).

@@ -12,7 +12,8 @@ float32 and rounds once at the end (as fp16 tensor cores do).
 backends call it last. The transfers (``to_numpy`` / ``from_numpy`` / ``fill``) are left
 alone: they move float16 bytes as they are.
 
-bfloat16 and the float8 formats (``shapes.STORAGE_DTYPES``, from ``ml_dtypes``) are
+bfloat16, the float8 formats and float4_e2m1fn (``shapes.STORAGE_DTYPES``, from
+``ml_dtypes``) are
 storage formats in exactly the same way: Numba knows none of them, so the same shadow
 copy in float32 is every kernel's view of them, and a written buffer is rounded back to
 its own format (ml_dtypes rounds to nearest even; float8 without infinities gives NaN on
