@@ -116,7 +116,7 @@ class SparseLinear(nn.Module):
                              f"input of shape {x.shape}")
         arrays = _arrays_of(self.matrix) + ([] if self.bias_array is None else
                                             [self.bias_array])
-        key = (x.device.name, len(arrays))
+        key = (x.device.name, id(self.matrix), id(self.bias_array))
         if vars(self).get("_operand_key") != key:  # the arrays as constant Tensors, once
             self._operands = [Tensor(a, device=x.device, dtype=str(a.dtype),
                                      requires_grad=False) for a in arrays]
