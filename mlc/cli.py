@@ -243,6 +243,23 @@ def cmd_bench(args) -> int:
     return int(module.main(args.rest) or 0)
 
 
+def cmd_deploy(args) -> int:
+    from . import deploy
+
+    try:
+        art = deploy.load(args.path)
+    except (deploy.DeployError, ValueError, OSError) as e:
+        print(f"mlc deploy report: {e}", file=sys.stderr)
+        return 2
+    data = None
+    if args.digits:
+        from .data import load_digits
+
+        data = load_digits()[2:]
+    print(art.report(data=data, batch=args.batch))
+    return 0
+
+
 def cmd_dist(args) -> int:
     from .dist import launch
 
@@ -338,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("script", help="the Python script every rank runs")
     d.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     d.set_defaults(func=cmd_dist)
+
+    p = sub.add_parser("deploy", help="inspect a saved mlc.deploy artifact")
+    dsub = p.add_subparsers(dest="action", required=True)
+    d = dsub.add_parser("report", help="mlc deploy report PATH: the artifact's report card")
+    d.add_argument("path", help="the folder artifact.save wrote")
+    d.add_argument("--batch", type=int, default=64, help="the larger batch timed (64)")
+    d.add_argument("--digits", action="store_true",
+                   help="accuracy on the digits test set (a digits classifier)")
+    d.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. ndarray)")
     p.add_argument("name", nargs="?", help="benchmark name; omit to list them")

@@ -104,3 +104,14 @@ def test_report_card(vit):
     assert r.arena_bytes >= r.lower_bound > 0 and r.kernels > 0
     assert r.bottleneck == max(r.groups, key=r.groups.get)
     assert "time per kernel group" in str(r) and "matmul" in r.groups
+
+
+def test_cli_deploy_report(vit, tmp_path, capsys):
+    from mlc.cli import main
+
+    model, x, _ = vit
+    path = mlc.deploy(model, x, target=T).save(tmp_path / "a")
+    assert main(["deploy", "report", path, "--batch", "2"]) == 0
+    assert "time per kernel group" in capsys.readouterr().out
+    assert main(["deploy", "report", str(tmp_path)]) == 2
+    assert "no deploy.json" in capsys.readouterr().err
