@@ -42,7 +42,11 @@ NB = "06_scheduling"
 SPEED_N = 256
 SPEEDUP = 3.0
 REORDER_N = 1024      # where the tiles pay: B (4 MiB) no longer sits in L2 during a row of C
-OVER_REORDER = 1.2    # times faster than the one-line reorder i, k, j, asked at REORDER_N
+# Against the one-line reorder i, k, j the check grades the structure (a tile of C inside
+# the k loop) and asks only not to be slower, within this factor: on a busy two-core
+# machine the lecture's own schedule measured 1.00x to 1.05x the reorder, where it is
+# 1.5x on an idle one, so a speed margin failed honest solutions.
+OVER_REORDER = 0.9
 FORBIDDEN = "matmul_hand_schedule"
 ROUNDS = 7
 MAX_FLOPS = 1e12  # one CPU thread is far below this: a faster time is not a measurement
@@ -243,6 +247,24 @@ def _timings(obs, key, what):
     return statistics.median(v)
 
 
+def _loop_names(loops) -> str:
+    if not (isinstance(loops, list) and all(isinstance(lp, list) and lp for lp in loops)):
+        return "unknown"
+    return ", ".join(str(lp[0])[:20] for lp in loops[:12])
+
+
+def _tiles_c(loops) -> bool:
+    """Whether loops over both i and j run inside a loop over k (``[name, extent, kind]``
+    outermost first; a split keeps the axis's name before ``_``): a register tile of C."""
+    if not (isinstance(loops, list) and all(isinstance(lp, list) and lp for lp in loops)):
+        return False
+    axes = [str(lp[0]).split("_")[0] for lp in loops]
+    if "k" not in axes:
+        return False
+    inside = set(axes[axes.index("k") + 1:])
+    return {"i", "j"} <= inside
+
+
 def _innermost(loops) -> str:
     if not (isinstance(loops, list) and loops and isinstance(loops[-1], list)
             and len(loops[-1]) == 3):
@@ -324,10 +346,16 @@ class _ScheduleMatmul(Check):
         if case["time"] == "reorder":
             # the smaller of the medians' and the fastest rounds' ratios: a load spike can
             # flatter one of them, rarely both (the lecture's schedule clears both easily)
-            ratio = min(ratio, min(obs["t_ref"]) / min(obs["t_fn"]))
-            t.true(ratio >= OVER_REORDER, f"the scheduled matmul is at least "
-                   f"{OVER_REORDER:g}x faster than the one-line reorder to i, k, j at "
-                   f"{n}x{k}x{m} (both on one thread)",
+            loops = obs.get("loops")
+            t.true(_tiles_c(loops), "the schedule keeps a tile of C while k runs (a loop over "
+                   "i and one over j inside the k loop)",
+                   f"the loops around C are {_loop_names(loops)}.{_innermost(loops)} A loop "
+                   "order alone streams all of B once per row of C; split i and j and move "
+                   "k outside their inner parts, so a tile of C stays in registers (lecture, "
+                   "sections 2.3-2.5)")
+            ratio = max(ratio, min(obs["t_ref"]) / min(obs["t_fn"]))
+            t.true(ratio >= OVER_REORDER, f"the scheduled matmul is not slower than the "
+                   f"one-line reorder to i, k, j at {n}x{k}x{m} (both on one thread)",
                    f"the worker measured the reorder at {t_ref * 1e3:.2f} ms, yours at "
                    f"{t_fn * 1e3:.2f} ms: {ratio:.2f}x.{_innermost(obs.get('loops'))} A "
                    "loop order alone streams all of B once per row of C; what keeps a "
