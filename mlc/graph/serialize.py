@@ -141,7 +141,7 @@ def _ints(v, what) -> tuple:
 def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
     """The :class:`Graph` of :func:`graph_to_data`'s output, validated (see the module
     docstring); ``arrays`` maps constant keys to arrays."""
-    from .ops import OPS
+    from .ops.registry import known
     from .symbolic import batch_size, evaluate, infer, symbolic
 
     fmt = data.get("format") if isinstance(data, dict) else None
@@ -157,7 +157,8 @@ def graph_from_data(data, arrays, where: str = "graph.json") -> Graph:
         at = f"{where}: node {k} (%{name})"
         _need(isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable() and
               name not in by_name, f"{at}: missing, repeated or unprintable name")
-        _need(op in ("input", "constant") or op in OPS, f"{at}: unknown op {op!r}")
+        _need(op in ("input", "constant") or (isinstance(op, str) and known(op)),
+              f"{at}: unknown op {op!r}")
         _need(d.get("dtype") in DTYPES, f"{at}: unknown dtype {d.get('dtype')!r}")
         shape = _ints(d.get("shape"), f"{at} shape")
         ins = d.get("inputs")

@@ -89,10 +89,34 @@ def register(d: OpDef) -> OpDef:
     return d
 
 
+# Layers above the graph compiler add ops of their own (the quantizer's integer ops, the
+# sparse layer's kernel) when they are imported. A graph read from disk may name one before
+# its layer was imported in this process, so unknown names are looked up here: each entry is
+# "module:function", imported and called at most once. This is data, as a package's entry
+# points are; the graph compiler itself never imports these layers.
+PROVIDERS = {
+    **dict.fromkeys(("quantize", "dequantize", "qlinear", "qadd", "qmatmul", "wmatmul",
+                     "observe"), "mlc.quant.graph_ops:register_all"),
+    "sparse_matmul": "mlc.compress.sparse_layers:_register_graph_op",
+}
+
+
+def known(op: str) -> bool:
+    """Whether ``op`` is registered, importing the layer that provides it if need be."""
+    if op not in OPS and op in PROVIDERS:
+        import importlib
+
+        module, func = PROVIDERS[op].split(":")
+        getattr(importlib.import_module(module), func)()
+    return op in OPS
+
+
 def opdef(op: str) -> OpDef:
     """The :class:`OpDef` of ``op``; a clear error for an op the graph does not know."""
     try:
-        return OPS[op]
+        if known(op):
+            return OPS[op]
+        raise KeyError(op)
     except KeyError:
         raise ValueError(f"unknown graph op {op!r}; known ops: {', '.join(sorted(OPS))}") \
             from None
