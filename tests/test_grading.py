@@ -133,7 +133,10 @@ def test_check_in_notebook_reports_pass(capsys):
 
     @numba.njit
     def saxpy(a, x, y):
-        return a * x + y
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = a * x[i] + y[i]
+        return out
 
     check("welcome.saxpy", ns={"saxpy": saxpy, "np": np})
     out = capsys.readouterr().out
