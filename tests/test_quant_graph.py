@@ -151,14 +151,32 @@ def test_cuda_kernels_agree_on_the_graph(residual, digits):
     assert (quant.run(qg, x, device=nd.cuda()) == quant.run(qg, x)).all()
 
 
-def test_a_built_graph_calls_the_extern_kernels(residual, digits, monkeypatch):
-    import mlc.quant.qops as qops
+def test_a_built_graph_calls_the_bound_kernels(residual, digits, monkeypatch):
+    import mlc.quant.kernels_cpu as kc
 
     _, qg = residual[0]
-    assert all(graph.OPS[op].extern is not None for op in ("qlinear", "qadd", "wmatmul"))
-    calls = []
-    real = qops.qlinear
-    monkeypatch.setattr(qops, "qlinear", lambda *a, **k: calls.append(1) or real(*a, **k))
-    exe = graph.build(qg, target="cpu")
-    x = digits[2][:3]
-    assert (exe(x) == graph.interpret(qg, x)).all() and len(calls) == 4
+    assert all(graph.OPS[op].extern.bind is not None for op in ("qlinear", "qadd", "quantize"))
+    calls = {"pack_input": 0, "qadd_kernel": 0}
+    for name in calls:
+        real = getattr(kc, name)
+        monkeypatch.setattr(kc, name, lambda *a, real=real, name=name: calls.update(
+            {name: calls[name] + 1}) or real(*a))
+    exe = graph.build(qg, target="cpu", memory_plan="greedy_by_size")
+    for bs in (3, 1, 3):                  # an input panel per batch size, kept and reused
+        x = digits[2][:bs]
+        assert (exe(x) == graph.interpret(qg, x)).all()
+    assert calls == {"pack_input": 12, "qadd_kernel": 3}
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_qadd_kernels_equal_the_reference(relu):
+    from mlc.quant import graph_ops
+
+    rng = np.random.default_rng(1)
+    attrs = dict(graph_ops.add_params(0.05, 0.013, 0.04), z_a=-7, z_b=20, z_out=-3, relu=relu)
+    a, b = (rng.integers(-128, 128, (5, 7)).astype(np.int8) for _ in range(2))
+    want = graph_ops.qadd_ref(attrs, a, b)
+    for device in (nd.cpu(), nd.cuda()):
+        assert (graph_ops.qadd_kernel(attrs, a, b, device=device) == want).all()
+    with pytest.raises(ValueError, match="qadd needs two int8 arrays"):
+        graph_ops.qadd_kernel(attrs, a, b[:2])

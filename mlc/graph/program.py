@@ -251,6 +251,8 @@ def _opaque_entry(node):
     from .ops import opdef
 
     extern = opdef(node.op).extern
+    if getattr(extern, "bind", None) is not None:    # bound once: (*inputs, out) per call
+        return extern.bind(node)
     if extern is not None:         # a library kernel: numpy in, numpy out
         def call(*arrays):
             args = [a.reshape(x.shape) for a, x in zip(arrays[:-1], node.inputs, strict=True)]

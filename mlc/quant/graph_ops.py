@@ -179,6 +179,40 @@ def qlinear_kernel(attrs, a, w, s_w, bias, m0, shift, device=None):
     return q.reshape(a.shape[:-1] + (w.shape[1],))
 
 
+def qadd_params(attrs) -> np.ndarray:
+    """qadd's attributes as the int32 array :func:`.routines.qadd` reads."""
+    from .affine import qrange
+
+    q_min, q_max = qrange(QDTYPE, attrs.get("bits"))
+    lo = max(q_min, attrs["z_out"]) if attrs.get("relu", False) else q_min
+    return np.array([attrs["z_a"], attrs["m_a"], attrs["shift_a"], attrs["z_b"], attrs["m_b"],
+                     attrs["shift_b"], attrs["m_out"], attrs["shift_out"], attrs["z_out"], lo,
+                     q_max, ADD_LEFT_SHIFT], np.int32)
+
+
+def qadd_kernel(attrs, a, b, device=None):
+    """The Numba kernel of qadd (cpu, or cuda: one routine), on checked int8 inputs."""
+    from .qops import _device_name
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != np.int8 or b.dtype != np.int8:
+        raise ValueError(f"qadd needs two int8 arrays of one shape, got {a.dtype}{a.shape} "
+                         f"and {b.dtype}{b.shape}")
+    dev = _device_name(device)
+    if dev == "cpu_numpy":
+        return qadd_ref(attrs, a, b)
+    flat = [np.ascontiguousarray(v).reshape(-1) for v in (a, b)]
+    if dev == "cuda":
+        from .kernels_cuda import qadd_cuda
+
+        return qadd_cuda(*flat, qadd_params(attrs)).reshape(a.shape)
+    from .kernels_cpu import qadd_kernel as kernel
+
+    out = np.empty(a.size, np.int8)
+    kernel(*flat, qadd_params(attrs), out)
+    return out.reshape(a.shape)
+
+
 def wmatmul_kernel(attrs, x, codes, scales, device=None):
     from .weightonly import wmatmul
 
@@ -225,7 +259,7 @@ QUANTIZED_OPS = {
                    None, 2),
     "qlinear": (6, _linear_shape, lambda d, a: QDTYPE, qlinear_ref, qlinear_sim, qlinear_kernel,
                 None),
-    "qadd": (2, _same_shape, lambda d, a: QDTYPE, qadd_ref, qadd_sim, None, 6),
+    "qadd": (2, _same_shape, lambda d, a: QDTYPE, qadd_ref, qadd_sim, qadd_kernel, 6),
     "observe": (1, lambda s, a: s[0], lambda d, a: d[0], lambda attrs, x: x, lambda attrs, x: x,
                 None, 0),
     "wmatmul": (3, _wmatmul_shape, lambda d, a: "float32", wmatmul_ref, wmatmul_ref,
@@ -264,6 +298,9 @@ def _reference(op):
 def _extern(op):
     def extern(node, *arrays):
         return run(op, node.attrs, arrays, "kernel")
+    from .bound import BINDERS
+
+    extern.bind = BINDERS.get(op)     # what a built graph calls: see :mod:`.bound`
     return extern
 
 

@@ -309,3 +309,44 @@ def _wmatmul_kernel(axpy, rows_per_byte):
 
 wmatmul4_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").axpy4, 2))
 wmatmul8_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").axpy8, 1))
+
+
+# -- the graph's elementwise integer ops and the input packing of qlinear ---------------
+
+_qadd = routines("cpu").qadd
+
+
+@njit(cache=True)
+def qadd_kernel(a, b, params, out):
+    """``out[i] = qadd(a[i], b[i])`` on flat int8 codes (:func:`.routines.qadd`)."""
+    for i in range(out.shape[0]):
+        out[i] = _qadd(a[i], b[i], params)
+
+
+@njit(cache=True)
+def quantize_kernel(x, scale, zero_point, lo, hi, out):
+    """``clamp(rint(x / scale) + z)`` in float64, as :func:`mlc.quant.quantize` (ties to
+    even, so the codes are the reference's)."""
+    for i in range(out.shape[0]):
+        q = np.rint(np.float64(x[i]) / scale) + zero_point
+        out[i] = min(max(q, lo), hi)
+
+
+@njit(cache=True)
+def dequantize_kernel(q, scale, zero_point, out):
+    """``scale * (q - z)`` in float64, stored as float32 (as :func:`mlc.quant.dequantize`)."""
+    for i in range(out.shape[0]):
+        out[i] = np.float32(scale * (np.float64(q[i]) - zero_point))
+
+
+@njit(cache=True)
+def pack_input(a, a16, rowsum):
+    """qlinear's per-call operands in buffers made once: ``a`` widened into the int16
+    panel ``a16`` (its padding stays zero) and the row sums of ``a``."""
+    m, k_dim = a.shape
+    for i in range(m):
+        s = np.int32(0)
+        for k in range(k_dim):
+            a16[i, k] = a[i, k]
+            s += np.int32(a[i, k])
+        rowsum[i] = s

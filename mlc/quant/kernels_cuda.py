@@ -82,3 +82,21 @@ def wmatmul_cuda(x, codes, scales, bits, group, threads=(8, 8)):
     _WMATMUL[bits][grid, threads](cuda.to_device(np.ascontiguousarray(x)), cuda.to_device(codes),
                                   cuda.to_device(scales), group, d_out)
     return d_out.copy_to_host()
+
+
+_qadd = routines("cuda").qadd
+
+
+@cuda.jit
+def _qadd_kernel(a, b, params, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = _qadd(a[i], b[i], params)
+
+
+def qadd_cuda(a, b, params, threads=128):
+    """``qadd`` on flat int8 codes (numpy in, numpy out), the CPU kernel's routine."""
+    d_out = cuda.device_array(a.shape, dtype=np.int8)
+    _qadd_kernel[(a.size + threads - 1) // threads, threads](
+        cuda.to_device(a), cuda.to_device(b), cuda.to_device(params), d_out)
+    return d_out.copy_to_host()

@@ -49,8 +49,8 @@ def _define(jit) -> SimpleNamespace:
         return (x >> exponent) + (np.int32(1) if remainder > threshold else np.int32(0))
 
     @jit
-    def requantize(acc, m0, shift, zero_point, lo, hi):
-        """One int32 accumulator -> a code in ``[lo, hi]`` (``lo = max(q_min, z)`` for ReLU)."""
+    def mbqm(acc, m0, shift):
+        """``MultiplyByQuantizedMultiplier``: ``acc * m0 * 2^(shift - 31)`` rounded, int32."""
         x = np.int32(acc)
         if shift > 0:                  # M >= 1: a saturating left shift first, as TFLite
             w = np.int64(x) << shift
@@ -62,12 +62,29 @@ def _define(jit) -> SimpleNamespace:
             right = 0
         else:
             right = -shift
-        y = np.int32(rdbpot(srdhm(x, np.int32(m0)), np.int32(right))) + np.int32(zero_point)
+        return np.int32(rdbpot(srdhm(x, np.int32(m0)), np.int32(right)))
+
+    @jit
+    def requantize(acc, m0, shift, zero_point, lo, hi):
+        """One int32 accumulator -> a code in ``[lo, hi]`` (``lo = max(q_min, z)`` for ReLU)."""
+        y = mbqm(acc, m0, shift) + np.int32(zero_point)
         if y < lo:
             y = lo
         elif y > hi:
             y = hi
         return y
+
+    @jit
+    def qadd(a, b, p):
+        """Two codes on their own scales -> their sum's code (TFLite's quantized add):
+        each input, less its zero point and shifted up by ``p[11]`` bits of headroom, is
+        rescaled to the shared accumulator grid; the sum is requantized. ``p`` is int32
+        ``z_a, m_a, shift_a, z_b, m_b, shift_b, m_out, shift_out, z_out, lo, hi, left``:
+        one array, so every kernel takes the op's attributes as one argument."""
+        da = (np.int32(a) - p[0]) << p[11]
+        db = (np.int32(b) - p[3]) << p[11]
+        acc = np.int32(np.int64(mbqm(da, p[1], p[2])) + np.int64(mbqm(db, p[4], p[5])))
+        return requantize(acc, p[6], p[7], p[8], p[9], p[10])
 
     @jit
     def offsets(dot, rowsum_i, za, zw_j, colsum_j, k_dim, bias_j):
@@ -131,8 +148,8 @@ def _define(jit) -> SimpleNamespace:
             return acc
         return wdot
 
-    return SimpleNamespace(srdhm=srdhm, rdbpot=rdbpot, requantize=requantize,
-                           offsets=offsets, unpack4=unpack4, dot4=dot4, dot8=dot8,
+    return SimpleNamespace(srdhm=srdhm, rdbpot=rdbpot, mbqm=mbqm, requantize=requantize,
+                           qadd=qadd, offsets=offsets, unpack4=unpack4, dot4=dot4, dot8=dot8,
                            wdot4=grouped(dot4), wdot8=grouped(dot8), axpy4=axpy4, axpy8=axpy8)
 
 

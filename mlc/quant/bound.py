@@ -1,0 +1,105 @@
+"""The quantized ops' kernels *bound to a graph node*: what a built graph calls.
+
+A built graph runs an extern op at every call, on buffers whose shapes and dtypes the
+graph already checked when it was built. The checked entry points (``quant.qlinear``,
+:func:`.graph_ops.qadd_kernel`) validate, convert and allocate on each call: right for a
+user's call, a waste in a loop that runs the same node a million times (at batch 1 they
+cost more than the arithmetic). So :mod:`mlc.graph.program` asks the op's extern for a
+``bind(node)``, once per node, and calls what it returns with the step's buffers::
+
+    call = BINDERS["qlinear"](node)     # attributes read, parameters converted: once
+    call(a, w, s_w, bias, m0, shift, out)   # per call: pack the input, one kernel, no copy
+
+Everything that depends only on the node (the code range, the packed weight, the int32
+parameter arrays, the int16 panel of the input for a batch size) is made on the first
+call and kept; each call writes into ``out``, the step's own buffer (in the arena when
+the graph is planned). Integer results equal the checked kernels' bit for bit (the same
+routines, :mod:`.routines`); tests compare them with the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .affine import qrange
+from .graph_ops import QDTYPE, packed_weight, qadd_params
+
+
+def _flat(out: np.ndarray) -> np.ndarray:
+    if not out.flags.c_contiguous:      # a reshape would copy and the result be lost
+        raise ValueError(f"an extern kernel needs a contiguous output buffer, got strides "
+                         f"{out.strides}")
+    return out.reshape(-1)
+
+
+def _code_range(attrs, relu=False) -> tuple[int, int]:
+    q_min, q_max = qrange(QDTYPE, attrs.get("bits"))
+    return (max(q_min, attrs["z_out"]) if relu else q_min), q_max
+
+
+def bind_quantize(node):
+    from .kernels_cpu import quantize_kernel
+
+    lo, hi = (float(v) for v in qrange(QDTYPE, node.attrs.get("bits")))
+    scale, zero = float(node.attrs["scale"]), float(node.attrs["zero_point"])
+
+    def call(x, out):
+        quantize_kernel(x.reshape(-1), scale, zero, lo, hi, _flat(out))
+    return call
+
+
+def bind_dequantize(node):
+    from .kernels_cpu import dequantize_kernel
+
+    scale, zero = float(node.attrs["scale"]), float(node.attrs["zero_point"])
+
+    def call(q, out):
+        dequantize_kernel(q.reshape(-1), scale, zero, _flat(out))
+    return call
+
+
+def bind_qadd(node):
+    from .kernels_cpu import qadd_kernel
+
+    params = qadd_params(node.attrs)
+
+    def call(a, b, out):
+        qadd_kernel(a.reshape(-1), b.reshape(-1), params, _flat(out))
+    return call
+
+
+def bind_qlinear(node):
+    """Per call: the input widened into an int16 panel made once per batch size (its
+    padding stays zero), then the fused kernel (serial below ``SMALL_WORK``: at batch 1
+    starting threads costs more than the product) writing int8 into ``out``."""
+    from .kernels_cpu import MR, VL, pack_input, pick, qlinear_kernel
+
+    attrs = node.attrs
+    k, n = node.inputs[1].shape
+    lo, hi = (np.int32(v) for v in _code_range(attrs, attrs["relu"]))
+    za, z_out = np.int32(attrs["z_in"]), np.int32(attrs["z_out"])
+    k_pad = max(VL, -(-k // VL) * VL)
+    state: dict = {}
+
+    def call(a, w, s_w, bias, m0, shift, out):
+        key = w.__array_interface__["data"][0]
+        if state.get("key") != key:            # the constants, converted once
+            state.update(key=key, pw=packed_weight(w.reshape(k, n)),
+                         params=[np.ascontiguousarray(p.reshape(n), np.int32)
+                                 for p in (bias, m0, shift)])
+        pw = state["pw"]
+        a2 = a.reshape(-1, k)
+        m = a2.shape[0]
+        bufs = state.get(m)
+        if bufs is None:
+            bufs = state[m] = (np.zeros((-(-m // MR) * MR, k_pad), np.int16),
+                               np.empty(m, np.int32))
+        pack_input(a2, *bufs)
+        pick(qlinear_kernel, m * n * k)(bufs[0], pw.wt16, za, pw.zero_point, pw.colsum,
+                                        bufs[1], k, *state["params"], z_out, lo, hi,
+                                        _flat(out).reshape(m, n))
+    return call
+
+
+BINDERS = {"quantize": bind_quantize, "dequantize": bind_dequantize, "qadd": bind_qadd,
+           "qlinear": bind_qlinear}
