@@ -120,15 +120,28 @@ class _GradOps(Check):
         # gradients of gradients: d/da of sum(multiply_grad(1, a, a*a)[0]) = d/da sum(a^2)
         out.append({"what": "the gradient of your gradient (second derivative)",
                     "fn": "second", "x": rng.standard_normal(4)})
+        # and in out_grad: d/dg of sum(multiply_grad(g, a, b)[0]) = b; a gradient that
+        # detaches out_grad loses it (a Hessian-vector product differentiates through it)
+        out.append({"what": "the gradient of your gradient in out_grad",
+                    "fn": "second_g", "x": rng.standard_normal(4),
+                    "a": rng.standard_normal(4), "b": rng.standard_normal(4)})
         return out
 
     def observe(self, ns, case):
         from mlc import ops
 
-        if case["fn"] != "second":
+        if case["fn"] not in ("second", "second_g"):
             f = need(ns, case["fn"])
             return tensors_obs(call(case["fn"], f, _t(case["g"]), _t(case["a"]), _t(case["b"])),
                                2)
+        if case["fn"] == "second_g":
+            g = _t(case["x"])
+            result = call("multiply_grad", need(ns, "multiply_grad"), g, _t(case["a"]),
+                          _t(case["b"]))
+            total = ops.summation(result[0])
+            if total.requires_grad:
+                call("backward of your gradient", total.backward)
+            return grad_obs(g)
         x = _t(case["x"])
         result = call("multiply_grad", need(ns, "multiply_grad"), _t(np.ones(4), False), x,
                       x * x)
@@ -140,6 +153,9 @@ class _GradOps(Check):
     def judge(self, case, obs, t):
         if case["fn"] == "second":
             judge_grad(t, obs, 2 * case["x"], "x", case["what"], after="backward()")
+            return
+        if case["fn"] == "second_g":
+            judge_grad(t, obs, case["b"], "out_grad", case["what"], after="backward()")
             return
         a, b, g = case["a"], case["b"], case["g"]
         ga, gb = judge_tensors(obs, 2, case["what"])
@@ -179,7 +195,7 @@ class _GradReduce(Check):
                         "fn": "summation_grad", "g": g, "a": a, "axes": axes,
                         "w": rng.standard_normal(shape)})
         for shape, new in [((3, 1), (3, 4)), ((4,), (2, 3, 4)), ((1, 3, 1), (2, 3, 5)),
-                           ((2, 3), (2, 3))]:
+                           ((2, 3), (2, 3)), ((3, 1), (2, 3, 4))]:
             a, g = rng.standard_normal(shape), rng.standard_normal(new)
             out.append({"what": f"broadcast_to_grad from {shape} to {new}",
                         "fn": "broadcast_to_grad", "g": g, "a": a,

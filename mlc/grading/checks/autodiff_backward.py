@@ -12,6 +12,32 @@ from .autodiff import NB, RTOL, _t, close, grad_obs, judge_grad, judge_tensors, 
 
 # ---- exercise 4: the backward pass ---------------------------------------------------------
 
+DEPTH = 10  # of the chain whose node b is used twice at each level
+
+
+def _count_gradient_calls(root) -> list[int]:
+    """In the worker: wrap the ``gradient`` of every op in ``root``'s graph so that calls
+    are counted (in the returned one-element list). Reverse mode calls each once; pushing
+    partials down every path calls them once per path."""
+    count, seen, stack = [0], set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(node.inputs)
+        if node.op is not None and id(node.op) not in seen:
+            seen.add(id(node.op))
+            node.op.gradient = _counted(node.op.gradient, count)
+    return count
+
+
+def _counted(fn, count):
+    def gradient(*args, **kwargs):
+        count[0] += 1
+        return fn(*args, **kwargs)
+    return gradient
+
 
 @exercise("autodiff.backward", points=3, notebook=NB, needs=("compute_gradients",),
           hint="Visit the nodes so that every node is handled after all the nodes that use "
@@ -30,10 +56,22 @@ class _Backward(Check):
         return [{"what": "compute_gradients(out, out_grad)", "graph": "tanh", "x": x, "y": y,
                  "w": w, "c": c, "g": g},
                 {"what": "compute_gradients on exp(a) * a + exp(a)", "graph": "exp",
-                 "a": rng.standard_normal(4)}]
+                 "a": rng.standard_normal(4)},
+                {"what": f"compute_gradients on b = b * c + b, {DEPTH} times (2^{DEPTH} paths)",
+                 "graph": "chain", "a": rng.standard_normal(3),
+                 "c": rng.uniform(-0.2, 0.2, 3)}]
 
     def observe(self, ns, case):
         backward = need(ns, "compute_gradients")
+        if case["graph"] == "chain":
+            a, c = _t(case["a"]), _t(case["c"])
+            b = a
+            for _ in range(DEPTH):
+                b = b * c + b
+            z = b.sum()
+            calls = _count_gradient_calls(z)
+            call(case["what"], backward, z, _t(1.0, False))
+            return {"a": grad_obs(a), "c": grad_obs(c), "calls": calls[0]}
         if case["graph"] == "exp":  # a node reached by two paths of different length
             a = _t(case["a"])
             b = a.exp()
@@ -53,6 +91,18 @@ class _Backward(Check):
             a = case["a"]
             judge_grad(t, obs.get("a"), np.exp(a) * (a + 2), "leaf a",
                        "gradient of sum(exp(a) * a + exp(a))")
+            return
+        if case["graph"] == "chain":  # b = a (c + 1)^DEPTH
+            a, c = case["a"], case["c"]
+            judge_grad(t, obs.get("a"), (c + 1) ** DEPTH, "leaf a", f"{case['what']}: leaf a")
+            judge_grad(t, obs.get("c"), DEPTH * a * (c + 1) ** (DEPTH - 1), "leaf c",
+                       f"{case['what']}: leaf c")
+            n_ops = 2 * DEPTH + 1
+            t.true(obs.get("calls") == n_ops,
+                   f"{case['what']}: each op's gradient computed once",
+                   f"the graph has {n_ops} ops and your backward called their gradients "
+                   f"{str(obs.get('calls'))[:20]} times; following every path separately "
+                   f"costs work exponential in the depth")
             return
         x, y, w, c, g = (case[k] for k in "xywcg")
         q = x * y + x * x
@@ -125,8 +175,12 @@ class _SgdStep(Check):
         rng = np.random.default_rng(hidden_seed(25))
         w, b, frozen = rng.standard_normal((3, 2)), rng.standard_normal(2), \
             rng.standard_normal(2)
+        x = rng.standard_normal((4, 3))
+        lr = float(np.round(rng.uniform(0.02, 0.5), 3))  # hidden: not the 0.1 shown
         return [{"what": "sgd_step(params, lr=0.1)", "w": w, "b": b, "frozen": frozen,
-                 "x": rng.standard_normal((4, 3)), "lr": 0.1}]
+                 "x": x, "lr": 0.1},
+                {"what": f"sgd_step(params, lr={lr})", "w": w, "b": b, "frozen": frozen,
+                 "x": x, "lr": lr}]
 
     def observe(self, ns, case):
         import mlc
@@ -147,7 +201,8 @@ class _SgdStep(Check):
         grads = {"w": x.T @ (dpre * (1 - th ** 2)), "b": dpre.sum(0)}
         for name in ("w", "b"):
             (p,) = judge_tensors({"items": [obs.get(name)], "repr": ""}, 1, f"parameter {name}")
-            close(t, p["value"], case[name] - lr * grads[name], f"parameter {name} after one step")
+            close(t, p["value"], case[name] - lr * grads[name],
+                  f"{case['what']}: parameter {name} after one step")
             t.true(p.get("op") is False and p.get("requires_grad") is True,
                    f"{name} is still a trainable leaf (no graph was built into it)")
         (p,) = judge_tensors({"items": [obs.get("frozen")], "repr": ""}, 1, "parameter frozen")
