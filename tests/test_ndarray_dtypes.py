@@ -1,5 +1,6 @@
-"""The wider integer dtypes (int16, uint16, uint32, uint64) and the narrow storage floats
-(bfloat16 and the four float8 formats of ``ml_dtypes``) in NDArray, on every device.
+"""The wider integer dtypes (int16, uint16, uint32, uint64), the narrow storage floats
+(bfloat16, float8 and float4 formats of ``ml_dtypes``) and the storage-only 4- and 2-bit
+integers in NDArray, on every device.
 
 Integers compute in their own type and wrap as numpy does. The storage floats compute in
 float32 (as float16 does): each result equals numpy computing in float32 on the stored
@@ -13,7 +14,8 @@ import mlc.ndarray as nd
 
 DEVICES = [nd.cpu(), nd.cpu_numpy(), nd.cuda()]
 INTS = ["int16", "uint16", "uint32", "uint64"]
-STORAGE = [d for d in nd.shapes.STORAGE_DTYPES if d != "float16"]
+STORAGE_INTS = list(nd.shapes.STORAGE_INT_DTYPES)
+STORAGE = [d for d in nd.shapes.STORAGE_DTYPES if d != "float16" and d not in STORAGE_INTS]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")  # the simulator's numpy scalars
@@ -76,3 +78,21 @@ def test_storage_float_overflow_is_what_ml_dtypes_gives():
     assert np.isnan(big.astype("float8_e4m3fn").numpy().astype(np.float32)).all()
     np.testing.assert_array_equal(big.astype("float8_e5m2").numpy().astype(np.float32),
                                   [np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", STORAGE_INTS)
+def test_narrow_integers_are_storage_only(device, dtype):
+    """Conversions to and from them are ml_dtypes' (what ONNX's reference does), views
+    and copies move them unchanged, and arithmetic on them is refused by name."""
+    x = np.arange(-9.0, 9.0, 1.5, dtype=np.float32).reshape(3, 4)
+    a = nd.array(x, device=device).astype(dtype)
+    want = x.astype(dtype)
+    assert a.dtype == dtype
+    np.testing.assert_array_equal(a.numpy(), want)
+    np.testing.assert_array_equal(a.permute((1, 0)).compact().numpy(), want.T)
+    np.testing.assert_array_equal(a.astype("int8").numpy(), want.astype(np.int8))
+    for what, f in (("add", lambda: a + a), ("mul", lambda: a * 2), ("sum", lambda: a.sum()),
+                    ("neg", lambda: -a), ("mul", lambda: a @ a.permute((1, 0)))):
+        with pytest.raises(TypeError, match=f"{what} on {dtype}: {dtype} is a storage format"):
+            f()

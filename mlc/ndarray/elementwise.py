@@ -96,6 +96,7 @@ FLOAT_ONLY = ("log", "exp", "tanh", "sqrt", "erf")
 def unary(op: str, a: NDArray) -> NDArray:
     """``op(a)`` for ``neg``, ``abs`` (any dtype) and ``log``, ``exp``, ``tanh``, ``sqrt``
     (float dtypes only: cast integer arrays with ``astype`` first)."""
+    S.check_arithmetic(op, a.dtype)
     if op in FLOAT_ONLY and a.dtype not in S.FLOAT_DTYPES:
         raise TypeError(f"{op} needs a float array, got {a.dtype} with shape {a.shape}; "
                         "use .astype('float32') first")

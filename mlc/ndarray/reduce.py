@@ -19,6 +19,7 @@ from .ndarray import NDArray
 def output_dtype(op: str, dtype: str) -> str:
     """Sums of narrow integers accumulate in int32 (int8 activations' dot products);
     int64 (token ids, indices) stays int64."""
+    S.check_arithmetic(op, dtype)
     if op == "sum" and dtype in ("int8", "uint8", "int32"):
         return "int32"
     return dtype

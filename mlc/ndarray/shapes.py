@@ -28,12 +28,19 @@ FLOAT_DTYPES = ("float32", "float64", "float16")
 try:
     import ml_dtypes  # noqa: F401  (registers bfloat16 and float8_* with numpy)
 except ImportError:                                     # pragma: no cover
-    STORAGE_DTYPES = ("float16",)
+    STORAGE_DTYPES, STORAGE_INT_DTYPES = ("float16",), ()
 else:
     STORAGE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
                       "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn")
     DTYPES += STORAGE_DTYPES[1:]
     FLOAT_DTYPES += STORAGE_DTYPES[1:]
+    # 4- and 2-bit integers (a byte each in ml_dtypes): storage only. They are read and
+    # written through the same float32 shadow (every value is exact there), so views,
+    # copies and astype work; arithmetic on them is refused (check_arithmetic): numpy's
+    # int8 wraps, ml_dtypes' narrow ints do not, and quantized kernels widen them first.
+    STORAGE_INT_DTYPES = ("int4", "uint4", "int2", "uint2")
+    STORAGE_DTYPES += STORAGE_INT_DTYPES
+    DTYPES += STORAGE_INT_DTYPES
 
 
 def prod(xs: Iterable[int]) -> int:
@@ -271,6 +278,14 @@ def _result_dtype(op: str, a: str, b) -> str:
     return _NUMPY_OPS.get(op, np.add)(x, y).dtype.name
 
 
+def check_arithmetic(op: str, *dtypes) -> None:
+    """TypeError for arithmetic on a storage-only integer dtype (int4, ...)."""
+    for d in dtypes:
+        if d in STORAGE_INT_DTYPES:
+            raise TypeError(f"{op} on {d}: {d} is a storage format only; convert with "
+                            f".astype('int8') or .astype('float32') first")
+
+
 def result_dtype(op: str, a: str, b) -> str:
     """numpy's result dtype for ``a <op> b``.
 
@@ -279,6 +294,7 @@ def result_dtype(op: str, a: str, b) -> str:
     scalars (``np.float64(2.5)``) are treated as python scalars too. Comparisons have the
     dtype of their promoted inputs (they hold 1 or 0 there).
     """
+    check_arithmetic(op, a, b if isinstance(b, str) else a)
     if not isinstance(b, str):
         b = 1.5 if isinstance(b, float) else 1  # a representative of the scalar's kind
     out = _result_dtype(op, a, b)

@@ -53,7 +53,8 @@ def dtype_of(elem_type: int, where: str) -> str:
              T.BOOL: "uint8", T.BFLOAT16: "bfloat16", T.FLOAT8E4M3FN: "float8_e4m3fn",
              T.FLOAT8E4M3FNUZ: "float8_e4m3fnuz", T.FLOAT8E5M2: "float8_e5m2",
              T.FLOAT8E5M2FNUZ: "float8_e5m2fnuz", T.FLOAT8E8M0: "float8_e8m0fnu",
-             T.FLOAT4E2M1: "float4_e2m1fn"}
+             T.FLOAT4E2M1: "float4_e2m1fn", T.INT4: "int4", T.UINT4: "uint4", T.INT2: "int2",
+             T.UINT2: "uint2"}
     table = {k: v for k, v in table.items() if v in DTYPES}   # bfloat16 needs ml_dtypes
     if elem_type not in table:
         name = T.DataType.Name(elem_type) if elem_type in T.DataType.values() else elem_type
