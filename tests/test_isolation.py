@@ -365,7 +365,7 @@ def test_an_attacker_gets_its_honest_score(graded, attack):
 def test_a_patched_timer_does_not_time_the_speed_case(graded):
     rows = {r["exercise"]: r for r in _rows(graded) if r["student"] == "mallory_perf"}
     ikj = rows["cpu_operators.matmul_ikj"]
-    assert float(ikj["points"]) == 0 and "timed against" in ikj["message"], ikj
+    assert float(ikj["points"]) == 0 and "faster than the naive ijk loop" in ikj["message"], ikj
     assert _totals(graded)["mallory_perf"] == 0, rows
 
 

@@ -205,14 +205,15 @@ def prepare(job: dict) -> dict:
     of the job's exercises, the wire, IPython and ``mlc.perf``."""
     import IPython.core.interactiveshell  # noqa: F401 - imported while the files are trusted
 
-    from . import protocol, wire
+    from . import fresh, protocol, wire
     from .registry import get
 
     import mlc.perf  # noqa: F401
 
     exercises = {j["id"]: get(j["id"]) for j in job["exercises"]}
     return {"exercises": exercises, "observe_case": protocol.observe_case,
-            "observe_names": protocol.observe_names, "from_plain": wire.from_plain}
+            "observe_names": protocol.observe_names, "from_plain": wire.from_plain,
+            "freeze_env": fresh.freeze_environment}
 
 
 def _restore_perf(worker: dict) -> None:
@@ -317,6 +318,7 @@ def serve(job: dict, worker: dict, send) -> int:
     os.environ[GRADING_ENV] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
     sys.path.insert(0, os.getcwd())
+    worker["freeze_env"]()  # what a fresh measuring process starts from (see .fresh)
     try:
         seal(worker)
         shell = make_shell()

@@ -6,13 +6,14 @@ Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases
 The grader sends hidden shapes (odd, rectangular, smaller than a tile, empty) with an
 output ``C`` full of NaN (garbage must not leak into the result); the worker calls the
 student's ``@njit`` function and sends back what it wrote, and the judge compares with
-numpy. The two matmul exercises are also about speed: their last case *times* the
-student's kernel in the worker, in the same process and interleaved with a reference (a
-load spike then slows both), with :func:`mlc.perf.timeit`: ``matmul_ikj`` against the naive
-ijk loop, ``matmul_tiled`` against the untiled ikj loop (tiling must keep ikj's vectorized
-inner loop). The worker reports every round's time; the judge takes the best of each,
-rejects measurements that cannot be true, and asks for margins several times smaller than a
-correct solution's.
+numpy. The two matmul exercises are also about speed: their last case *times* the student's
+kernel in a fresh process that holds only the student's definitions
+(:mod:`mlc.grading.fresh`: no cell of the notebook can script the timer there), interleaved
+with a reference (a load spike then slows both), with :func:`mlc.perf.timeit`:
+``matmul_ikj`` against the naive ijk loop, ``matmul_tiled`` against the untiled ikj loop
+(tiling must keep ikj's vectorized inner loop). The worker reports every round's time; the
+judge takes the best of each, rejects measurements that cannot be true, and asks for
+margins several times smaller than a correct solution's.
 
 ``matmul_tiled`` uses a module-level ``TILE``, a compile-time constant as in unit 04. That
 it is *tiled* is observed, not read from the source: the worker runs the function's body as
@@ -29,6 +30,7 @@ import math
 
 import numpy as np
 
+from ..fresh import measure
 from ..registry import Check, call, exercise, need
 
 NB = "03_cpu_operators"
@@ -99,8 +101,10 @@ def _number(v):
     return repr(v)[:200]
 
 
-def _timed_rounds(what, fn, A, B, extra, reference="ijk"):
-    """Interleaved rounds of a reference loop and ``fn`` on the same operands: seconds each."""
+def _timed_rounds(what, fn, A, B, extra, reference="ijk", restore=lambda: None):
+    """Interleaved rounds of a reference loop and ``fn`` on the same operands: seconds each.
+    ``restore()`` puts back the real timer before each round (see :mod:`..fresh`)."""
+    restore()
     from mlc.perf import timeit
 
     ref = _naive_ijk() if reference == "ijk" else _ikj()
@@ -110,7 +114,9 @@ def _timed_rounds(what, fn, A, B, extra, reference="ijk"):
     call(what, fn, A, B, C, *extra)
     t_ref, t_fn = [], []
     for _ in range(ROUNDS):
+        restore()
         t_ref.append(float(timeit(lambda: ref(A, B, C_ref), repeat=1, number=1, warmup=0)))
+        restore()
         t_fn.append(float(call(what, timeit, lambda: fn(A, B, C, *extra), repeat=1,
                                number=1, warmup=0)))
     return {"t_ref": t_ref, "t_fn": t_fn, "C": C}
@@ -138,7 +144,8 @@ class _Matmul(Check):
         A, B, extra = case["A"], case["B"], tuple(case["extra"])
         if case.get("speed"):
             if out["numba"]:  # a pure-Python loop is not timed (it would take minutes)
-                out.update(_timed_rounds(case["what"], fn, A, B, extra, self.reference))
+                out.update(measure(f"{NB.split('_', 1)[1]}.{self.name}", "timed", ns, case,
+                                   (self.name,), ("TILE",)))
         else:
             C = case["C"]
             call(case["what"], fn, A, B, C, *extra)
@@ -168,6 +175,12 @@ class _Matmul(Check):
                f"{SPEED_N}x{SPEED_N}x{SPEED_N}",
                f"{self.reference} took {best_ref * 1e3:.1f} ms, yours {best_fn * 1e3:.1f} ms: "
                f"{ratio:.2f}x. {self.speed_detail}")
+
+    def timed(self, ns, case, restore):
+        """The speed case's rounds, run by :func:`~mlc.grading.fresh.measure` in a fresh
+        process that holds the student's definitions and nothing else of the notebook."""
+        return _timed_rounds(case["what"], need(ns, self.name), case["A"], case["B"],
+                             tuple(case["extra"]), self.reference, restore)
 
     @property
     def ref_name(self):
