@@ -65,6 +65,25 @@ def test_maxpool_indices_pick_the_first_max_of_each_window_in_either_storage_ord
         np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_unsigned_sub_and_min_wrap_as_numpy_and_round_trip():
+    """uint8 a - b below zero wraps (no negation of an unsigned value on the way), and the
+    imported subtract and minimum export back as Sub and Min."""
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Sub", ["a", "b"], ["d"]), helper.make_node("Min", ["d", "b"], ["y"])],
+        "g", [helper.make_tensor_value_info(n, TensorProto.UINT8, [5]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [5])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    a = np.array([0, 3, 200, 255, 7], np.uint8)
+    b = np.array([1, 2, 250, 0, 7], np.uint8)
+    want = np.minimum(a - b, b)
+    g = graph.from_onnx(model)
+    np.testing.assert_array_equal(graph.interpret(g, a, b), want)
+    np.testing.assert_array_equal(graph.build(g, target="python")(a, b), want)
+    back = graph.from_onnx(graph.to_onnx(g))
+    assert {n.op for n in back.ops} >= {"subtract", "minimum"}
+    np.testing.assert_array_equal(graph.interpret(back, a, b), want)
+
+
 def _one_node(node, opset, shape=(2, 3)):
     return helper.make_model(helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],

@@ -37,7 +37,8 @@ OPSET = 20
 _SIMPLE = {"add": "Add", "multiply": "Mul", "divide": "Div", "power": "Pow", "maximum": "Max",
            "negate": "Neg", "exp": "Exp", "log": "Log", "relu": "Relu", "tanh": "Tanh",
            "sigmoid": "Sigmoid", "erf": "Erf", "gelu": "Gelu", "matmul": "MatMul",
-           "equal": "Equal", "greater": "Greater", "less": "Less"}
+           "equal": "Equal", "greater": "Greater", "less": "Less", "subtract": "Sub",
+           "minimum": "Min"}
 _SCALAR = {"add_scalar": "Add", "mul_scalar": "Mul", "divide_scalar": "Div",
            "power_scalar": "Pow", "maximum_scalar": "Max"}
 _COMPARE = {"equal", "greater", "less"}
