@@ -221,7 +221,7 @@ def test_access_stride_failures():
             row *= dim
         return abs(stride)
 
-    _fails("autotuning.access_stride", "is math.inf", "floor division",
+    _fails("autotuning.access_stride", "a new Var('i') that no loop binds",
            access_stride=by_name)
 
     def signed(buffer, indices, var):  # forgets the absolute value
@@ -234,6 +234,33 @@ def test_access_stride_failures():
     _fails("autotuning.access_stride", "expected 16, got -16", access_stride=signed)
     _fails("autotuning.access_stride", "expected 16, got 1", access_stride=column_major)
     _fails("autotuning.access_stride", "expected a number", access_stride=lambda b, i, v: "1")
+
+
+def _stride_matching(same_var, magnitude):
+    """The reference with its two details swapped out: how a variable is recognised, and
+    whether the sum is returned as a distance."""
+    def stride_of(buffer, indices, var):
+        stride, row = 0, 1
+        for dim, index in reversed(list(zip(buffer.shape, indices, strict=True))):
+            for atom, coeff in tir.arith.linear(index).terms.values():
+                if same_var(atom, var):
+                    stride += coeff * row
+                elif any(same_var(v, var) for v in tir.collect_vars(atom)):
+                    return math.inf
+            row *= dim
+        return magnitude(stride)
+    return stride_of
+
+
+def test_access_stride_by_name_or_signed_fails():
+    """Both once scored full marks: every variable of the hidden programs had its own name,
+    and no index walked backwards."""
+    by_name = _stride_matching(lambda a, v: getattr(a, "name", None) == v.name, abs)
+    _fails("autotuning.access_stride", "a new Var('i') that no loop binds", "expected 0",
+           access_stride=by_name)
+    signed = _stride_matching(lambda a, v: a is v, lambda s: s)
+    _fails("autotuning.access_stride", "read backwards", "expected 9, got -9",
+           access_stride=signed)
 
 
 def test_access_stride_judge_on_forged_observations():

@@ -116,6 +116,10 @@ def _stride_programs():
     r = te.reduce_axis((0, 3), name="r")
     O = te.compute((16,), lambda i: te.sum(S[i + r] * W[r], axis=r), name="O")
     out.append(("1-d convolution O[i] = sum_r S[i + r] * W[r]", te.create_prim_func([S, W, O])))
+    # read backwards: the address falls by 9 per step of i; a stride is a distance
+    V = te.placeholder((8, 9), "float32", name="V")
+    F = te.compute((8, 9), lambda i, c: V[7 - i, 8 - c] * 2.0, name="F")
+    out.append(("F[i, c] = 2 V[7 - i, 8 - c] (read backwards)", te.create_prim_func([V, F])))
     P = te.placeholder((3, 5, 7), "float32", name="P")
     Q = te.placeholder((3, 7, 6), "float32", name="Q")
     r = te.reduce_axis((0, 7), name="k")
@@ -130,17 +134,22 @@ def _stride_programs():
 
 def _pairs(label, func):
     """``(what, buffer, indices, var)`` for every access of the program's main block and
-    every loop variable (and one variable bound by no loop: every stride is 0)."""
+    every loop variable, and two variables bound by no loop (every stride is 0): one named
+    ``unused`` and one named as the first loop's variable (variables are compared by
+    identity: a name says nothing)."""
     from ...tir import expr_to_str
     from ...tir.expr import Var
     from ...tune.features import _accesses, find_block
     from ...tune.space import main_block
 
     blk, loops = find_block(func, main_block(func).name)
-    for var in [lp.loop_var for lp in loops] + [Var("unused")]:
+    stranger = Var(loops[0].loop_var.name)
+    for var in [lp.loop_var for lp in loops] + [Var("unused"), stranger]:
+        named = (f"a new Var({var.name!r}) that no loop binds" if var is stranger
+                 else var.name)
         for buf, idx in _accesses(blk):
             text = f"{buf.name}[{', '.join(expr_to_str(i) for i in idx)}]"
-            yield (f"access_stride({text}, {var.name}) with {buf.name} of shape {buf.shape}, "
+            yield (f"access_stride({text}, {named}) with {buf.name} of shape {buf.shape}, "
                    f"in {label}", buf, list(idx), var)
 
 
