@@ -269,8 +269,10 @@ def _run_search(fn, case, run):
         calls.append(sch.decisions)
         return _fake_cost(sch.decisions)
 
+    state = random.getstate()
     got = call(run["what"], fn, space, measure, run["trials"], seed=run["seed"])
-    return {"result": plain(got), "calls": calls, "draws": space.draws}
+    return {"result": plain(got), "calls": calls, "draws": space.draws,
+            "global_random": random.getstate() != state}
 
 
 def _pairs_of(extent):
@@ -284,6 +286,9 @@ def _search_run(case, obs, i):
     run = runs[i] if runs and isinstance(runs[i], dict) else None
     if run is None or not isinstance(run.get("calls"), list):
         raise CheckFailed(f"{what}: malformed observation")
+    if run.get("global_random") is not False:
+        raise CheckFailed(f"{what} used the global random module (its state changed): "
+                          "draw only from the generator made from the seed")
     got = run.get("result")
     if not (isinstance(got, tuple) and len(got) == 2):
         raise CheckFailed(f"{what}: expected a tuple (best_seconds, best_decisions), got "
@@ -341,6 +346,10 @@ class _RandomSearch(Check):
         if case.get("exhaust"):
             t.equal(sorted(_key(c) for c in calls), sorted(_key(c) for c in legal),
                     f"{what} measures every legal candidate exactly once and stops")
+            trials = case["runs"][0]["trials"]
+            t.equal(obs[0].get("draws"), 100 * trials,
+                    f"{what} stops after 100 * trials = {100 * trials} draws (space.sample "
+                    f"calls, rejected ones included)")
             opt = min((c for c in legal if math.isfinite(_fake_cost(c))), key=_fake_cost)
             t.true(same(dec, opt) and same(best, _fake_cost(opt)),
                    f"{what} finds the global optimum {opt}", f"got ({shown(best)}, "
