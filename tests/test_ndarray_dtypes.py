@@ -92,6 +92,10 @@ def test_narrow_integers_are_storage_only(device, dtype):
     np.testing.assert_array_equal(a.numpy(), want)
     np.testing.assert_array_equal(a.permute((1, 0)).compact().numpy(), want.T)
     np.testing.assert_array_equal(a.astype("int8").numpy(), want.astype(np.int8))
+    a[0, 0] = 1                                                # a write that fits
+    assert a.numpy()[0, 0] == 1
+    with pytest.raises(ValueError, match=f"scalar 100 is out of range for {dtype}"):
+        a[0, 0] = 100
     for what, f in (("add", lambda: a + a), ("mul", lambda: a * 2), ("sum", lambda: a.sum()),
                     ("neg", lambda: -a), ("mul", lambda: a @ a.permute((1, 0)))):
         with pytest.raises(TypeError, match=f"{what} on {dtype}: {dtype} is a storage format"):

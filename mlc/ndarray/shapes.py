@@ -317,7 +317,8 @@ def scalar_value(x):
 def check_scalar_fits(value, dtype: str) -> None:
     """Integer scalars must fit the integer dtype they meet (numpy raises too)."""
     if dtype.startswith(("int", "uint")) and isinstance(value, int):
-        info = np.iinfo(dtype)
+        # numpy's iinfo does not know ml_dtypes' 4- and 2-bit integers; ml_dtypes' does
+        info = ml_dtypes.iinfo(dtype) if dtype in STORAGE_INT_DTYPES else np.iinfo(dtype)
         if not info.min <= value <= info.max:
             raise ValueError(f"scalar {value} is out of range for {dtype} "
                              f"[{info.min}, {info.max}]")
