@@ -26,7 +26,7 @@ DTYPES = ("float32", "float64", "float16", "int8", "int32", "uint8", "int64",
           "int16", "uint16", "uint32", "uint64")
 FLOAT_DTYPES = ("float32", "float64", "float16")
 try:
-    import ml_dtypes  # noqa: F401  (registers bfloat16 and float8_* with numpy)
+    import ml_dtypes  # registers bfloat16, float8_*, int4, ... with numpy by name
 except ImportError:                                     # pragma: no cover
     STORAGE_DTYPES, STORAGE_INT_DTYPES = ("float16",), ()
 else:

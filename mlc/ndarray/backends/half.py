@@ -13,11 +13,13 @@ backends call it last. The transfers (``to_numpy`` / ``from_numpy`` / ``fill``) 
 alone: they move float16 bytes as they are.
 
 bfloat16, the float8 formats and float4_e2m1fn (``shapes.STORAGE_DTYPES``, from
-``ml_dtypes``) are
-storage formats in exactly the same way: Numba knows none of them, so the same shadow
-copy in float32 is every kernel's view of them, and a written buffer is rounded back to
-its own format (ml_dtypes rounds to nearest even; float8 without infinities gives NaN on
-overflow, which is why ONNX's saturating ``Cast`` clips first).
+``ml_dtypes``) are storage formats in exactly the same way: Numba knows none of them, so
+the same shadow copy in float32 is every kernel's view of them, and a written buffer is
+rounded back to its own format (ml_dtypes rounds to nearest even; float8 without
+infinities gives NaN on overflow, which is why ONNX's saturating ``Cast`` clips first).
+The 4- and 2-bit integers go through the same shadow (their values are exact in
+float32); ``mlc.ndarray`` refuses arithmetic on them before a kernel is reached, so only
+copies and ``astype`` meet them here.
 """
 
 from __future__ import annotations
