@@ -486,6 +486,32 @@ def test_pairwise_accuracy_laws(rows, rnd):
     assert math.isclose(pairwise_accuracy(pred[perm], meas[perm]), acc)    # order-free
 
 
+def test_pairwise_accuracy_skipping_predicted_ties_or_adjacent_pairs_fails():
+    def skips_predicted_ties(predicted, measured):  # a tie of the model is a coin flip
+        good = total = 0
+        for i, j in itertools.combinations(range(len(measured)), 2):
+            if measured[i] != measured[j] and predicted[i] != predicted[j]:
+                total += 1
+                good += (predicted[i] - predicted[j]) * (measured[i] - measured[j]) > 0
+        return good / total if total else math.nan
+
+    _fails("autotuning.pairwise_accuracy", "predictions tied", "expected 0.5",
+           pairwise_accuracy=skips_predicted_ties)
+
+    def neighbours_in_time(predicted, measured):  # only the pairs adjacent when sorted
+        order = np.argsort(measured, kind="stable")
+        good = total = 0.0
+        for a, b in zip(order[:-1], order[1:], strict=True):
+            if measured[a] != measured[b]:
+                total += 1
+                s = (predicted[a] - predicted[b]) * (measured[a] - measured[b])
+                good += 1.0 if s > 0 else 0.5 if s == 0 else 0.0
+        return good / total if total else math.nan
+
+    _fails("autotuning.pairwise_accuracy", "two measured times equal",
+           pairwise_accuracy=neighbours_in_time)
+
+
 def test_pairwise_accuracy_wrong_types():
     _fails("autotuning.pairwise_accuracy", "expected numbers",
            pairwise_accuracy=lambda p, m: object())
@@ -494,6 +520,28 @@ def test_pairwise_accuracy_wrong_types():
 
 
 # ---- mutate_tile -------------------------------------------------------------------------
+
+def test_mutate_tile_picking_a_level_first_fails():
+    """Every move it returns is legal and it reaches them all, so it once scored full
+    marks; but it favours the moves of a level with few primes: [2, 210] gives [1, 420]
+    half the time instead of one time in five."""
+    def level_first(tile, rng, max_innermost_factor=None):
+        for _ in range(200):
+            a = rng.randrange(len(tile))
+            primes = autotuning_rank._primes(tile[a])
+            if len(tile) < 2 or not primes:
+                continue
+            p = rng.choice(primes)
+            b = rng.choice([k for k in range(len(tile)) if k != a])
+            new = list(tile)
+            new[a], new[b] = tile[a] // p, tile[b] * p
+            if max_innermost_factor is None or new[-1] <= max_innermost_factor:
+                return new
+        return None
+
+    _fails("autotuning.mutate_tile", "[2, 210]", "about equally often",
+           mutate_tile=level_first)
+
 
 def test_mutate_tile_failures():
     def only_outward(tile, rng, max_innermost_factor=None):  # moves toward the inside only

@@ -101,7 +101,17 @@ def _neighbours(tile, max_inner):
 
 MUTATE_CASES = [([1, 8, 64], None), ([4, 4], None), ([12, 1, 1], None), ([2, 3, 5], 4),
                 ([1, 1, 8], 8), ([6, 1], 2), ([1, 1, 1], None), ([7], None), ([3, 1], 2),
-                ([1, 2, 9, 2], 4)]
+                ([1, 2, 9, 2], 4), ([2, 210], None)]
+
+
+def _uneven(counts: dict, n_moves: int) -> list:
+    """The neighbours drawn far from ``SEEDS / n_moves`` times (more than 4 binomial
+    standard deviations): a choice among all the moves is uniform, while picking a level
+    first favours the moves of levels with few primes ([2, 210]: [1, 420] half the time
+    instead of one in five)."""
+    p = 1 / n_moves
+    mean, sd = SEEDS * p, math.sqrt(SEEDS * p * (1 - p))
+    return [list(m) for m, c in sorted(counts.items()) if abs(c - mean) > 4 * sd]
 
 
 def _int_list(v) -> bool:
@@ -134,7 +144,7 @@ class _MutateTile(Check):
         if not (isinstance(obs, list) and len(obs) == SEEDS
                 and all(isinstance(r, dict) for r in obs)):
             t.fail(f"{what}: malformed observation")
-        legal, seen = _neighbours(tile, mx), set()
+        legal, seen = _neighbours(tile, mx), {}
         for seed, rec in enumerate(obs):
             before, got = rec.get("input"), rec.get("got")
             if not same(before, tile):
@@ -157,7 +167,13 @@ class _MutateTile(Check):
             if not same(rec.get("again"), got):
                 t.fail(f"{what} with random.Random({seed}) gave {got}, then "
                        f"{shown(rec.get('again'))}: draw only from the rng you are given")
-            seen.add(tuple(got))
+            seen[tuple(got)] = seen.get(tuple(got), 0) + 1
         else:
-            t.true(seen == legal, f"{what} reaches all {len(legal)} neighbours over {SEEDS} "
-                   "seeds", f"never returned {sorted(list(m) for m in legal - seen)}")
+            t.true(set(seen) == legal, f"{what} reaches all {len(legal)} neighbours over "
+                   f"{SEEDS} seeds", f"never returned "
+                   f"{sorted(list(m) for m in legal - set(seen))}")
+            uneven = _uneven(seen, len(legal))
+            t.true(not uneven, f"{what} draws each of its {len(legal)} moves about equally "
+                   f"often over {SEEDS} seeds", f"{uneven} came {[seen[tuple(m)] for m in uneven]}"
+                   f" times, expected about {SEEDS / len(legal):.0f}: choose among all the "
+                   f"legal moves at once")
