@@ -103,28 +103,39 @@ def pareto_front(rows: list[dict], cost: str = "stored_bytes") -> list[dict]:
 
 
 def pareto_chart(rows: list[dict], axes=None, title: str | None = None):
-    """Accuracy against stored bytes (left) and against latency (right), every model a
-    labelled point, the Pareto front joined by a line. Returns the two matplotlib axes."""
+    """Accuracy against stored bytes (left) and against latency (right), the Pareto front
+    joined by a line. Returns the two matplotlib axes.
+
+    Each model keeps one colour and marker in both panels and is named once, in a legend
+    under them: models of this size cluster (several share an accuracy to the image), and
+    names written next to the points would overlap."""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    colours = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>p"
+    style = {r["name"]: dict(color=colours[i % len(colours)], marker=markers[i % len(markers)])
+             for i, r in enumerate(rows)}
     for ax, cost, scale, label in ((axes[0], "stored_bytes", 1 / 1024, "stored KiB"),
                                    (axes[1], "latency", 1e3, "ms per batch")):
         pts = [r for r in rows if r.get(cost) is not None]
         for r in pts:
-            ax.scatter(float(r[cost]) * scale, r["accuracy"] * 100, s=25)
-            ax.annotate(r["name"], (float(r[cost]) * scale, r["accuracy"] * 100),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(float(r[cost]) * scale, r["accuracy"] * 100, s=40, label=r["name"],
+                       edgecolors="k", linewidths=0.4, zorder=3, **style[r["name"]])
         front = pareto_front(pts, cost)
         ax.plot([float(r[cost]) * scale for r in front], [r["accuracy"] * 100 for r in front],
-                "k--", linewidth=1, label="Pareto front")
+                "k--", linewidth=1, label="Pareto front", zorder=2)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=8)
+    fig = axes[0].figure
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8,
+               frameon=False)
+    fig.subplots_adjust(bottom=0.24)
     if title:
-        axes[0].figure.suptitle(title)
+        fig.suptitle(title)
     return axes
 
 
