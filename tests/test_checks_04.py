@@ -209,6 +209,33 @@ def test_vector_add_failures():
     _fails("gpu_operators.vector_add", "device function", vector_add=device_fn)
 
 
+def test_vector_add_chunk_per_thread_or_a_wrong_stride_fails():
+    @cuda.jit
+    def chunk_per_thread(x, y, out):  # each element once, but a warp's addresses spread out
+        nt = cuda.gridsize(1)
+        chunk = (out.size + nt - 1) // nt
+        start = cuda.grid(1) * chunk
+        for i in range(start, min(start + chunk, out.size)):
+            out[i] = x[i] + y[i]
+
+    _fails("gpu_operators.vector_add", "fewer threads than elements", "coalesce",
+           "8.0 segments of x", vector_add=chunk_per_thread)
+
+    @cuda.jit
+    def block_stride(x, y, out):  # steps by one block: the blocks redo each other's work
+        for i in range(cuda.grid(1), out.size, cuda.blockDim.x):
+            out[i] = x[i] + y[i]
+
+    _fails("gpu_operators.vector_add", "reads each of x and y once", vector_add=block_stride)
+
+    @cuda.jit
+    def thread_start(x, y, out):  # starts at threadIdx.x: every block does block 0's part
+        for i in range(cuda.threadIdx.x, out.size, cuda.gridsize(1)):
+            out[i] = x[i] + y[i]
+
+    _fails("gpu_operators.vector_add", "more threads than elements", vector_add=thread_start)
+
+
 def test_add_bias_failures():
     @cuda.jit
     def swapped(X, b, out):  # i from x: rows and columns trade places
@@ -419,6 +446,33 @@ def test_matmul_tiled_failures():
     _fails("gpu_operators.matmul_tiled", "TILE is an int between 2 and 16", TILE="4")
 
 
+def test_matmul_tiled_without_the_barrier_after_the_products_fails():
+    """A thread that runs ahead overwrites a tile its neighbours are still reading: on a GPU
+    a race whatever C comes out; the barrier probe finds it before the values are judged
+    (in the simulator, whether C comes out wrong depends on how its threads interleave)."""
+    @cuda.jit
+    def one_barrier(A, B, C):
+        sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        i = cuda.blockIdx.y * TILE + ty
+        j = cuda.blockIdx.x * TILE + tx
+        acc = 0.0
+        for t in range((A.shape[1] + TILE - 1) // TILE):
+            kk = t * TILE + tx
+            sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
+            kk = t * TILE + ty
+            sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
+            cuda.syncthreads()
+            for k in range(TILE):
+                acc += sA[ty, k] * sB[k, tx]
+        if i < C.shape[0] and j < C.shape[1]:
+            C[i, j] = acc
+
+    _fails("gpu_operators.matmul_tiled", "(8x8) @ (8x8)", "a race",
+           "a cuda.syncthreads() is missing", matmul_tiled=one_barrier)
+
+
 def test_traffic_needs_the_simulator(monkeypatch):
     assert mlc._env.cuda_simulated()
     from mlc.grading.checks import gpu_launch
@@ -511,7 +565,8 @@ def test_forged_coalescing_is_refused(coalescing):
 def test_forged_outputs_are_refused():
     case = _case("gpu_operators.matmul_tiled")
     obs = {"kernel": "kernel", "raised": None, "tile": {"value": 4, "repr": "4"},
-           "C": "the right answer", "counts": None}
+           "C": "the right answer", "counts": None,
+           "barriers": {"barriers": 4, "shared_reads": [], "thread_reads": [], "races": []}}
     with pytest.raises(CheckFailed, match="expected the output array of shape"):
         _judge("gpu_operators.matmul_tiled", case, obs)
     with pytest.raises(CheckFailed, match="malformed observation"):

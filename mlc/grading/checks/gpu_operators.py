@@ -59,13 +59,13 @@ class _VectorAdd(KernelCheck):
             x, y = _rand(rng, n), _rand(rng, n)
             out.append({"what": f"vector_add[{blocks}, {threads}] on {n} elements ({why})",
                         "blocks": blocks, "threads": threads, "x": x, "y": y,
-                        "out": np.full(n, np.nan, np.float32)})
+                        "out": np.full(n, np.nan, np.float32), "trace": n == 1000})
         return out
 
     def observe(self, ns, case):
         out = case["out"]
         obs = launch(need(ns, "vector_add"), case["blocks"], case["threads"], case["x"],
-                     case["y"], out)
+                     case["y"], out, trace=((0, "r"), (2, "w")) if case["trace"] else ())
         return {**obs, "out": out}
 
     def judge(self, case, obs, t):
@@ -79,6 +79,15 @@ class _VectorAdd(KernelCheck):
             n, g = x.size, c["global"]
             t.equal((g[0]["reads"], g[1]["reads"], g[2]["writes"]), (n, n, n),
                     f"{what}: reads each of x and y once and writes out once")
+            # a contiguous chunk per thread reads and writes each element once too, but
+            # the 32 threads of a warp then touch 32 addresses a chunk apart
+            for name, key in (("x", "0r"), ("out", "2w")) if case["trace"] else ():
+                per = per_request(t, c, key, n, what)
+                t.true(per <= 1.5, f"{what}: accesses to {name} coalesce (one 128-byte "
+                       "segment per warp)",
+                       f"a warp touches {per:.1f} segments of {name} per access: at each "
+                       "step of a grid-stride loop neighbouring threads touch neighbouring "
+                       "elements, which a chunk per thread does not")
 
 
 BIAS_BLOCK = (32, 4)  # x runs along columns (j), y along rows (i)
@@ -159,14 +168,7 @@ class _BlockSum(KernelCheck):
         if threads["value"] is None or not 1 <= threads["value"] <= 1024:
             return {"threads": threads}  # no launch can have that many threads per block
         obs = launch(kernel, case["blocks"], threads["value"], case["x"], partial)
-        if simulated() and obs.get("raised") is None and obs.get("kernel") == "kernel":
-            # a second launch, on copies, that sees the barriers: which thread touched
-            # which shared element between which two syncthreads()
-            try:
-                obs["barriers"] = barrier_probe(kernel, case["blocks"], threads["value"],
-                                                case["x"].copy(), partial.copy())
-            except Exception as err:  # noqa: BLE001 - the first launch ran; this one may not
-                obs["barriers"] = {"raised": f"{type(err).__name__}: {first_line(err)}"}
+        _probe_barriers(obs, kernel, case["blocks"], threads["value"], case["x"], partial)
         return {**obs, "threads": threads, "partial": partial}
 
     def judge(self, case, obs, t):
@@ -196,6 +198,18 @@ class _BlockSum(KernelCheck):
                    f"{what}: the block reduces in shared memory",
                    "combine the threads' values in a cuda.shared.array of THREADS elements")
             _judge_tree(t, obs.get("barriers"), T, blocks, what)
+
+
+def _probe_barriers(obs, kernel, griddim, blockdim, *args) -> None:
+    """In the worker, after a launch that ran in the simulator: a second launch, on copies
+    of ``args``, that sees the barriers (which thread touched which shared element between
+    which two syncthreads()), into ``obs["barriers"]``."""
+    if not (simulated() and obs.get("raised") is None and obs.get("kernel") == "kernel"):
+        return
+    try:
+        obs["barriers"] = barrier_probe(kernel, griddim, blockdim, *(a.copy() for a in args))
+    except Exception as err:  # noqa: BLE001 - the first launch ran; this one may not
+        obs["barriers"] = {"raised": f"{type(err).__name__}: {first_line(err)}"}
 
 
 def _probe(t, probe, blocks, what):
@@ -283,7 +297,9 @@ class _MatmulTiled(KernelCheck):
         n, k, m = _dims(case["spec"], T)
         A, B = case["A"][:n, :k].copy(), case["B"][:k, :m].copy()
         C = np.full((n, m), np.nan, np.float32)
-        obs = launch(kernel, (math.ceil(m / T), math.ceil(n / T)), (T, T), A, B, C)
+        grid = (math.ceil(m / T), math.ceil(n / T))
+        obs = launch(kernel, grid, (T, T), A, B, C)
+        _probe_barriers(obs, kernel, grid, (T, T), A, B, C)
         return {**obs, "tile": tile, "C": C}
 
     def judge(self, case, obs, t):
@@ -301,6 +317,9 @@ class _MatmulTiled(KernelCheck):
         grid = (math.ceil(m / T), math.ceil(n / T))
         what = f"matmul_tiled[{grid}, {(T, T)}] on ({n}x{k}) @ ({k}x{m})"
         ran(t, obs, self.kernel, what)
+        # before the values: whether a missing barrier gives a wrong C in the simulator
+        # depends on how its threads happened to interleave; the race is certain
+        _judge_races(t, obs.get("barriers"), grid[0] * grid[1], what)
         C = float_array(t, obs.get("C"), (n, m), what)
         all_written(t, C, what)
         t.close(C, A @ B, what, rtol=1e-4, atol=1e-5)
