@@ -31,6 +31,7 @@ import mlc
 import mlc.ndarray as nd
 from mlc import nn, quant
 from mlc.perf import matmul_flops, print_table, timeit
+from mlc.perf.threads import limit_threads
 
 
 def _matmul_rows(sizes, repeat):
@@ -139,7 +140,7 @@ def _model_rows(models, repeat):
             t = {kind: timeit(lambda e=e, xb=xb: e(xb), repeat=repeat)
                  for kind, e in exes.items()}
             rows.append([name, bs, t["fp32"] * 1e3, t["int8"] * 1e3, t["fp32"] / t["int8"],
-                         acc["fp32"], acc["int8"]])
+                         acc["fp32"], acc["int8"], arena["int8"] / arena["fp32"]])
             if t["int8"] > t["fp32"] or bs == 1:
                 head = "why int8 is slower here" if t["int8"] > t["fp32"] else \
                     "where the int8 time goes"
@@ -160,7 +161,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench quant", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     parser.add_argument("--repeat", type=int, default=None, help="timed rounds per case")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for numpy's BLAS, Numba and the int kernels alike")
     args = parser.parse_args(argv)
+    print(f"every comparison on {args.threads} thread(s): numpy/BLAS, Numba and the int8 "
+          "kernels pinned alike (mlc.perf.threads.limit_threads)")
+    with limit_threads(args.threads):
+        return _run(args)
+
+
+def _run(args) -> int:
     repeat = args.repeat or (3 if args.quick else 5)
     sizes = (256, 512) if args.quick else (512, 1024)
 
@@ -189,9 +199,9 @@ def main(argv=None) -> int:
     models = _models(epochs=4 if args.quick else 10)
     mrows, size_rows, why = _model_rows(models, repeat)
     print("\ndigits inference, fp32 graph vs int8 graph (quant.quantize_graph), each built "
-          "for the cpu with a greedy memory plan (same run, same threads)")
+          f"for the cpu with a greedy memory plan (same run, {args.threads} thread(s))")
     print_table(mrows, ["model", "batch", "fp32 ms", "int8 ms", "int8 speed-up", "fp32 acc %",
-                        "int8 acc %"])
+                        "int8 acc %", "arena int8/fp32"])
     print("\nweight bytes")
     print_table(size_rows, ["model", "fp32", "int8 codes", "scales", "int32 bias+M", "int8 total",
                             "ratio"])

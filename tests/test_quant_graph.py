@@ -74,9 +74,34 @@ def test_attention_block_quantizes_with_float_islands(digits):
     ops = [n.op for n in qg.ops]
     assert ops.count("qlinear") == 6 and ops.count("qadd") == 1     # the residual add only
     assert "exp" in ops and "dequantize" in ops                       # softmax stays float
+    assert [n.attrs.get("alpha") for n in qg.ops if n.op == "qmatmul"] == [1 / 8 ** 0.5, None]
     y = quant.run(qg, X_test)
     assert (y == quant.simulate(qg, X_test)).all()
     assert _acc(graph.interpret(g, X_test), y_test) - _acc(y, y_test) <= 0.02
+    exes = [graph.build(gg, target="cpu", memory_plan="greedy_by_size")
+            for gg in (quant.passes.fold(g), qg)]
+    assert exes[1].plan.arena_bytes <= 0.6 * exes[0].plan.arena_bytes
+    assert (exes[1](X_test[:5]) == graph.interpret(qg, X_test[:5])).all()
+
+
+def test_qmatmul_folds_the_dequantize_into_the_product():
+    from mlc.quant import graph_ops
+
+    rng = np.random.default_rng(2)
+    a = rng.integers(-128, 128, (2, 3, 4, 5)).astype(np.int8)
+    b = rng.integers(-128, 128, (2, 3, 5, 6)).astype(np.int8)
+    attrs = {"s_a": 0.02, "z_a": 3, "s_b": 0.5, "z_b": -4, "alpha": 0.25}
+    want = (0.02 * 0.5 * 0.25 * ((a.astype(np.int64) - 3) @ (b.astype(np.int64) + 4))
+            ).astype(np.float32)
+    assert (graph_ops.qmatmul_ref(attrs, a, b) == want).all()
+    for device in (nd.cpu(), nd.cuda()):
+        assert (graph_ops.qmatmul_kernel(attrs, a, b, device=device) == want).all()
+    p = rng.random((2, 3, 4, 5)).astype(np.float32)        # a float operand (softmax's P)
+    mixed = {"s_b": 0.5, "z_b": -4}
+    np.testing.assert_allclose(graph_ops.qmatmul_kernel(mixed, p, b),
+                               p @ quant.dequantize(b, 0.5, -4), rtol=1e-6)
+    with pytest.raises(ValueError, match="equal batch axes"):
+        graph_ops.qmatmul_kernel(attrs, a, b[:1])
 
 
 def test_quantized_graph_builds_plans_and_saves(residual, digits, tmp_path):

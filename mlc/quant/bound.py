@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import qrange
-from .graph_ops import QDTYPE, packed_weight, qadd_params
+from .graph_ops import QDTYPE, packed_weight, qadd_params, qmatmul_operands, qmatmul_scale
 
 
 def _flat(out: np.ndarray) -> np.ndarray:
@@ -101,5 +101,19 @@ def bind_qlinear(node):
     return call
 
 
+def bind_qmatmul(node):
+    from .kernels_cpu import qmatmul_batched
+
+    attrs = node.attrs
+    scale, acc = qmatmul_scale(attrs), np.empty(node.shape[-1])
+    sa, sb = node.inputs[0].shape, node.inputs[1].shape
+
+    def call(a, b, out):
+        qmatmul_batched(*qmatmul_operands(attrs, a.reshape(sa), b.reshape(sb)), scale, acc,
+                        _flat(out).reshape(-1, *node.shape[-2:]))
+    return call
+
+
 BINDERS = {"quantize": bind_quantize, "dequantize": bind_dequantize, "qadd": bind_qadd,
-           "qlinear": bind_qlinear}
+           "qlinear": bind_qlinear,
+           "qmatmul": bind_qmatmul}

@@ -8,6 +8,8 @@ dequantize q int8 -> float32                           ``s * (q - z)``
 qlinear    a int8 [..., K], w int8 (K, N), s_w f32     ``requantize((a - z_a) @ w + bias)``
            (N,), bias/m0/shift int32 (N,) -> int8      (+ ReLU as a clamp at ``z_out``)
 qadd       a int8, b int8 (same shape) -> int8         ``a + b`` on their own scales (TFLite)
+qmatmul    a, b (..., M, K), (..., K, N) int8 or f32 ``dequantize(a) @ dequantize(b)``, one scale
+           -> float32                                  (attention's products, unit 09)
 wmatmul    x float32 [..., K], codes, scales -> f32    ``x @ W``, W stored group-wise in
                                                        4 or 8 bits (:mod:`.weightonly`)
 observe    x -> x                                      identity; calibration watches it
@@ -134,6 +136,28 @@ def qadd_sim(attrs, a, b, rounding="fixedpoint"):
                       QDTYPE, attrs.get("relu", False), attrs.get("bits"))
 
 
+def _operand(attrs, key, x):
+    """An operand of qmatmul as float64: ``q - z`` for codes (the scale is applied once,
+    to the sum), the value itself for a float operand (no ``s_<key>`` attribute)."""
+    x = x.astype(np.float64)
+    return x - attrs[f"z_{key}"] if f"s_{key}" in attrs else x
+
+
+def qmatmul_scale(attrs) -> float:
+    """``s_a s_b alpha`` (1 for a float operand; ``alpha``: a scalar factor folded in)."""
+    return float(np.float64(attrs.get("s_a", 1.0)) * np.float64(attrs.get("s_b", 1.0))
+                 * np.float64(attrs.get("alpha", 1.0)))
+
+
+def qmatmul_ref(attrs, a, b):
+    """``dequantize(a) @ dequantize(b)`` with the dequantize folded into the product: the
+    sum of ``(a - z_a)(b - z_b)`` (exact in float64 for int8 codes: an integer below
+    2^53), times ``s_a s_b`` (and ``alpha``) once, as float32. An operand without a
+    scale is float."""
+    return (qmatmul_scale(attrs) * (_operand(attrs, "a", a) @ _operand(attrs, "b", b))
+            ).astype(np.float32)
+
+
 def _group_weight(attrs, codes, scales):
     from .weightonly import GroupWeight
 
@@ -213,6 +237,32 @@ def qadd_kernel(attrs, a, b, device=None):
     return out.reshape(a.shape)
 
 
+def qmatmul_kernel(attrs, a, b, device=None):
+    """The Numba kernel of qmatmul on ``(..., M, K) @ (..., K, N)`` with equal batch axes."""
+    from .kernels_cpu import qmatmul_batched
+    from .qops import _device_name
+
+    a, b = np.asarray(a), np.asarray(b)
+    shape = _batched_shape([a.shape, b.shape], attrs)
+    dev = _device_name(device)
+    if dev == "cpu_numpy":
+        return qmatmul_ref(attrs, a, b)
+    if dev == "cuda":
+        from .kernels_cuda import qmatmul_cuda
+
+        return qmatmul_cuda(*qmatmul_operands(attrs, a, b), qmatmul_scale(attrs)).reshape(shape)
+    out = np.empty(shape, np.float32)
+    qmatmul_batched(*qmatmul_operands(attrs, a, b), qmatmul_scale(attrs),
+                    np.empty(shape[-1]), out.reshape(-1, *shape[-2:]))
+    return out
+
+
+def qmatmul_operands(attrs, a, b):
+    """The kernel's ``a, z_a, b, z_b`` (3-D, contiguous; zero point 0.0 for a float)."""
+    return (np.ascontiguousarray(a).reshape(-1, *a.shape[-2:]), float(attrs.get("z_a", 0)),
+            np.ascontiguousarray(b).reshape(-1, *b.shape[-2:]), float(attrs.get("z_b", 0)))
+
+
 def wmatmul_kernel(attrs, x, codes, scales, device=None):
     from .weightonly import wmatmul
 
@@ -235,6 +285,14 @@ def _wmatmul_shape(shapes, attrs):
     if x[-1] != attrs["k"]:
         raise ValueError(f"wmatmul: input {x} does not match a weight with K={attrs['k']}")
     return x[:-1] + (shapes[2][1],)
+
+
+def _batched_shape(shapes, attrs):
+    a, b = shapes
+    if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2]:
+        raise ValueError(f"qmatmul needs (..., M, K) @ (..., K, N) with equal batch axes, "
+                         f"got {a} and {b}")
+    return a[:-1] + (b[-1],)
 
 
 def _same_shape(shapes, attrs):
@@ -260,6 +318,8 @@ QUANTIZED_OPS = {
     "qlinear": (6, _linear_shape, lambda d, a: QDTYPE, qlinear_ref, qlinear_sim, qlinear_kernel,
                 None),
     "qadd": (2, _same_shape, lambda d, a: QDTYPE, qadd_ref, qadd_sim, qadd_kernel, 6),
+    "qmatmul": (2, _batched_shape, lambda d, a: "float32", qmatmul_ref, qmatmul_ref,
+                qmatmul_kernel, None),
     "observe": (1, lambda s, a: s[0], lambda d, a: d[0], lambda attrs, x: x, lambda attrs, x: x,
                 None, 0),
     "wmatmul": (3, _wmatmul_shape, lambda d, a: "float32", wmatmul_ref, wmatmul_ref,

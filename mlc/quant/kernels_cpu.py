@@ -350,3 +350,20 @@ def pack_input(a, a16, rowsum):
             a16[i, k] = a[i, k]
             s += np.int32(a[i, k])
         rowsum[i] = s
+
+
+@njit(cache=True)
+def qmatmul_batched(a, za, b, zb, scale, acc, out):
+    """``out[t] = scale * (a[t] - za) @ (b[t] - zb)``, summed in float64 (exact for int8
+    codes) with ``acc`` (N,) as the row accumulator; either operand may be float (then
+    its zero point is 0). Row-times-row order (``acc += a[i, k] b[k, :]``): no reduction
+    in the inner loop, so it vectorizes."""
+    for t in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            acc[:] = 0.0
+            for k in range(a.shape[2]):
+                av = np.float64(a[t, i, k]) - za
+                for j in range(out.shape[2]):
+                    acc[j] += av * (np.float64(b[t, k, j]) - zb)
+            for j in range(out.shape[2]):
+                out[t, i, j] = np.float32(scale * acc[j])

@@ -100,3 +100,22 @@ def qadd_cuda(a, b, params, threads=128):
     _qadd_kernel[(a.size + threads - 1) // threads, threads](
         cuda.to_device(a), cuda.to_device(b), cuda.to_device(params), d_out)
     return d_out.copy_to_host()
+
+
+@cuda.jit
+def _qmatmul_kernel(a, za, b, zb, scale, out):
+    t, i, j = cuda.grid(3)
+    if t < out.shape[0] and i < out.shape[1] and j < out.shape[2]:
+        acc = 0.0                 # float64, summed over k in order: the CPU kernel's bits
+        for k in range(a.shape[2]):
+            acc += (np.float64(a[t, i, k]) - za) * (np.float64(b[t, k, j]) - zb)
+        out[t, i, j] = np.float32(scale * acc)
+
+
+def qmatmul_cuda(a, za, b, zb, scale, threads=(1, 8, 8)):
+    """qmatmul on 3-D operands (numpy in, numpy out), one thread per output."""
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    d_out = cuda.device_array(shape, dtype=np.float32)
+    grid = tuple((s + t - 1) // t for s, t in zip(shape, threads, strict=True))
+    _qmatmul_kernel[grid, threads](cuda.to_device(a), za, cuda.to_device(b), zb, scale, d_out)
+    return d_out.copy_to_host()

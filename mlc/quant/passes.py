@@ -23,6 +23,8 @@ simulation (:mod:`.graph_ops`); :func:`run` runs it with the integer kernels.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .. import graph as G
@@ -310,7 +312,45 @@ def quantize_graph(g, calibration, per_channel=True, observer="minmax", weight_b
     pg = prepare(g, rules)
     if observers is None:
         observers = calibrate(pg, calibration, observer, act_bits)
-    return convert(pg, observers, per_channel, weight_bits, act_bits, rules)
+    return fold_dequantize(convert(pg, observers, per_channel, weight_bits, act_bits, rules))
+
+
+def fold_dequantize(qg):
+    """Every float ``matmul`` of two activations that reads a ``dequantize`` becomes a
+    ``qmatmul`` that reads the codes: the dequantize is folded into the product (its
+    scale applied once to the sum), so no float copy of the operand is made or kept
+    live. Attention's ``Q K^T`` reads two int8 operands (an integer sum); ``P V`` reads
+    softmax's float probabilities and V's codes. A ``divide_scalar`` or
+    ``multiply_scalar`` that alone reads the product (attention's ``1 / sqrt(d)``) joins
+    the scale (``alpha``). The values equal the float island's up to rounding.
+
+    Before and after::
+
+        %q.dq = dequantize(%q)   %k.dq = dequantize(%k)
+        %s = matmul(%q.dq, %k.dq)   %t = divide_scalar(%s, scalar=2.83)
+            ->    %t = qmatmul(%q, %k, s_a=.., z_a=.., s_b=.., z_b=.., alpha=0.354)
+    """
+    users = Counter(x for n in qg.nodes for x in n.inputs)
+
+    def fn(n, ins):
+        if (n.op in ("divide_scalar", "multiply_scalar") and ins[0].op == "qmatmul"
+                and users[n.inputs[0]] == 1 and n.inputs[0] not in qg.outputs):
+            s = float(n.attrs["scalar"])
+            alpha = ins[0].attrs.get("alpha", 1.0) * (1.0 / s if n.op == "divide_scalar" else s)
+            return G.Node("qmatmul", ins[0].inputs, {**ins[0].attrs, "alpha": alpha}, n.shape,
+                          "float32", n.name, sym=_sym(n))
+        if n.op != "matmul" or not any(x.op == "dequantize" for x in ins):
+            return None
+        if len(ins[0].shape) < 2 or ins[0].shape[:-2] != ins[1].shape[:-2]:
+            return None                   # broadcasting batch axes: left to the float op
+        attrs, operands = {}, []
+        for key, x in zip("ab", ins, strict=True):
+            if x.op == "dequantize":
+                attrs.update({f"s_{key}": x.attrs["scale"], f"z_{key}": x.attrs["zero_point"]})
+                x = x.inputs[0]
+            operands.append(x)
+        return G.Node("qmatmul", operands, attrs, n.shape, "float32", n.name, sym=_sym(n))
+    return G.rewrite(qg, fn)
 
 
 def simulate(qg, *inputs, rounding="fixedpoint"):
