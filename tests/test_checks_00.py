@@ -1,7 +1,8 @@
 """The checks of unit 00 (welcome): the reference gets full marks, and the wrong answers
 a student writes get 0: saxpy as numpy's whole-array expression under a Numba
 decorator, under a decorator that only looks like Numba's, or around a loop that does
-nothing, and a loop that returns float64."""
+nothing, and a loop that returns float64; the roofline's time as a sum, a bound decided
+by the op alone, and intensities that miscount FLOPs or bytes."""
 
 import numpy as np
 from numba import njit
@@ -67,3 +68,47 @@ def test_float64_result_scores_zero():
         return out
 
     fails("welcome.saxpy", "float32", saxpy=saxpy)
+
+
+# ---- matmul_intensity and the roofline -------------------------------------------------------
+
+def matmul_intensity(n, k, m, bytes_per_element=4):
+    return 2 * n * k * m / ((n * k + k * m + n * m) * bytes_per_element)
+
+
+def roofline_time(flops, nbytes, peak_flops, bandwidth):
+    return max(flops / peak_flops, nbytes / bandwidth)
+
+
+def bound_by(flops, nbytes, peak_flops, bandwidth):
+    return "compute" if flops / peak_flops >= nbytes / bandwidth else "memory"
+
+
+run2, fails2 = check_runner({"matmul_intensity": matmul_intensity,
+                             "roofline_time": roofline_time, "bound_by": bound_by})
+
+
+def test_roofline_references_get_full_marks():
+    for ex in ("welcome.matmul_intensity", "welcome.roofline_time"):
+        rec = run2(ex)
+        assert rec["score"] == rec["max_score"], rec
+
+
+def test_bound_by_from_the_op_alone_scores_zero():
+    """Both once scored full marks: the visible cases' machine has its ridge at 5 FLOP/byte
+    and their ops sit far on either side of it."""
+    fails2("welcome.roofline_time", "bound_by(1e+06, 4e+06",
+           bound_by=lambda f, b, p, w: "compute" if f > b else "memory")
+    fails2("welcome.roofline_time", "bound_by(1e+06, 4e+06",
+           bound_by=lambda f, b, p, w: "compute" if f / b >= 5 else "memory")
+
+
+def test_roofline_time_and_intensity_mistakes_score_zero():
+    fails2("welcome.roofline_time", "roofline_time(2e+09",
+           roofline_time=lambda f, b, p, w: f / p + b / w)  # no overlap
+    fails2("welcome.matmul_intensity", "matmul_intensity(1024",  # one FLOP per product
+           matmul_intensity=lambda n, k, m, b=4: n * k * m / ((n * k + k * m + n * m) * b))
+    fails2("welcome.matmul_intensity", "expected 170.66667, got 256",  # C is never written
+           matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m / ((n * k + k * m) * b))
+    fails2("welcome.matmul_intensity", "matmul_intensity(1024",  # each product loads A and B
+           matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m / (2 * n * k * m * b))

@@ -8,7 +8,7 @@ import ast
 
 import numpy as np
 
-from ..registry import Check, exercise
+from ..registry import Check, exercise, hidden_seed
 
 NB = "00_welcome"
 
@@ -108,6 +108,14 @@ class _Roofline(Check):
                  "args": [2e9, 1e6, 1e11, 2e10]},
                 {"what": "an elementwise-like op is memory bound", "fn": "bound",
                  "args": [1e6, 4e9, 1e11, 2e10]}]
+        # the machine decides, not the op alone: an intensity of 0.25 FLOP/byte on a slow
+        # core with fast memory, and of 1000 on a fast core with slow memory (a rule on
+        # flops vs bytes, or on a ridge point typed in, answers both the other way)
+        rng = np.random.default_rng(hidden_seed(1))
+        for flops, nbytes, peak, bw in [(1e6, 4e6, 1e8, 1e12), (1e9, 1e6, 1e15, 1e6),
+                                        (*rng.uniform(1, 10, 2) * 1e8, 1e11, 2e8)]:
+            out.append({"what": f"bound_by({flops:g}, {nbytes:g}, {peak:g}, {bw:g})",
+                        "fn": "bound", "args": [float(flops), float(nbytes), peak, bw]})
         return out
 
     def observe(self, ns, case):
