@@ -257,6 +257,18 @@ def test_quantize_mistakes():
     _fails("quantization.quantize", "the result is int8", quantize=int64)
 
 
+def test_quantize_in_float32_scores_zero():
+    """The statement asks for float64; float32 division once scored full marks, as no case
+    had a value where the two round to different integers."""
+    def in_float32(x, scale, zero_point, dtype="int8"):
+        q_min, q_max = QRANGE[dtype]
+        q = np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+        return np.clip(q, q_min, q_max).astype(dtype)
+
+    _fails("quantization.quantize", "next to a half-way point", "float32",
+           quantize=in_float32)
+
+
 def test_dequantize_mistakes():
     def in_uint8(q, scale, zero_point):
         return (scale * (q - zero_point)).astype(np.float32)  # q - z wraps in q's dtype

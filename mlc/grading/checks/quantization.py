@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Check, CheckFailed, call, exercise, need, raised
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need, raised
 from ..source import cell_label
 
 NB = "09_quantization"
@@ -154,7 +154,20 @@ def _quantize_cases():
         ("values in [-3, 1], scale 4/255, zero point 191, uint8", neg, 4 / 255, 191, "uint8"),
         ("values far outside the grid, scale 0.02, zero point 128, uint8", sat, 0.02, 128,
          "uint8"),
+        ("values a few float32 steps from half-way points, scale 0.1, zero point 0, int8",
+         _near_ties(0.1), 0.1, 0, "int8"),
     ]
+
+
+def _near_ties(scale: float, n: int = 40) -> np.ndarray:
+    """float32 values next to (k + 1/2) * scale, half of them where x / scale computed in
+    float32 rounds to the other integer than in float64 (the exercise asks for float64)."""
+    rng = np.random.default_rng(hidden_seed(9))
+    k = rng.integers(-120, 120, 50 * n)
+    x = ((k + 0.5) * scale).astype(np.float32)
+    x = x + (rng.integers(-3, 4, x.size) * np.spacing(np.abs(x))).astype(np.float32)
+    flips = np.rint(x.astype(np.float64) / scale) != np.rint(x / np.float32(scale))
+    return np.concatenate([x[flips][:n // 2], x[~flips][:n // 2]])
 
 
 def _dequantize_cases():
@@ -223,6 +236,9 @@ class _Quantize(Check):
                 note = " (a tie: x / scale is exactly half-way between two integers)"
             elif not QRANGE[dtype][0] <= np.rint(r) + z <= QRANGE[dtype][1]:
                 note = f" (outside the {dtype} grid)"
+            elif abs(r - np.floor(r) - 0.5) < 1e-5:
+                note = (" (next to a half-way point, where x / scale computed in float32 "
+                        "rounds the other way)")
             t.fail(f"{what}: at x = {x.reshape(-1)[i]:.6g} (x / scale = {r:.6g}), expected "
                    f"code {want.reshape(-1)[i]}, got {got.reshape(-1)[i]}{note}")
         t.passed.append(f"{what}: the codes")
