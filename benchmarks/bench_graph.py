@@ -27,6 +27,8 @@ Five tables:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 
@@ -245,11 +247,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     n, (r, c), batches = ((1024, (512, 256), (1, 64)) if args.quick
                           else (4096, (4096, 1024), (1, 256)))
-    bench_bias_relu(n, args.repeat)
-    bench_reductions(r, c, args.repeat)
-    bench_attention(1, 8, 64, 32, args.repeat)
-    bench_models(batches, args.repeat)
-    bench_onnxruntime((1, 64), args.repeat)
+    from tqdm import tqdm
+    from tqdm.contrib import DummyTqdmFile
+
+    sections = (("bias + relu", lambda: bench_bias_relu(n, args.repeat)),
+                ("reductions", lambda: bench_reductions(r, c, args.repeat)),
+                ("attention", lambda: bench_attention(1, 8, 64, 32, args.repeat)),
+                ("models", lambda: bench_models(batches, args.repeat)),
+                ("onnxruntime", lambda: bench_onnxruntime((1, 64), args.repeat)))
+    # the bar goes to stderr; stdout goes through tqdm so the tables print above the bar
+    with contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)), \
+            tqdm(sections, desc="mlc bench graph", unit="section", file=sys.stderr) as bar:
+        for name, run in bar:
+            bar.set_postfix_str(name)
+            run()
     return 0
 
 

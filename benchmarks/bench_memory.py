@@ -27,6 +27,8 @@ Four tables:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 
@@ -125,6 +127,32 @@ def batch_rows(target: str, batches=(1, 8, 64)):
     return rows
 
 
+def _tables(args, bar) -> None:
+    """Print the five tables, ticking ``bar`` after each."""
+    models = _models(args.quick)
+    print("1. planners: arena bytes (64-byte aligned) against the lower bound")
+    print_table(planner_rows(models), ["model", "view", "tensors", "bound", *STRATEGIES,
+                                       "greedy/bound", "naive/greedy"])
+    bar.update()
+    print("\n2. arena executor: measured peak (build + 2 calls) vs plan + weights + inputs")
+    print_table(arena_rows(models, args.target or ("python" if args.quick else "cpu")),
+                ["model", "kernels", "arena", "weights", "inputs", "plan total",
+                 "measured peak", "difference", "in-place saves", "max error"])
+    bar.update()
+    rows, what = checkpoint_rows(args.quick)
+    print(f"\n3. checkpointing a training step: {what}")
+    print_table(rows, ["segments", "peak bytes", "plain/this", "ms/step", "extra time", ""])
+    bar.update()
+    print("\n4. chunked computation (chunk 64 keys / 128 rows): measured peak bytes")
+    print_table(chunk_rows(args.quick), ["what", "length", "full", "chunked", "output bytes"])
+    bar.update()
+    target = args.target or ("python" if args.quick else "cpu")
+    print(f"\n5. one build, any batch: digits CNN traced at batch 3, target {target}")
+    print_table(batch_rows(target), ["batch", "arena per batch", "arena for max", "first call ms",
+                                     "call ms", "max error"])
+    bar.update()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller models")
@@ -132,23 +160,13 @@ def main(argv=None) -> int:
                         help="executor target for table 2 (default: python with --quick, "
                              "else cpu)")
     args = parser.parse_args(argv)
-    models = _models(args.quick)
-    print("1. planners: arena bytes (64-byte aligned) against the lower bound")
-    print_table(planner_rows(models), ["model", "view", "tensors", "bound", *STRATEGIES,
-                                       "greedy/bound", "naive/greedy"])
-    print("\n2. arena executor: measured peak (build + 2 calls) vs plan + weights + inputs")
-    print_table(arena_rows(models, args.target or ("python" if args.quick else "cpu")),
-                ["model", "kernels", "arena", "weights", "inputs", "plan total",
-                 "measured peak", "difference", "in-place saves", "max error"])
-    rows, what = checkpoint_rows(args.quick)
-    print(f"\n3. checkpointing a training step: {what}")
-    print_table(rows, ["segments", "peak bytes", "plain/this", "ms/step", "extra time", ""])
-    print("\n4. chunked computation (chunk 64 keys / 128 rows): measured peak bytes")
-    print_table(chunk_rows(args.quick), ["what", "length", "full", "chunked", "output bytes"])
-    target = args.target or ("python" if args.quick else "cpu")
-    print(f"\n5. one build, any batch: digits CNN traced at batch 3, target {target}")
-    print_table(batch_rows(target), ["batch", "arena per batch", "arena for max", "first call ms",
-                                     "call ms", "max error"])
+    from tqdm import tqdm
+    from tqdm.contrib import DummyTqdmFile
+
+    # one tick per table on stderr; stdout goes through tqdm so the tables print above the bar
+    with contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)), \
+            tqdm(total=5, desc="mlc bench memory", unit="table", file=sys.stderr) as bar:
+        _tables(args, bar)
     return 0
 
 

@@ -26,6 +26,8 @@ one shipped as ``mlc/tune/matmul512_parallel_tiles.jsonl``; pass it
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 
@@ -70,31 +72,37 @@ def main(argv=None) -> int:
     if trials < 1 or any(n < 1 for n in sizes):
         p.error("sizes and trials must be positive")
 
+    from tqdm import tqdm
+    from tqdm.contrib import DummyTqdmFile
+
     from mlc.tune import tune
 
     rows = []
-    for n in sizes:
-        rng = np.random.default_rng(args.seed)
-        a = rng.uniform(-1, 1, (n, n)).astype(np.float32)
-        b = rng.uniform(-1, 1, (n, n)).astype(np.float32)
-        want = a @ b
-        flops = perf.matmul_flops(n, n, n)
-        t_np = perf.timeit(lambda: a @ b, repeat=args.repeat)  # noqa: B023
-        rows.append((n, "numpy", t_np * 1e3, perf.gflops(flops, t_np), 1.0, ""))
-        func = matmul_func(n)
-        t = time_module(tir.build(func, "cpu"), a, b, want, max(1, args.repeat // 2))
-        rows.append((n, "naive", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
-        sch = matmul_hand_schedule(tir.Schedule(func))
-        t = time_module(tir.build(sch, "cpu"), a, b, want, args.repeat)
-        rows.append((n, "hand", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
-        with perf.stopwatch() as tuning:
-            res = tune(func, target="cpu", trials=trials, strategy="evolutionary",
-                       seed=args.seed, log_file=args.log, progress=True)
-        t = time_module(res.build(), a, b, want, args.repeat)
-        rows.append((n, f"tuned ({trials} trials)", t * 1e3, perf.gflops(flops, t),
-                     t_np / t, f"{tuning.seconds:.0f} s, {res.n_failures - res.n_rejected} failed, "
-                     f"{res.n_rejected} rejected"))
-        print(f"n={n}: best tuned decisions {res.decisions}")
+    # one tick per size on stderr, the tuner's bar of trials below it; stdout goes through
+    # tqdm so that what is printed lands above the bars
+    with contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)):
+        for n in tqdm(sizes, desc="mlc bench tir", unit="size", file=sys.stderr):
+            rng = np.random.default_rng(args.seed)
+            a = rng.uniform(-1, 1, (n, n)).astype(np.float32)
+            b = rng.uniform(-1, 1, (n, n)).astype(np.float32)
+            want = a @ b
+            flops = perf.matmul_flops(n, n, n)
+            t_np = perf.timeit(lambda: a @ b, repeat=args.repeat)  # noqa: B023
+            rows.append((n, "numpy", t_np * 1e3, perf.gflops(flops, t_np), 1.0, ""))
+            func = matmul_func(n)
+            t = time_module(tir.build(func, "cpu"), a, b, want, max(1, args.repeat // 2))
+            rows.append((n, "naive", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
+            sch = matmul_hand_schedule(tir.Schedule(func))
+            t = time_module(tir.build(sch, "cpu"), a, b, want, args.repeat)
+            rows.append((n, "hand", t * 1e3, perf.gflops(flops, t), t_np / t, ""))
+            with perf.stopwatch() as tuning:
+                res = tune(func, target="cpu", trials=trials, strategy="evolutionary",
+                           seed=args.seed, log_file=args.log, progress=True)
+            t = time_module(res.build(), a, b, want, args.repeat)
+            failed = res.n_failures - res.n_rejected
+            rows.append((n, f"tuned ({trials} trials)", t * 1e3, perf.gflops(flops, t), t_np / t,
+                         f"{tuning.seconds:.0f} s, {failed} failed, {res.n_rejected} rejected"))
+            print(f"n={n}: best tuned decisions {res.decisions}")
     perf.print_table(rows, ["n", "program", "ms", "GFLOP/s", "x numpy", "tuning"])
     return 0
 
