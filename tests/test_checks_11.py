@@ -234,18 +234,45 @@ def test_magnitude_masks_judge_on_forged_observations(obs):
         ex.check.judge(ex.check.cases()[0], obs, _Tester())
 
 
-def test_mask_cases_have_no_ties_at_the_threshold():
-    for case in get("compression.magnitude_masks").check.cases():
-        ws = case["weights"]
-        if case["scope"] == "layer":
-            groups = [np.abs(w).ravel() for w in ws]
-        else:
-            groups = [np.concatenate([np.abs(w).ravel() for w in ws])]
-        for g in groups:
-            k = int(round(case["amount"] * g.size))
-            if 0 < k < g.size:
-                s = np.sort(g)
-                assert s[k - 1] < s[k], case["what"]
+def _ties_at_the_threshold(case):
+    ws = case["weights"]
+    if case["scope"] == "layer":
+        groups = [np.abs(w).ravel() for w in ws]
+    else:
+        groups = [np.concatenate([np.abs(w).ravel() for w in ws])]
+    for g in groups:
+        k = int(round(case["amount"] * g.size))
+        if 0 < k < g.size and np.sort(g)[k - 1] == np.sort(g)[k]:
+            return True
+    return False
+
+
+def test_mask_ties_at_the_threshold_take_exactly_amount_in_any_order():
+    """A case cuts inside a block of equal magnitudes (weights already pruned to 0): a
+    threshold rule, |w| <= the k-th smallest, prunes the whole block and scored full marks
+    before that case; any choice of k among the tied weights passes."""
+    assert any(_ties_at_the_threshold(c) for c in get("compression.magnitude_masks")
+               .check.cases())
+
+    def threshold_rule(weights, amount, scope="global"):
+        groups = [[w] for w in weights] if scope == "layer" else [weights]
+        out = []
+        for ws in groups:
+            flat = np.sort(np.concatenate([np.abs(w).ravel() for w in ws]))
+            k = int(round(amount * flat.size))
+            cut = flat[k - 1] if k else -1.0
+            out += [(np.abs(w) > cut).astype(np.float32) for w in ws]
+        return out
+
+    fails("compression.magnitude_masks", "amount=0.2", "237 weights zeroed in all, expected 216",
+          magnitude_masks=threshold_rule)
+
+    def last_of_ties_first(weights, amount, scope="global"):  # the reverse tie-break
+        flipped = make_masks()([np.flip(w) for w in weights], amount, scope)
+        return [np.flip(m) for m in flipped]
+
+    rec = run("compression.magnitude_masks", magnitude_masks=last_of_ties_first)
+    assert rec["score"] == rec["max_score"], rec["message"]
 
 
 # ---- exercise 2: CSR -----------------------------------------------------------------------------
