@@ -24,6 +24,8 @@ every figure is measured in this run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 
@@ -214,10 +216,21 @@ def main(argv=None) -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"machine: {os.cpu_count()} cores, load average "
           f"{', '.join(f'{x:.1f}' for x in load) if load else 'unknown'} (timings are this run's)")
-    with perf.stopwatch() as sw:
+    from tqdm import tqdm
+    from tqdm.contrib import DummyTqdmFile
+
+    # one tick per section on stderr; stdout goes through tqdm so the tables print above it
+    with perf.stopwatch() as sw, contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)), \
+            tqdm(total=3, desc="mlc bench compress", unit="section", file=sys.stderr) as bar:
+        bar.set_postfix_str("sparse kernels")
         sparse_rows = None if args.skip_kernels else break_even(args)
+        bar.update()
+        bar.set_postfix_str("MLP")
         mlp_rows = mlp_section(load_digits(), args)
+        bar.update()
+        bar.set_postfix_str("CNN")
         cnn_rows = cnn_section(args)
+        bar.update()
     front = C.pareto_front(mlp_rows)
     print("\nPareto front of the MLP (accuracy vs stored bytes): "
           + ", ".join(r["name"] for r in front))
