@@ -69,25 +69,34 @@ def block_sum(x, partial):
 TILE = 4
 
 
-@cuda.jit
-def matmul_tiled(A, B, C):
-    sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
-    sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    i = cuda.blockIdx.y * TILE + ty
-    j = cuda.blockIdx.x * TILE + tx
-    acc = 0.0
-    for t in range((A.shape[1] + TILE - 1) // TILE):
-        kk = t * TILE + tx
-        sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
-        kk = t * TILE + ty
-        sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
-        cuda.syncthreads()
-        for k in range(TILE):
-            acc += sA[ty, k] * sB[k, tx]
-        cuda.syncthreads()
-    if i < C.shape[0] and j < C.shape[1]:
-        C[i, j] = acc
+def _tiled_kernel(barrier_after_products=True):
+    """The reference tiled matmul, or the same without its second barrier (a wrong answer:
+    a thread that runs ahead overwrites the tile its neighbours still read)."""
+    @cuda.jit
+    def matmul_tiled(A, B, C):
+        sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        i = cuda.blockIdx.y * TILE + ty
+        j = cuda.blockIdx.x * TILE + tx
+        acc = 0.0
+        for t in range((A.shape[1] + TILE - 1) // TILE):
+            kk = t * TILE + tx
+            sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
+            kk = t * TILE + ty
+            sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
+            cuda.syncthreads()
+            for k in range(TILE):
+                acc += sA[ty, k] * sB[k, tx]
+            if barrier_after_products:
+                cuda.syncthreads()
+        if i < C.shape[0] and j < C.shape[1]:
+            C[i, j] = acc
+
+    return matmul_tiled
+
+
+matmul_tiled = _tiled_kernel()
 
 
 GPU = {"vector_add": vector_add, "add_bias": add_bias, "block_sum": block_sum,
@@ -450,27 +459,9 @@ def test_matmul_tiled_without_the_barrier_after_the_products_fails():
     """A thread that runs ahead overwrites a tile its neighbours are still reading: on a GPU
     a race whatever C comes out; the barrier probe finds it before the values are judged
     (in the simulator, whether C comes out wrong depends on how its threads interleave)."""
-    @cuda.jit
-    def one_barrier(A, B, C):
-        sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
-        sB = cuda.shared.array((TILE, TILE), dtype=np.float32)
-        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-        i = cuda.blockIdx.y * TILE + ty
-        j = cuda.blockIdx.x * TILE + tx
-        acc = 0.0
-        for t in range((A.shape[1] + TILE - 1) // TILE):
-            kk = t * TILE + tx
-            sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
-            kk = t * TILE + ty
-            sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
-            cuda.syncthreads()
-            for k in range(TILE):
-                acc += sA[ty, k] * sB[k, tx]
-        if i < C.shape[0] and j < C.shape[1]:
-            C[i, j] = acc
-
     _fails("gpu_operators.matmul_tiled", "(8x8) @ (8x8)", "a race",
-           "a cuda.syncthreads() is missing", matmul_tiled=one_barrier)
+           "a cuda.syncthreads() is missing",
+           matmul_tiled=_tiled_kernel(barrier_after_products=False))
 
 
 def test_traffic_needs_the_simulator(monkeypatch):

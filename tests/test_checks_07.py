@@ -46,11 +46,11 @@ def access_stride(buffer, indices, var):
     return abs(stride)
 
 
-def random_search(space, measure, trials, seed=0):
+def random_search(space, measure, trials, seed=0, draws_per_trial=100):
     rng = random.Random(seed)
     best, best_decisions = math.inf, None
     seen, draws = set(), 0
-    while len(seen) < trials and draws < 100 * trials:
+    while len(seen) < trials and draws < draws_per_trial * trials:
         draws += 1
         try:
             sch, decisions = space.sample(rng)
@@ -376,21 +376,7 @@ def test_random_search_seeding_the_global_module_or_capping_draws_early_fails():
            random_search=seeds_global)
 
     def early_cap(space, measure, trials, seed=0):
-        rng = random.Random(seed)
-        best, dec, seen = math.inf, None, set()
-        for _ in range(2 * trials):
-            if len(seen) == trials:
-                break
-            try:
-                sch, d = space.sample(rng)
-            except ScheduleError:
-                continue
-            if json.dumps(d) not in seen:
-                seen.add(json.dumps(d))
-                t = measure(sch)
-                if t < best:
-                    best, dec = t, d
-        return best, dec
+        return random_search(space, measure, trials, seed, draws_per_trial=2)
 
     _fails("autotuning.random_search", "stops after 100 * trials = 4000 draws",
            random_search=early_cap)
