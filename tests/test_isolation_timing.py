@@ -21,8 +21,9 @@ import mlc.perf
 import mlc.perf.timing
 from mlc.grading import fresh
 from mlc.grading.checks import cpu_operators, gpu_launch
-from mlc.grading import registry
+from mlc.grading import protocol, registry
 from mlc.grading.registry import CheckFailed, get
+from mlc.grading.wire import from_plain
 
 ATTACKER = '''
 import time
@@ -87,7 +88,8 @@ def test_a_function_that_patches_the_timer_during_its_call_gains_nothing(attacke
         case["what"], attacker.matmul_ikj, case["A"], case["B"], ())}
     assert _verdict(ex, case, timed_here) == "passed"  # next to its own code, it works
     assert mlc.perf.timing._clock.fake  # and this process's clock is the attacker's
-    obs = ex.check.observe(vars(attacker), case)  # what the worker does: a fresh process
+    reply = protocol.observe_case(ex, vars(attacker), case)  # the worker: a fresh process
+    obs = from_plain(reply["ok"])
     verdict = _verdict(ex, case, obs)
     assert "at least 2x faster than the naive ijk loop" in verdict, verdict
     ratio = min(obs["t_ref"]) / min(obs["t_fn"])

@@ -3,19 +3,22 @@
 In the worker, the student's cells have run: they may have replaced ``mlc.perf.timeit``,
 ``time.perf_counter`` or the timer's internals, started a thread, installed a profiler.
 A timing taken there measures whatever the notebook arranged. So a check's speed case
-does not time in the worker; its observe calls :func:`measure`, which starts a clean
+is not observed in the worker but by :func:`measure`, which starts a clean
 interpreter (``python -I``, its ``mlc.grading`` read from the worker's memory) that
 
-1. imports the exercise's check, ``mlc.perf`` and the clock, and binds the check's
-   measuring method, *before* any of the student's code exists in that process;
-2. seals ``mlc.grading`` and the library code the exercise rebuilds, as the worker does;
+1. imports the exercise's check, ``mlc.perf`` and the clock *before* any of the student's
+   code exists in that process;
+2. seals ``mlc.grading`` and the library code the exercise rebuilds, as the worker does,
+   and makes ``mlc.perf.timeit`` put back the real timer and clock before every call (a
+   function that patches them while it is timed changes nothing after);
 3. runs only the student's *definitions* (the source of the functions the exercise needs,
-   as the notebook wrote them, and its numeric constants such as ``TILE``), none of the
-   notebook's other cells;
-4. calls the bound method ``check.<method>(ns, case, restore)``, where ``restore()`` puts
-   back the real ``mlc.perf`` and clock (the method calls it before every timed round, so
-   a function that patches the timer during its own call gains nothing in the next one),
-   and writes the plain-data result (:mod:`.wire`) to a pipe the worker reads.
+   as the notebook wrote them, what they use, and numeric constants such as ``TILE``),
+   none of the notebook's other cells;
+4. calls the check's ``observe`` on the case and writes the plain-data result
+   (:mod:`.wire`) to a pipe the worker reads.
+
+An exercise asks for this with ``@exercise(..., fresh="speed")``: its cases that have the
+key ``"speed"`` are observed this way (:func:`mlc.grading.protocol.observe_case`).
 
 The worker forwards that result as the case's observation; the grader judges it as
 before. What the student's function does *during* its timed call still runs in the
@@ -25,6 +28,7 @@ process that times it: a fresh process narrows the reach to that one call.
 from __future__ import annotations
 
 import ast
+import dis
 import inspect
 import json
 import os
@@ -97,11 +101,13 @@ sys.exit(fresh.main(sys.argv[1:], job))
 
 
 def _globals_used(fn) -> set[str]:
-    """The global names ``fn``'s code (nested functions included) reads."""
+    """The global names ``fn``'s code (nested functions included) reads; not attribute
+    names (``sch.split`` does not need the notebook's ``split``)."""
     names, codes = set(), [getattr(fn, "py_func", fn).__code__]
     while codes:
         code = codes.pop()
-        names.update(code.co_names)
+        names.update(i.argval for i in dis.get_instructions(code)
+                     if i.opname in ("LOAD_GLOBAL", "LOAD_NAME"))
         codes += [c for c in code.co_consts if hasattr(c, "co_names")]
     return names
 
@@ -111,6 +117,8 @@ def _import_of(name: str, obj, ns: dict) -> list[str]:
     it imported, numpy or numba holds it), else nothing."""
     if obj is None:
         return []
+    if getattr(obj, "__module__", None) == ns.get("__name__"):
+        return []  # the notebook's own, without a source: nothing to import it from
     homes = [getattr(obj, "__module__", None)] + [
         m.__name__ for m in ns.values() if inspect.ismodule(m)] + ["numpy", "numba"]
     for home in homes:
@@ -123,19 +131,20 @@ def _import_of(name: str, obj, ns: dict) -> list[str]:
 
 def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) -> str:
     """The source of the student's definitions of ``names`` (the notebook's own text, as
-    IPython keeps it), with the numeric constants and the notebook's own functions they
-    use (``TILE = 32``, a helper), constants first."""
-    consts, funcs, todo, seen = [], [], list(names), set()
+    IPython keeps it) after the numeric ``values`` and whatever they use: the notebook's
+    own functions and classes (their source), constants, and imports."""
+    consts, funcs, seen = [], [], set()
     for name in values:
         if isinstance(ns.get(name), (int, float)) and not isinstance(ns[name], bool):
             consts.append(f"{name} = {ns[name]!r}\n")
             seen.add(name)
+    todo = [(name, ns) for name in names]  # a name, and the globals it is looked up in
     while todo:
-        name = todo.pop(0)
-        if name in seen:
+        name, scope = todo.pop(0)
+        if name in seen or name not in scope:
             continue
         seen.add(name)
-        obj = ns.get(name)
+        obj = scope[name]
         if isinstance(obj, (int, float)) and not isinstance(obj, bool):
             consts.append(f"{name} = {obj!r}\n")
             continue
@@ -143,29 +152,34 @@ def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) 
             consts.append(f"import {obj.__name__} as {name}\n")
             continue
         fn = getattr(obj, "py_func", obj)
-        if not (inspect.isfunction(fn) and fn.__module__ == ns.get("__name__")):
-            consts += _import_of(name, obj, ns)  # numba's objmode, numpy's sqrt, ...
+        if not ((inspect.isfunction(fn) or inspect.isclass(fn))
+                and (name in names or fn.__module__ == scope.get("__name__"))):
+            consts += _import_of(name, obj, scope)  # numba's objmode, numpy's sqrt, ...
             continue
         try:
             source = textwrap.dedent(inspect.getsource(fn))
         except (OSError, TypeError):
             raise CheckFailed(f"the source of `{name}` cannot be found: define it in a "
                               "notebook cell") from None
+        tree = ast.parse(source).body[0]
+        if tree.name != name:  # defined under another name, then assigned
+            funcs.append(f"{name} = {tree.name}\n")
         funcs.append(source)
-        decorators = ast.parse(source).body[0].decorator_list
-        todo += sorted(_globals_used(fn) | {n.id for d in decorators for n in ast.walk(d)
-                                            if isinstance(n, ast.Name)})
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} \
+            if inspect.isclass(fn) else _globals_used(fn)
+        used |= {n.id for d in tree.decorator_list for n in ast.walk(d)
+                 if isinstance(n, ast.Name)}
+        inner = fn.__globals__ if inspect.isfunction(fn) else scope
+        todo += [(n, inner) for n in sorted(used)]
     return "\n".join([_PRELUDE, *consts, *funcs[::-1]])
 
 
-def measure(ex_id: str, method: str, ns: dict, case: dict, names: tuple[str, ...],
-            values: tuple[str, ...] = (), timeout: float = 300.0):
-    """``check.<method>(fresh_ns, case, restore)`` of exercise ``ex_id``, run in a fresh
-    interpreter on the student's definitions of ``names`` (see the module docstring).
-    A :class:`CheckFailed` there is raised here with its message."""
-    job = json.dumps({"id": ex_id, "method": method, "case": to_plain(case),
-                      "source": definitions(ns, names, values), "bundle": _BUNDLE,
-                      "top": _TOP})
+def measure(ex, ns: dict, case: dict, timeout: float = 300.0):
+    """``ex.check.observe(fresh_ns, case)`` of exercise ``ex``, run in a fresh interpreter
+    on the student's definitions (see the module docstring). A :class:`CheckFailed` there
+    is raised here with its message."""
+    job = json.dumps({"id": ex.id, "case": to_plain(case), "top": _TOP, "bundle": _BUNDLE,
+                      "source": definitions(ns, ex.needs, ex.values)})
     read, write = os.pipe()
     env = dict(_ENV)
     env.pop("MLC_GRADING", None)
@@ -201,19 +215,34 @@ def measure(ex_id: str, method: str, ns: dict, case: dict, names: tuple[str, ...
     return from_plain(reply["ok"])
 
 
+def _guard_timer(worker: dict, real, restore) -> None:
+    """Make ``mlc.perf.timeit`` put back the real timer, clock and itself before each
+    call: a function that patches them while it is timed changes nothing after."""
+
+    def timeit(*args, **kwargs):
+        restore()
+        return real(*args, **kwargs)
+
+    timeit.__doc__, timeit.__wrapped__ = real.__doc__, real
+    for name in ("mlc.perf", "mlc.perf.timing"):
+        module, saved = worker["perf"][name]
+        module.timeit = saved["timeit"] = timeit
+
+
 def main(argv: list[str], job: dict) -> int:
     """The fresh process (``_BOOT``), its job read: measure, and write the result to FD."""
     from time import perf_counter  # noqa: F401 - the clock, bound before the student's code
 
-    import mlc.perf  # noqa: F401 - the real one, imported before the student's code
+    import mlc.perf.timing  # the real one, imported before the student's code
 
     from . import runner
 
     fd = int(argv[0])
     worker = runner.prepare({"exercises": [{"id": job["id"]}]})
-    bound = getattr(worker["exercises"][job["id"]].check, job["method"])
+    observe = worker["exercises"][job["id"]].check.observe
     case, encode = from_plain(job["case"]), to_plain
-    runner.seal(worker)  # also snapshots mlc.perf and the clock for restore()
+    runner.seal(worker)  # also snapshots mlc.perf and the clock
+    _guard_timer(worker, mlc.perf.timing.timeit, lambda: runner._restore_perf(worker))
     folder = tempfile.mkdtemp(prefix="mlc-fresh-")
     path = os.path.join(folder, "definitions.py")  # a file: Numba's cache=True needs one
     with open(path, "w", encoding="utf-8") as f:
@@ -224,8 +253,7 @@ def main(argv: list[str], job: dict) -> int:
         module.__file__ = path
         sys.modules[module.__name__] = module
         exec(compile(job["source"], path, "exec"), vars(module))  # noqa: S102 - the defs
-        reply = {"ok": encode(bound(vars(module), case,
-                                    lambda: runner._restore_perf(worker)))}
+        reply = {"ok": encode(observe(vars(module), case))}
     except CheckFailed as err:
         reply = {"error": str(err)}
     except Exception as err:  # noqa: BLE001 - the student's code may raise anything

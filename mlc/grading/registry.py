@@ -89,6 +89,7 @@ class Exercise:
     needs: tuple[str, ...] = ()
     values: tuple[str, ...] = ()
     rebuilds: tuple[str, ...] = ()  # "module:attr.path" of the library code it rebuilds
+    fresh: str = ""  # a case with this key is observed in a fresh process (.fresh)
 
 
 @dataclass
@@ -244,12 +245,16 @@ _LOADED = False
 def exercise(id: str, points: float, notebook: str, hint: str = "",
              timeout: float | None = None, simulator: bool = False,
              needs: tuple[str, ...] = (), values: tuple[str, ...] = (),
-             rebuilds: tuple[str, ...] = ()):
+             rebuilds: tuple[str, ...] = (), fresh: str = ""):
     """Register the decorated :class:`Check` subclass as the check of exercise ``id``.
 
     ``rebuilds`` names the library code the exercise asks the student to write again, as
     ``"module:attribute.path"`` (e.g. ``"mlc.graph.passes:eliminate_dead_code"``): while
     ``mlc grade`` runs the notebook it is replaced by a stand-in that raises.
+
+    ``fresh`` names a case key (e.g. ``"speed"``): a case that has it is observed in a
+    fresh process holding only the student's definitions (:mod:`mlc.grading.fresh`), so
+    that no cell of the notebook can script its timer.
 
     ``needs``/``values`` name what the student must define (functions / other values):
     the grader reports a missing one before any case runs. ``simulator=True`` says the
@@ -264,7 +269,7 @@ def exercise(id: str, points: float, notebook: str, hint: str = "",
         if id in _REGISTRY and type(_REGISTRY[id].check).__module__ != cls.__module__:
             raise ValueError(f"exercise id {id!r} is registered twice")
         _REGISTRY[id] = Exercise(id, float(points), notebook, cls(), hint, timeout, simulator,
-                                 tuple(needs), tuple(values), tuple(rebuilds))
+                                 tuple(needs), tuple(values), tuple(rebuilds), fresh)
         return cls
 
     return deco

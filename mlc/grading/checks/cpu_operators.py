@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 
-from ..fresh import measure
 from ..registry import Check, call, exercise, need
 
 NB = "03_cpu_operators"
@@ -101,10 +100,8 @@ def _number(v):
     return repr(v)[:200]
 
 
-def _timed_rounds(what, fn, A, B, extra, reference="ijk", restore=lambda: None):
-    """Interleaved rounds of a reference loop and ``fn`` on the same operands: seconds each.
-    ``restore()`` puts back the real timer before each round (see :mod:`..fresh`)."""
-    restore()
+def _timed_rounds(what, fn, A, B, extra, reference="ijk"):
+    """Interleaved rounds of a reference loop and ``fn`` on the same operands: seconds each."""
     from mlc.perf import timeit
 
     ref = _naive_ijk() if reference == "ijk" else _ikj()
@@ -114,9 +111,7 @@ def _timed_rounds(what, fn, A, B, extra, reference="ijk", restore=lambda: None):
     call(what, fn, A, B, C, *extra)
     t_ref, t_fn = [], []
     for _ in range(ROUNDS):
-        restore()
         t_ref.append(float(timeit(lambda: ref(A, B, C_ref), repeat=1, number=1, warmup=0)))
-        restore()
         t_fn.append(float(call(what, timeit, lambda: fn(A, B, C, *extra), repeat=1,
                                number=1, warmup=0)))
     return {"t_ref": t_ref, "t_fn": t_fn, "C": C}
@@ -144,8 +139,7 @@ class _Matmul(Check):
         A, B, extra = case["A"], case["B"], tuple(case["extra"])
         if case.get("speed"):
             if out["numba"]:  # a pure-Python loop is not timed (it would take minutes)
-                out.update(measure(f"{NB.split('_', 1)[1]}.{self.name}", "timed", ns, case,
-                                   (self.name,), ("TILE",)))
+                out.update(_timed_rounds(case["what"], fn, A, B, extra, self.reference))
         else:
             C = case["C"]
             call(case["what"], fn, A, B, C, *extra)
@@ -175,12 +169,6 @@ class _Matmul(Check):
                f"{SPEED_N}x{SPEED_N}x{SPEED_N}",
                f"{self.reference} took {best_ref * 1e3:.1f} ms, yours {best_fn * 1e3:.1f} ms: "
                f"{ratio:.2f}x. {self.speed_detail}")
-
-    def timed(self, ns, case, restore):
-        """The speed case's rounds, run by :func:`~mlc.grading.fresh.measure` in a fresh
-        process that holds the student's definitions and nothing else of the notebook."""
-        return _timed_rounds(case["what"], need(ns, self.name), case["A"], case["B"],
-                             tuple(case["extra"]), self.reference, restore)
 
     @property
     def ref_name(self):
@@ -232,6 +220,7 @@ def _matmul_cases(name, shapes, extra=()):
 # ---- the exercises ------------------------------------------------------------------------------
 
 @exercise("cpu_operators.matmul_ikj", points=2, notebook=NB, needs=("matmul_ikj",),
+          fresh="speed",
           hint="the order of the three loops decides how B and C are walked through memory: "
                "make the innermost loop read with stride 1 (the lecture's loop-order "
                "section); C arrives holding garbage, so give it a defined start")
@@ -340,7 +329,7 @@ def _window_distinct(reads, window):
 
 
 @exercise("cpu_operators.matmul_tiled", points=3, notebook=NB, needs=("matmul_tiled",),
-          values=("TILE",),
+          values=("TILE",), fresh="speed",
           hint="a tiled kernel works on one TILE x TILE block of B while it is in cache, then "
                "moves to the next: the k and j loops both step by TILE. Tiles at the edges of "
                "a matrix that is no multiple of TILE are smaller, so clip each tile to the "

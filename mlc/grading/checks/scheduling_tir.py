@@ -20,11 +20,11 @@
   one loop nest there (the relu is no longer a separate pass) and no intermediate
   allocated at full size outside every loop.
 
-The split (see :mod:`mlc.grading.registry`): the operands are drawn in the grader and
-travel with the case; ``observe`` builds the Schedule from the case's shapes, applies the
-student's function, builds and runs the result and returns the output array, the loops
-around the matmul's block and the lowered program's root as plain data (and, for the
-speed case, the rounds timed with :func:`mlc.perf.timeit`); ``judge`` computes numpy's
+The split (see :mod:`mlc.grading.registry`): the operands are drawn in the grader and travel
+with the case; ``observe`` builds the Schedule from the case's shapes, applies the student's
+function, builds and runs the result and returns the output array, the loops around the
+matmul's block and the lowered program's root as plain data (and, for the speed case, rounds
+timed with :func:`mlc.perf.timeit` in :mod:`mlc.grading.fresh`); ``judge`` computes numpy's
 answer itself and bounds the worker's timings.
 """
 
@@ -274,7 +274,7 @@ def _innermost(loops) -> str:
 
 
 @exercise("scheduling.schedule_matmul", points=3, notebook=NB, needs=("schedule_matmul",),
-          timeout=120,
+          timeout=120, fresh="time",
           hint="a fast CPU matmul keeps a tile of C in registers and streams contiguous rows "
                "of B through vector instructions: think about which loop should be "
                "innermost, how long it must be to vectorize, and where the accumulator lives "
