@@ -78,14 +78,16 @@ def make_greedy(align=True, meets_shared_step=True, lifetimes=True, fit="best", 
 
         offsets = [None] * len(blocks)
         placed = []
-        keys = {"size": lambda i: -blocks[i][0], "index": lambda i: i}
+        keys = {"size": lambda i: -blocks[i][0], "index": lambda i: i,
+                "ascending": lambda i: blocks[i][0],
+                "lifetime": lambda i: blocks[i][1] - blocks[i][2]}
         for i in sorted(range(len(blocks)), key=keys[order]):
             need = al(blocks[i][0])
             busy = sorted((offsets[j], offsets[j] + al(blocks[j][0])) for j in placed
                           if meets(i, j))
             best, top = None, 0
             for lo, hi in busy:
-                if lo - top >= need and (best is None or lo - top < best[0]):
+                if fit != "top" and lo - top >= need and (best is None or lo - top < best[0]):
                     best = (lo - top, top)
                     if fit == "first":
                         break
@@ -272,6 +274,15 @@ def test_greedy_failures():
     fails(ex, "not an int", greedy_by_size=lambda blocks, alignment=64: [
         float(o) for o in make_greedy()(blocks, alignment)])
     fails(ex, "expected a list of offsets", greedy_by_size=lambda blocks, alignment=64: 3)
+
+
+def test_greedy_in_another_order_or_without_gaps_fails():
+    """Safe plans, each worse than greedy by size by more than the 1.1x allowed: the
+    smallest first, the longest-lived first, or always on top of the overlapping blocks."""
+    ex = "memory_planning.greedy_by_size"
+    fails(ex, "digits CNN", "1.57x", greedy_by_size=make_greedy(order="ascending"))
+    fails(ex, "1.24x", greedy_by_size=make_greedy(order="lifetime"))
+    fails(ex, "digits MLP", "1.50x", greedy_by_size=make_greedy(fit="top"))
 
 
 def test_greedy_quality_tells_planners_apart():
