@@ -30,8 +30,10 @@ One idea per module:
 - ``weightonly.py``  group-wise 4/8-bit weights (two codes a byte), float activations;
 - ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
 - ``graph_ops.py``   the quantized graph ops: integer reference, simulation, extern kernel;
+- ``bound.py``       those kernels bound once to a node: what a built graph calls;
 - ``rules.py``       what convert rewrites, as data, and the matcher;
-- ``passes.py``      prepare, calibrate, convert, quantize_graph, simulate, quantize_weights;
+- ``passes.py``      prepare, calibrate, convert, fold_dequantize, quantize_graph, simulate,
+  quantize_weights;
 - ``ptq.py``         quantize_model: the model-level facade over quantize_graph;
 - ``examples.py``    a residual MLP and an attention block on digits (not chains);
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
