@@ -98,7 +98,8 @@ class _Backward(Check):
             judge_grad(t, obs.get("c"), DEPTH * a * (c + 1) ** (DEPTH - 1), "leaf c",
                        f"{case['what']}: leaf c")
             n_ops = 2 * DEPTH + 1
-            t.true(obs.get("calls") == n_ops,
+            calls = obs.get("calls")  # fewer: a gradient called through the class is not seen
+            t.true(type(calls) is int and calls <= n_ops,
                    f"{case['what']}: each op's gradient computed once",
                    f"the graph has {n_ops} ops and your backward called their gradients "
                    f"{str(obs.get('calls'))[:20]} times; following every path separately "
