@@ -82,22 +82,23 @@ def bind_qlinear(node):
     state: dict = {}
 
     def call(a, w, s_w, bias, m0, shift, out):
-        key = w.__array_interface__["data"][0]
-        if state.get("key") != key:            # the constants, converted once
-            state.update(key=key, pw=packed_weight(w.reshape(k, n)),
-                         params=[np.ascontiguousarray(p.reshape(n), np.int32)
-                                 for p in (bias, m0, shift)])
+        if w is not state.get("w"):            # the constants, converted once
+            key = w.__array_interface__["data"][0]
+            if state.get("key") != key:
+                state.update(key=key, pw=packed_weight(w.reshape(k, n)),
+                             params=[np.ascontiguousarray(p.reshape(n), np.int32)
+                                     for p in (bias, m0, shift)])
+            state["w"] = w
         pw = state["pw"]
         a2 = a.reshape(-1, k)
         m = a2.shape[0]
         bufs = state.get(m)
-        if bufs is None:
+        if bufs is None:                       # per batch size: panel, row sums, kernel
             bufs = state[m] = (np.zeros((-(-m // MR) * MR, k_pad), np.int16),
-                               np.empty(m, np.int32))
-        pack_input(a2, *bufs)
-        pick(qlinear_kernel, m * n * k)(bufs[0], pw.wt16, za, pw.zero_point, pw.colsum,
-                                        bufs[1], k, *state["params"], z_out, lo, hi,
-                                        _flat(out).reshape(m, n))
+                               np.empty(m, np.int32), pick(qlinear_kernel, m * n * k))
+        pack_input(a2, bufs[0], bufs[1])
+        bufs[2](bufs[0], pw.wt16, za, pw.zero_point, pw.colsum, bufs[1], k, *state["params"],
+                z_out, lo, hi, _flat(out).reshape(m, n))
     return call
 
 
