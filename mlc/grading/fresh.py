@@ -129,6 +129,18 @@ def _import_of(name: str, obj, ns: dict) -> list[str]:
     return []
 
 
+def _lambda_text(source: str) -> str:
+    """The first ``lambda`` expression in a line of source (``getsource`` gives the line)."""
+    start = source.index("lambda")
+    for end in range(len(source), start, -1):
+        try:
+            ast.parse(source[start:end], mode="eval")
+            return source[start:end]
+        except SyntaxError:
+            continue
+    raise CheckFailed("a lambda whose source cannot be read: define it with def")
+
+
 def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) -> str:
     """The source of the student's definitions of ``names`` (the notebook's own text, as
     IPython keeps it) after the numeric ``values`` and whatever they use: the notebook's
@@ -161,6 +173,11 @@ def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) 
         except (OSError, TypeError):
             raise CheckFailed(f"the source of `{name}` cannot be found: define it in a "
                               "notebook cell") from None
+        inner = fn.__globals__ if inspect.isfunction(fn) else scope
+        if fn.__name__ == "<lambda>":  # `f = lambda sch: sch`: the expression alone
+            funcs.append(f"{name} = {_lambda_text(source)}\n")
+            todo += [(n, inner) for n in sorted(_globals_used(fn))]
+            continue
         tree = ast.parse(source).body[0]
         if tree.name != name:  # defined under another name, then assigned
             funcs.append(f"{name} = {tree.name}\n")
@@ -169,7 +186,6 @@ def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) 
             if inspect.isclass(fn) else _globals_used(fn)
         used |= {n.id for d in tree.decorator_list for n in ast.walk(d)
                  if isinstance(n, ast.Name)}
-        inner = fn.__globals__ if inspect.isfunction(fn) else scope
         todo += [(n, inner) for n in sorted(used)]
     return "\n".join([_PRELUDE, *consts, *funcs[::-1]])
 
@@ -181,13 +197,14 @@ def measure(ex, ns: dict, case: dict, timeout: float = 300.0):
     job = json.dumps({"id": ex.id, "case": to_plain(case), "top": _TOP, "bundle": _BUNDLE,
                       "source": definitions(ns, ex.needs, ex.values)})
     read, write = os.pipe()
+    errors = tempfile.TemporaryFile()  # not a pipe: a chatty child cannot block on it
     env = dict(_ENV)
     env.pop("MLC_GRADING", None)
     cache = tempfile.mkdtemp(prefix="mlc-fresh-numba-")  # none of the worker's cached code
     env["NUMBA_CACHE_DIR"] = cache
     proc = _POPEN([_PYTHON, "-I", "-c", _BOOT, str(write)],
                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                  stderr=subprocess.PIPE, pass_fds=(write,), env=env)
+                  stderr=errors, pass_fds=(write,), env=env)
     os.close(write)
     try:
         try:
@@ -197,13 +214,15 @@ def measure(ex, ns: dict, case: dict, timeout: float = 300.0):
             pass
         with os.fdopen(read, "rb") as f:
             data = f.read()
-        said = proc.stderr.read(4000).decode("utf-8", "replace").strip().splitlines()
         proc.wait(timeout=timeout)
+        errors.seek(max(0, errors.seek(0, 2) - 4000))
+        said = errors.read().decode("utf-8", "replace").strip().splitlines()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         shutil.rmtree(cache, ignore_errors=True)
+        errors.close()
     try:
         reply = json.loads(data)
     except ValueError:
