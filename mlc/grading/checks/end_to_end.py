@@ -1,0 +1,166 @@
+"""Unit 12, end to end: group-wise int4 packing and attention over a KV cache.
+
+* ``end_to_end.int4_pack``: ``pack_int4(w, group_size)`` -> ``(packed, scales)`` and
+  ``unpack_int4(packed, scales, group_size)`` -> the float weight they mean, bit for bit
+  against ``mlc.quant.pack_weight`` (symmetric scale ``max|w| / 7`` per group of
+  ``group_size`` input channels, codes in ``[-8, 7]``, two per byte, row ``2k`` in the low
+  nibble). Cases have negative codes, an all-zero group (scale 1) and shapes where a
+  swapped nibble order or a scale per column gives other bytes.
+* ``end_to_end.kv_attention``: ``attend_cached(q, k, v, cache_k, cache_v, t)`` writes
+  one token's key and value at position ``t`` of the caches and returns its attention
+  over positions ``0..t``; judged against full recomputation, and the caches are
+  :class:`CountingCache` wrappers that count what is read: each cached key and value at
+  most once, nothing past ``t``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import Check, CheckFailed, call, exercise, hidden_seed, need
+
+NB = "12_end_to_end"
+
+
+def _reference_pack(w, group_size):
+    from mlc.quant import pack_weight
+
+    gw = pack_weight(w, bits=4, group_size=group_size)
+    return np.asarray(gw.codes).astype(np.int64), np.asarray(gw.scales, np.float32), gw
+
+
+def _weights(rng, k, n, g):
+    w = (rng.standard_normal((k, n)) * rng.uniform(0.1, 3.0, (k // g, 1, n)).repeat(
+        g, axis=0).reshape(k, n)).astype(np.float32)
+    w[:g, 0] = 0.0                      # an all-zero group: its scale is 1, not 0/7
+    w[g - 1, -1] = -np.abs(w[:g, -1]).max() - 1.0  # a group whose extreme is negative
+    return w
+
+
+@exercise("end_to_end.int4_pack", points=2, notebook=NB, needs=("pack_int4", "unpack_int4"),
+          hint="a group is group_size consecutive rows of one column; & 15 keeps a "
+               "negative code's low four bits, and (c ^ 8) - 8 brings the sign back",
+          rebuilds=("mlc.quant.weightonly:pack_weight",
+                    "mlc.quant.weightonly:GroupWeight.dequantize"))
+class _Int4(Check):
+    def cases(self):
+        out = []
+        rng = np.random.default_rng(hidden_seed(1201))
+        for k, n, g, seed in [(8, 3, 4, 0), (64, 5, 32, 1), (12, 2, 2, None),
+                              (2 * int(rng.integers(2, 9)) * 4, int(rng.integers(1, 6)), 4,
+                               None)]:
+            r = np.random.default_rng(seed) if seed is not None else rng
+            w = _weights(r, k, n, g)
+            codes = r.integers(-8, 8, (k, n))
+            codes[0, 0], codes[1, 0] = -8, 7
+            packed = ((codes[0::2] & 15) | ((codes[1::2] & 15) << 4)).astype(np.uint8)
+            scales = r.uniform(0.01, 2.0, (k // g, n)).astype(np.float32)
+            out.append({"what": f"a {k} x {n} weight in groups of {g}", "w": w, "g": g,
+                        "packed": packed, "scales": scales})
+        return out
+
+    def observe(self, ns, case):
+        pack, unpack = need(ns, "pack_int4"), need(ns, "unpack_int4")
+        got = call(f"pack_int4({case['what']})", pack, case["w"].copy(), case["g"])
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise CheckFailed(f"pack_int4({case['what']}) should return (packed, scales)")
+        back = call(f"unpack_int4 of the grader's bytes ({case['what']})", unpack,
+                    case["packed"].copy(), case["scales"].copy(), case["g"])
+        return {"packed": np.asarray(got[0]), "scales": np.asarray(got[1]),
+                "unpacked": np.asarray(back)}
+
+    def judge(self, case, obs, t):
+        from mlc.quant.weightonly import GroupWeight
+
+        if not isinstance(obs, dict):
+            raise CheckFailed(f"{case['what']}: malformed observation")
+        codes, scales, _ = _reference_pack(case["w"], case["g"])
+        packed = obs.get("packed")
+        t.true(isinstance(packed, np.ndarray) and packed.dtype == np.uint8,
+               f"pack_int4({case['what']}): the bytes are uint8",
+               f"got {getattr(packed, 'dtype', type(packed).__name__)}")
+        t.equal(packed.astype(np.int64), codes, f"pack_int4({case['what']}): the bytes")
+        t.close(obs.get("scales"), scales, f"pack_int4({case['what']}): the group scales",
+                rtol=1e-6, atol=0)
+        k, n = case["w"].shape
+        ref = GroupWeight(case["packed"], case["scales"], 4, case["g"], k).dequantize()
+        t.close(obs.get("unpacked"), ref, f"unpack_int4({case['what']})", rtol=1e-6, atol=0)
+
+
+class CountingCache:
+    """A cache the grader hands to ``attend_cached``: index it to read or write (``c[h,
+    i]``, ``c[:, :t]``, ``c[:, t] = k``); it counts the elements each read returns.
+    Converting the whole of it to an array is refused, since that would read every slot."""
+
+    def __init__(self, arr):
+        self._a = arr
+        self.shape, self.dtype = arr.shape, arr.dtype
+        self.reads = 0
+
+    def __getitem__(self, idx):
+        out = np.array(self._a[idx], copy=True)
+        self.reads += out.size
+        return out
+
+    def __setitem__(self, idx, value):
+        self._a[idx] = value
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("the cache cannot be turned into an array whole: index the "
+                        "positions you need, e.g. cache_k[:, :t + 1]")
+
+    def __len__(self):
+        return self.shape[0]
+
+
+def _attention(q, keys, values):
+    s = np.einsum("hd,htd->ht", q.astype(np.float64), keys) / np.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
+
+
+@exercise("end_to_end.kv_attention", points=3, notebook=NB, needs=("attend_cached",),
+          hint="write the new key and value at position t first, then read positions "
+               "0..t of each cache once: scores, a stable softmax, the weighted sum",
+          rebuilds=("mlc.models.gpt:KVCache.decode",))
+class _KV(Check):
+    def cases(self):
+        out = []
+        rng = np.random.default_rng(hidden_seed(1202))
+        for H, T, D, t, seed in [(1, 4, 2, 0, 0), (2, 6, 4, 3, 1), (4, 11, 8, 10, 2),
+                                 (int(rng.integers(1, 5)), 9, 4, int(rng.integers(1, 8)),
+                                  None)]:
+            r = np.random.default_rng(seed) if seed is not None else rng
+            ck, cv = (r.standard_normal((H, T, D)).astype(np.float32) for _ in range(2))
+            ck[:, t:] = cv[:, t:] = 9.0   # stale slots: reading them changes the answer
+            q, k, v = (3 * r.standard_normal((H, D)).astype(np.float32) for _ in range(3))
+            out.append({"what": f"{H} heads, position {t} of a {T}-slot cache, d={D}",
+                        "q": q, "k": k, "v": v, "ck": ck, "cv": cv, "t": t})
+        return out
+
+    def observe(self, ns, case):
+        fn = need(ns, "attend_cached")
+        ck, cv = CountingCache(case["ck"].copy()), CountingCache(case["cv"].copy())
+        out = call(f"attend_cached({case['what']})", fn, case["q"].copy(), case["k"].copy(),
+                   case["v"].copy(), ck, cv, case["t"])
+        return {"out": np.asarray(out, dtype=np.float64), "ck": ck._a, "cv": cv._a,
+                "reads": [ck.reads, cv.reads]}
+
+    def judge(self, case, obs, t):
+        if not isinstance(obs, dict):
+            raise CheckFailed(f"{case['what']}: malformed observation")
+        pos, (H, _, D) = case["t"], case["ck"].shape
+        keys, values = case["ck"].astype(np.float64), case["cv"].astype(np.float64)
+        keys[:, pos], values[:, pos] = case["k"], case["v"]
+        t.close(obs.get("out"), _attention(case["q"], keys[:, :pos + 1], values[:, :pos + 1]),
+                f"attend_cached({case['what']}) equals attention recomputed in full",
+                rtol=1e-4, atol=1e-5)
+        t.close(obs.get("ck"), keys, f"{case['what']}: the key cache after the call "
+                "(the new key at position t, the rest untouched)", rtol=0, atol=0)
+        t.close(obs.get("cv"), values, f"{case['what']}: the value cache after the call",
+                rtol=0, atol=0)
+        reads, limit = obs.get("reads"), H * (pos + 1) * D
+        t.true(isinstance(reads, list) and len(reads) == 2
+               and all(isinstance(r, int) and r <= limit for r in reads),
+               f"{case['what']}: each cached key and value is read at most once",
+               f"read {reads} elements of (keys, values); positions 0..t hold {limit} each")

@@ -1,0 +1,125 @@
+"""The checks of unit 12 (end to end).
+
+Each check gives full marks to a correct solution and fails, with a message that points at
+the mistake, on the mistakes students make: nibbles in the wrong order, a scale per column
+instead of per group, codes unpacked without their sign; a cached attention that forgets
+to write the new key, attends over the whole (stale) cache, reads every key twice (a
+two-pass softmax over the cache) or skips the max. Forged observations fail cleanly.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from check_util import check_runner
+
+from mlc.grading.checks import end_to_end
+from mlc.grading.registry import CheckFailed, get
+from mlc.grading.registry import Tester as _Tester
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ["end_to_end.int4_pack", "end_to_end.kv_attention"]
+POINTS = [2, 3]
+
+
+# ---- the reference solutions (as in solutions/12_end_to_end.ipynb) ------------------------
+
+def pack_int4(w, group_size, swap=False, per_column=False):
+    w = np.asarray(w, np.float32)
+    k, n = w.shape
+    g = k if per_column else group_size
+    groups = w.reshape(k // g, g, n).astype(np.float64)
+    amax = np.abs(groups).max(axis=1)
+    scales = np.where(amax > 0, amax / 7, 1.0)
+    q = np.clip(np.rint(groups / scales[:, None, :]), -8, 7).astype(np.int16).reshape(k, n)
+    lo, hi = (q[1::2], q[0::2]) if swap else (q[0::2], q[1::2])
+    scales = np.repeat(scales, k // group_size if per_column else 1, axis=0)
+    return ((lo & 15) | ((hi & 15) << 4)).astype(np.uint8), scales.astype(np.float32)
+
+
+def unpack_int4(packed, scales, group_size, signed=True):
+    b = np.asarray(packed).astype(np.int16)
+    low, high = b & 15, b >> 4
+    if signed:
+        low, high = (low ^ 8) - 8, (high ^ 8) - 8
+    codes = np.empty((2 * b.shape[0], b.shape[1]), np.int16)
+    codes[0::2], codes[1::2] = low, high
+    return (codes * np.repeat(np.asarray(scales, np.float32), group_size, axis=0)).astype(
+        np.float32)
+
+
+def attend_cached(q, k, v, cache_k, cache_v, t, write=True, whole=False, two_pass=False):
+    if write:
+        cache_k[:, t], cache_v[:, t] = k, v
+    end = cache_k.shape[1] if whole else t + 1
+    keys, values = cache_k[:, :end], cache_v[:, :end]
+    s = np.einsum("hd,htd->ht", q, keys) / np.sqrt(q.shape[-1])
+    if two_pass:   # the scores again from the cache, for the softmax's numerator
+        s2 = np.einsum("hd,htd->ht", q, cache_k[:, :end]) / np.sqrt(q.shape[-1])
+        p = np.exp(s2 - s.max(axis=1, keepdims=True))
+    else:
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+    return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
+
+
+REFERENCE = {"pack_int4": pack_int4, "unpack_int4": unpack_int4,
+             "attend_cached": attend_cached}
+run, fails = check_runner(REFERENCE)
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_reference_gets_full_marks(ex_id):
+    rec = run(ex_id)
+    assert rec["score"] == rec["max_score"] == POINTS[IDS.index(ex_id)], rec
+
+
+def test_int4_wrong_variants_fail():
+    fails("end_to_end.int4_pack", "the bytes",
+          pack_int4=lambda w, g: pack_int4(w, g, swap=True))
+    fails("end_to_end.int4_pack", "the bytes",
+          pack_int4=lambda w, g: pack_int4(w, g, per_column=True))
+    fails("end_to_end.int4_pack", "group scales",   # the bytes right, the scales 1/q
+          pack_int4=lambda w, g: (pack_int4(w, g)[0], 1 / pack_int4(w, g)[1]))
+    fails("end_to_end.int4_pack", "unpack_int4",
+          unpack_int4=lambda p, s, g: unpack_int4(p, s, g, signed=False))
+    fails("end_to_end.int4_pack", "uint8",
+          pack_int4=lambda w, g: (pack_int4(w, g)[0].astype(np.int64), pack_int4(w, g)[1]))
+
+
+def test_kv_wrong_variants_fail():
+    fails("end_to_end.kv_attention", "recomputed in full",
+          attend_cached=lambda *a: attend_cached(*a, write=False))
+    fails("end_to_end.kv_attention", "recomputed in full",
+          attend_cached=lambda *a: attend_cached(*a, whole=True))
+    fails("end_to_end.kv_attention", "read at most once",
+          attend_cached=lambda *a: attend_cached(*a, two_pass=True))
+    fails("end_to_end.kv_attention", "cannot be turned into an array",
+          attend_cached=lambda q, k, v, ck, cv, t: np.asarray(ck)[:, 0])
+
+
+@pytest.mark.parametrize("ex_id,obs", [
+    ("end_to_end.int4_pack", None), ("end_to_end.int4_pack", {"packed": [1, 2]}),
+    ("end_to_end.int4_pack", {"packed": np.zeros((4, 3), np.uint8), "scales": "x"}),
+    ("end_to_end.kv_attention", [1]), ("end_to_end.kv_attention", {"out": "x"}),
+    ("end_to_end.kv_attention", {"out": np.zeros((1, 2)), "ck": None})])
+def test_judges_fail_forged_observations_cleanly(ex_id, obs):
+    ex = get(ex_id)
+    with pytest.raises(CheckFailed):
+        ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+def test_modules_stay_small():
+    assert len(Path(end_to_end.__file__).read_text().splitlines()) <= 400
+
+
+def test_solution_notebook_gets_full_marks(graded):
+    report = graded(ROOT / "solutions" / "12_end_to_end.ipynb")
+    assert (report.score, report.max_score) == (sum(POINTS), sum(POINTS)), [
+        (r.id, r.message) for r in report.results]
+
+
+def test_released_notebook_gets_zero(graded):
+    report = graded(ROOT / "exercises" / "12_end_to_end.ipynb")
+    assert report.max_score == sum(POINTS) and report.score == 0, report.results
+    assert all("not implemented" in r.message for r in report.results), [
+        r.message for r in report.results]
