@@ -4,7 +4,9 @@ Each check gives full marks to a correct solution and fails, with a message that
 the mistake, on the mistakes students make: nibbles in the wrong order, a scale per column
 instead of per group, codes unpacked without their sign; a cached attention that forgets
 to write the new key, attends over the whole (stale) cache, reads every key twice (a
-two-pass softmax over the cache) or skips the max. Forged observations fail cleanly.
+two-pass softmax over the cache) or converts the cache whole; a bottleneck that is the
+slowest single kernel, or groups kernels by their first op. Forged observations fail
+cleanly.
 """
 
 from pathlib import Path
@@ -18,8 +20,8 @@ from mlc.grading.registry import CheckFailed, get
 from mlc.grading.registry import Tester as _Tester
 
 ROOT = Path(__file__).resolve().parents[1]
-IDS = ["end_to_end.int4_pack", "end_to_end.kv_attention"]
-POINTS = [2, 3]
+IDS = ["end_to_end.int4_pack", "end_to_end.kv_attention", "end_to_end.bottleneck"]
+POINTS = [2, 3, 1]
 
 
 # ---- the reference solutions (as in solutions/12_end_to_end.ipynb) ------------------------
@@ -62,8 +64,21 @@ def attend_cached(q, k, v, cache_k, cache_v, t, write=True, whole=False, two_pas
     return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
 
 
+def bottleneck(kernels, heavy, by_kernel=False, first_op=False):
+    if by_kernel:   # the slowest single kernel, not the slowest group
+        k = max(kernels, key=lambda k: k["seconds"])
+        return k["ops"][0], k["seconds"] / sum(k["seconds"] for k in kernels)
+    totals = {}
+    for k in kernels:
+        group = k["ops"][0] if first_op else next((op for op in heavy if op in k["ops"]),
+                                                  k["ops"][0])
+        totals[group] = totals.get(group, 0.0) + k["seconds"]
+    best = max(totals, key=totals.get)
+    return best, totals[best] / sum(totals.values())
+
+
 REFERENCE = {"pack_int4": pack_int4, "unpack_int4": unpack_int4,
-             "attend_cached": attend_cached}
+             "attend_cached": attend_cached, "bottleneck": bottleneck}
 run, fails = check_runner(REFERENCE)
 
 
@@ -97,11 +112,21 @@ def test_kv_wrong_variants_fail():
           attend_cached=lambda q, k, v, ck, cv, t: np.asarray(ck)[:, 0])
 
 
+def test_bottleneck_wrong_variants_fail():
+    fails("end_to_end.bottleneck", "the group", "five kernels",
+          bottleneck=lambda k, h: bottleneck(k, h, by_kernel=True))
+    fails("end_to_end.bottleneck", "the group", "five kernels",
+          bottleneck=lambda k, h: bottleneck(k, h, first_op=True))
+    fails("end_to_end.bottleneck", "share",
+          bottleneck=lambda k, h: (bottleneck(k, h)[0], 1.0))
+
+
 @pytest.mark.parametrize("ex_id,obs", [
     ("end_to_end.int4_pack", None), ("end_to_end.int4_pack", {"packed": [1, 2]}),
     ("end_to_end.int4_pack", {"packed": np.zeros((4, 3), np.uint8), "scales": "x"}),
     ("end_to_end.kv_attention", [1]), ("end_to_end.kv_attention", {"out": "x"}),
-    ("end_to_end.kv_attention", {"out": np.zeros((1, 2)), "ck": None})])
+    ("end_to_end.kv_attention", {"out": np.zeros((1, 2)), "ck": None}),
+    ("end_to_end.bottleneck", "matmul"), ("end_to_end.bottleneck", ["matmul", "x"])])
 def test_judges_fail_forged_observations_cleanly(ex_id, obs):
     ex = get(ex_id)
     with pytest.raises(CheckFailed):

@@ -11,6 +11,11 @@
   over positions ``0..t``; judged against full recomputation, and the caches are
   :class:`CountingCache` wrappers that count what is read: each cached key and value at
   most once, nothing past ``t``.
+* ``end_to_end.bottleneck``: ``bottleneck(kernels, heavy)`` reads a profile (each
+  kernel's ops and seconds) as ``mlc.deploy``'s report does: each kernel joins the group
+  of the first ``heavy`` op it contains (else its first op), and the answer is the group
+  with the most time and its share. Cases where the slowest single kernel is not in the
+  slowest group, and where a kernel's first op is not its heavy one.
 """
 
 from __future__ import annotations
@@ -164,3 +169,57 @@ class _KV(Check):
                and all(isinstance(r, int) and r <= limit for r in reads),
                f"{case['what']}: each cached key and value is read at most once",
                f"read {reads} elements of (keys, values); positions 0..t hold {limit} each")
+
+
+@exercise("end_to_end.bottleneck", points=1, notebook=NB, needs=("bottleneck",),
+          hint="sum the seconds per group before taking the largest; a kernel's group "
+               "is its first op that appears in heavy, searched in heavy's order",
+          rebuilds=("mlc.deploy:kernel_group",))
+class _Bottleneck(Check):
+    OPS = ("matmul", "softmax", "layer_norm", "gelu", "reshape", "add", "permute")
+
+    def cases(self):
+        from mlc.deploy import HEAVY
+
+        rows = [(["reshape", "matmul"], 0.2), (["matmul", "add"], 0.2),
+                (["softmax"], 0.5), (["permute", "matmul"], 0.2), (["add", "gelu"], 0.1)]
+        out = [{"what": "five kernels: three matmuls of 0.2 s, one softmax of 0.5 s",
+                "kernels": rows}]
+        rng = np.random.default_rng(hidden_seed(1203))
+        for n in (int(rng.integers(4, 9)), int(rng.integers(9, 16))):
+            ks = [([str(o) for o in rng.choice(self.OPS, int(rng.integers(1, 4)),
+                                               replace=False)],
+                   float(rng.uniform(0.01, 1.0))) for _ in range(n)]
+            out.append({"what": f"a profile of {n} kernels", "kernels": ks})
+        for c in out:
+            c["heavy"] = list(HEAVY)
+        return out
+
+    def observe(self, ns, case):
+        fn = need(ns, "bottleneck")
+        kernels = [{"ops": list(ops), "seconds": sec} for ops, sec in case["kernels"]]
+        got = call(f"bottleneck({case['what']})", fn, kernels, list(case["heavy"]))
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise CheckFailed(f"bottleneck({case['what']}) should return (group, share)")
+        return [str(got[0]), float(got[1])]
+
+    def judge(self, case, obs, t):
+        from mlc.deploy import kernel_group
+
+        if not (isinstance(obs, list) and len(obs) == 2):
+            raise CheckFailed(f"{case['what']}: malformed observation")
+        groups: dict = {}
+        for ops, sec in case["kernels"]:
+            key = kernel_group([_Node(op) for op in ops])
+            groups[key] = groups.get(key, 0.0) + sec
+        best = max(groups, key=groups.get)
+        t.equal(obs[0], best, f"bottleneck({case['what']}): the group")
+        t.close(obs[1], groups[best] / sum(groups.values()),
+                f"bottleneck({case['what']}): its share of the time", rtol=1e-6)
+
+
+class _Node:
+    """What ``mlc.deploy.kernel_group`` reads of a node: its op."""
+
+    def __init__(self, op):
+        self.op = op
