@@ -5,8 +5,9 @@ the mistake, on the mistakes students make: nibbles in the wrong order, a scale 
 instead of per group, codes unpacked without their sign; a cached attention that forgets
 to write the new key, attends over the whole (stale) cache, reads every key twice (a
 two-pass softmax over the cache) or converts the cache whole; a bottleneck that is the
-slowest single kernel, or groups kernels by their first op. Forged observations fail
-cleanly.
+slowest single kernel, or groups kernels by their first op; a pipeline that runs
+dead-code elimination before CSE, skips the passes or fuses before tracing. Forged
+observations fail cleanly.
 """
 
 from pathlib import Path
@@ -20,8 +21,9 @@ from mlc.grading.registry import CheckFailed, get
 from mlc.grading.registry import Tester as _Tester
 
 ROOT = Path(__file__).resolve().parents[1]
-IDS = ["end_to_end.int4_pack", "end_to_end.kv_attention", "end_to_end.bottleneck"]
-POINTS = [2, 3, 1]
+IDS = ["end_to_end.int4_pack", "end_to_end.kv_attention", "end_to_end.bottleneck",
+       "end_to_end.pipeline"]
+POINTS = [2, 3, 1, 2]
 
 
 # ---- the reference solutions (as in solutions/12_end_to_end.ipynb) ------------------------
@@ -77,7 +79,18 @@ def bottleneck(kernels, heavy, by_kernel=False, first_op=False):
     return best, totals[best] / sum(totals.values())
 
 
-REFERENCE = {"pack_int4": pack_int4, "unpack_int4": unpack_int4,
+ORDER = ("trace", "fold_constants", "eliminate_common_subexpressions",
+         "eliminate_dead_code", "fuse", "lower", "plan", "compile")
+
+
+def deploy_pipeline(model, example, stages, order=ORDER):
+    value = model
+    for name in order:
+        value = stages[name](value)
+    return value
+
+
+REFERENCE = {"deploy_pipeline": deploy_pipeline, "pack_int4": pack_int4, "unpack_int4": unpack_int4,
              "attend_cached": attend_cached, "bottleneck": bottleneck}
 run, fails = check_runner(REFERENCE)
 
@@ -121,12 +134,24 @@ def test_bottleneck_wrong_variants_fail():
           bottleneck=lambda k, h: (bottleneck(k, h)[0], 1.0))
 
 
+def test_pipeline_wrong_variants_fail():
+    dce_first = ORDER[:2] + (ORDER[3], ORDER[2]) + ORDER[4:]
+    fails("end_to_end.pipeline", "the stages' order",
+          deploy_pipeline=lambda m, x, s: deploy_pipeline(m, x, s, order=dce_first))
+    fails("end_to_end.pipeline", "the stages' order",   # the passes skipped
+          deploy_pipeline=lambda m, x, s: deploy_pipeline(
+              m, x, s, order=("trace", "fuse", "lower", "plan", "compile")))
+    fails("end_to_end.pipeline", "your code raised",     # fuse before the graph exists
+          deploy_pipeline=lambda m, x, s: deploy_pipeline(m, x, s, order=("fuse",) + ORDER))
+
+
 @pytest.mark.parametrize("ex_id,obs", [
     ("end_to_end.int4_pack", None), ("end_to_end.int4_pack", {"packed": [1, 2]}),
     ("end_to_end.int4_pack", {"packed": np.zeros((4, 3), np.uint8), "scales": "x"}),
     ("end_to_end.kv_attention", [1]), ("end_to_end.kv_attention", {"out": "x"}),
     ("end_to_end.kv_attention", {"out": np.zeros((1, 2)), "ck": None}),
-    ("end_to_end.bottleneck", "matmul"), ("end_to_end.bottleneck", ["matmul", "x"])])
+    ("end_to_end.bottleneck", "matmul"), ("end_to_end.bottleneck", ["matmul", "x"]),
+    ("end_to_end.pipeline", ["trace"]), ("end_to_end.pipeline", {"log": list(ORDER)})])
 def test_judges_fail_forged_observations_cleanly(ex_id, obs):
     ex = get(ex_id)
     with pytest.raises(CheckFailed):

@@ -16,6 +16,11 @@
   of the first ``heavy`` op it contains (else its first op), and the answer is the group
   with the most time and its share. Cases where the slowest single kernel is not in the
   slowest group, and where a kernel's first op is not its heavy one.
+* ``end_to_end.pipeline``: ``deploy_pipeline(model, example, stages)`` gets the stages of
+  ``mlc.deploy`` as functions in a dict (in alphabetical order) and must call each once,
+  in the order that deploys: trace, fold constants, CSE, dead code, fuse, lower, plan,
+  compile. The stages log their calls; the model is a hidden MLP whose executable must
+  give the eager model's outputs.
 """
 
 from __future__ import annotations
@@ -223,3 +228,81 @@ class _Node:
 
     def __init__(self, op):
         self.op = op
+
+
+PIPELINE = ("trace", "fold_constants", "eliminate_common_subexpressions",
+            "eliminate_dead_code", "fuse", "lower", "plan", "compile")
+
+
+class _Logged:
+    """A stage handed to the student: the library's function, logging that it ran."""
+
+    def __init__(self, log, name, fn):
+        self._log, self._name, self._fn = log, name, fn
+
+    def __call__(self, value):
+        self._log.append(self._name)
+        return self._fn(value)
+
+
+def _stages(example, log) -> dict:
+    from mlc import graph, memory
+
+    fns = {"trace": lambda m: graph.trace(m, example),
+           "fold_constants": graph.fold_constants,
+           "eliminate_common_subexpressions": graph.eliminate_common_subexpressions,
+           "eliminate_dead_code": graph.eliminate_dead_code,
+           "fuse": lambda g: graph.fuse(g, policy="tvm"),
+           # the generated source run as Python: no compile time while grading
+           "lower": lambda fg: graph.lower(fg, "python"),
+           "plan": lambda p: memory.assign(p, memory.plan(p, "greedy_by_size")),
+           "compile": graph.Executable}
+    return {name: _Logged(log, name, fns[name]) for name in sorted(fns)}
+
+
+def _mlp(dims, seed):
+    from mlc import nn
+
+    np.random.seed(seed)
+    layers = [nn.Linear(dims[0], dims[1])]
+    for a, b in zip(dims[1:-1], dims[2:], strict=True):
+        layers += [nn.ReLU(), nn.Linear(a, b)]
+    model = nn.Sequential(*layers)
+    model.eval()
+    return model
+
+
+@exercise("end_to_end.pipeline", points=2, notebook=NB, needs=("deploy_pipeline",),
+          hint="each stage takes what the one before it returned; the passes that remove "
+               "work come before the graph is cut into kernels, and dead code is what the "
+               "other passes leave behind",
+          rebuilds=("mlc.deploy:deploy",))
+class _Pipeline(Check):
+    def cases(self):
+        rng = np.random.default_rng(hidden_seed(1204))
+        hidden = [int(v) for v in rng.integers(2, 12, int(rng.integers(3, 5)))]
+        out = []
+        for dims, seed in [([6, 8, 3], 0), (hidden, int(rng.integers(1 << 30)))]:
+            x = np.random.default_rng(seed + 1).standard_normal((3, dims[0]))
+            out.append({"what": f"an MLP {' -> '.join(map(str, dims))}", "dims": dims,
+                        "seed": seed, "x": x.astype(np.float32)})
+        return out
+
+    def observe(self, ns, case):
+        fn = need(ns, "deploy_pipeline")
+        log: list = []
+        model, x = _mlp(case["dims"], case["seed"]), case["x"]
+        exe = call(f"deploy_pipeline({case['what']})", fn, model, x.copy(), _stages(x, log))
+        out = call(f"running what deploy_pipeline({case['what']}) returned", exe, x.copy())
+        return {"log": [str(n) for n in log], "out": np.asarray(out, dtype=np.float64)}
+
+    def judge(self, case, obs, t):
+        from mlc.compress.models import predict
+
+        if not isinstance(obs, dict):
+            raise CheckFailed(f"{case['what']}: malformed observation")
+        t.equal(obs.get("log"), list(PIPELINE),
+                f"deploy_pipeline({case['what']}): the stages' order")
+        expected = predict(_mlp(case["dims"], case["seed"]), case["x"])
+        t.close(obs.get("out"), expected, f"deploy_pipeline({case['what']}): the "
+                "executable's outputs equal the model's", rtol=1e-4, atol=1e-5)
