@@ -45,20 +45,27 @@ def test_timing_is_the_median_and_keeps_the_min():
         perf.Timing([], 1)
 
 
-def test_timeit_autoranges_to_min_time():
+def test_timeit_autoranges_to_min_time(monkeypatch):
+    # A clock that each call of the function advances by one tick (2**-20 s, exact in binary
+    # floating point, so sums do not round): the rule is checked, not
+    # this machine's load (a busy machine made calibration rounds slower than the timed ones).
+    from mlc.perf import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing, "_clock", lambda: now[0])
     calls = []
 
     def tiny():
         calls.append(1)
+        now[0] += tick
 
-    t = perf.timeit(tiny, repeat=2, warmup=0, min_time=0.005)
-    # the count is on the 1, 2, 5, 10, ... ladder and a round of it lasts min_time
-    digits = str(t.number).rstrip("0")
-    assert digits in ("1", "2", "5") and t.number > 10
-    assert t.number * t.min >= 0.005 * 0.5   # a round lasts about min_time (clock noise)
-    assert t < 1e-4
+    tick = 2.0 ** -20
+    t = perf.timeit(tiny, repeat=2, warmup=0, min_time=5000 * tick)
+    # the count is the first of 1, 2, 5, 10, ... whose round lasts min_time: 5000 calls
+    assert t.number == 5000
+    assert t.times == (tick, tick)
     calibration = len(calls) - 2 * t.number
-    assert calibration > 0                   # autorange ran batches before the rounds
+    assert calibration == sum((1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
 
 
 def test_timeit_number_one_calls_exactly_repeat_times():
