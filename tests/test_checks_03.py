@@ -68,6 +68,8 @@ def parallel_sum(x):
     return total
 
 
+_another_kernel = matmul_tiled  # what a student's wrapper calls under a name of its own
+
 CPU = {"matmul_ikj": matmul_ikj, "matmul_tiled": matmul_tiled, "TILE": TILE,
        "parallel_sum": parallel_sum}
 
@@ -230,7 +232,7 @@ def test_matmul_tiled_failures():
            matmul_tiled=wrong_when_timed)
     @njit
     def delegates(A, B, C):  # the loops live in another compiled function
-        matmul_tiled(A, B, C)
+        _another_kernel(A, B, C)
 
     _fails("cpu_operators.matmul_tiled", "only 0 reads of B", "another compiled function",
            matmul_tiled=delegates)
@@ -393,7 +395,11 @@ def test_parallel_sum_shared_accumulator_scores_zero():
             out[0] += x[i]
         return out[0]
 
-    _fails("cpu_operators.parallel_sum", "race", parallel_sum=parallel_sum)
+    # Which way the race shows depends on how the threads interleave: as a wrong sum, or
+    # (when the sums happened to come out right) through the rule against a shared element.
+    rec = _run("cpu_operators.parallel_sum", parallel_sum=parallel_sum)
+    assert rec["score"] == 0, rec
+    assert "race" in rec["message"] or "expected" in rec["message"], rec["message"]
 
 
 def test_parallel_sum_over_chunks_passes_the_source_rule():

@@ -297,10 +297,10 @@ def _become_worker(spec: dict) -> None:
                       IPYTHONDIR="/tmp/work/.ipython", MPLCONFIGDIR="/tmp/work/.matplotlib",
                       NUMBA_CACHE_DIR="/tmp/work/.numba")
     sys.dont_write_bytecode = True
-    _prime_numba_cache(Path(spec["grading"]).parent, Path("/tmp/work/.numba"))
+    prime_numba_cache(Path(spec["grading"]).parent, Path("/tmp/work/.numba"))
 
 
-def _prime_numba_cache(package: Path, cache: Path) -> None:
+def prime_numba_cache(package: Path, cache: Path) -> None:
     """Copy the package's compiled Numba kernels where this worker's Numba looks for them
     (its in-tree caches are read-only here, and compiling them again costs minutes)."""
     import hashlib
