@@ -300,3 +300,22 @@ def test_a_huge_value_is_refused_before_it_is_made():
         opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(graph.OnnxImportError, match=r"'bomb'.*larger than"):
         graph.from_onnx(m)
+
+
+def test_onnx_runtime_runs_the_exported_tiny_vit():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from mlc import models
+    from mlc.autograd import Tensor
+
+    model, x = models.tiny_vit(batch=3)
+    g = graph.trace(model, Tensor(x, requires_grad=False))
+    exported = graph.to_onnx(g)
+    onnx.checker.check_model(exported)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(exported.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    got = sess.run(None, {g.inputs[0].name: x})[0]
+    np.testing.assert_allclose(got, graph.interpret(g, x), rtol=1e-4, atol=1e-4)
+    eager = model(Tensor(x, requires_grad=False)).numpy()
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-4)
