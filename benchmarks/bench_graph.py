@@ -167,10 +167,11 @@ def _torch_model(model, kind):
 
 def _traced_models(batches, transformer: bool = False):
     """``(kind, batch, model, x, graph)`` for the digits MLP and CNN (and a GPT-style block
-    of 16 tokens, d = 32, 4 heads) at each batch."""
+    of 16 tokens, d = 32, 4 heads, and the tiny ViT) at each batch."""
     models = [("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)]
     if transformer:
         models.append(("gpt block", lambda batch: examples.gpt_block(batch, 16, 64, 32, 4)))
+        models.append(("tiny vit", lambda batch: mlc.models.tiny_vit(batch=batch)))
     for kind, make in models:
         for batch in batches:
             model, x = make(batch=batch)
