@@ -226,14 +226,22 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
-def _rebuild(top: str, keep: list[str]) -> None:
-    """Replace folder ``top`` by an empty one that holds only ``keep`` (bound back in)."""
+def _rebuild(top: str, keep: list[str], data: str = "size=64k,mode=0755",
+             read_only: bool = False) -> None:
+    """Replace folder ``top`` by an empty tmpfs (``data``: its options) that holds only
+    ``keep`` (bound back in; ``read_only``: those binds remounted read-only)."""
     fds = [os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep]  # before top vanishes
-    _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+    _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, data)
     for path, fd in zip(keep, fds, strict=True):
         os.makedirs(path, mode=0o755, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
+        if read_only:
+            _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _inside(top: str, paths: list[str]) -> list[str]:
+    return [p for p in paths if p.startswith(top.rstrip("/") + "/")]
 
 
 def _hollow(top: str) -> None:
@@ -261,16 +269,16 @@ def _enter(spec: dict) -> dict[str, bytes]:
             total += len(files[p.name])
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
     for top in spec["rebuild"]:
-        _rebuild(top, [n for n in spec["needed"] if n.startswith(top.rstrip("/") + "/")])
+        _rebuild(top, _inside(top, spec["needed"]))
     _read_only_everything()
     for path in spec["hide"]:
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=000")
     iso = spec["iso"]
     for tmp in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(tmp):
-            _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
-                   f"size={iso['tmp_bytes'] if tmp == '/tmp' else 1 << 20},mode=1777")
+        if os.path.isdir(tmp):  # a venv or checkout under /tmp (as in CI) is bound back
+            _rebuild(tmp, _inside(tmp, spec["needed"]), read_only=True,
+                     data=f"size={iso['tmp_bytes'] if tmp == '/tmp' else 1 << 20},mode=1777")
     os.makedirs("/tmp/work", mode=0o700)
     for name, data in files.items():
         Path("/tmp/work", name).write_bytes(data)
