@@ -314,7 +314,9 @@ def prime_numba_cache(package: Path, cache: Path) -> None:
     import hashlib
 
     for folder in package.rglob("__pycache__"):
-        kernels = [f for f in folder.iterdir() if f.suffix in (".nbi", ".nbc")]
+        # (a hollowed folder's files read empty: an empty index would break Numba's loading)
+        kernels = [f for f in folder.iterdir()
+                   if f.suffix in (".nbi", ".nbc") and f.stat().st_size > 0]
         if not kernels:
             continue
         source = str(folder.parent)  # Numba's name for a source folder's cache (CACHE_DIR)
