@@ -158,6 +158,10 @@ def _abort_on_uncaught(comm) -> None:
     def hook(kind, value, tb):
         previous(kind, value, tb)
         sys.stderr.flush()
+        # mpiexec forwards each rank's output through its own pipes: Abort right away
+        # and the launcher can kill the job before the traceback's last line (the
+        # message that names the rank) reaches the terminal.
+        time.sleep(0.5)
         comm.Abort(1)
 
     sys.excepthook = hook
