@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import numpy as np
 
 import mlc
 from mlc import graph
-from mlc.compress.sparse_bench import limit_threads
 from mlc.models import gpt as G
 from mlc.models import tiny_gpt, tiny_vit, train_tiny_vit
-from mlc.perf import print_table, timeit
+from mlc.perf import print_table, stopwatch, timeit
+from mlc.perf.threads import limit_threads
 
 
 def _eager(model):
@@ -133,10 +132,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="untrained ViT, fewer rounds")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds per case")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    bench_vit(not args.quick, 3 if args.quick else args.repeat)
-    bench_decode(3 if args.quick else args.repeat)
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    with stopwatch() as sw:
+        bench_vit(not args.quick, 3 if args.quick else args.repeat)
+        bench_decode(3 if args.quick else args.repeat)
+    print(f"\n({sw.seconds:.0f} s)")
     return 0
 
 

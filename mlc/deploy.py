@@ -31,10 +31,11 @@ import hashlib
 import json
 import os
 import sys
-import time
 import types
 
 import numpy as np
+
+from .perf.timing import stopwatch
 
 __all__ = ["deploy", "load", "Artifact", "DeployError", "STAGES", "QUANTIZE"]
 
@@ -97,7 +98,7 @@ def deploy(model, example, quantize=None, plan="greedy_by_size", target="cpu",
 
     def stage(name, fn):
         nonlocal value
-        t0 = time.perf_counter()
+        sw = stopwatch()
         try:
             value = fn(value)
         except DeployError:
@@ -108,7 +109,7 @@ def deploy(model, example, quantize=None, plan="greedy_by_size", target="cpu",
             what = f" (op {op!r})" if op else ""
             raise DeployError(f"deploy: the {name} stage failed{what}: "
                               f"{type(e).__name__}: {e}") from e
-        times[name] = time.perf_counter() - t0
+        times[name] = sw.stop()
         return value
 
     current_graph = None
