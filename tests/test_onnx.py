@@ -185,15 +185,20 @@ def test_to_onnx_round_trips_through_from_onnx():
                                    atol=1e-6)
 
 
+def _session(ort, model):
+    """An ONNX Runtime session on the CPU provider, one thread."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+
+
 def test_onnx_runtime_runs_an_exported_traced_model():
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     model, x = graph.examples.digits_cnn(batch=3)
     g = graph.trace(model, x)
     exported = graph.to_onnx(g)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(exported.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _session(ort, exported)
     got = sess.run(None, {g.inputs[0].name: x})[0]
     np.testing.assert_allclose(got, graph.interpret(g, x), rtol=1e-4, atol=1e-4)
 
@@ -226,7 +231,7 @@ def test_transformer_fragment_exports_round_trips_and_onnx_runtime_agrees():
     want = graph.interpret(g, ids)
     np.testing.assert_allclose(graph.interpret(graph.from_onnx(exported), ids), want,
                                rtol=1e-5, atol=1e-6)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _session(ort, exported)
     np.testing.assert_allclose(sess.run(None, {"ids": ids})[0], want, rtol=1e-4, atol=1e-4)
 
 
@@ -240,7 +245,7 @@ def test_quantized_graph_exports_as_qdq_and_onnx_runtime_agrees_within_one_code(
     ops = {n.op_type for n in exported.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
     xb = x[: qm.graph.inputs[0].shape[0]]
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _session(ort, exported)
     got = sess.run(None, {qm.graph.inputs[0].name: xb})[0]
     # ONNX Runtime requantizes in float, mlc in fixed point: a code may differ by one
     step = qm.graph.outputs[0].attrs["scale"]
@@ -267,7 +272,7 @@ def test_onnx_runtime_runs_an_exported_traced_transformer_block():
     ids = RNG.integers(0, 20, size=(2, 5)).astype(np.int64)
     g = graph.trace(model, ids)
     exported = graph.to_onnx(g)
-    sess = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _session(ort, exported)
     with mlc.no_grad():
         want = model(mlc.Tensor(ids, dtype="int64", requires_grad=False)).numpy()
     np.testing.assert_allclose(sess.run(None, {g.inputs[0].name: ids})[0], want, rtol=1e-4,
@@ -311,10 +316,7 @@ def test_onnx_runtime_runs_the_exported_tiny_vit():
     g = graph.trace(model, Tensor(x, requires_grad=False))
     exported = graph.to_onnx(g)
     onnx.checker.check_model(exported)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(exported.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _session(ort, exported)
     got = sess.run(None, {g.inputs[0].name: x})[0]
     np.testing.assert_allclose(got, graph.interpret(g, x), rtol=1e-4, atol=1e-4)
     eager = model(Tensor(x, requires_grad=False)).numpy()
