@@ -39,7 +39,7 @@ def matmul_ikj(A, B, C):
                 C[i, j] += a * B[k, j]
 
 
-TILE = 64
+TILE = 128
 
 
 @njit(cache=True)
