@@ -38,7 +38,10 @@ One idea per module:
 - ``examples.py``    a residual MLP and an attention block on digits (not chains);
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;
 - ``report.py``      per-layer SQNR table, weight bytes, accuracy, error bar chart;
-- ``half.py``        to_float16: fp16 weight storage (half the bytes), float32 compute.
+- ``half.py``        to_float16: fp16 weight storage (half the bytes), float32 compute;
+- ``dynamic.py``     dynamic quantization: int8 weights, activations quantized per call
+  with their own range (``quantize_dynamic``), and x86's ``vpmaddubsw`` saturation;
+- ``kmeans.py``      non-uniform quantization: a k-means codebook (weight sharing).
 """
 
 from .affine import (DTYPES, dequantize, fake_quantize, qparams, qrange, quantization_error,
@@ -54,6 +57,8 @@ from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
 from .half import HalfModel, half_weights, to_float16
 from .weightonly import GroupWeight, pack_weight, wmatmul
+from .dynamic import DynamicLinear, dynamic_qparams, maddubs, quantize_dynamic
+from .kmeans import KMeansWeight, kmeans_quantize, uniform_levels
 from .graph_ops import register_all as _register_ops
 from .rules import RULES, Match, Rule, match_rules
 from .passes import (Calibrator, QuantInterpreter, calibrate, prepare, quantize_graph,
@@ -77,6 +82,8 @@ __all__ = [
     "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
     "to_float16", "half_weights", "HalfModel",
     "GroupWeight", "pack_weight", "wmatmul",
+    "DynamicLinear", "dynamic_qparams", "quantize_dynamic", "maddubs",
+    "KMeansWeight", "kmeans_quantize", "uniform_levels",
     "RULES", "Rule", "Match", "match_rules", "prepare", "calibrate", "convert",
     "quantize_graph", "simulate", "run", "quantize_weights", "QuantInterpreter", "Calibrator",
 ]
