@@ -6,8 +6,11 @@ instead of per group, codes unpacked without their sign; a cached attention that
 to write the new key, attends over the whole (stale) cache, reads every key twice (a
 two-pass softmax over the cache) or converts the cache whole; a bottleneck that is the
 slowest single kernel, or groups kernels by their first op; a pipeline that runs
-dead-code elimination before CSE, skips the passes or fuses before tracing. Forged
-observations fail cleanly.
+dead-code elimination before CSE, skips the passes or fuses before tracing. The audit's
+wrong answers (issue 20) close the file: halves rounded up or away from zero, float64
+scales; a softmax without its maximum, the token written one slot late; kernels searched
+in their own order, kernels without a heavy op dropped or lumped together; pass results
+dropped, the eager model returned. Forged observations fail cleanly.
 """
 
 from pathlib import Path
@@ -173,3 +176,178 @@ def test_released_notebook_gets_zero(graded):
     assert report.max_score == sum(POINTS) and report.score == 0, report.results
     assert all("not implemented" in r.message for r in report.results), [
         r.message for r in report.results]
+
+
+# ---- wrong answers of the audit (issue 20): each scored full marks before its case -------------
+
+def _pack_rounding(rnd):
+    """pack_int4 with another rounding of w / scale (the reference's packing otherwise)."""
+    def pack(w, group_size):
+        w = np.asarray(w, np.float32)
+        k, n = w.shape
+        groups = w.reshape(k // group_size, group_size, n).astype(np.float64)
+        amax = np.abs(groups).max(axis=1)
+        scales = np.where(amax > 0, amax / 7, 1.0)
+        q = np.clip(rnd(groups / scales[:, None, :]), -8, 7).astype(np.int16).reshape(k, n)
+        return ((q[0::2] & 15) | ((q[1::2] & 15) << 4)).astype(np.uint8), scales.astype(
+            np.float32)
+    return pack
+
+
+def test_int4_rounding_halves_up_or_away_from_zero_scores_zero():
+    for rnd in (lambda r: np.floor(r + 0.5), lambda r: np.sign(r) * np.floor(np.abs(r) + 0.5)):
+        fails("end_to_end.int4_pack", "exact halves", "even code", "the bytes",
+              pack_int4=_pack_rounding(rnd))
+    assert run("end_to_end.int4_pack", pack_int4=_pack_rounding(np.rint))["score"] == 2
+
+
+def test_int4_float64_scales_or_weights_score_zero():
+    fails("end_to_end.int4_pack", "group scales are float32", "got float64",
+          pack_int4=lambda w, g: (pack_int4(w, g)[0], pack_int4(w, g)[1].astype(np.float64)))
+    fails("end_to_end.int4_pack", "unpack_int4", "are float32", "got float64",
+          unpack_int4=lambda p, s, g: unpack_int4(p, s, g).astype(np.float64))
+
+
+def test_int4_scales_repeated_the_wrong_way_on_unpack_score_zero():
+    def tiled(packed, scales, group_size):   # np.tile interleaves groups: row i gets i % G
+        scales = np.asarray(scales, np.float32)
+        codes = unpack_int4(packed, np.ones((packed.shape[0] * 2, scales.shape[1])), 1)
+        return (codes * np.tile(scales, (group_size, 1))).astype(np.float32)
+
+    fails("end_to_end.int4_pack", "unpack_int4(a 8 x 3 weight", unpack_int4=tiled)
+
+
+def _attend(q, keys, values):
+    s = np.einsum("hd,htd->ht", q, keys) / np.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
+
+
+def test_kv_softmax_without_its_maximum_scores_zero():
+    def naive(q, k, v, cache_k, cache_v, t):
+        cache_k[:, t], cache_v[:, t] = k, v
+        keys, values = cache_k[:, :t + 1], cache_v[:, :t + 1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = np.exp(np.einsum("hd,htd->ht", q, keys) / np.sqrt(q.shape[-1]))
+            return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
+
+    fails("end_to_end.kv_attention", "scores in the thousands", "inf or nan",
+          "largest score", attend_cached=naive)
+
+
+def test_kv_writing_slot_t_plus_1_or_only_the_key_scores_zero():
+    def next_slot(q, k, v, cache_k, cache_v, t):   # the step's token written one slot late
+        if t + 1 < cache_k.shape[1]:
+            cache_k[:, t + 1], cache_v[:, t + 1] = k, v
+        return _attend(q, cache_k[:, :t + 2], cache_v[:, :t + 2])
+
+    def key_only(q, k, v, cache_k, cache_v, t):   # v used, never stored for the next step
+        cache_k[:, t] = k
+        values = cache_v[:, :t + 1]
+        values[:, t] = v
+        return _attend(q, cache_k[:, :t + 1], values)
+
+    fails("end_to_end.kv_attention", "the key cache after the call", attend_cached=next_slot)
+    fails("end_to_end.kv_attention", "the value cache after the call", attend_cached=key_only)
+
+
+def test_kv_masking_the_whole_cache_or_dropping_the_new_token_scores_zero():
+    def masked(q, k, v, cache_k, cache_v, t):   # right numbers, but reads every slot
+        cache_k[:, t], cache_v[:, t] = k, v
+        keys, values = cache_k[:, :], cache_v[:, :]
+        s = np.einsum("hd,htd->ht", q, keys) / np.sqrt(q.shape[-1])
+        s[:, t + 1:] = -np.inf
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        return np.einsum("ht,htd->hd", p / p.sum(axis=1, keepdims=True), values)
+
+    def earlier_only(q, k, v, cache_k, cache_v, t):   # the token does not attend to itself
+        cache_k[:, t], cache_v[:, t] = k, v
+        if t == 0:
+            return np.zeros_like(v)
+        return _attend(q, cache_k[:, :t], cache_v[:, :t])
+
+    fails("end_to_end.kv_attention", "read at most once", attend_cached=masked)
+    fails("end_to_end.kv_attention", "recomputed in full", attend_cached=earlier_only)
+
+
+def _grouped(kernels, heavy, group_of, total=sum):
+    totals = {}
+    for k in kernels:
+        g = group_of(k["ops"], heavy)
+        if g is not None:
+            totals[g] = totals.get(g, 0.0) + k["seconds"]
+    best = max(totals, key=totals.get)
+    return best, totals[best] / total(k["seconds"] for k in kernels)
+
+
+def test_bottleneck_searching_the_kernel_instead_of_heavy_scores_zero():
+    def kernel_order(ops, heavy):
+        return next((op for op in ops if op in heavy), ops[0])
+
+    fails("end_to_end.bottleneck", "two heavy ops", "expected 'matmul', got 'softmax'",
+          bottleneck=lambda k, h: _grouped(k, h, kernel_order))
+
+
+def test_bottleneck_that_drops_or_lumps_kernels_without_a_heavy_op_scores_zero():
+    def skipped(ops, heavy):
+        return next((op for op in heavy if op in ops), None)
+
+    def other(ops, heavy):
+        return next((op for op in heavy if op in ops), "other")
+
+    for group_of, got in ((skipped, "'matmul'"), (other, "'other'")):
+        fails("end_to_end.bottleneck", "no heavy op", f"expected 'permute', got {got}",
+              bottleneck=lambda k, h, f=group_of: _grouped(k, h, f))
+
+
+def test_bottleneck_counting_kernels_or_averaging_them_scores_zero():
+    def count(kernels, heavy):
+        return _grouped([{**k, "seconds": 1.0} for k in kernels], heavy,
+                        lambda ops, h: next((op for op in h if op in ops), ops[0]))
+
+    def mean(kernels, heavy):
+        groups: dict = {}
+        for k in kernels:
+            g = next((op for op in heavy if op in k["ops"]), k["ops"][0])
+            groups.setdefault(g, []).append(k["seconds"])
+        best = max(groups, key=lambda g: np.mean(groups[g]))
+        return best, sum(groups[best]) / sum(k["seconds"] for k in kernels)
+
+    fails("end_to_end.bottleneck", "five kernels", "share", bottleneck=count)
+    fails("end_to_end.bottleneck", "five kernels", "expected 'matmul', got 'softmax'",
+          bottleneck=mean)
+
+
+def test_pipeline_that_drops_what_the_passes_return_scores_zero():
+    def passes_in_place(model, example, stages):   # as if a pass changed its input
+        g = stages["trace"](model)
+        for name in ORDER[1:4]:
+            stages[name](g)
+        return stages["compile"](stages["plan"](stages["lower"](stages["fuse"](g))))
+
+    def plan_dropped(model, example, stages):
+        p = stages["lower"](stages["fuse"](deploy_pipeline(model, example, stages,
+                                                           order=ORDER[:4])))
+        stages["plan"](p)
+        return stages["compile"](p)
+
+    fails("end_to_end.pipeline", "eliminate_common_subexpressions is given what "
+          "fold_constants returned", deploy_pipeline=passes_in_place)
+    fails("end_to_end.pipeline", "compile is given what plan returned",
+          deploy_pipeline=plan_dropped)
+
+
+def test_pipeline_that_returns_the_eager_model_scores_zero():
+    from mlc.compress.models import predict
+
+    def eager(model, example, stages):
+        deploy_pipeline(model, example, stages)
+        return lambda x: predict(model, x)
+
+    fails("end_to_end.pipeline", "returns what compile returned", deploy_pipeline=eager)
+
+
+def test_pipeline_with_cse_before_folding_scores_zero():
+    order = (ORDER[0], ORDER[2], ORDER[1]) + ORDER[3:]
+    fails("end_to_end.pipeline", "the stages' order",
+          deploy_pipeline=lambda m, x, s: deploy_pipeline(m, x, s, order=order))
