@@ -2,8 +2,10 @@
 
 Each check must give full marks to a correct solution and fail, with a message that
 points at the mistake, on the mistakes students make: a kernel without a bounds test or
-grid-stride loop, swapped 2-D indices, uncoalesced accesses, a reduction that reads its
-input twice, a "tiled" matmul that reads global memory like the naive one. An untouched
+grid-stride loop, swapped 2-D indices, a bias per row, a row test missing, uncoalesced
+accesses, a reduction that reads its input twice, a "tiled" matmul that reads global
+memory like the naive one, misses a barrier, leaves a tile's edge unwritten or writes C
+at every step. An untouched
 stub hears only "not implemented yet", and the judge refuses traffic counts that cannot
 have been measured. Launches stay tiny: the simulator runs a Python thread per thread.
 """
@@ -69,9 +71,12 @@ def block_sum(x, partial):
 TILE = 4
 
 
-def _tiled_kernel(barrier_after_products=True):
-    """The reference tiled matmul, or the same without its second barrier (a wrong answer:
-    a thread that runs ahead overwrites the tile its neighbours still read)."""
+def _tiled_kernel(barrier_after_products=True, barrier_after_loads=True, zero_outside=True,
+                  write_each_step=False):
+    """The reference tiled matmul, or one of its wrong answers: without its second barrier
+    (a thread that runs ahead overwrites the tile its neighbours still read), without its
+    first (a thread reads the tile before its neighbours loaded it), with the part of a
+    tile outside the matrix left unwritten (garbage on a GPU), or writing C at every step."""
     @cuda.jit
     def matmul_tiled(A, B, C):
         sA = cuda.shared.array((TILE, TILE), dtype=np.float32)
@@ -82,14 +87,23 @@ def _tiled_kernel(barrier_after_products=True):
         acc = 0.0
         for t in range((A.shape[1] + TILE - 1) // TILE):
             kk = t * TILE + tx
-            sA[ty, tx] = A[i, kk] if i < A.shape[0] and kk < A.shape[1] else 0.0
+            if i < A.shape[0] and kk < A.shape[1]:
+                sA[ty, tx] = A[i, kk]
+            elif zero_outside:
+                sA[ty, tx] = 0.0
             kk = t * TILE + ty
-            sB[ty, tx] = B[kk, j] if kk < B.shape[0] and j < B.shape[1] else 0.0
-            cuda.syncthreads()
+            if kk < B.shape[0] and j < B.shape[1]:
+                sB[ty, tx] = B[kk, j]
+            elif zero_outside:
+                sB[ty, tx] = 0.0
+            if barrier_after_loads:
+                cuda.syncthreads()
             for k in range(TILE):
                 acc += sA[ty, k] * sB[k, tx]
             if barrier_after_products:
                 cuda.syncthreads()
+            if write_each_step and i < C.shape[0] and j < C.shape[1]:
+                C[i, j] = acc
         if i < C.shape[0] and j < C.shape[1]:
             C[i, j] = acc
 
@@ -264,6 +278,45 @@ def test_add_bias_failures():
                 out[i, j] = X[i, j] + b[j]
 
     _fails("gpu_operators.indexing_2d", "coalesce", "segments of X", add_bias=uncoalesced)
+
+
+def test_add_bias_on_the_wrong_axis_or_without_the_row_test_fails():
+    @cuda.jit
+    def bias_per_row(X, b, out):  # b[i]: a bias per row, where the exercise adds one per column
+        j, i = cuda.grid(2)
+        if i < out.shape[0] and j < out.shape[1]:
+            out[i, j] = X[i, j] + b[i]
+
+    _fails("gpu_operators.indexing_2d", "shape (5, 37)", "first mismatch at index (0, 1)",
+           add_bias=bias_per_row)
+
+    @cuda.jit
+    def column_test_only(X, b, out):  # the grid's last row of blocks runs past the matrix
+        j, i = cuda.grid(2)
+        if j < out.shape[1]:
+            out[i, j] = X[i, j] + b[j]
+
+    _fails("gpu_operators.indexing_2d", "shape (5, 37)", "IndexError", "out of bounds for axis 0",
+           add_bias=column_test_only)
+
+    @cuda.jit
+    def thread_index_only(X, b, out):  # threadIdx without blockIdx: every block does block 0
+        j, i = cuda.threadIdx.x, cuda.threadIdx.y
+        if i < out.shape[0] and j < out.shape[1]:
+            out[i, j] = X[i, j] + b[j]
+
+    _fails("gpu_operators.indexing_2d", "57 of 185 elements were never written",
+           add_bias=thread_index_only)
+
+    @cuda.jit
+    def adds_into_x(X, b, out):  # right values, but X is changed and read twice
+        j, i = cuda.grid(2)
+        if i < out.shape[0] and j < out.shape[1]:
+            X[i, j] += b[j]
+            out[i, j] = X[i, j]
+
+    _fails("gpu_operators.indexing_2d", "reads X and writes out once per element",
+           "got (370, 185)", add_bias=adds_into_x)
 
 
 def test_reduce_shared_failures():
@@ -464,6 +517,39 @@ def test_matmul_tiled_without_the_barrier_after_the_products_fails():
            matmul_tiled=_tiled_kernel(barrier_after_products=False))
 
 
+def test_matmul_tiled_without_the_barrier_after_the_loads_fails():
+    _fails("gpu_operators.matmul_tiled", "(8x8) @ (8x8)", "a race", "after the same 0",
+           matmul_tiled=_tiled_kernel(barrier_after_loads=False))
+
+
+def test_matmul_tiled_that_leaves_a_tile_edge_unwritten_fails():
+    """Skipping the part of a tile outside the matrix leaves what the shared array held:
+    zeros here more often than not, garbage on a GPU; the probe sees the read itself."""
+    _fails("gpu_operators.matmul_tiled", "(8x12) @ (12x6)", "before any thread of its block "
+           "wrote it", matmul_tiled=_tiled_kernel(zero_outside=False))
+
+
+def test_matmul_tiled_writing_c_at_every_step_fails():
+    _fails("gpu_operators.matmul_tiled", "writes each element of C once", "expected 64, got 192",
+           matmul_tiled=_tiled_kernel(write_each_step=True))
+
+
+def test_barrier_probe_sees_a_shared_read_before_any_write():
+    from mlc.grading.checks.gpu_launch import barrier_probe
+
+    @cuda.jit
+    def half_written(x, out):
+        s = cuda.shared.array(4, dtype=np.float32)
+        t = cuda.threadIdx.x
+        if t < 2:
+            s[t] = x[t]
+        cuda.syncthreads()
+        out[t] = s[t]
+
+    r = barrier_probe(half_written, 1, 4, np.ones(4, np.float32), np.zeros(4, np.float32))
+    assert r["races"] == [] and sorted(u["index"] for u in r["unwritten"]) == [[2], [3]]
+
+
 def test_traffic_needs_the_simulator(monkeypatch):
     assert mlc._env.cuda_simulated()
     from mlc.grading.checks import gpu_launch
@@ -557,7 +643,8 @@ def test_forged_outputs_are_refused():
     case = _case("gpu_operators.matmul_tiled")
     obs = {"kernel": "kernel", "raised": None, "tile": {"value": 4, "repr": "4"},
            "C": "the right answer", "counts": None,
-           "barriers": {"barriers": 4, "shared_reads": [], "thread_reads": [], "races": []}}
+           "barriers": {"barriers": 4, "shared_reads": [], "thread_reads": [], "races": [],
+                        "unwritten": []}}
     with pytest.raises(CheckFailed, match="expected the output array of shape"):
         _judge("gpu_operators.matmul_tiled", case, obs)
     with pytest.raises(CheckFailed, match="malformed observation"):

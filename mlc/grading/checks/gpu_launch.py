@@ -250,8 +250,10 @@ def barrier_probe(kernel, griddim, blockdim, *args) -> dict:
     ``shared_reads`` and the most shared reads by one thread (``thread_reads``), and
     ``races``: elements of a shared array that one thread wrote and another thread read
     or wrote in the same phase, i.e. with no barrier between them (a data race on a GPU,
-    whatever order the simulator happened to run the threads in). ``args`` are used as
-    given: pass copies."""
+    whatever order the simulator happened to run the threads in), and ``unwritten``:
+    elements read before any thread of the block wrote them (shared memory starts with
+    whatever the last block left there on a GPU; here it starts as zeros, so such a read
+    would otherwise go unseen). ``args`` are used as given: pass copies."""
     import sys
 
     from numba.cuda.simulator import kernel as sim_kernel
@@ -302,6 +304,14 @@ def _summarise(log) -> dict:
         c["any"].add(thread)
         if kind == "w":
             c["w"].add(thread)
+    unwritten, written = [], set()
+    for block, name, key, kind, thread, _ in log:  # in the order the accesses happened
+        if kind == "w":
+            written.add((block, name, key))
+        elif (block, name, key) not in written and (block, name, ("*",)) not in written:
+            if key != ("*",) and len(unwritten) < MAX_RACES:
+                unwritten.append({"array": name, "index": list(key), "thread": thread,
+                                  "block": list(block)})
     races = []
     for (block, name, key, phase), c in cells.items():
         if c["w"] and len(c["any"]) > 1:
@@ -316,4 +326,4 @@ def _summarise(log) -> dict:
             "shared_reads": [b["reads"] for b in blocks.values()],
             "thread_reads": [max(b["per_thread"].values(), default=0)
                              for b in blocks.values()],
-            "races": races}
+            "races": races, "unwritten": unwritten}

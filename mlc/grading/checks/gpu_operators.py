@@ -16,8 +16,10 @@ tree (about ``2 * THREADS`` shared reads per block, ``log2(THREADS)`` steps) wit
 between its steps: a second simulated launch (:func:`.gpu_launch.barrier_probe`) records
 which thread touched which shared element between which two ``syncthreads()``, so a
 missing barrier is a race found for certain, not a wrong sum that shows only under an
-unlucky interleaving. On a real GPU the results are
-judged but traffic cannot be counted: the exercises that grade traffic say so.
+unlucky interleaving; the same launch finds a shared element read before it was written
+(a tile never zeroed past the matrix's edge: garbage on a GPU, often zeros here). On a
+real GPU the results are judged but traffic cannot be counted: the exercises that grade
+traffic say so.
 That the kernels are ``@cuda.jit`` kernels is read from the notebook's source. The
 launching and the bounding of what a launch reports live in :mod:`.gpu_launch`.
 """
@@ -219,17 +221,21 @@ def _probe(t, probe, blocks, what):
                f"({str((probe or {}).get('raised', 'no observation'))[:200]})")
     reads, per_thread = probe.get("shared_reads"), probe.get("thread_reads")
     barriers, races = probe.get("barriers"), probe.get("races")
+    unwritten = probe.get("unwritten")
     if not (isinstance(reads, list) and isinstance(per_thread, list)
             and len(reads) == len(per_thread) <= blocks and is_count(barriers)
-            and all(is_count(v) for v in reads + per_thread) and isinstance(races, list)
-            and all(isinstance(r, dict) for r in races)):
+            and all(is_count(v) for v in reads + per_thread)
+            and all(isinstance(v, list) and all(isinstance(r, dict) for r in v)
+                    for v in (races, unwritten))):
         t.fail(f"{what}: the worker's barrier observation is malformed")
-    return reads, per_thread, barriers, races
+    return reads, per_thread, barriers, races, unwritten
 
 
 def _judge_races(t, probe, blocks, what):
     """No two threads touch one shared element (one of them writing) between the same two
-    barriers: on a GPU either may run first."""
+    barriers (on a GPU either may run first), and no thread reads a shared element before
+    its block wrote it (on a GPU it holds garbage: a tile's part outside the matrix must be
+    zeroed, not skipped)."""
     races = _probe(t, probe, blocks, what)[3]
     if races:
         r = races[0]
@@ -240,6 +246,14 @@ def _judge_races(t, probe, blocks, what):
                "the second may run first, a race; a cuda.syncthreads() is missing)")
     once(t, "the threads of a block synchronise between the steps (no race on shared "
             "memory)")
+    unwritten = _probe(t, probe, blocks, what)[4]
+    if unwritten:
+        u = unwritten[0]
+        t.fail(f"{what}: every shared element is written before it is read: failed "
+               f"(thread {str(u.get('thread'))[:8]} read {str(u.get('array'))[:40]}"
+               f"{str(u.get('index'))[:40]} before any thread of its block wrote it: on a "
+               "GPU shared memory holds what an earlier block left there)")
+    once(t, "every shared element is written before it is read")
 
 
 def _judge_tree(t, probe, T, blocks, what):
@@ -247,7 +261,7 @@ def _judge_tree(t, probe, T, blocks, what):
     (THREADS - 1 additions of two values), no thread reading more than a few per step of
     the log2(THREADS) steps, and at least log2(THREADS) barriers."""
     steps = T.bit_length() - 1
-    reads, per_thread, barriers, _ = _probe(t, probe, blocks, what)
+    reads, per_thread, barriers, _, _ = _probe(t, probe, blocks, what)
     t.true(len(reads) == blocks and all(1.5 * T <= r <= 4 * T for r in reads),
            f"{what}: each block reads shared memory about 2 * THREADS times, as a tree does",
            f"the blocks read shared memory {reads} times; a tree reads 2 * THREADS - 1: "
