@@ -1,8 +1,9 @@
 """The checks of unit 00 (welcome): the reference gets full marks, and the wrong answers
 a student writes get 0: saxpy as numpy's whole-array expression under a Numba
 decorator, under a decorator that only looks like Numba's, or around a loop that does
-nothing, and a loop that returns float64; the roofline's time as a sum, a bound decided
-by the op alone, and intensities that miscount FLOPs or bytes."""
+nothing, a loop that returns float64, writes into y or stops one element short; the
+roofline's time as a sum or as the faster limit, a bound decided by the op alone, and
+intensities that miscount FLOPs or bytes, divide as integers or assume float32."""
 
 import numpy as np
 from numba import njit
@@ -112,3 +113,31 @@ def test_roofline_time_and_intensity_mistakes_score_zero():
            matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m / ((n * k + k * m) * b))
     fails2("welcome.matmul_intensity", "matmul_intensity(1024",  # each product loads A and B
            matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m / (2 * n * k * m * b))
+
+
+def test_saxpy_into_y_or_short_of_the_last_element_scores_zero():
+    @njit
+    def saxpy(a, x, y):  # the BLAS habit: y is the output
+        for i in range(x.shape[0]):
+            y[i] = a * x[i] + y[i]
+        return y
+
+    fails("welcome.saxpy", "x and y are left unchanged", "new array", saxpy=saxpy)
+
+    @njit
+    def saxpy_short(a, x, y):  # one iteration short
+        out = np.zeros_like(x)
+        for i in range(x.shape[0] - 1):
+            out[i] = a * x[i] + y[i]
+        return out
+
+    fails("welcome.saxpy", "with 1 elements", "got [0.]", saxpy=saxpy_short)
+
+
+def test_integer_division_fixed_element_size_or_the_faster_limit_scores_zero():
+    fails2("welcome.matmul_intensity", "expected 170.66667, got 170.",
+           matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m // ((n * k + k * m + n * m) * b))
+    fails2("welcome.matmul_intensity", "matmul_intensity(128, 256, 512, 2)",  # float32 always
+           matmul_intensity=lambda n, k, m, b=4: 2 * n * k * m / ((n * k + k * m + n * m) * 4))
+    fails2("welcome.roofline_time", "expected 0.02, got 5.e-05",  # the faster of the two
+           roofline_time=lambda f, b, p, w: min(f / p, b / w))
