@@ -11,7 +11,8 @@ a missing clamp or saturating left shift; an int8 matmul that overflows or misse
 the offset terms; observers that forget earlier batches, start the average from 0 or
 weigh it the wrong way. The judges are also handed forged observations and must fail
 them cleanly; an untouched stub hears only "not implemented yet", with no hint; a
-notebook that imports mlc.quant scores nothing.
+notebook that imports mlc.quant scores nothing. The audit of issue 20 adds observers that
+keep four bytes a batch, row sums from a float mean, and more slips of each exercise.
 """
 
 import math
@@ -627,3 +628,142 @@ def test_observer_that_stores_every_batch_scores_zero():
 def test_observer_that_keeps_every_batchs_range_scores_zero():
     _fails("quantization.observer", "keeps something per batch",
            MovingAverageObserver=KeepsEveryBatchsRange)
+
+
+# ---- the audit's wrong answers (issue 20, second pass) ------------------------------------------
+
+class KeepsEveryRangeInAnArray(MinMaxObserver):
+    """Four bytes a batch each for min and max: 380 batches grew 3 KB, under the slack."""
+
+    def __init__(self, dtype="int8", symmetric=False):
+        super().__init__(dtype, symmetric)
+        self.ranges = np.zeros((0, 2), np.float32)
+
+    def update(self, x):
+        row = np.array([[np.min(x), np.max(x)]], np.float32)
+        self.ranges = np.concatenate([self.ranges, row])
+        self.min_val, self.max_val = (float(self.ranges[:, 0].min()),
+                                      float(self.ranges[:, 1].max()))
+
+
+class AppendsEachBatchsMin(MovingAverageObserver):
+    def update(self, x):
+        super().update(x)
+        self.mins = np.append(getattr(self, "mins", np.zeros(0, np.float32)),
+                              np.float32(np.min(x)))
+
+
+def test_observer_that_keeps_four_bytes_a_batch_scores_zero():
+    _fails("quantization.observer", "MinMaxObserver keeps no more memory", "bytes per batch",
+           MinMaxObserver=KeepsEveryRangeInAnArray)
+    _fails("quantization.observer", "MovingAverageObserver keeps no more memory",
+           MovingAverageObserver=AppendsEachBatchsMin)
+
+
+def test_observer_stream_that_grows_stops_early():
+    """A stream that copies every batch stops at the first count past the slack (feeding
+    it all 2020 batches would take seconds: each update concatenates everything)."""
+    held = quantization._retained("x", StoresBatches())["held"]
+    assert len(held) == 2 and held[1] - held[0] > quantization.MEMORY_SLACK
+
+
+def test_qmatmul_with_row_sums_from_a_float_mean_scores_zero():
+    # a.mean(1) * K is the row sum to within float rounding: it matched every case
+    def qmatmul(a, w, za, zw):
+        a32, w32 = a.astype(np.int32), w.astype(np.int32)
+        zw = np.asarray(zw, np.int32)
+        k = a.shape[1]
+        row = a.mean(axis=1, keepdims=True) * k
+        col = w.mean(axis=0, keepdims=True) * k
+        return (a32 @ w32 - zw * row - za * col + k * za * zw).astype(np.int32)
+
+    _fails("quantization.qmatmul", "computes in integers only", "it uses mean",
+           qmatmul=qmatmul)
+
+
+def _qparams_zero_point(rule):
+    def qp(min_val, max_val, dtype="int8", symmetric=False):
+        if symmetric:
+            return qparams(min_val, max_val, dtype, symmetric)
+        scale, _ = qparams(min_val, max_val, dtype, symmetric)
+        lo, hi = min(min_val, 0.0), max(max_val, 0.0)
+        return scale, int(np.clip(rule(lo, hi, scale, *QRANGE[dtype]), *QRANGE[dtype]))
+    return qp
+
+
+def _quantize_rounding(rnd):
+    def quantize(x, scale, zero_point, dtype="int8"):
+        q = rnd(np.asarray(x, np.float64) / scale) + zero_point
+        return np.clip(q, *QRANGE[dtype]).astype(dtype)
+    return quantize
+
+
+class EmaAsCumulativeMean(MovingAverageObserver):
+    def update(self, x):
+        self.n = getattr(self, "n", 0) + 1
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if self.min_val is None:
+            self.min_val, self.max_val = lo, hi
+        else:   # 1 / n in place of the constant c
+            self.min_val += (lo - self.min_val) / self.n
+            self.max_val += (hi - self.max_val) / self.n
+
+
+class StartsAtZero(MinMaxObserver):
+    def __init__(self, dtype="int8", symmetric=False):
+        super().__init__(dtype, symmetric)
+        self.min_val = self.max_val = 0.0   # the range then always contains 0
+
+    def qparams(self):
+        return qparams(self.min_val, self.max_val, self.dtype, self.symmetric)
+
+
+def _requantize_with(rdbpot=None, left=None):
+    def requantize(acc, m0, shift, zero_point, dtype="int8"):
+        x = np.asarray(acc, np.int64)
+        if shift > 0:
+            x = left(x, shift) if left else np.clip(x << shift, INT32_MIN, INT32_MAX)
+        x = saturating_rounding_doubling_high_mul(x, m0)
+        x = (rdbpot or rounding_divide_by_pot)(x, max(-shift, 0)).astype(np.int64)
+        return np.clip(x + zero_point, *QRANGE[dtype]).astype(dtype)
+    return requantize
+
+
+def _qmatmul_in(dtype, rows=lambda a: a.sum(axis=1, keepdims=True)):
+    def qmatmul(a, w, za, zw):
+        a_, w_ = a.astype(dtype), w.astype(dtype)
+        zw = np.asarray(zw, dtype)
+        out = a_ @ w_ - zw * rows(a_) - za * w_.sum(axis=0, keepdims=True) + a.shape[1] * za * zw
+        return out.astype(np.int32)
+    return qmatmul
+
+
+@pytest.mark.parametrize("ex_id, fragments, names", [
+    ("quantization.qparams", ["the grid covers"],                       # int() truncates
+     {"qparams": _qparams_zero_point(lambda lo, hi, s, q0, q1: int(q0 - lo / s))}),
+    ("quantization.qparams", ["the zero point: expected"],          # counted from the top
+     {"qparams": _qparams_zero_point(lambda lo, hi, s, q0, q1: q1 - np.rint(hi / s))}),
+    ("quantization.quantize", ["x / scale = 4.857"], {"quantize": _quantize_rounding(np.trunc)}),
+    ("quantization.quantize", ["a tie"], {"quantize": _quantize_rounding(
+        lambda r: np.sign(r) * np.floor(np.abs(r) + 0.5))}),
+    ("quantization.observer", ["moving average (c = 0.1)", "after batch 2 of 5"],
+     {"MovingAverageObserver": EmaAsCumulativeMean}),
+    ("quantization.observer", ["all-negative", "after batch 1 of 3"],
+     {"MinMaxObserver": StartsAtZero}),
+    ("quantization.quantize_multiplier", ["(m0, shift)"], {"quantize_multiplier":
+                                                            multiplier_variant(rnd=math.ceil)}),
+    ("quantization.quantize_multiplier", ["expected (1073741824, 1), got (2147483647, 0)"],
+     {"quantize_multiplier": lambda m: (min(multiplier_variant(carry=False)(m)[0],
+                                            INT32_MAX), multiplier_variant(carry=False)(m)[1])}),
+    ("quantization.requantize", ["rounding_divide_by_pot(x, 1)", "exactly half-way"],
+     {"rounding_divide_by_pot": lambda x, e: ((np.asarray(x, np.int64) + ((1 << e) >> 1))
+                                              >> e).astype(np.int32)}),
+    ("quantization.requantize", ["M = 3.7 (a left shift first, saturating)"],
+     {"requantize": _requantize_with(left=lambda x, s: (x << s).astype(np.int32))}),
+    ("quantization.qmatmul", ["int8 6 x 7 @ 7 x 5", "values differ"],
+     {"qmatmul": _qmatmul_in(np.int16)}),
+    ("quantization.qmatmul", ["za = -7, zw = 3", "depends only on the row"],
+     {"qmatmul": _qmatmul_in(np.int32, rows=lambda a: a.sum())}),
+])
+def test_more_wrong_answers_score_zero(ex_id, fragments, names):
+    _fails(ex_id, *fragments, **names)

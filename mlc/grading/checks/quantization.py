@@ -7,7 +7,8 @@
 * ``quantization.quantize``: ``quantize`` and ``dequantize`` on hidden tensors with exact
   ties (round half to even), saturation, uint8 zero points that wrap in uint8 arithmetic.
 * ``quantization.observer``: ``MinMaxObserver`` and ``MovingAverageObserver`` fed hidden
-  streams of batches, judged after every batch against ``mlc.quant``'s observers.
+  streams of batches, judged after every batch against ``mlc.quant``'s observers; a stream
+  of 2020 batches must leave no more memory held than 20 (nothing kept per batch).
 
 The integer-only arithmetic (``quantize_multiplier``, ``requantize``, ``qmatmul``) is in
 :mod:`.quantization_int`. Every reference is the grader's own ``mlc.quant``; the student's
@@ -290,7 +291,7 @@ class _Observer(Check):
                     "c": None, "raises": True})
         for kind, c in (("minmax", None), ("ema", 0.05)):
             out.append({"what": f"{'MinMax' if kind == 'minmax' else 'MovingAverage'}Observer "
-                                f"keeps no more memory after {MEMORY_STREAM[1]} batches than "
+                                f"keeps no more memory after {MEMORY_STREAM[-1]} batches than "
                                 f"after {MEMORY_STREAM[0]}", "kind": kind, "batches": [],
                         "dtype": "int8", "symmetric": False, "c": c, "memory": True})
         return out
@@ -351,16 +352,19 @@ class _Observer(Check):
 
 # ---- what an observer keeps ------------------------------------------------------------------
 
-MEMORY_STREAM = (20, 400)  # batches fed before the two measurements
-MEMORY_BATCH = 1000  # float32 elements per batch: 4 KB
-MEMORY_SLACK = 4096  # bytes: allocator noise; 380 batches kept would be 1.5 MB
+# batches fed before each measurement; a stream goes on to the next count only while it
+# has grown by no more than the slack, so one that copies every batch stops early (it would
+# take seconds to reach 2020), and one that keeps 4 bytes a batch grows 8 KB by the end
+MEMORY_STREAM = (20, 400, 2020)
+MEMORY_BATCH = 256  # float32 elements per batch: 1 KB
+MEMORY_SLACK = 4096  # bytes: allocator noise (a correct observer's is under 100)
 
 
 def _retained(what, obs) -> dict:
     """In the worker: the bytes still allocated (tracemalloc, which sees numpy's buffers)
-    after feeding ``obs`` each count of batches of :data:`MEMORY_STREAM`, and its range.
-    The batches are made here and dropped after their update, so anything still held is
-    what the observer kept."""
+    after feeding ``obs`` each count of batches of :data:`MEMORY_STREAM` (or up to the
+    first count where it grew past the slack), and its range. The batches are made here
+    and dropped after their update, so anything still held is what the observer kept."""
     import tracemalloc
 
     rng = np.random.default_rng(12)
@@ -374,6 +378,8 @@ def _retained(what, obs) -> dict:
                      rng.standard_normal(MEMORY_BATCH).astype(np.float32))
                 fed += 1
             held.append(tracemalloc.get_traced_memory()[0] - base)
+            if held[-1] - held[0] > MEMORY_SLACK:
+                break
     finally:
         tracemalloc.stop()
     r = call(f"{what}: range()", obs.range)
@@ -383,11 +389,11 @@ def _retained(what, obs) -> dict:
 def _judge_retained(case, obs, t) -> None:
     what = case["what"]
     held = obs.get("held") if isinstance(obs, dict) else None
-    if not (isinstance(held, list) and len(held) == 2
+    if not (isinstance(held, list) and 2 <= len(held) <= len(MEMORY_STREAM)
             and all(isinstance(h, int) and not isinstance(h, bool) for h in held)):
         t.fail(f"{what}: malformed observation")
-    grew = held[1] - held[0]
-    n = MEMORY_STREAM[1] - MEMORY_STREAM[0]
+    grew = held[-1] - held[0]
+    n = MEMORY_STREAM[len(held) - 1] - MEMORY_STREAM[0]
     t.true(grew <= MEMORY_SLACK, what,
            f"{n} more batches of {MEMORY_BATCH} floats left {grew} more bytes allocated "
            f"({grew / n:.0f} bytes per batch): the observer keeps something per batch. It "

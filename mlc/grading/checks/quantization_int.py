@@ -278,8 +278,11 @@ class _Qmatmul(Check):
 
 _FLOAT_NAMES = {"float", "float16", "float32", "float64", "float128", "longdouble", "double",
                 "half", "single", "float_", "longfloat", "floating", "Fraction", "Decimal"}
+# calls that compute in floating point whatever the input (a mean times K is a row sum
+# that float rounding can leave one below the integer, for the final cast to truncate)
 _FLOAT_CALLS = {"rint", "round", "around", "floor", "ceil", "trunc", "fix", "ldexp", "frexp",
-                "exp2", "divide", "true_divide"}
+                "exp2", "divide", "true_divide", "mean", "average", "nanmean", "std", "var",
+                "sqrt", "exp", "log", "log2", "power", "float_power", "reciprocal"}
 
 
 def _float_use(tree) -> str | None:
