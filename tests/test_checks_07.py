@@ -2,10 +2,11 @@
 
 Each check must give full marks to the reference solution (the code of
 solutions/07_autotuning.ipynb) and fail, with a message that points at the mistake, on
-what students get wrong: a stride without the row size, a non-affine index taken for a
-fixed step, a search that measures twins or rejected draws or uses the global random
-module, a ranking metric that counts tied measurements or ignores tied predictions, a
-mutation that changes the product or only ever moves in one direction.
+what students get wrong: a stride without the row size or in bytes, a non-affine index
+taken for a fixed step or not seen at all, a search that measures twins or rejected draws
+or uses the global random module, a ranking metric that counts tied measurements, ignores
+tied predictions or is Kendall's tau, a mutation that changes the product or only ever
+moves in one direction.
 
 Each judge is also handed forged observations (wrong lengths, non-numbers, decisions the
 space never returns, a changed input) and must fail them with a message; an untouched stub
@@ -234,6 +235,31 @@ def test_access_stride_failures():
     _fails("autotuning.access_stride", "expected 16, got -16", access_stride=signed)
     _fails("autotuning.access_stride", "expected 16, got 1", access_stride=column_major)
     _fails("autotuning.access_stride", "expected a number", access_stride=lambda b, i, v: "1")
+
+
+def test_access_stride_in_bytes_or_blind_to_non_affine_uses_fails():
+    def in_bytes(buffer, indices, var):  # the feature counts elements, not bytes
+        s = access_stride(buffer, indices, var)
+        return 4 * s if math.isfinite(s) else s
+
+    _fails("autotuning.access_stride", "expected 16, got 64", access_stride=in_bytes)
+
+    def affine_terms_only(buffer, indices, var):  # i // 16 and i % 16 have no term in i
+        stride, row = 0, 1
+        for dim, index in reversed(list(zip(buffer.shape, indices, strict=True))):
+            for atom, coeff in tir.arith.linear(index).terms.values():
+                if atom is var:
+                    stride += coeff * row
+            row *= dim
+        return abs(stride)
+
+    _fails("autotuning.access_stride", "i_j_fused", "is math.inf", "got 0",
+           access_stride=affine_terms_only)
+
+
+def test_pairwise_accuracy_as_kendall_tau_fails():
+    _fails("autotuning.pairwise_accuracy", "ranked wrong", "expected 0., got -1.",
+           pairwise_accuracy=lambda p, m: 2 * pairwise_accuracy(p, m) - 1)
 
 
 def _stride_matching(same_var, magnitude):
