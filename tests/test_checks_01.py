@@ -428,3 +428,108 @@ def test_compact_source_rule_ignores_unrelated_cells():
     ns = {"In": [scratch], "compact": compact}
     rec = run_check("ndarray.compact", ns)
     assert rec["score"] == 2, rec["message"]
+
+
+# ---- issue 20's audit: wrong answers that once scored, each now graded 0 --------------------
+
+def test_getitem_that_drops_extra_indices_fails():
+    """zip() stops at the shorter of shape and index: a[1, 2, 0] on a matrix must raise, as
+    numpy does, not quietly return a[1, 2]."""
+    def zipped(shape, strides, offset, idx):
+        return getitem(shape, strides, offset, tuple(idx)[:len(shape)])
+
+    msg = _fails("ndarray.getitem", "index [1, 2, 0] on shape (3, 4) raises IndexError",
+                 "nothing was", getitem=zipped)
+    assert "IndexError" in msg
+
+    def length_by_division(shape, strides, offset, idx):  # (stop - start) // step
+        idx = tuple(idx) + (slice(None),) * (len(shape) - len(idx))
+        new_shape, new_strides = [], []
+        for n, s, i in zip(shape, strides, idx, strict=True):
+            if isinstance(i, slice):
+                start, stop, step = i.indices(n)
+                new_shape.append(max(0, (stop - start) // step))
+                new_strides.append(s * step)
+                offset += start * s if new_shape[-1] else 0
+            else:
+                offset += (i % n) * s
+        return tuple(new_shape), tuple(new_strides), offset
+
+    _fails("ndarray.getitem", "a[::2] of a 3x4 matrix", "the shape differs",
+           getitem=length_by_division)
+
+
+def test_broadcast_to_that_stretches_empty_axes_fails():
+    """Only an axis of length 1 stretches; numpy refuses to broadcast (0,) to (3,)."""
+    def zero_stretches(shape, strides, offset, new_shape):
+        try:
+            return broadcast_to(shape, strides, offset, new_shape)
+        except ValueError:
+            if 0 not in shape:
+                raise
+            lead = len(new_shape) - len(shape)
+            return tuple(new_shape), (0,) * lead + tuple(
+                s if n == m else 0 for n, s, m in zip(shape, strides, new_shape[lead:],
+                                                       strict=True)), offset
+
+    _fails("ndarray.broadcast_to", "new_shape=(3,)) raises ValueError", "nothing was",
+           broadcast_to=zero_stretches)
+
+
+_OTHER_DOORS = {
+    "strides written on a view": (
+        "import numpy as np\n"
+        "def compact(flat, shape, strides, offset):\n"
+        "    if not shape:\n"
+        "        return flat[offset:offset + 1].copy()\n"
+        "    view = np.broadcast_to(flat[offset:offset + 1].reshape((1,) * len(shape)),\n"
+        "                           shape).view()\n"
+        "    view.strides = tuple(s * flat.itemsize for s in strides)\n"
+        "    return view.copy().reshape(-1)\n", "assignment to a view's .strides"),
+    "the array interface": (
+        "import numpy as np\n"
+        "class _View:\n"
+        "    pass\n"
+        "def compact(flat, shape, strides, offset):\n"
+        "    face = dict(flat.__array_interface__)\n"
+        "    face.update(shape=tuple(shape), strides=tuple(s * flat.itemsize for s in strides),\n"
+        "                data=(face['data'][0] + offset * flat.itemsize, True))\n"
+        "    view = _View()\n"
+        "    view.__array_interface__ = face\n"
+        "    return np.array(view).reshape(-1)\n", "__array_interface__"),
+    "a run-time import": (
+        "import importlib\n"
+        "def compact(flat, shape, strides, offset):\n"
+        "    tricks = importlib.import_module('numpy.lib.' + 'stride' + '_tricks')\n"
+        "    make = getattr(tricks, 'as_' + 'strided')\n"
+        "    view = make(flat[offset:], shape, tuple(s * flat.itemsize for s in strides))\n"
+        "    return view.copy().reshape(-1)\n", "an import spelt at run time"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Setting the strides:DeprecationWarning")
+@pytest.mark.parametrize("how", sorted(_OTHER_DOORS))
+def test_compact_through_another_door_to_a_strided_view_fails(how):
+    """Right values, every time: numpy built the view, and compact copied it."""
+    cell, fragment = _OTHER_DOORS[how]
+    ns = {"In": [cell]}
+    exec(cell, ns)
+    rec = run_check("ndarray.compact", ns)
+    assert rec["score"] == 0, rec
+    assert "walks the indices itself" in rec["message"] and fragment in rec["message"], rec
+    assert rec["hint"]
+
+
+def test_compact_by_gathering_computed_positions_passes():
+    """Positions computed from the strides with numpy, then gathered: that is the idea."""
+    cell = ("import numpy as np\n"
+            "def compact(flat, shape, strides, offset):\n"
+            "    pos = np.full(shape, offset)\n"
+            "    for axis, (n, s) in enumerate(zip(shape, strides)):\n"
+            "        along = [1] * len(shape)\n"
+            "        along[axis] = n\n"
+            "        pos = pos + np.arange(n).reshape(along) * s\n"
+            "    return flat[pos.reshape(-1)]\n")
+    ns = {"In": [cell]}
+    exec(cell, ns)
+    assert run_check("ndarray.compact", ns)["score"] == 2

@@ -323,8 +323,10 @@ class _BroadcastTo(ViewCheck):
                                    [sh, st, off, new_shape], np.broadcast_to(base, new_shape),
                                    flat))
         out.append(bundle("15 random broadcasts of stepped, reversed and permuted views", items))
+        # an axis of length 0 stretches no more than one of length 3: only length 1 does
         for shape, new_shape in [((3,), (4,)), ((2, 3), (3,)), ((2,), (2, 1)),
-                                 ((2, 3), (2, 3, 3)), ((3, 1), (3, 4, 2))]:
+                                 ((2, 3), (2, 3, 3)), ((3, 1), (3, 4, 2)), ((0,), (3,)),
+                                 ((2, 0), (2, 4))]:
             out.append({"what": f"broadcast_to(shape={shape}, ..., new_shape={new_shape}) "
                                 "raises ValueError", "raises": True,
                         "args": [shape, compact_strides_of(shape), 0, new_shape]})

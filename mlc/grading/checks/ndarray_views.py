@@ -93,8 +93,10 @@ class _Getitem(ViewCheck):
                                      f"shape={shape}, strides={strides}, offset={offset}",
                                      shape, strides, offset, idx, base[idx], flat))
         out.append(bundle("120 random indexings of stepped, reversed and permuted views", items))
+        # out of range, and more indices than axes (zip would drop the extra ones silently)
         for shape, idx in [((3, 4), (3,)), ((3, 4), (-4,)), ((3, 4), (0, 4)), ((3, 4), (1, -5)),
-                           ((0, 2), (0,)), ((5,), (7,))]:
+                           ((0, 2), (0,)), ((5,), (7,)), ((3, 4), (1, 2, 0)), ((), (0,)),
+                           ((3, 4), (slice(None), 1, slice(None)))]:
             out.append({"what": f"index {_fmt_index(idx)} on shape {shape} raises IndexError",
                         "raises": True,
                         "args": [shape, compact_strides_of(shape), 0, _encode_index(idx)]})
@@ -160,6 +162,11 @@ def _compact_case(what, flat, view) -> dict:
 
 
 _FORBIDDEN = {"as_strided", "stride_tricks"}
+# Other doors to a strided view of the buffer: numpy's array interface (a dict of shape,
+# strides and address that numpy turns into a view), and a module imported by a name
+# spelt at run time (which no reading of the source can follow).
+_INTERFACE = {"__array_interface__", "__array_struct__"}
+_IMPORTERS = {"importlib", "import_module", "__import__"}
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
@@ -173,10 +180,12 @@ def _aliases(src) -> set[str]:
         except (SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and "stride_tricks" in (node.module or ""):
+            if isinstance(node, ast.ImportFrom) and any(
+                    m in (node.module or "") for m in ("stride_tricks", "importlib")):
                 out |= {a.asname or a.name for a in node.names}
             elif isinstance(node, ast.Import):
-                out |= {a.asname for a in node.names if a.asname and "stride_tricks" in a.name}
+                out |= {a.asname for a in node.names if a.asname
+                        and ("stride_tricks" in a.name or a.name == "importlib")}
             elif isinstance(node, ast.Assign) and _mentions(node.value, _FORBIDDEN):
                 out |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
     return out
@@ -210,11 +219,30 @@ def _uses(src, name: str) -> set[str]:
             found.add("a string naming numpy's stride tricks")
         if "ndarray" in d.calls():
             found.add("np.ndarray(...)")
+        found |= _other_doors(d.tree, d.names())
         alias = not isinstance(d.tree, _DEFS)  # e.g. compact = my_compact
         for m in (d.names() if alias else d.calls()):
             other = src.definition(m)
             if other is not None and (alias or isinstance(other.tree, _DEFS)):
                 todo.append(m)
+    return found
+
+
+def _other_doors(tree, names: set[str]) -> set[str]:
+    """The ways besides as_strided in which ``tree`` makes numpy build the strided view:
+    writing a view's ``.strides``, the array interface, a module imported at run time."""
+    found = {f"{n} (a strided view through numpy's array interface)"
+             for n in _INTERFACE & names}
+    found |= {f"{n} (an import spelt at run time)" for n in _IMPORTERS & names}
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        if any(isinstance(tg, ast.Attribute) and tg.attr == "strides" for tg in targets) or (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "setattr"
+                and any(isinstance(a, ast.Constant) and a.value == "strides"
+                        for a in node.args)):
+            found.add("an assignment to a view's .strides")
     return found
 
 
