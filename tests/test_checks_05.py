@@ -226,12 +226,18 @@ def test_conv2d_reference_agrees_with_a_direct_loop(seed):
 
 # ---- exercise 1 -------------------------------------------------------------------------------
 
-def _bmm(stage2, reduce_ext=None, args_fn=None):
+def _relu(C, shp):
+    return te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D")
+
+
+def _bmm(stage2=_relu, reduce_ext=None, args_fn=None, product=None):
+    """The reference with one part replaced: ``product(A, B, bb, i, j, r)`` is the summand."""
     def f(b, n, k, m):
         A = te.placeholder((b, n, k), "float32", name="A")
         B = te.placeholder((b, k, m), "float32", name="B")
         r = te.reduce_axis((0, reduce_ext(n, k, m) if reduce_ext else k), name="r")
-        C = te.compute((b, n, m), lambda bb, i, j: te.sum(A[bb, i, r] * B[bb, r, j], axis=r),
+        term = product or (lambda A, B, bb, i, j, r: A[bb, i, r] * B[bb, r, j])
+        C = te.compute((b, n, m), lambda bb, i, j: te.sum(term(A, B, bb, i, j, r), axis=r),
                        name="C")
         D = stage2(C, (b, n, m))
         return args_fn(A, B, C, D) if args_fn else te.create_prim_func([A, B, D])
@@ -242,44 +248,39 @@ def test_batch_matmul_relu_failures():
     no_relu = _bmm(lambda C, shp: C)
     _fails("tensor_ir.batch_matmul_relu", "without the relu", batch_matmul_relu=no_relu)
 
-    def relu_inside(b, n, k, m):
-        A = te.placeholder((b, n, k), "float32", name="A")
-        B = te.placeholder((b, k, m), "float32", name="B")
-        r = te.reduce_axis((0, k), name="r")
-        C = te.compute((b, n, m), lambda bb, i, j: te.sum(
-            te.max(A[bb, i, r] * B[bb, r, j], 0.0), axis=r), name="C")
-        return te.create_prim_func([A, B, C])
-
+    relu_inside = _bmm(lambda C, shp: C, product=lambda A, B, bb, i, j, r: te.max(
+        A[bb, i, r] * B[bb, r, j], 0.0))
     _fails("tensor_ir.batch_matmul_relu", "inside the sum", batch_matmul_relu=relu_inside)
 
     # the reduce axis over n instead of k: reads past the end of A or B, or sums too little
-    wrong_axis = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
-                      reduce_ext=lambda n, k, m: n)
+    wrong_axis = _bmm(reduce_ext=lambda n, k, m: n)
     _fails("tensor_ir.batch_matmul_relu", "shared dimension k = 4", "extents [3]",
            batch_matmul_relu=wrong_axis)
     # ... and when n > k it reads past the end of A: the same diagnosis, after the IndexError
     _fails("tensor_ir.batch_matmul_relu", "IndexError", "shared dimension k = 1",
-           batch_matmul_relu=_bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0),
-                                                            name="D"),
-                                  reduce_ext=lambda n, k, m: max(n, k + 1)))
+           batch_matmul_relu=_bmm(reduce_ext=lambda n, k, m: max(n, k + 1)))
 
-    tensors = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
-                   args_fn=lambda A, B, C, D: [A, B, D])
+    tensors = _bmm(args_fn=lambda A, B, C, D: [A, B, D])
     _fails("tensor_ir.batch_matmul_relu", "te.create_prim_func", batch_matmul_relu=tensors)
 
-    extra_param = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
-                       args_fn=lambda A, B, C, D: te.create_prim_func([A, B, C, D]))
+    extra_param = _bmm(args_fn=lambda A, B, C, D: te.create_prim_func([A, B, C, D]))
     _fails("tensor_ir.batch_matmul_relu", "should take 3 buffers", batch_matmul_relu=extra_param)
 
-    swapped = _bmm(lambda C, shp: te.compute(shp, lambda *i: te.max(C[i], 0.0), name="D"),
-                   args_fn=lambda A, B, C, D: te.create_prim_func([B, A, D]))
+    swapped = _bmm(args_fn=lambda A, B, C, D: te.create_prim_func([B, A, D]))
     _fails("tensor_ir.batch_matmul_relu", "parameter 0 (B) should be A of shape (2, 3, 4)",
            batch_matmul_relu=swapped)
 
 
 # ---- exercise 2 -------------------------------------------------------------------------------
 
-def _conv(pad_stage=True, use_stride=True, flip=False, out_size=None, reduce_exts=None):
+def _inside(h, w, H, W, pad):
+    return te.all(h >= pad, h < H + pad, w >= pad, w < W + pad)
+
+
+def _conv(pad_stage=True, use_stride=True, flip=False, out_size=None, reduce_exts=None,
+          inside=_inside, dilate=False):
+    """The reference with one mistake switched on: ``inside(h, w, H, W, pad)`` is the
+    padding stage's condition; ``dilate`` steps through the window by ``stride``."""
     def f(N, C, H, W, F, KH, KW, stride, pad):
         X = te.placeholder((N, C, H, W), "float32", name="X")
         Wt = te.placeholder((F, C, KH, KW), "float32", name="Wt")
@@ -292,13 +293,14 @@ def _conv(pad_stage=True, use_stride=True, flip=False, out_size=None, reduce_ext
         rw = te.reduce_axis((0, ew), name="rw")
         kh = (lambda r: KH - 1 - r) if flip else (lambda r: r)
         kw = (lambda r: KW - 1 - r) if flip else (lambda r: r)
+        d = stride if dilate else 1
         if pad_stage:
             Xp = te.compute((N, C, H + 2 * pad, W + 2 * pad), lambda n, c, h, w:
-                            te.if_then_else(te.all(h >= pad, h < H + pad, w >= pad,
-                                                   w < W + pad),
+                            te.if_then_else(inside(h, w, H, W, pad),
                                             X[n, c, h - pad, w - pad], 0.0), name="Xp")
             body = lambda n, f, y, x: te.sum(  # noqa: E731
-                Xp[n, rc, y * s + rh, x * s + rw] * Wt[f, rc, kh(rh), kw(rw)], axis=[rc, rh, rw])
+                Xp[n, rc, y * s + rh * d, x * s + rw * d] * Wt[f, rc, kh(rh), kw(rw)],
+                axis=[rc, rh, rw])
         else:  # index the input directly, shifted by pad, with no guard
             body = lambda n, f, y, x: te.sum(  # noqa: E731
                 X[n, rc, y * s + rh - pad, x * s + rw - pad] * Wt[f, rc, kh(rh), kw(rw)],
@@ -387,25 +389,7 @@ def test_mean_var_failures():
 # ---- exercise 4 -------------------------------------------------------------------------------
 
 def test_block_info_failures():
-    def no_allocate(func):
-        info = {}
-
-        def walk(s, loops):
-            if isinstance(s, tir.Block):
-                info[s.name] = {"loops": loops, "spatial": [iv.extent for iv in s.iter_vars
-                                                            if iv.kind == "spatial"],
-                                "reduce": [iv.extent for iv in s.iter_vars
-                                           if iv.kind == "reduce"]}
-            elif isinstance(s, tir.For):
-                walk(s.body, loops + [s.extent])
-            elif isinstance(s, tir.SeqStmt):
-                for c in s.seq:
-                    walk(c, loops)
-
-        walk(func.body, [])
-        return info
-
-    _fails("tensor_ir.block_info", "missing", "Allocate", block_info=no_allocate)
+    _fails("tensor_ir.block_info", "missing", "Allocate", block_info=_walker(allocate=False))
 
     def shared_list(func):
         info, loops = {}, []
@@ -466,3 +450,104 @@ def test_mean_var_in_one_pass_scores_zero():
         return te.create_prim_func([X, Mean, Var])
 
     _fails("tensor_ir.mean_var", "rows near 1000", "Var equals X.var", mean_var=mean_var)
+
+
+# ---- issue 20: wrong answers written as a student who misread the idea ---------------------------
+# Each scores 0, with a message that names the mistake. Those marked "scored before" got full
+# marks until the check gained the hidden case or the observation that catches them.
+
+def test_batch_matmul_relu_wrong_answers():
+    ex = "tensor_ir.batch_matmul_relu"
+    # one weight matrix for the whole batch, as a linear layer has
+    _fails(ex, "multiplied with B[0]", "batch iterator", batch_matmul_relu=_bmm(
+        product=lambda A, B, bb, i, j, r: A[bb, i, r] * B[0, r, j]))
+    # B read as in x @ W.T (B[p, j, r]): only square shapes fit, and the cases are not square
+    _fails(ex, "IndexError", "Check every index", batch_matmul_relu=_bmm(
+        product=lambda A, B, bb, i, j, r: A[bb, i, r] * B[bb, j, r]))
+
+    def one_stage(b, n, k, m):  # the relu around the sum, in one compute
+        A = te.placeholder((b, n, k), "float32", name="A")
+        B = te.placeholder((b, k, m), "float32", name="B")
+        r = te.reduce_axis((0, k), name="r")
+        D = te.compute((b, n, m), lambda p, i, j: te.max(
+            te.sum(A[p, i, r] * B[p, r, j], axis=r), 0.0), name="D")
+        return te.create_prim_func([A, B, D])
+
+    _fails(ex, "must be the whole body", batch_matmul_relu=one_stage)
+
+
+def test_conv2d_wrong_answers():
+    ex = "tensor_ir.conv2d"
+    # scored before: ceil instead of floor in the output size; the visible cases divided
+    # exactly, the hidden (2, 2, 6, 7, 3, 3, 2, 2, 1) does not
+    _fails(ex, "OH = (H + 2*pad - KH) // stride + 1 = 3 and OW = 4",
+           conv2d_nchw=_conv(out_size=lambda H, W, KH, KW, s, p: (
+               -(-(H + 2 * p - KH) // s) + 1, -(-(W + 2 * p - KW) // s) + 1)))
+    # the padding condition bounds w by the height (right on square images)
+    _fails(ex, "only the last output columns ([4, 5] of 6) are wrong", "against the width W",
+           conv2d_nchw=_conv(inside=lambda h, w, H, W, p: _inside(h, w, H, H, p)))
+    # the window's offset stepped by stride as well (a dilated window): a padding stage is
+    # there, so the message points at the window's index, not at the padding
+    msg = _fails(ex, "IndexError", "starts at row y*stride", conv2d_nchw=_conv(dilate=True))
+    assert "zero-padded copy" not in msg
+    # Python's `and` between te conditions: te refuses to give an expression a truth value
+    _fails(ex, "no truth value", conv2d_nchw=_conv(
+        inside=lambda h, w, H, W, p: h >= p and h < H + p and w >= p and w < W + p))
+
+
+def test_mean_var_wrong_answers():
+    ex = "tensor_ir.mean_var"
+
+    def var_of(term):
+        return lambda X, M, j, n, m: te.compute((n,), lambda i: te.sum(
+            term(X, M, i, j, n, m), axis=j), name="Var")
+
+    _fails(ex, "divides by n = 3", mean_var=_mv(var_of(
+        lambda X, M, i, j, n, m: _sq(X, M, j, i) / n)))
+    _fails(ex, "IndexError", mean_var=_mv(var_of(  # Mean[j]: the column's index
+        lambda X, M, i, j, n, m: (X[i, j] - M[j]) * (X[i, j] - M[j]) / m)))
+    _fails(ex, "mean absolute deviation", mean_var=_mv(var_of(
+        lambda X, M, i, j, n, m: te.abs(X[i, j] - M[i]) / m)))
+
+
+def _walker(allocate=True, branches=("then_case", "else_case"), innermost_first=False):
+    """The reference walk, with switches: whether it enters Allocate, which branches of an
+    IfThenElse it follows, the order in which it reports the loops."""
+    def block_info(func):
+        info = {}
+
+        def walk(s, loops):
+            if isinstance(s, tir.Block):
+                info[s.name] = {"loops": loops[::-1] if innermost_first else loops,
+                                "spatial": [iv.extent for iv in s.iter_vars
+                                            if iv.kind == "spatial"],
+                                "reduce": [iv.extent for iv in s.iter_vars
+                                           if iv.kind == "reduce"]}
+            elif isinstance(s, tir.For):
+                walk(s.body, loops + [s.extent])
+            elif isinstance(s, tir.SeqStmt):
+                for c in s.seq:
+                    walk(c, loops)
+            elif isinstance(s, tir.Allocate) and allocate:
+                walk(s.body, loops)
+            elif isinstance(s, tir.IfThenElse):
+                for b in branches:
+                    if getattr(s, b) is not None:
+                        walk(getattr(s, b), loops)
+
+        walk(func.body, [])
+        return info
+
+    return block_info
+
+
+def test_block_info_wrong_answers():
+    ex = "tensor_ir.block_info"
+    assert _run(ex, block_info=_walker())["score"] == 2
+    # scored before: no program had an IfThenElse, so a walk that skips it (or its else)
+    # found every block
+    _fails(ex, "if/else", "missing", "both branches of an IfThenElse",
+           block_info=_walker(branches=()))
+    _fails(ex, "block(s) ['shift'] are missing", block_info=_walker(branches=("then_case",)))
+    _fails(ex, "should sit under loops of extents [5, 7, 3] (outermost first), you found "
+               "[3, 7, 5]", block_info=_walker(innermost_first=True))

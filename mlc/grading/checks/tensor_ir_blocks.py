@@ -1,7 +1,10 @@
-"""Unit 05, tensor IR (exercise 4): a walk over a PrimFunc's IR, ``block_info(func)``.
+"""Unit 05, tensor IR (exercises 3-4): two reductions in a row, and a walk over the IR.
 
-A PrimFunc cannot travel, so a case names a program (a te program with several stages,
-or one after a schedule) and its shapes; the same library code builds it in both
+``mean_var(n, m)`` is graded as the te exercises of :mod:`.tensor_ir` are (a PrimFunc made
+for hidden shapes, run on the grader's arrays), with rows far from 0 where the one-pass
+formula cancels in float32. ``block_info(func)`` reads a PrimFunc, which cannot travel:
+a case names a program (a te program with several stages, one after a schedule, or one
+with if/else written by hand) and its shapes; the same library code builds it in both
 processes (:func:`info_func`). ``observe`` (in the worker) passes it to the student's
 ``block_info`` and returns the result as plain data, with the program's script before
 and after the call; ``judge`` (in the grader) builds the program again, walks it with
@@ -13,9 +16,72 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Check, CheckFailed, call, exercise, need
+from .tensor_ir import NB, TOL, _close, _observe_prim, _outputs, _te_cases
 
-NB = "05_tensor_ir"
 _DEPTH = 8
+
+
+# ---- exercise 3: row mean and variance ---------------------------------------------------
+
+@exercise("tensor_ir.mean_var", points=2, notebook=NB, needs=("mean_var",),
+          hint="two reductions over each row, each with a reduce axis of its own; the second "
+               "one reads the output of the first. Compare your outputs with numpy's "
+               "X.mean(axis=1) and X.var(axis=1) on a small example")
+class _MeanVar(Check):
+    def cases(self):
+        rng = np.random.default_rng(52)
+        out = _te_cases(rng, "mean_var", [(3, 5), (1, 1), (6, 2), (4, 17)], (8, 33),
+                        # a mean far from 0
+                        lambda rng, n, m: [rng.uniform(1, 3, (n, m)).astype(np.float32)],
+                        lambda n, m: [(n,), (n,)])
+        # rows near 1000 with a spread of 1: in float32, sum(x^2)/m - mean^2 subtracts two
+        # numbers near 10^6 and keeps only noise; the two-pass formula stays exact
+        far = _te_cases(rng, "mean_var", [(4, 64)], (4, 64), lambda rng, n, m: [
+            (1000 + rng.uniform(-1, 1, (n, m))).astype(np.float32)], lambda n, m: [(n,), (n,)])
+        for c in far:
+            c["what"] += " on rows near 1000 with a spread of 1 (float32)"
+        return out + far
+
+    def observe(self, ns, case):
+        return _observe_prim(ns, "mean_var", case)
+
+    def judge(self, case, obs, t):
+        n, m = case["args"]
+        c, what = case["call"], case["what"]
+        (mean, var), _ = _outputs(case, obs, [("X", (n, m)), ("Mean", (n,)), ("Var", (n,))])
+        X64 = case["inputs"][0].astype(np.float64)
+        ref_mean, ref_var = X64.mean(axis=1), X64.var(axis=1)
+        if not _close(mean, ref_mean):
+            if _close(mean, X64.sum(axis=1)):
+                raise CheckFailed(f"{c}: Mean is the row sum: divide by m = {m}")
+        t.close(mean, ref_mean, f"{what}: Mean equals X.mean(axis=1)", **TOL)
+        if not _close(var, ref_var):
+            _diagnose_var(c, X64, var, m)
+        t.close(var, ref_var, f"{what}: Var equals X.var(axis=1)", **TOL)
+
+
+def _diagnose_var(c, X, var, m):
+    mean = X.mean(axis=1, keepdims=True)
+    sq = ((X - mean) ** 2).sum(axis=1)
+    if m > 1 and _close(var, sq / (m - 1)):
+        raise CheckFailed(f"{c}: Var divides by m - 1 (the sample variance); the "
+                          "exercise asks for the population variance, X.var(axis=1): "
+                          f"divide by m = {m}")
+    if _close(var, sq):
+        raise CheckFailed(f"{c}: Var is the sum of squared deviations: divide by m = {m}")
+    if _close(var, sq / len(X)):
+        raise CheckFailed(f"{c}: Var divides by n = {len(X)}, the number of rows; a row's "
+                          f"variance divides by its length, m = {m}")
+    if _close(var, np.abs(X - mean).mean(axis=1)):
+        raise CheckFailed(f"{c}: Var is the mean absolute deviation: square the deviations")
+    if _close(var, np.sqrt(sq / m)):
+        raise CheckFailed(f"{c}: Var is the standard deviation; leave out the sqrt")
+    if _close(var, (X ** 2).mean(axis=1)):
+        raise CheckFailed(f"{c}: Var is the mean of X**2: subtract the row's mean from "
+                          "each element before squaring")
+
+
+# ---- exercise 4: block_info ----------------------------------------------------------------
 
 
 def _matmul(n, k, m):
@@ -73,8 +139,29 @@ def _matmul_tiled(n, k, m):
     return matmul_hand_schedule(tir.Schedule(_matmul(n, k, m)), tile_i=4, tile_j=8).func
 
 
+def _branches(n, m, h):
+    """Rows above ``h`` scaled, the others shifted (an if/else inside loop i), then every
+    other row of Z copied (an if with no else): te never makes an IfThenElse, so this one
+    is written by hand, as a lowering pass would."""
+    from ... import tir
+
+    X, Y, Z = (tir.Buffer(name, (n, m)) for name in ("X", "Y", "Z"))
+
+    def nest(name, out, i, value):  # for j in range(m): out[i, j] = value(X[i, j])
+        j, vi, vj = tir.Var("j"), tir.Var("vi"), tir.Var("vj")
+        return tir.For(j, m, tir.Block(name, [tir.IterVar(vi, n), tir.IterVar(vj, m)], [i, j],
+                                       tir.BufferStore(out, value(X[vi, vj]), [vi, vj])))
+
+    i, i2 = tir.Var("i"), tir.Var("i")
+    both = tir.For(i, n, tir.IfThenElse(i < h, nest("scale", Y, i, lambda x: x * 2.0),
+                                        nest("shift", Y, i, lambda x: x + 1.0)))
+    only = tir.For(i2, n, tir.IfThenElse(i2 % 2 == 0, nest("even_rows", Z, i2, lambda x: x)))
+    return tir.PrimFunc([X, Y, Z], tir.seq(both, only))
+
+
 _PROGRAMS = {"matmul": _matmul, "softmax": _softmax, "conv": _conv,
-             "matmul_split": _matmul_split, "matmul_tiled": _matmul_tiled}
+             "matmul_split": _matmul_split, "matmul_tiled": _matmul_tiled,
+             "branches": _branches}
 
 
 def info_func(case: dict):
@@ -170,6 +257,9 @@ class _BlockInfo(Check):
             {"what": "block_info on a tiled 16x8 @ 8x32 matmul with a local accumulator "
                      "(three blocks under one loop nest)", "program": "matmul_tiled",
              "args": [16, 8, 32]},
+            {"what": "block_info on a program with an if/else inside a loop and an if "
+                     "without else (tir.IfThenElse, blocks in both branches)",
+             "program": "branches", "args": [6, 5, 2]},
         ]
 
     def observe(self, ns, case):
@@ -194,8 +284,8 @@ class _BlockInfo(Check):
         if missing:
             raise CheckFailed(f"{c}: block(s) {missing} are missing from your result (you "
                               f"found {list(got)})"[:400] + ". Does your walk go through "
-                              "Allocate (intermediate buffers) and every statement of a "
-                              "SeqStmt?")
+                              "Allocate (intermediate buffers), every statement of a "
+                              "SeqStmt and both branches of an IfThenElse?")
         extra = [b for b in got if b not in want]
         if extra:
             raise CheckFailed(f"{c}: there is no block named {extra[0]!r}"[:300]
