@@ -113,3 +113,69 @@ def test_sgd_step_with_the_shown_learning_rate_typed_in_fails():
                 p.data = p.data - 0.1 * p.grad.data
 
     assert "after one step" in _fails("autodiff.sgd_step", sgd_step=fixed_lr)
+
+
+def test_topo_sort_that_re_explores_shared_nodes_fails():
+    """No visited set, only a membership test before appending: the same order as the
+    post-order DFS, but every path is walked again (2^12 of them on the ladder)."""
+    def re_explores(nodes):
+        order = []
+
+        def visit(n):
+            for i in n.inputs:
+                visit(i)
+            if not any(n is o for o in order):
+                order.append(n)
+
+        for n in nodes:
+            visit(n)
+        return order
+
+    msg = _fails("autodiff.topo_sort", "4096 paths", "inputs read at most twice",
+                 "exponential", find_topo_sort=re_explores)
+    assert "random graph" not in msg  # the order itself is right: only the work is wrong
+
+
+def test_backward_that_adds_to_an_old_grad_fails():
+    """Partials summed straight into .grad: right on fresh leaves, wrong from the second
+    training step on, when the leaves still hold the last step's gradient."""
+    def into_grad(output, out_grad):
+        output.grad = out_grad
+        for node in reversed(find_topo_sort([output])):
+            if node.op is not None:
+                for inp, g in zip(node.inputs, node.op.gradient_as_tuple(node.grad, node),
+                                  strict=True):
+                    inp.grad = g if inp.grad is None else inp.grad + g
+
+    _fails("autodiff.backward", "gradient of leaf x", "from an earlier pass",
+           compute_gradients=into_grad)
+
+
+def test_softmax_loss_that_picks_the_label_logits_in_numpy_fails():
+    """The picked logits become a constant: the loss is right, its gradient lacks -1/n at
+    each label."""
+    def numpy_pick(logits, y):
+        n = logits.shape[0]
+        picked = mlc.Tensor(logits.numpy()[np.arange(n), y], device=logits.device,
+                            dtype=logits.dtype, requires_grad=False)
+        return ops.summation(ops.logsumexp(logits, axes=(1,)) - picked) / n
+
+    _fails("autodiff.softmax_loss", "gradient for 5x3 logits", softmax_loss=numpy_pick)
+
+
+def test_sgd_step_that_replaces_the_parameters_or_their_dtype_fails():
+    def new_objects(params, lr):  # the model still holds the old ones
+        for i, p in enumerate(params):
+            if p.grad is not None:
+                params[i] = mlc.Tensor(p.numpy() - lr * p.grad.numpy(), device=p.device,
+                                       dtype=p.dtype)
+
+    _fails("autodiff.sgd_step", "parameter w after one step", sgd_step=new_objects)
+
+    def float32(params, lr):  # numpy round trip into a float32 Tensor
+        for p in params:
+            if p.grad is not None:
+                p.data = mlc.Tensor(p.numpy() - lr * p.grad.numpy(), device=p.device,
+                                    dtype="float32")
+
+    _fails("autodiff.sgd_step", "float64 tensor", "float32 array", sgd_step=float32)

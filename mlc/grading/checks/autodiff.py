@@ -246,6 +246,7 @@ class _GradReduce(Check):
 # ---- exercise 3: topological order -------------------------------------------------------
 
 _KINDS = ("mul", "add", "exp")
+LADDER = 12  # levels of the ladder graph whose 2^LADDER paths expose a search that re-explores
 
 
 def _random_graph(rng, n_leaves=3, n_ops=12) -> dict:
@@ -267,6 +268,33 @@ def _build(graph) -> list:
         nodes.append(nodes[i] * nodes[j] if kind == "mul" else
                      nodes[i] + nodes[j] if kind == "add" else nodes[i].exp())
     return nodes
+
+
+class _CountedInputs(list):
+    """A node's ``inputs`` that counts how often they are read (in the worker): a search
+    that remembers what it has seen reads each node's inputs once; one that re-explores
+    shared nodes reads them once per path, exponentially many on a ladder."""
+
+    def __init__(self, items, count):
+        super().__init__(items)
+        self.count = count
+
+    def __iter__(self):
+        self.count[0] += 1
+        return super().__iter__()
+
+    def __getitem__(self, index):
+        self.count[0] += 1
+        return super().__getitem__(index)
+
+
+def _ladder(depth: int) -> dict:
+    """b = b * c + b, ``depth`` times: 2^depth paths from the top down to a."""
+    ops, b = [], 0
+    for _ in range(depth):
+        ops += [["mul", b, 1], ["add", 2 + len(ops), b]]
+        b = 2 + len(ops) - 1
+    return {"leaves": [np.array([0.5, 1.0]), np.array([0.1, 0.2])], "ops": ops}
 
 
 def _inputs(graph) -> list[list[int]]:
@@ -309,16 +337,26 @@ class _TopoSort(Check):
             out.append({"what": f"random graph {k}", "graph": graph,
                         "roots": [n - 1] if k < 2 else [n - 1, n - 3],
                         "call": "find_topo_sort"})
+        ladder = _ladder(LADDER)
+        out.append({"what": f"b = b * c + b, {LADDER} times ({2 ** LADDER} paths from the "
+                            f"top to a), with the reads of each node's inputs counted",
+                    "graph": ladder, "roots": [1 + len(ladder["ops"])],
+                    "call": "find_topo_sort", "count": True})
         return out
 
     def observe(self, ns, case):
         nodes = _build(case["graph"])
         pos = {id(n): i for i, n in enumerate(nodes)}
         roots = [nodes[r] for r in case["roots"]]
+        count = [0]
+        if case.get("count"):
+            for n in nodes:
+                n.inputs = _CountedInputs(n.inputs, count)
         got = call(case["call"], need(ns, "find_topo_sort"), roots)
         if not isinstance(got, list):
             return {"type": type(got).__name__}
-        return {"type": "list", "order": [pos.get(id(n), -1) for n in got]}
+        return {"type": "list", "order": [pos.get(id(n), -1) for n in got],
+                "reads": count[0]}
 
     def judge(self, case, obs, t):
         if not isinstance(obs, dict) or obs.get("type") != "list":
@@ -341,3 +379,10 @@ class _TopoSort(Check):
         t.true(all(pos[i] < pos[n] for n in got for i in inputs[n]),
                f"{k}: every node after its inputs")
         t.true(got == want, f"{k}: the post-order DFS order")
+        if case.get("count"):
+            reads, bound = obs.get("reads"), 2 * len(inputs)
+            t.true(type(reads) is int and reads <= bound,
+                   f"{k}: each node's inputs read at most twice ({bound} reads)",
+                   f"your search read them {str(reads)[:20]} times: it explores a node "
+                   f"again each time another path reaches it, which costs work exponential "
+                   f"in the depth; skip the nodes you have already visited")

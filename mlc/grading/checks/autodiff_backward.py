@@ -59,7 +59,10 @@ class _Backward(Check):
                  "a": rng.standard_normal(4)},
                 {"what": f"compute_gradients on b = b * c + b, {DEPTH} times (2^{DEPTH} paths)",
                  "graph": "chain", "a": rng.standard_normal(3),
-                 "c": rng.uniform(-0.2, 0.2, 3)}]
+                 "c": rng.uniform(-0.2, 0.2, 3)},
+                {"what": "compute_gradients(out, out_grad) on leaves that still hold the .grad "
+                         "of an earlier pass (a training step before this one)", "graph": "tanh",
+                 "x": x, "y": y, "w": w, "c": c, "g": g, "stale": True}]
 
     def observe(self, ns, case):
         backward = need(ns, "compute_gradients")
@@ -79,6 +82,9 @@ class _Backward(Check):
             call(case["what"], backward, z, _t(1.0, False))
             return {"a": grad_obs(a)}
         x, y, w = _t(case["x"]), _t(case["y"]), _t(case["w"])
+        if case.get("stale"):  # .grad is set afresh by each pass, never added to
+            for leaf in (x, y, w):
+                leaf.grad = _t(np.full(leaf.shape, 7.0), False)
         h = (x * y + x * x) @ w          # x is used three times
         out = (h.tanh() * _t(case["c"], False)).sum(axes=(1,))
         call(case["what"], backward, out, _t(case["g"], False))
@@ -110,8 +116,11 @@ class _Backward(Check):
         th = np.tanh(q @ w)
         gh = g[:, None] * c * (1 - th ** 2)
         gq = gh @ w.T
+        stale = (" (it held 7 everywhere from an earlier pass: compute_gradients sets .grad, "
+                 "it does not add to what was there)") if case.get("stale") else ""
         for name, want in [("x", gq * (y + 2 * x)), ("y", gq * x), ("w", q.T @ gh)]:
-            judge_grad(t, obs.get(name), want, f"leaf {name}", f"gradient of leaf {name}")
+            judge_grad(t, obs.get(name), want, f"leaf {name}",
+                       f"gradient of leaf {name}{stale}")
         got = obs.get("out")
         t.true(isinstance(got, dict) and isinstance(got.get("value"), np.ndarray)
                and got["value"].shape == g.shape and bool(np.allclose(got["value"], g)),
