@@ -5,10 +5,12 @@
   judged by the kept set: the right number of zeros (of all weights, or of each layer),
   then exactly the smallest magnitudes pruned.
 * ``compression.csr``: ``dense_to_csr(a)`` on hidden matrices (empty rows, all zeros, no
-  zeros), judged against the grader's own ``indptr``/``indices``/``data``; and
-  ``csr_matmul(indptr, indices, data, x)`` on CSR arrays the grader builds (empty rows,
-  columns unsorted inside a row, one column of ``x``), judged against the grader's own
-  product.
+  zeros, tiny nonzeros such as 1e-30), judged against the grader's own
+  ``indptr``/``indices``/``data``; and ``csr_matmul(indptr, indices, data, x)`` on CSR
+  arrays the grader builds (empty rows, columns unsorted inside a row, one column of
+  ``x``, NaN in rows of ``x`` no stored value names), judged against the grader's own
+  product, and on a 1200 x 1200 matrix of 2400 values by the memory it holds (tracemalloc):
+  a dense matrix, even one over the named columns only, is megabytes.
 
 The low-rank layer, the distillation loss and channel pruning are in
 :mod:`.compression_train`. The references are the grader's own numpy; the student's code
@@ -226,6 +228,8 @@ def _csr_cases():
               ("a 5 x 3 matrix with no zero", _sparse(rng, (5, 3), 0.0) + 10.0),
               ("a 1 x 50 row, 90% zeros", _sparse(rng, (1, 50), 0.9)),
               ("a hidden 64 x 48 matrix, 90% zeros", _sparse(rng, (64, 48), 0.9))]
+    tiny = np.array([[0, 1e-30, 0, 2.5], [-3e-9, 0, 0, 0], [0, 0, 1e-12, -1e-7]], np.float32)
+    to_csr.append(("a 3 x 4 matrix with tiny nonzeros (1e-30, -3e-9, 1e-12)", tiny))
     out = [{"what": f"dense_to_csr({label})", "kind": "to_csr", "a": a} for label, a in to_csr]
 
     def shuffled(a):  # valid CSR with the columns of each row in a random order
@@ -257,7 +261,24 @@ def _csr_cases():
         out.append({"what": f"csr_matmul({label})", "kind": "matmul",
                     "indptr": ip.astype(np.int32), "indices": ix.astype(np.int32),
                     "data": dt.astype(np.float32), "x": x, "shape": list(a.shape)})
-    return out
+    return out + [_large_case(rng)]
+
+
+def _large_case(rng, m=1200, nnz=2400, n=4) -> dict:
+    """A square matrix with two stored values a row on average, built as CSR directly (its
+    dense form, 5.8 MB in float32, is never made), and x whose rows no stored value names
+    hold NaN: a product that makes a dense matrix of it, even one only over the named
+    columns, holds megabytes where the stored values and the result take about 100 KB."""
+    flat = np.sort(rng.choice(m * m, nnz, replace=False))
+    rows, cols = flat // m, flat % m
+    indptr = np.zeros(m + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+    x = rng.standard_normal((m, n)).astype(np.float32)
+    x[np.setdiff1d(np.arange(m), cols)] = np.nan
+    return {"what": f"csr_matmul(a hidden {m} x {m} matrix with {nnz} stored values, times "
+            f"{m} x {n})", "kind": "matmul", "indptr": indptr, "indices": cols.astype(np.int32),
+            "data": rng.standard_normal(nnz).astype(np.float32), "x": x, "shape": [m, m],
+            "peak": m * m}   # bytes: a quarter of the dense matrix in float32
 
 
 @exercise("compression.csr", points=3, notebook=NB, needs=("dense_to_csr", "csr_matmul"),
@@ -275,9 +296,18 @@ class _CSR(Check):
             fn = need(ns, "dense_to_csr")
             return plain(call(case["what"], fn, case["a"].copy()))
         fn = need(ns, "csr_matmul")
-        out = call(case["what"], fn, case["indptr"].copy(), case["indices"].copy(),
-                   case["data"].copy(), case["x"].copy())
-        return plain(out)
+        args = [case[k].copy() for k in ("indptr", "indices", "data", "x")]
+        if "peak" not in case:
+            return plain(call(case["what"], fn, *args))
+        import tracemalloc   # it sees numpy's buffers: the most bytes held during the call
+
+        tracemalloc.start()
+        try:
+            out = call(case["what"], fn, *args)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return {"out": plain(out), "peak": int(peak)}
 
     def judge(self, case, obs, t):
         what = case["what"]
@@ -297,7 +327,8 @@ class _CSR(Check):
             if dt.size != dt_ref.size:
                 t.fail(f"{what}: {dt.size} values stored, expected {dt_ref.size}, the "
                        "nonzeros" + (" (zeros must not be stored)" if dt.size > dt_ref.size
-                                     else ""))
+                                     else " (a value is left out only if it is exactly 0: "
+                                     "1e-30 is a nonzero too)"))
             t.equal(ip.astype(np.int64), ip_ref, f"{what}: indptr")
             t.equal(ix.astype(np.int64), ix_ref, f"{what}: indices (the nonzeros in row "
                                                  "order, each row left to right)")
@@ -305,6 +336,11 @@ class _CSR(Check):
             return
         m, k = case["shape"]
         n = case["x"].shape[1]
+        if "peak" in case:
+            peak = obs.get("peak") if isinstance(obs, dict) else None
+            if not isinstance(peak, int) or isinstance(peak, bool):
+                t.fail(f"{what}: malformed observation")
+            obs = obs.get("out")
         out = as_array(obs, what)
         if out.shape != (m, n):
             t.fail(f"{what}: the result has shape {out.shape}, expected {(m, n)} "
@@ -322,6 +358,11 @@ class _CSR(Check):
             t.fail(f"{what}: rows {np.nonzero(empty)[0].tolist()} store no value, so their "
                    "result must be zero")
         t.close(out, ref, what, rtol=1e-4, atol=1e-4)
+        if "peak" in case:
+            t.true(peak <= case["peak"], f"{what}: memory in proportion to the stored values",
+                   f"it held {peak / 1e6:.1f} MB at once, where the stored values and the "
+                   f"result take {(12 * case['data'].size + 8 * m * n) / 1e6:.2f} MB: a dense "
+                   f"{m} x {k} matrix, or a part of one, is what CSR exists to avoid")
 
     def inspect(self, src, t):
         no_library(src, t)

@@ -14,8 +14,9 @@ channel pruning.
   wrong way round) to say which one it looks like.
 * ``compression.channel_prune``: ``prune_hidden_units(W1, b1, W2, b2, amount)`` on hidden
   two-layer MLPs: the smaller weights' shapes, the kept units (the largest L1 norms of
-  their incoming weights), and that the small network computes, on the grader's own
-  inputs, exactly what the original computes with the removed units silenced.
+  their incoming weights; a count that rounds down, where rounding up keeps one more),
+  and that the small network computes, on the grader's own inputs, exactly what the
+  original computes with the removed units silenced.
 """
 
 from __future__ import annotations
@@ -288,7 +289,9 @@ def _channel_cases():
                                    ("8 -> 10 -> 3", 8, 10, 3, 0.33),
                                    ("8 -> 10 -> 3, amount 0: keep every unit", 8, 10, 3, 0.0),
                                    ("5 -> 6 -> 2, amount 0.99: one unit left", 5, 6, 2, 0.99),
-                                   ("a hidden 32 -> 40 -> 7", 32, 40, 7, 0.6)]:
+                                   ("a hidden 32 -> 40 -> 7", 32, 40, 7, 0.6),
+                                   # 6.2 units: round keeps 6, rounding up would keep 7
+                                   ("12 -> 10 -> 4", 12, 10, 4, 0.38)]:
         scale = rng.uniform(0.2, 2.0, h)  # units of clearly different importance
         w1 = (rng.standard_normal((d, h)) * scale).astype(np.float32)
         b1 = (rng.standard_normal(h) * 0.5).astype(np.float32)
@@ -329,7 +332,8 @@ class _ChannelPrune(Check):
             a = as_array(arr, f"{what}: the new {name}")
             if a.shape != shape:
                 t.fail(f"{what}: the new {name} has shape {a.shape}, expected {shape} "
-                       f"({k} of the {h} hidden units kept)")
+                       f"({k} of the {h} hidden units kept: (1 - amount) * {h} rounded to "
+                       "the nearest, at least 1)")
         t.true(True, f"{what}: the shapes")
         keep = as_array(keep, f"{what}: keep", ndim=1)
         t.true(keep.dtype.kind in "iu" and keep.size == k and len(set(keep.tolist())) == k
