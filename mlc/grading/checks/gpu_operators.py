@@ -236,24 +236,26 @@ def _judge_races(t, probe, blocks, what):
     barriers (on a GPU either may run first), and no thread reads a shared element before
     its block wrote it (on a GPU it holds garbage: a tile's part outside the matrix must be
     zeroed, not skipped)."""
-    races = _probe(t, probe, blocks, what)[3]
-    if races:
-        r = races[0]
-        t.fail(f"{what}: the threads of a block synchronise between the steps: failed "
-               f"(thread {str(r.get('writer'))[:8]} wrote {str(r.get('array'))[:40]}"
-               f"{str(r.get('index'))[:40]} and thread {str(r.get('other'))[:8]} touched it "
-               f"after the same {str(r.get('barriers_before'))[:8]} syncthreads(): on a GPU "
-               "the second may run first, a race; a cuda.syncthreads() is missing)")
-    once(t, "the threads of a block synchronise between the steps (no race on shared "
-            "memory)")
-    unwritten = _probe(t, probe, blocks, what)[4]
-    if unwritten:
-        u = unwritten[0]
-        t.fail(f"{what}: every shared element is written before it is read: failed "
-               f"(thread {str(u.get('thread'))[:8]} read {str(u.get('array'))[:40]}"
-               f"{str(u.get('index'))[:40]} before any thread of its block wrote it: on a "
-               "GPU shared memory holds what an earlier block left there)")
-    once(t, "every shared element is written before it is read")
+    *_, races, unwritten = _probe(t, probe, blocks, what)
+
+    def raced(r):
+        return (f"thread {str(r.get('writer'))[:8]} wrote {str(r.get('array'))[:40]}"
+                f"{str(r.get('index'))[:40]} and thread {str(r.get('other'))[:8]} touched it "
+                f"after the same {str(r.get('barriers_before'))[:8]} syncthreads(): on a GPU "
+                "the second may run first, a race; a cuda.syncthreads() is missing")
+
+    def unset(u):
+        return (f"thread {str(u.get('thread'))[:8]} read {str(u.get('array'))[:40]}"
+                f"{str(u.get('index'))[:40]} before any thread of its block wrote it: on a "
+                "GPU shared memory holds what an earlier block left there")
+
+    for found, verdict, tell in (
+            (races, "the threads of a block synchronise between the steps (no race on "
+                    "shared memory)", raced),
+            (unwritten, "every shared element is written before it is read", unset)):
+        if found:
+            t.fail(f"{what}: {verdict.split(' (')[0]}: failed ({tell(found[0])})")
+        once(t, verdict)
 
 
 def _judge_tree(t, probe, T, blocks, what):
