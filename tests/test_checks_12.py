@@ -351,3 +351,29 @@ def test_pipeline_with_cse_before_folding_scores_zero():
     order = (ORDER[0], ORDER[2], ORDER[1]) + ORDER[3:]
     fails("end_to_end.pipeline", "the stages' order",
           deploy_pipeline=lambda m, x, s: deploy_pipeline(m, x, s, order=order))
+
+
+def test_int4_scale_over_the_wrong_axis_scores_zero():
+    def pack(w, group_size):   # one scale per block of rows, across every column
+        w = np.asarray(w, np.float32)
+        k, n = w.shape
+        groups = w.reshape(k // group_size, group_size, n).astype(np.float64)
+        amax = np.abs(groups).max(axis=(1, 2))[:, None].repeat(n, axis=1)
+        scales = np.where(amax > 0, amax / 7, 1.0)
+        q = np.clip(np.rint(groups / scales[:, None, :]), -8, 7).astype(np.int16).reshape(k, n)
+        return ((q[0::2] & 15) | ((q[1::2] & 15) << 4)).astype(np.uint8), scales.astype(
+            np.float32)
+
+    fails("end_to_end.int4_pack", "a 8 x 3 weight in groups of 4", "the bytes", pack_int4=pack)
+
+
+def test_kv_softmax_over_the_heads_scores_zero():
+    def over_heads(q, k, v, cache_k, cache_v, t):
+        cache_k[:, t], cache_v[:, t] = k, v
+        keys, values = cache_k[:, :t + 1], cache_v[:, :t + 1]
+        s = np.einsum("hd,htd->ht", q, keys) / np.sqrt(q.shape[-1])
+        p = np.exp(s - s.max(axis=0, keepdims=True))
+        return np.einsum("ht,htd->hd", p / p.sum(axis=0, keepdims=True), values)
+
+    fails("end_to_end.kv_attention", "2 heads, position 3", "recomputed in full",
+          attend_cached=over_heads)
