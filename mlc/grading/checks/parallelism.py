@@ -22,10 +22,11 @@ the alpha-beta fit.
 * ``parallelism.alpha_beta``: ``fit_alpha_beta(nbytes, seconds, P)`` on timings the
   grader makes from a known alpha and beta: exact ones must give them back, noisy ones
   (8 B to 64 MB, 5% noise) must give them within 20%, which a plain least squares on
-  seconds cannot (the 64 MB points swamp alpha). On every noisy case, and on a sweep timed
-  four times at 20% noise, the fit's relative error must be within 10% of the least the
-  model allows (the grader's own weighted fit): a line through two of the points (the
-  smallest and the largest size) skips the least squares and misses it.
+  seconds cannot (the 64 MB points swamp alpha). On every noisy case (one a sweep timed four
+  times) the fit's relative error must be within 10% of the least the model allows (the
+  grader's own weighted fit): a line through two of the points (the smallest and the
+  largest size) skips the least squares and misses it. Two more cases, exact and noisy,
+  have P, alpha and beta drawn from the grader's hidden seed.
 
 None of the four may call the library's own (``mlc.dist``'s collectives, ``schedule_order``,
 ``fit_alpha_beta``, ``DistributedSampler``): :func:`_not_the_library` reads the source.
@@ -264,16 +265,21 @@ class _AlphaBeta(Check):
     def cases(self):
         out = []
         sizes = [8 * 4 ** k for k in range(13)]  # 8 B .. 128 MB
-        for P, alpha, beta, noise, repeats in [
-                (2, 5e-6, 2e-10, 0.0, 1), (4, 2e-5, 1e-9, 0.0, 1), (4, 3e-6, 5e-11, 0.05, 1),
-                (2, 1e-5, 4e-10, 0.05, 1), (3, 8e-6, 3e-10, 0.2, 4)]:
-            rng = np.random.default_rng(int(alpha * 1e7) + P)
+        rng = np.random.default_rng(hidden_seed(1302))
+        hidden = [(int(rng.integers(2, 9)), float(10 ** rng.uniform(-6, -4.5)),
+                   float(10 ** rng.uniform(-11, -9)), noise, repeats, int(rng.integers(1 << 30)))
+                  for noise, repeats in [(0.0, 1), (0.05, 4)]]
+        for P, alpha, beta, noise, repeats, seed in [
+                (2, 5e-6, 2e-10, 0.0, 1, 52), (4, 2e-5, 1e-9, 0.0, 1, 204),
+                (4, 3e-6, 5e-11, 0.05, 1, 34), (2, 1e-5, 4e-10, 0.05, 1, 102),
+                (3, 8e-6, 3e-10, 0.05, 4, 83), *hidden]:
+            rng = np.random.default_rng(seed)
             n = np.array(sizes * repeats, dtype=np.float64)  # the sweep, timed `repeats` times
             exact = 2 * (P - 1) * alpha + 2 * (P - 1) / P * n * beta
             times = exact * (1 + noise * rng.standard_normal(n.size))
             timed = f", each size timed {repeats} times" if repeats > 1 else ""
-            out.append({"what": f"fit_alpha_beta on {P} ranks, alpha={alpha:g}, "
-                                f"beta={beta:g}, {noise:.0%} noise{timed}",
+            out.append({"what": f"fit_alpha_beta on {P} ranks, alpha={alpha:.3g}, "
+                                f"beta={beta:.3g}, {noise:.0%} noise{timed}",
                         "sizes": [int(v) for v in n], "times": times.tolist(), "P": P,
                         "_alpha": alpha, "_beta": beta, "_noise": noise})
         return out
@@ -292,11 +298,10 @@ class _AlphaBeta(Check):
         if not (isinstance(obs, list) and len(obs) == 2):
             raise CheckFailed(f"{case['what']}: malformed observation")
         what, noise = case["what"], case["_noise"]
-        if noise <= 0.05:  # at 20% noise even the best fit's alpha is 10% off: judge the fit
-            rtol = 1e-6 if noise == 0 else 0.2
-            t.close(obs[0], case["_alpha"], f"{what}: alpha", rtol=rtol, atol=0)
-            t.close(obs[1], case["_beta"], f"{what}: beta", rtol=rtol, atol=0)
-        if noise:
+        rtol = 1e-6 if noise == 0 else 0.2
+        t.close(obs[0], case["_alpha"], f"{what}: alpha", rtol=rtol, atol=0)
+        t.close(obs[1], case["_beta"], f"{what}: beta", rtol=rtol, atol=0)
+        if noise:  # the weighted fit's own error at 5% noise stays under 12% (3000 draws)
             best = _relative_error(case, _weighted_fit(case))
             got = _relative_error(case, obs)
             t.true(got <= 1.1 * best,
