@@ -4,16 +4,16 @@ Each check must give full marks to a correct solution and fail, with a message t
 points at the mistake, on the mistakes students make: an allreduce that sends everything
 to everyone, or reduces to rank 0 and broadcasts (right sums, P times the traffic), one
 whose chunks only work when P divides n, one that swaps halves (right on 2 ranks only),
-one that writes into x, returns it flat, exchanges chunks directly instead of around the
-ring, sends one element per message, or reaches past the counting comm, one that calls
-the library; a sampler without padding, padded with one index, with a per-rank seed,
-that ignores the seed, never shuffles (a rotation per epoch) or sorts its shard, or gives
-the same order every epoch; a 1F1B order that is GPipe's, warms up one forward too many,
-forgets that m may be smaller than the warm-up, or is a table of the visible answers; an
-alpha-beta fit that is a plain least squares on seconds (the megabyte points swamp
-alpha), returns (beta, alpha), runs a line through the smallest and largest sizes, or
-forgets the ring's 2(P-1)/P in front of beta. The judges are also handed forged
-observations and must fail them cleanly.
+one that writes into x, returns it flat or in float32, exchanges chunks directly instead
+of around the ring, sends one element per message, or reaches past the counting comm,
+one that calls the library; a sampler without padding, padded with one index, with a
+per-rank seed, that ignores the seed, never shuffles (a rotation per epoch), sorts its
+shard or only shuffles its own block, or gives the same order every epoch; a 1F1B order
+that is GPipe's, warms up one forward too many, forgets that m may be smaller than the
+warm-up, or is a table of the visible answers; an alpha-beta fit that is a plain least
+squares on seconds (the megabyte points swamp alpha), returns (beta, alpha), runs a line
+through the smallest and largest sizes, or forgets the ring's 2(P-1)/P in front of beta.
+The judges are also handed forged observations and must fail them cleanly.
 """
 
 from pathlib import Path
@@ -249,6 +249,21 @@ def test_sampler_that_ignores_the_seed_or_never_shuffles_fails():
     fails("parallelism.sampler", "shuffled order", "1 of its 33", shard_indices=rotation)
     fails("parallelism.sampler", "rank 0's shard comes in shuffled order", "0 of its 33",
           shard_indices=lambda n, c, e, s=0: np.sort(shard_indices(n, c, e, s)))
+
+
+def test_sampler_that_shuffles_only_within_each_ranks_block_fails():
+    def local_shuffle(n, comm, epoch, seed=0):  # each rank keeps its block of range(n)
+        per = -(-n // comm.size)
+        block = np.resize(np.arange(n), per * comm.size)[comm.rank * per:(comm.rank + 1) * per]
+        return np.random.default_rng([seed, epoch, comm.rank]).permutation(block)
+
+    fails("parallelism.sampler", "rank 0 trains on other examples in the next epoch",
+          shard_indices=local_shuffle)
+
+
+def test_float32_ring_fails():
+    fails("parallelism.ring_allreduce", "rank 0 has the sum",
+          ring_allreduce=lambda c, x: _ring(c, np.asarray(x, np.float32)))
 
 
 def test_sampler_padding_with_one_index_fails():

@@ -15,7 +15,8 @@ the alpha-beta fit.
   covering every example, repeats only as padding (no example more than
   ceil(P ceil(n/P) / n) times), the same on a second call, a new order in a new epoch and
   under a new seed, and shuffled (a long shard is not sorted: a rotation of range(n) or a
-  sorted shard has almost no descents, a shuffled one about half).
+  sorted shard has almost no descents, a shuffled one about half) as a whole (a long
+  shard holds other examples in the next epoch, not its own block reshuffled).
 * ``parallelism.one_f_one_b``: ``one_f_one_b(P, m)``, each stage's order of forwards and
   backwards, against the grader's own 1F1B order (P-s-1 warm-up forwards on stage s), on
   the visible shapes and hidden ones (a table of the visible answers scores nothing).
@@ -211,6 +212,11 @@ class _Sampler(Check):
                        f"{down} of its {per - 1} neighbouring pairs go down, where a "
                        "shuffled order has about half: shuffle the whole order (one "
                        "permutation per epoch), then cut it")
+                # a shard of a fresh permutation keeps its examples with odds ~ 1/C(n, per)
+                t.true(set(sh) != set(obs["next"][r]),
+                       f"{what}: rank {r} trains on other examples in the next epoch",
+                       "its shard holds the same examples, only reordered: shuffle all n "
+                       "indices together, so that every rank sees a new share each epoch")
 
     def inspect(self, src, t):
         _not_the_library(src, t, "shard_indices")
