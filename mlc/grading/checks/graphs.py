@@ -13,7 +13,8 @@ grader's own copy of the graph, never on anything the worker sent.
 * ``graphs.op_pattern``: ``op_pattern(op_name)`` on every op unit 08 knew (pinned),
   judged against ``mlc.graph.pattern``.
 * ``graphs.post_dominator``: ``post_dominator(g)`` on hand-made and hidden random DAGs,
-  judged against ``mlc.graph.post_dominators``.
+  judged against ``mlc.graph.post_dominators``; one of them is 40 residual blocks deep,
+  which an answer that enumerates paths (2^40 of them) cannot finish.
 
 Fusion and bytes moved are in :mod:`.graphs_fusion`, CSE in :mod:`.graphs_passes`.
 """
@@ -280,6 +281,9 @@ class _OpPattern(Check):
 
 # ---- exercise 2: post-dominators ----------------------------------------------------------------
 
+RESIDUAL_BLOCKS = 40
+
+
 def _pdom_cases():
     chain = hand_graph([("a", "exp", ["x"]), ("b", "negate", ["a"]), ("c", "relu", ["b"])],
                        ["c"])
@@ -292,11 +296,19 @@ def _pdom_cases():
     nested = hand_graph([("a", "exp", ["x"]), ("b", "negate", ["a"]), ("c", "tanh", ["a"]),
                          ("d", "add", ["b", "c"]), ("e", "relu", ["d"]),
                          ("f", "multiply", ["d", "e"]), ("g", "add", ["a", "f"])], ["g"])
+    # a residual network's shape: 2^40 paths from x to the output, so an answer that
+    # walks every path never finishes (the grader's time limit gives it 0)
+    spec, h = [], "x"
+    for i in range(RESIDUAL_BLOCKS):
+        spec += [(f"f{i}", "tanh", [h]), (f"h{i}", "add", [h, f"f{i}"])]
+        h = f"h{i}"
     out = [("a chain x -> exp -> negate -> relu", chain),
            ("a diamond: exp feeds negate and tanh, which an add joins", diamond),
            ("an open diamond: negate and tanh are both outputs", open_diamond),
            ("a chain whose middle node is also an output", inner_output),
-           ("nested diamonds, and an edge that skips over them", nested)]
+           ("nested diamonds, and an edge that skips over them", nested),
+           (f"{RESIDUAL_BLOCKS} residual blocks h + tanh(h) ({RESIDUAL_BLOCKS} stacked "
+            "diamonds)", hand_graph(spec, [h]))]
     for i, seed in enumerate(range(800, 830)):
         kinds = ("unary", "binary") if i % 2 else ("unary", "binary", "bias", "reduce")
         out.append((f"hidden random DAG #{i + 1}",

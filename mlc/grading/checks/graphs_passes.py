@@ -3,11 +3,12 @@
 ``graphs.cse`` calls ``eliminate_common_subexpressions(g)`` on graphs full of repeated
 work (twins, twins of twins that are equal only once their inputs are merged, repeated
 constants) and near-misses that must stay apart (other attributes, swapped operands of a
-divide). The worker reads the returned graph back as plain data with :func:`read_graph`
-(by ``getattr``, inputs as indices of earlier nodes). The grader rebuilds it with
-:func:`rebuild`, which accepts only the ops of :data:`ALLOWED`, checks every attribute,
-recomputes every shape and bounds every size before anything runs, then interprets both
-graphs with ``mlc.graph.interpret`` on its own inputs: the outputs must agree, no two op
+divide, constants of one shape or of equal bytes that differ). The worker reads the
+returned graph back as plain data with :func:`read_graph` (by ``getattr``, inputs as
+indices of earlier nodes). The grader rebuilds it with :func:`rebuild`, which accepts
+only the ops of :data:`ALLOWED`, checks every attribute, recomputes every shape and
+bounds every size before anything runs, then interprets both graphs with
+``mlc.graph.interpret`` on its own inputs: the outputs must agree bit for bit, no two op
 nodes may share (op, inputs, attributes), and the result may not be larger than
 ``mlc.graph.eliminate_common_subexpressions``'s. The worker also reports the graph it
 passed in, read back after the call: a pass must not change its argument.
@@ -82,7 +83,29 @@ def _cse_cases():
             _softmax_twice())]
     for i, seed in enumerate(range(700, 716)):
         out.append((f"hidden random graph #{i + 1}", cse_graph(hidden_seed(seed), 3 + i % 8)))
+    out.append(("constants that only look alike (equal shapes, equal bytes, nearly equal "
+                "values)", _constants_that_differ()))
     return out
+
+
+def _constants_that_differ():
+    """x times four (1, 8) biases: the first's twin, other values, the first's a few
+    float32 steps off (np.allclose's "equal"); and x @ the first's bytes as an (8, 1)
+    column. Only the twin may merge: a key of shape, bytes or closeness merges more."""
+    rng = np.random.default_rng(hidden_seed(717))
+    m = _Maker(rng)
+    x = m.add("input", name="x")
+    v = rng.uniform(0.5, 1, (1, SHAPE[1])).astype(np.float32)
+    biases = (("bias", v), ("bias_twin", v.copy()),
+              ("bias_other", rng.uniform(-1, 1, v.shape).astype(np.float32)),
+              ("bias_near", (v * np.float32(1 + 4e-6)).astype(np.float32)))
+    outs = []
+    for name, value in biases:
+        c = m.add("constant", (), {}, value.shape, value, name=name)
+        outs.append(m.add("multiply", [x, m.add("broadcast_to", [c], {"shape": SHAPE})]))
+    col = m.add("constant", (), {}, (SHAPE[1], 1), v.reshape(SHAPE[1], 1), name="column")
+    outs.append(m.add("matmul", [x, col], shape=(SHAPE[0], 1)))
+    return {"nodes": m.nodes, "inputs": m.inputs, "outputs": outs}
 
 
 def _softmax_twice():
@@ -340,7 +363,13 @@ class _CSE(Check):
         want = want if isinstance(want, tuple) else (want,)
         got = got if isinstance(got, tuple) else (got,)
         for k, (a, b) in enumerate(zip(got, want, strict=True)):
-            t.close(a, b, f"{what}: output {k} equals the original's", rtol=1e-5, atol=1e-6)
+            # bit for bit: merging equal expressions changes no bit; merging constants a
+            # few float32 steps apart (np.allclose's "equal") changes some
+            if np.shape(a) != np.shape(b) or not np.array_equal(a, b, equal_nan=True):
+                t.fail(f"{what}: output {k} differs from the original's: two nodes you "
+                       "merged do not compute the same value (other attributes or operands, "
+                       f"or constants that are not equal){shown}")
+        t.passed.append(f"{what}: every output equals the original's, bit for bit")
         seen: dict = {}
         for n in new.ops:
             k = _key(n)
