@@ -48,11 +48,9 @@ def ring_allreduce(comm, x, even_only=False):
 
     right, left = (r + 1) % P, (r - 1) % P
     for s in range(P - 1):
-        comm.send(flat[chunk(r - s)], right)
-        flat[chunk(r - s - 1)] += comm.recv(left)
+        flat[chunk(r - s - 1)] += comm.sendrecv(flat[chunk(r - s)], right, left)
     for s in range(P - 1):
-        comm.send(flat[chunk(r - s + 1)], right)
-        flat[chunk(r - s)] = comm.recv(left)
+        flat[chunk(r - s)] = comm.sendrecv(flat[chunk(r - s + 1)], right, left)
     return flat.reshape(np.shape(x))
 
 
@@ -130,6 +128,17 @@ def test_a_ring_that_deadlocks_fails_by_timeout_naming_the_rank():
 
     msg = fails("parallelism.ring_allreduce", "waited", ring_allreduce=waits_forever)
     assert "rank" in msg
+
+
+def test_a_ring_that_sends_before_it_receives_hangs_on_the_large_case():
+    # every rank sends first: fine while sends are buffered, a deadlock once a message is
+    # above MPI's eager limit (the last case's chunks are ~107 KB)
+    def send_then_recv(comm, x):
+        return _ring(comm, x).reshape(np.shape(x))
+
+    msg = fails("parallelism.ring_allreduce", "length-40000", "did not complete",
+                "comm.sendrecv", ring_allreduce=send_then_recv)
+    assert "eager limit" in msg, msg
 
 
 def _ring(comm, x, flat=None, send=None, recv=None):

@@ -97,6 +97,44 @@ def test_a_message_never_sent_times_out_with_the_ranks_named():
         dist.local(2, timeout=0.3).run(lambda c: c.recv(1) if c.rank == 0 else time.sleep(1))
 
 
+def _ring_step(comm, x, how):
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    if how == "sendrecv":
+        return comm.sendrecv(x, right, left)
+    if how == "isend":
+        done = comm.isend(x, right)
+        got = comm.recv(left)
+        done()
+        return got
+    comm.send(x, right)  # every rank sends first: relies on the send being buffered
+    return comm.recv(left)
+
+
+@pytest.mark.parametrize("n,eager_limit,ok", [(10, None, True), (100_000, None, True),
+                                              (10, 1024, True), (100_000, 1024, False)])
+def test_above_the_eager_limit_a_send_waits_for_its_receiver(n, eager_limit, ok):
+    """MPI's rendezvous protocol: a ring whose ranks all send first works while messages
+    are buffered and deadlocks once they are large; sendrecv and isend work at any size."""
+    group = dist.local(3, timeout=0.5, eager_limit=eager_limit)
+    for how in ("sendrecv", "isend"):
+        outs = group.run(lambda c, how=how: _ring_step(c, np.full(n, c.rank, np.float32), how))
+        assert [int(o[0]) for o in outs] == [2, 0, 1]
+    if ok:
+        group.run(lambda c: _ring_step(c, np.full(n, c.rank, np.float32), "send"))
+    else:
+        with pytest.raises(dist.DistError, match="400000 bytes to rank .* did not complete.*"
+                                                 "eager limit .1024 bytes.*comm.sendrecv"):
+            group.run(lambda c: _ring_step(c, np.full(n, c.rank, np.float32), "send"))
+
+
+def test_a_rendezvous_send_to_a_rank_that_returned_fails_at_once():
+    start = time.monotonic()
+    with pytest.raises(dist.DistError, match="rank 1 never received it"):
+        dist.local(2, timeout=30, eager_limit=0).run(
+            lambda c: c.send(np.ones(4), 1) if c.rank == 0 else None)
+    assert time.monotonic() - start < 10
+
+
 def test_bad_arguments_are_refused_before_anything_moves():
     with dist.local(2) as comms:
         with pytest.raises(ValueError, match="rank 5 is not in 0..1"):
@@ -109,6 +147,8 @@ def test_bad_arguments_are_refused_before_anything_moves():
             dist.allreduce(object(), np.ones(2))
     with pytest.raises(ValueError, match="positive number of ranks"):
         dist.local(0)
+    with pytest.raises(ValueError, match="eager_limit is a number of bytes"):
+        dist.local(2, eager_limit=-1)
 
 
 def test_world_is_one_rank_outside_mpiexec_and_the_library_needs_no_mpi4py():

@@ -11,6 +11,16 @@ had since 1994: a communicator knows its ``rank`` (0..size-1) and ``size``, and 
   own mailboxes. Tests, notebooks and the grader use it: it needs no launcher and a
   failure in one rank shows up as a Python exception that names the rank.
 
+How long does ``send`` wait? MPI sends a small message *eagerly* (copied into a buffer,
+the send returns) and a large one by *rendezvous* (the send waits until the receiver has
+posted the matching receive; MPICH switches at about 64 KiB). A program that is correct
+only because sends are buffered deadlocks on real hardware at some size: if every rank of
+a ring first sends and then receives, no rank ever receives. ``dist.local(P,
+eager_limit=nbytes)`` behaves the same way (a larger message's send waits for its
+receiver), so such a program fails here, with a message, instead of on a cluster;
+``sendrecv``, or ``isend`` then ``recv`` then the wait, is the fix. The default
+(``eager_limit=None``) buffers every message.
+
 Both count what they move (``bytes_sent``, ``bytes_recv``, ``messages_sent`` per rank),
 so a lecture can show that a ring allreduce sends 2(P-1)/P of the data per rank.
 
@@ -97,11 +107,13 @@ class Communicator:
         return lambda: None
 
     def sendrecv(self, sendbuf, dest: int, source: int, tag: int = 0, out=None) -> np.ndarray:
-        """Send to ``dest`` and receive from ``source`` at once (a ring step): neither
-        waits for the other, so P ranks each sending right and receiving left never
-        deadlock."""
-        self.send(sendbuf, dest, tag)
-        return self.recv(source, tag, out)
+        """Send to ``dest`` and receive from ``source`` at once (a ring step): the send is
+        started, the receive done, then the send finished, so P ranks each sending right
+        and receiving left never deadlock, whatever the message's size."""
+        done = self.isend(sendbuf, dest, tag)
+        got = self.recv(source, tag, out)
+        done()
+        return got
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
@@ -113,11 +125,16 @@ class LocalGroup:
     """P :class:`LocalComm` ranks of one process. ``with dist.local(P) as comms:`` gives
     the list of them; :meth:`run` runs a function on every rank, each on its own thread."""
 
-    def __init__(self, size: int, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, size: int, timeout: float = DEFAULT_TIMEOUT,
+                 eager_limit: int | None = None):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"dist.local needs a positive number of ranks, got {size!r}")
+        if eager_limit is not None and (not isinstance(eager_limit, int) or eager_limit < 0):
+            raise ValueError(f"eager_limit is a number of bytes >= 0 or None, got "
+                             f"{eager_limit!r}")
         self.size = size
         self.timeout = float(timeout)
+        self.eager_limit = eager_limit
         self._boxes: dict[tuple[int, int, int], queue.Queue] = {}
         self._lock = threading.Lock()
         self.failed: dict[int, str] = {}
@@ -209,11 +226,41 @@ class LocalComm(Communicator):
         return self.group.timeout
 
     def send(self, buf, dest: int, tag: int = 0) -> None:
-        """Post a copy of ``buf`` to ``dest`` (returns at once, as a buffered MPI send)."""
+        """Post a copy of ``buf`` to ``dest``. Returns at once (a buffered, eager send),
+        unless the group has an ``eager_limit`` below the message's size: then it waits
+        until ``dest`` has received it, as MPI's rendezvous protocol does."""
+        self.isend(buf, dest, tag)()
+
+    def isend(self, buf, dest: int, tag: int = 0):
+        """Post a copy of ``buf`` to ``dest``; returns a function that waits until the
+        send is complete (at once for an eager message, else when ``dest`` took it)."""
         _check_peer(self, dest, "send to")
         data = _payload(buf).copy()
-        self.group.box(self.rank, dest, tag).put(data)
+        taken = threading.Event()
+        self.group.box(self.rank, dest, tag).put((data, taken))
         self._count(sent=data)
+        limit = self.group.eager_limit
+        if limit is None or data.nbytes <= limit:
+            return lambda: None
+
+        def wait():
+            deadline = time.monotonic() + self.timeout
+            while not taken.wait(0.05):
+                dead = {r: why for r, why in self.group.failed.items() if r != self.rank}
+                if dest in dead or -1 in dead:
+                    raise DistError(f"rank {self.rank}: the send to rank {dest} never "
+                                    f"completed: rank {dest} failed "
+                                    f"({dead.get(dest, dead.get(-1))})")
+                gone = dest in self.group.finished and not taken.is_set()
+                if gone or time.monotonic() > deadline:
+                    raise DistError(
+                        f"rank {self.rank}: a send of {data.nbytes} bytes to rank {dest} "
+                        f"(tag {tag}) did not complete: a message above the eager limit "
+                        f"({limit} bytes) waits until its receiver takes it, as MPI's large "
+                        f"messages do, and rank {dest} never received it. If every rank "
+                        f"sends before it receives, none receives: use comm.sendrecv (or "
+                        f"isend, then recv, then wait)")
+        return wait
 
     def recv(self, source: int, tag: int = 0, out=None) -> np.ndarray:
         """The next message from ``source`` with ``tag``: a 1-D array, or written to ``out``."""
@@ -223,7 +270,8 @@ class LocalComm(Communicator):
         while True:
             dead = {r: why for r, why in self.group.failed.items() if r != self.rank}
             try:
-                data = box.get(timeout=0.05 if dead else 0.2)
+                data, taken = box.get(timeout=0.05 if dead else 0.2)
+                taken.set()
                 break
             except queue.Empty:
                 if source in self.group.finished and box.empty():
@@ -283,7 +331,9 @@ def _same_shapes(vals: list, what: str) -> None:
                          f"{shapes[0]}: every rank must pass the same shape")
 
 
-def local(size: int, timeout: float = DEFAULT_TIMEOUT) -> LocalGroup:
+def local(size: int, timeout: float = DEFAULT_TIMEOUT,
+          eager_limit: int | None = None) -> LocalGroup:
     """``size`` in-process ranks: ``with dist.local(4) as comms: ...``, and
-    ``group.run(fn)`` to run ``fn(comm)`` on all of them at once."""
-    return LocalGroup(size, timeout)
+    ``group.run(fn)`` to run ``fn(comm)`` on all of them at once. With ``eager_limit``
+    (bytes), a larger message's send waits for its receiver, as on MPI (module docstring)."""
+    return LocalGroup(size, timeout, eager_limit)
