@@ -65,7 +65,7 @@ class Report:
         ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_ylabel("dB (higher is better)")
         ax.set_title("per-layer quantization error")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)   # beside the bars
         return ax
 
 
