@@ -7,6 +7,7 @@ untouched stub hears only "not implemented yet", and the judge refuses timings t
 cannot have been measured.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ from check_util import check_runner
 
 from mlc.grading import registry
 from mlc.grading.check import run_check
-from mlc.grading.protocol import NOT_IMPLEMENTED
+from mlc.grading.protocol import (NOT_IMPLEMENTED, decode_observation, observe_case,
+                                  observe_names, verdict)
 from mlc.grading.registry import CheckFailed
 from mlc.grading.source import Sources
+from mlc.grading.wire import public, roundtrip
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ["cpu_operators.matmul_ikj", "cpu_operators.matmul_tiled", "cpu_operators.parallel_sum"]
@@ -74,6 +77,49 @@ CPU = {"matmul_ikj": matmul_ikj, "matmul_tiled": matmul_tiled, "TILE": TILE,
        "parallel_sum": parallel_sum}
 
 _run, _fails = check_runner(CPU)
+
+
+def _untimed(ex_id, keep=lambda case: not case.get("speed"), **overrides):
+    """The record of the exercise's cases that ``keep`` selects (by default all but the
+    timed one), graded as ``mlc grade`` does. The grader observes every case before it
+    judges, so a wrong answer would be timed in a fresh process even when a small case
+    already fails it: leaving the timed case out keeps these tests fast. Grading is all or
+    nothing, so a failing subset fails the exercise."""
+    ex = registry.get(ex_id)
+    ns = {**CPU, **overrides}
+    cases = [c for c in ex.check.cases() if keep(c)]
+    obs = [decode_observation(json.loads(json.dumps(observe_case(ex, ns, roundtrip(public(c))))))
+           for c in cases]
+    return verdict(ex, cases, roundtrip(observe_names(ex, ns)), obs, _sources(ex, ns))
+
+
+def _sources(ex, ns):
+    from mlc.grading.check import _sources_of
+
+    return _sources_of(ex, ns)
+
+
+def _traced(ex_id, **overrides):
+    """The record of the exercise's traced cases alone (no compiling, no timing)."""
+    return _untimed(ex_id, keep=lambda case: "trace" in case, **overrides)
+
+
+def _fails_on(record, *fragments):
+    assert record["score"] == 0, record
+    for fragment in fragments:
+        assert fragment in record["message"], record["message"]
+    assert record["hint"]
+    return record["message"]
+
+
+def _fails_untimed(ex_id, *fragments, **overrides):
+    """Like ``_fails``, without the timed case."""
+    return _fails_on(_untimed(ex_id, **overrides), *fragments)
+
+
+def _fails_traced(ex_id, *fragments, **overrides):
+    """Like ``_fails``, on the traced cases alone."""
+    return _fails_on(_traced(ex_id, **overrides), *fragments)
 
 
 def _judge(ex_id, case, obs):
@@ -143,7 +189,8 @@ def test_hints_are_nudges_not_code(ex_id):
 # ---- wrong solutions fail with a useful message ---------------------------------------------
 
 def test_matmul_ikj_failures():
-    _fails("cpu_operators.matmul_ikj", "compiled with Numba", matmul_ikj=matmul_ikj.py_func)
+    _fails_untimed("cpu_operators.matmul_ikj", "compiled with Numba",
+                   matmul_ikj=matmul_ikj.py_func)
 
     @njit
     def garbage_in_c(A, B, C):  # forgets to zero C
@@ -152,8 +199,8 @@ def test_matmul_ikj_failures():
                 for j in range(B.shape[1]):
                     C[i, j] += A[i, k] * B[k, j]
 
-    _fails("cpu_operators.matmul_ikj", "(1x1) @ (1x1) float32", "nan",
-           matmul_ikj=garbage_in_c)
+    _fails_untimed("cpu_operators.matmul_ikj", "(1x1) @ (1x1) float32", "nan",
+                   matmul_ikj=garbage_in_c)
 
     @njit
     def slow(A, B, C):  # right answer, computed by the column-walking order, three times
@@ -165,13 +212,16 @@ def test_matmul_ikj_failures():
                         acc += A[i, k] * B[k, j]
                     C[i, j] = acc
 
-    _fails("cpu_operators.matmul_ikj", "at least 2x faster", "innermost loop", matmul_ikj=slow)
+    # the order of its reads of B shows it before any timing
+    _fails_untimed("cpu_operators.matmul_ikj", "walks along a row of B",
+                   "Which loop is innermost?", matmul_ikj=slow)
 
     @njit
     def raises(A, B, C):
         raise ValueError("oops")
 
-    _fails("cpu_operators.matmul_ikj", "your code raised ValueError: oops", matmul_ikj=raises)
+    _fails_untimed("cpu_operators.matmul_ikj", "your code raised ValueError: oops",
+                   matmul_ikj=raises)
 
 
 def test_matmul_tiled_failures():
@@ -189,8 +239,8 @@ def test_matmul_tiled_failures():
                             acc += A[i, k] * B[k, j]
                         C[i, j] = acc
 
-    _fails("cpu_operators.matmul_tiled", "(1T+3 x 1T+5) @ (1T+5 x 0T+7) float32",
-           "first mismatch", matmul_tiled=drops_edges)
+    _fails_untimed("cpu_operators.matmul_tiled", "(1T+3 x 1T+5) @ (1T+5 x 0T+7) float32",
+                   "first mismatch", matmul_tiled=drops_edges)
 
     @njit
     def slow(A, B, C):  # tiled, but the whole product is computed eight times over
@@ -234,17 +284,17 @@ def test_matmul_tiled_failures():
     def delegates(A, B, C):  # the loops live in another compiled function
         _another_kernel(A, B, C)
 
-    _fails("cpu_operators.matmul_tiled", "only 0 reads of B", "another compiled function",
-           matmul_tiled=delegates)
-    _fails("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE=1024)
-    _fails("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE="64")
+    _fails_untimed("cpu_operators.matmul_tiled", "only 0 reads of B",
+                   "another compiled function", matmul_tiled=delegates)
+    _fails_untimed("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE=1024)
+    _fails_untimed("cpu_operators.matmul_tiled", "TILE is an int between 4 and 128", TILE="64")
 
 
 def test_untiled_ikj_is_not_a_tiled_matmul():
     """The old check passed an ikj loop that ignores the tile (it is ~10x faster than ijk):
     now the order of its reads of B shows that no TILE x TILE block is reused."""
-    msg = _fails("cpu_operators.matmul_tiled", "is tiled by TILE", "whole rows of B",
-                 matmul_tiled=matmul_ikj)
+    msg = _fails_untimed("cpu_operators.matmul_tiled", "is tiled by TILE", "whole rows of B",
+                         matmul_tiled=matmul_ikj)
     assert "with TILE = 4" in msg, msg
 
     @njit
@@ -260,7 +310,7 @@ def test_untiled_ikj_is_not_a_tiled_matmul():
                             for j in range(j0, min(j0 + 64, m)):
                                 C[i, j] += A[i, k] * B[k, j]
 
-    _fails("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=fixed_tile)
+    _fails_untimed("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=fixed_tile)
 
     @njit
     def k_panels_only(A, B, C):  # tiles i and k but sweeps whole rows of B along j
@@ -275,7 +325,7 @@ def test_untiled_ikj_is_not_a_tiled_matmul():
                         for j in range(m):
                             C[i, j] += a * B[k, j]
 
-    _fails("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=k_panels_only)
+    _fails_untimed("cpu_operators.matmul_tiled", "is tiled by TILE", matmul_tiled=k_panels_only)
 
 
 def test_tiled_variants_pass_the_trace():
@@ -313,12 +363,12 @@ def test_tiled_variants_pass_the_trace():
         for tile, (n, k, m) in co._TRACES:
             A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))
             C = np.full((n, m), np.nan)
-            reads = co._traced_run(fn, tile, A, B, C)
+            reads = co.traced_run(fn, tile, A, B, C)
             assert np.allclose(C, A @ B)
             assert reads.size == n * k * m
-            assert co._window_distinct(reads, tile ** 3) <= 2 * tile * tile, fn
-    reads = co._traced_run(matmul_ikj, 4, A, B, C)
-    assert co._window_distinct(reads, 64) == 64
+            assert co.window_distinct(reads, tile ** 3) <= 2 * tile * tile, fn
+    reads = co.traced_run(matmul_ikj, 4, A, B, C)
+    assert co.window_distinct(reads, 64) == 64
 
 
 def test_parallel_sum_failures():
@@ -335,7 +385,9 @@ def test_parallel_sum_failures():
     def parallel_sum(x):  # noqa: F811 - parallel, but no prange loop
         return x.sum()
 
-    _fails("cpu_operators.parallel_sum", "prange", parallel_sum=parallel_sum)
+    # numba's x.sum() of float32 adds in float32: the hidden float32 case fails it before
+    # the source rule (no prange loop) is read
+    _fails("cpu_operators.parallel_sum", "2^25 and then ones", parallel_sum=parallel_sum)
 
     @njit(parallel=True)
     def skips_first(x):
@@ -462,3 +514,94 @@ def test_untimed_pure_python_fails_without_being_timed():
     case = _speed_case("cpu_operators.matmul_tiled")
     with pytest.raises(CheckFailed, match="compiled with Numba"):
         _judge("cpu_operators.matmul_tiled", case, {"numba": False})
+
+
+# ---- issue 20's audit: wrong answers that once scored, each now graded 0 --------------------
+
+def test_traced_reference_passes_the_ikj_trace():
+    assert _traced("cpu_operators.matmul_ikj")["score"] == 2
+
+
+def test_matmul_ikj_that_is_fast_without_the_loop_order_fails():
+    """Three ways past the 2x bar that skip the idea: the ijk loop spread over threads
+    (fast with enough cores), B copied transposed first (a dot product along rows of both:
+    scored 2 before the trace), the product handed to numpy (under Numba it needs SciPy)."""
+    @njit(parallel=True)
+    def threaded_ijk(A, B, C):
+        for i in prange(A.shape[0]):
+            for j in range(B.shape[1]):
+                acc = 0.0
+                for k in range(A.shape[1]):
+                    acc += A[i, k] * B[k, j]
+                C[i, j] = acc
+
+    _fails_traced("cpu_operators.matmul_ikj", "walks along a row of B", "0% of successive",
+                  "Which loop is innermost?", matmul_ikj=threaded_ijk)
+
+    @njit
+    def transposed_b(A, B, C):
+        Bt = B.T.copy()
+        for i in range(A.shape[0]):
+            for j in range(B.shape[1]):
+                acc = 0.0
+                for k in range(A.shape[1]):
+                    acc += A[i, k] * Bt[j, k]
+                C[i, j] = acc
+
+    _fails_traced("cpu_operators.matmul_ikj", "one read of B per multiply-add",
+                  "0 reads of B", "another layout", matmul_ikj=transposed_b)
+
+    @njit
+    def blas(A, B, C):
+        C[:] = np.dot(A, B)
+
+    _fails_traced("cpu_operators.matmul_ikj", "one read of B per multiply-add",
+                  "160 reads of B were recorded for 960", "np.dot", matmul_ikj=blas)
+
+
+def test_matmul_ikj_over_whole_rows_passes_the_trace():
+    """Row slices (``C[i, :] += a * B[k, :]``) and the k-i-j order walk B along rows too."""
+    @njit
+    def row_slices(A, B, C):
+        C[:] = 0
+        for i in range(A.shape[0]):
+            for k in range(A.shape[1]):
+                C[i, :] += A[i, k] * B[k, :]
+
+    @njit
+    def kij(A, B, C):
+        C[:] = 0
+        for k in range(A.shape[1]):
+            for i in range(A.shape[0]):
+                a = A[i, k]
+                for j in range(B.shape[1]):
+                    C[i, j] += a * B[k, j]
+
+    for fn in (row_slices, kij):
+        rec = _traced("cpu_operators.matmul_ikj", matmul_ikj=fn)
+        assert rec["score"] == 2, rec["message"]
+
+
+def test_parallel_sum_with_a_float32_total_fails():
+    """The exercise asks for a float64 total: in float32, 2^25 + 1 is 2^25 again."""
+    @njit(parallel=True)
+    def parallel_sum(x):
+        total = np.float32(0.0)
+        for i in prange(x.size):
+            total += x[i]
+        return total
+
+    _fails("cpu_operators.parallel_sum", "2^25 and then ones", "expected 33654434",
+           parallel_sum=parallel_sum)
+
+
+def test_parallel_sum_over_the_threads_passes_the_source_rule():
+    """One chunk per thread, the loop over Numba's thread count: it shares out x too."""
+    check = registry.get("cpu_operators.parallel_sum").check
+    for count in ("numba.get_num_threads()", "get_num_threads()"):
+        cell = ("@njit(parallel=True)\ndef parallel_sum(x):\n"
+                f"    nt = {count}\n    partial = np.zeros(nt)\n"
+                "    chunk = (x.size + nt - 1) // nt\n    for t in prange(nt):\n"
+                "        for i in range(t * chunk, min(x.size, (t + 1) * chunk)):\n"
+                "            partial[t] += x[i]\n    return partial.sum()\n")
+        check.inspect(Sources([cell]), registry.Tester())

@@ -1,4 +1,5 @@
-"""Unit 03, CPU operators: loop order, tiling and parallel reductions with Numba.
+"""Unit 03, CPU operators: loop order and tiling with Numba (the parallel sum is in
+:mod:`.cpu_operators_sum`, the record of the reads of B in :mod:`.cpu_operators_trace`).
 
 Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases`` and
 ``judge`` run in the grader, ``observe`` next to the student's code.
@@ -18,19 +19,23 @@ margins several times smaller than a correct solution's.
 ``matmul_tiled`` uses a module-level ``TILE``, a compile-time constant as in unit 04. That
 it is *tiled* is observed, not read from the source: the worker runs the function's body as
 plain Python with ``TILE`` set to 4 and to 8 and records the order in which it reads the
-elements of B (:class:`_TracedB`). A tiled kernel works on one ``TILE x TILE`` block of B at
+elements of B (:func:`traced_run`). A tiled kernel works on one ``TILE x TILE`` block of B at
 a time, so any ``TILE**3`` consecutive reads touch at most about ``2 * TILE**2`` distinct
 elements; an ikj loop that ignores ``TILE`` sweeps whole rows of B and touches ``TILE**3``.
+The same record shows ``matmul_ikj``'s loop order: one read of B per multiply-add, and
+successive reads that are neighbours in memory (a row of B, the innermost loop). Speed
+alone cannot tell: an ijk loop spread over threads with ``prange``, or B copied transposed
+first, beats the serial ijk loop without the loop order the exercise is about.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 
 import numpy as np
 
 from ..registry import Check, call, exercise, need
+from .cpu_operators_trace import traced_run, window_distinct
 
 NB = "03_cpu_operators"
 SPEED_N = 256  # the size at which speed is compared: 2 * 256^3 = 34 MFLOP per call
@@ -136,8 +141,12 @@ class _Matmul(Check):
     def observe(self, ns, case):
         fn = need(ns, self.name)
         out = {"numba": _is_njit(fn)}
-        A, B, extra = case["A"], case["B"], tuple(case["extra"])
-        if case.get("speed"):
+        A, B, extra = case["A"], case["B"], tuple(case.get("extra", ()))
+        if "trace" in case:
+            C = case["C"].copy()
+            out["reads"] = call(case["what"], traced_run, fn, case["trace"], A, B, C)
+            out["C"] = C
+        elif case.get("speed"):
             if out["numba"]:  # a pure-Python loop is not timed (it would take minutes)
                 out.update(_timed_rounds(case["what"], fn, A, B, extra, self.reference))
         else:
@@ -152,6 +161,8 @@ class _Matmul(Check):
         _fact(t, obs.get("numba"), f"`{self.name}` is a Numba @njit function",
                f"it should be compiled with Numba: keep @njit (from numba import njit) on "
                f"the line above `def {self.name}`")
+        if "trace" in case:
+            return self.judge_trace(case, obs, t)
         A = np.asarray(case["A"], np.float64)
         B = np.asarray(case["B"], np.float64)
         if not case.get("speed"):
@@ -169,6 +180,21 @@ class _Matmul(Check):
                f"{SPEED_N}x{SPEED_N}x{SPEED_N}",
                f"{self.reference} took {best_ref * 1e3:.1f} ms, yours {best_fn * 1e3:.1f} ms: "
                f"{ratio:.2f}x. {self.speed_detail}")
+
+    def judge_trace(self, case, obs, t):
+        """What the order of the reads of B shows (see :func:`traced_run`)."""
+        raise NotImplementedError("a traced _Matmul defines judge_trace()")  # abstract
+
+    def trace_reads(self, case, obs, t):
+        """The checked result and record of a traced run: the flat indices of B read."""
+        t.close(obs.get("C"), case["A"] @ case["B"], f"{case['what']}: the result",
+                rtol=1e-10, atol=1e-10)
+        reads = obs.get("reads")
+        size = case["B"].size
+        if not (isinstance(reads, np.ndarray) and reads.ndim == 1 and reads.dtype.kind in "iu"
+                and (reads.size == 0 or (reads.min() >= 0 and reads.max() < size))):
+            t.fail(f"{case['what']}: the worker's record of the reads is malformed")
+        return reads
 
     @property
     def ref_name(self):
@@ -234,7 +260,26 @@ class _MatmulIkj(_Matmul):
         out = _matmul_cases(self.name, [(1, 1, 1, np.float32), (3, 5, 2, np.float32),
                                         (17, 9, 13, np.float32), (8, 32, 1, np.float64),
                                         (64, 64, 64, np.float32)])
+        rng = np.random.default_rng(6)
+        n, k, m = 6, 8, 20
+        out.append({"what": f"matmul_ikj run as plain Python on ({n}x{k}) @ ({k}x{m}), the "
+                            f"order of its reads of B recorded", "trace": None,
+                    "A": rng.uniform(-1, 1, (n, k)), "B": rng.uniform(-1, 1, (k, m)),
+                    "C": np.full((n, m), np.nan)})
         return out + [self.speed_case(np.random.default_rng(4), ())]
+
+    def judge_trace(self, case, obs, t):
+        reads = self.trace_reads(case, obs, t)
+        (n, k), m = case["A"].shape, case["B"].shape[1]
+        t.true(reads.size >= n * k * m, f"{case['what']}: one read of B per multiply-add",
+               f"{reads.size} reads of B were recorded for {n * k * m} multiply-adds: does it "
+               f"hand the product to numpy (np.dot, @), or copy B into another layout first? "
+               f"Write the three loops over A, B and C themselves")
+        along = float(np.mean(np.diff(reads) == 1))
+        t.true(along >= 0.5, f"{case['what']}: the innermost loop walks along a row of B",
+               f"{along:.0%} of successive reads of B are neighbours in memory (an ikj loop: "
+               f"{(m - 1) / m:.0%}); your loops walk B another way, down a column or not at "
+               f"all. Which loop is innermost?")
 
 
 MIN_TILE, MAX_TILE = 4, 128  # the operand pools of matmul_tiled cover shapes up to 2T + 4
@@ -247,85 +292,6 @@ _TRACES = [(4, (16, 12, 20)), (8, (24, 20, 40))]
 
 def _dims(spec, T):
     return tuple(a * T + b for a, b in spec)
-
-
-class _TracedB(np.ndarray):
-    """B in a traced run: every element of B read is logged by its flat index.
-
-    A scalar read (``B[k, j]``) logs one index; a view (``B[k, j0:j1]``) logs nothing until
-    it is read: by indexing, by a ufunc (``a * Bk``), by a numpy function or a copy, each of
-    which logs every element it covers."""
-
-    _ids = None
-    _log = None
-
-    def __array_finalize__(self, obj):
-        self._ids, self._log = None, getattr(obj, "_log", None)
-
-    def _record(self):
-        if self._ids is not None and self._log is not None:
-            self._log.extend(np.ravel(self._ids).tolist())
-
-    def __getitem__(self, idx):
-        out = np.ndarray.__getitem__(self, idx)
-        ids = None if self._ids is None else self._ids[idx]
-        if isinstance(out, np.ndarray):
-            out = out.view(_TracedB)
-            out._ids, out._log = ids, self._log
-            return out
-        if ids is not None and self._log is not None:
-            self._log.append(int(ids))
-        return out
-
-    def copy(self, order="C"):
-        self._record()
-        return np.ndarray.copy(self.view(np.ndarray), order)
-
-    @staticmethod
-    def _plain(args):
-        out = []
-        for x in args:
-            if isinstance(x, _TracedB):
-                x._record()
-                x = x.view(np.ndarray)
-            elif isinstance(x, (list, tuple)):
-                x = type(x)(_TracedB._plain(x))
-            out.append(x)
-        return out
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if "out" in kwargs:
-            kwargs["out"] = tuple(self._plain(kwargs["out"]))
-        return getattr(ufunc, method)(*self._plain(inputs), **kwargs)
-
-    def __array_function__(self, func, types, args, kwargs):
-        plain = self._plain(kwargs.values())
-        return func(*self._plain(args), **dict(zip(kwargs, plain, strict=True)))
-
-
-def _traced_run(fn, tile, A, B, C):
-    """Run the student's njit function as plain Python with ``TILE = tile``: the flat
-    indices of the elements of B it read, in order."""
-    import types
-
-    py = getattr(fn, "py_func", fn)
-    g = dict(py.__globals__)
-    g["TILE"] = tile
-    plain = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
-    log = []
-    Bt = B.view(_TracedB)
-    Bt._ids, Bt._log = np.arange(B.size).reshape(B.shape), log
-    plain(A, Bt, C)
-    return np.asarray(log, dtype=np.int64)
-
-
-def _window_distinct(reads, window):
-    """The mean number of distinct elements in consecutive windows of ``window`` reads."""
-    n = reads.size // window
-    if n == 0:
-        return float(np.unique(reads).size)
-    return float(np.mean([np.unique(reads[w * window:(w + 1) * window]).size
-                          for w in range(n)]))
 
 
 @exercise("cpu_operators.matmul_tiled", points=3, notebook=NB, needs=("matmul_tiled",),
@@ -368,16 +334,10 @@ class _MatmulTiled(_Matmul):
         return out + [self.speed_case(np.random.default_rng(4), ())]
 
     def observe(self, ns, case):
-        if case.get("speed"):
+        if case.get("speed") or "trace" in case:
             return super().observe(ns, case)
         fn = need(ns, self.name)
         out = {"numba": _is_njit(fn), "tile": _number(ns.get("TILE"))}
-        if "trace" in case:
-            C = case["C"].copy()
-            out["reads"] = call(case["what"], _traced_run, fn, case["trace"], case["A"],
-                                case["B"], C)
-            out["C"] = C
-            return out
         T = ns.get("TILE")
         if not (type(T) is int and MIN_TILE <= T <= MAX_TILE):
             return out  # the judge says what TILE should be
@@ -392,13 +352,11 @@ class _MatmulTiled(_Matmul):
     def judge(self, case, obs, t):
         if not isinstance(obs, dict):
             t.fail(f"{case['what']}: malformed observation")
-        if case.get("speed"):
+        if case.get("speed") or "trace" in case:
             return super().judge(case, obs, t)
         _fact(t, obs.get("numba"), f"`{self.name}` is a Numba @njit function",
               f"it should be compiled with Numba: keep @njit (from numba import njit) on "
               f"the line above `def {self.name}`")
-        if "trace" in case:
-            return self._judge_trace(case, obs, t)
         T = obs.get("tile")
         _fact(t, type(T) is int and MIN_TILE <= T <= MAX_TILE,
               f"TILE is an int between {MIN_TILE} and {MAX_TILE}",
@@ -411,19 +369,15 @@ class _MatmulTiled(_Matmul):
         t.close(obs.get("C"), A @ B, f"{case['what']} with TILE = {T}: ({n}x{k}) @ ({k}x{m})",
                 rtol=tol, atol=tol)
 
-    def _judge_trace(self, case, obs, t):
-        T, A, B = case["trace"], case["A"], case["B"]
-        t.close(obs.get("C"), A @ B, f"{case['what']}: the result", rtol=1e-10, atol=1e-10)
-        reads = obs.get("reads")
-        if not (isinstance(reads, np.ndarray) and reads.ndim == 1 and reads.dtype.kind in "iu"
-                and (reads.size == 0 or (reads.min() >= 0 and reads.max() < B.size))):
-            t.fail(f"{case['what']}: the worker's record of the reads is malformed")
+    def judge_trace(self, case, obs, t):
+        T = case["trace"]
+        reads = self.trace_reads(case, obs, t)
         window = T ** 3
         t.true(reads.size >= window, f"{case['what']}: B is read as the loops run",
                f"only {reads.size} reads of B were recorded. The check runs the body of "
                f"matmul_tiled as plain Python to see its loops: does it hand the work to "
                f"another compiled function? Write the loops in matmul_tiled itself")
-        distinct = _window_distinct(reads, window)
+        distinct = window_distinct(reads, window)
         bound = 2 * T * T
         t.true(distinct <= bound,
                f"matmul_tiled is tiled by TILE: with TILE = {T}, each run of TILE^3 = "
@@ -432,90 +386,3 @@ class _MatmulTiled(_Matmul):
                f"yours read {distinct:.0f} distinct elements of B per {window} reads, as a "
                f"loop nest that is not tiled by TILE does: it sweeps whole rows of B. Do "
                f"the k and j loops both step by TILE?")
-
-
-def _sum_cases():
-    rng = np.random.default_rng(5)
-    xs = [np.zeros(0, np.float64), np.array([2.5]), rng.uniform(-1, 1, 7),
-          rng.uniform(0, 1, 1001).astype(np.float32), np.ones(100_000, np.float32),
-          rng.uniform(-1, 1, 1_000_003)]
-    return [{"what": f"parallel_sum of {x.size} {x.dtype.name} elements", "x": x} for x in xs]
-
-
-@exercise("cpu_operators.parallel_sum", points=2, notebook=NB, needs=("parallel_sum",),
-          hint="let Numba split the loop across threads (the lecture's prange section): "
-               "accumulate into a local scalar, which Numba turns into one partial sum per "
-               "thread; several threads writing one shared array element is a race")
-class _ParallelSum(Check):
-    def cases(self):
-        return _sum_cases()
-
-    def observe(self, ns, case):
-        fn = need(ns, "parallel_sum")
-        numba = _is_njit(fn)
-        parallel = bool(numba and fn.targetoptions.get("parallel"))
-        x = case["x"]
-        got = call(case["what"], fn, x)
-        return {"numba": numba, "parallel": parallel, "sum": _number(got), "x": x}
-
-    def judge(self, case, obs, t):
-        if not isinstance(obs, dict):
-            t.fail(f"{case['what']}: malformed observation")
-        _fact(t, obs.get("numba"), "`parallel_sum` is a Numba @njit function",
-               "it should be compiled with Numba: keep @njit(parallel=True) on the line "
-               "above `def parallel_sum`")
-        _fact(t, obs.get("parallel"), "parallel_sum is compiled with parallel=True",
-               "decorate it with @njit(parallel=True)")
-        x = case["x"]
-        tol = 1e-5 if x.dtype == np.float32 else 1e-9
-        t.close(obs.get("sum"), np.sum(x, dtype=np.float64), case["what"], rtol=tol, atol=tol)
-        t.equal(obs.get("x"), x, f"{case['what']} leaves its input unchanged")
-
-    def inspect(self, src, t):
-        d = src.definition("parallel_sum")
-        t.true(d is not None and "prange" in d.calls(), "parallel_sum loops with prange",
-               "its loop over x should be a prange loop (from numba import prange)"
-               if d is not None else
-               "no top-level definition of parallel_sum was found in the notebook")
-        t.true(isinstance(d.tree, ast.FunctionDef), "parallel_sum is a def",
-               "define it with def parallel_sum(x): the grader reads its loops")
-        problem = _prange_problem(d.tree)
-        t.true(problem is None, "the prange loop splits the elements of x between threads",
-               problem or "")
-
-
-def _prange_problem(fn: ast.FunctionDef) -> str | None:
-    """Why the ``prange`` loops of ``fn`` do not share out the work, or None.
-
-    A prange loop parallelizes only what it iterates over: ``prange(1)`` around a serial
-    loop runs on one thread, a prange loop that never reads ``x`` leaves the sum to
-    something else, and ``out[0] += ...`` inside one is a race between the threads."""
-    x = fn.args.args[0].arg if fn.args.args else None
-    from_x = {x}  # names computed from x: n = x.size, chunks = (n + 63) // 64, ...
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Assign) and from_x & _ids(node.value):
-            from_x |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
-    loops = [n for n in ast.walk(fn) if isinstance(n, ast.For) and isinstance(n.iter, ast.Call)
-             and "prange" in _ids(n.iter.func)]
-    if not any(from_x & _ids(n.iter) for n in loops):
-        return ("the range of its prange loop does not depend on x (prange(1) or another "
-                "constant): the loop that does the work must be the prange loop, over "
-                "x's elements or over chunks of them")
-    reads = [n for n in loops if any(isinstance(s, ast.Subscript) and x in _ids(s.value)
-                                     for s in ast.walk(n))]
-    if not reads:
-        return "no prange loop reads x[...]: the parallel loop must do the summing"
-    for loop in loops:
-        var = _ids(loop.target)
-        for node in ast.walk(loop):
-            if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript)
-                    and not var & _ids(node.target.slice)):
-                return (f"`{ast.unparse(node)}` inside "
-                        "prange is a race: every thread updates the same element; "
-                        "accumulate into a local scalar")
-    return None
-
-
-def _ids(node) -> set:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-
