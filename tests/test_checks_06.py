@@ -25,7 +25,7 @@ from check_util import check_runner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlc import te
+from mlc import te, tir
 from mlc.grading.checks import scheduling, scheduling_tir
 from mlc.grading.checks.scheduling import data_to_nest, nest_to_data, run_tiny
 from mlc.grading.grader import grade_notebook
@@ -63,8 +63,9 @@ def substitute(expr, var, replacement):
 
 
 def make_split(sub=substitute, guard="imperfect", ceil=True, rewrite_guards=True,
-               check_factor=True):
-    """The reference split, with switches that turn on one mistake each."""
+               check_factor=True, in_place=False, guard_op="<"):
+    """The reference split, with switches that turn on one mistake each (``in_place``:
+    the bindings and guards below the loop are rewritten in the given statements)."""
 
     def split(nest, var, factor):
         if check_factor and (not isinstance(factor, int) or factor < 1):
@@ -76,7 +77,13 @@ def make_split(sub=substitute, guard="imperfect", ceil=True, rewrite_guards=True
                 return Loop(s.var, s.extent, [rewrite(c, old, new) for c in s.body])
             if isinstance(s, Guard):
                 cond = sub(s.cond, old, new) if rewrite_guards else s.cond
+                if in_place:
+                    s.cond, s.body = cond, [rewrite(c, old, new) for c in s.body]
+                    return s
                 return Guard(cond, [rewrite(c, old, new) for c in s.body])
+            if in_place:
+                s.bindings.update({k: sub(e, old, new) for k, e in s.bindings.items()})
+                return s
             return Compute(s.name, {k: sub(e, old, new) for k, e in s.bindings.items()})
 
         def visit(s):
@@ -85,7 +92,7 @@ def make_split(sub=substitute, guard="imperfect", ceil=True, rewrite_guards=True
                 fused = f"{var}_0 * {factor} + {var}_1"
                 body = [rewrite(c, var, fused) for c in s.body]
                 if (guard == "imperfect" and s.extent % factor) or guard == "always":
-                    body = [Guard(f"({fused}) < {s.extent}", body)]
+                    body = [Guard(f"({fused}) {guard_op} {s.extent}", body)]
                 outer = math.ceil(s.extent / factor) if ceil else s.extent // factor
                 return Loop(f"{var}_0", outer, [Loop(f"{var}_1", factor, body)])
             if isinstance(s, Loop):
@@ -528,6 +535,121 @@ def test_fuse_relu_judge_on_forged_observations():
 def test_modules_stay_small():
     for mod in (scheduling, scheduling_tir):
         assert len(Path(mod.__file__).read_text().splitlines()) <= 400
+
+
+# ---- issue 20: wrong answers written as a student who misread the idea ---------------------------
+# Each scores 0 with a message that names the mistake; "scored before" marks those that got
+# full marks until the check gained the hidden case or the observation that catches them.
+
+def test_split_wrong_answers():
+    ex = "scheduling.split"
+
+    def zero_only(nest, var, factor):  # scored before: only 0 was refused, -2 went through
+        if factor == 0:
+            raise ValueError("factor 0")
+        return make_split(check_factor=False)(nest, var, factor)
+
+    _fails(ex, "a factor of -2 raises ValueError", split=zero_only, **TINY)
+    # scored before: the bindings and guards rewritten in the statements it was given; the
+    # result is right, and the notebook's run(new) == run(nest) compares a nest with itself
+    _fails(ex, "the nest given to split is left as it was", "S(vi=(i_0 * 4 + i_1))",
+           "new statements", split=make_split(in_place=True), **TINY)
+    # the old variable replaced without parentheses: i * 3 becomes i_0 * 2 + i_1 * 3
+    _fails(ex, "inner loop named ii", "instance #6", split=make_split(
+        sub=lambda e, v, r: re.sub(rf"\b{v}\b", r, e)), **TINY)
+    # the guard lets the overhang's first element through
+    _fails(ex, "computes 11 instances, the original 10", split=make_split(guard_op="<="),
+           **TINY)
+
+
+def _judge_at_1024(schedule):
+    """The 1024^3 case against the reorder, judged on the loops ``schedule`` makes, with a
+    correct result and timings of a tie (1.0x): what the structure alone decides."""
+    ex, case = get("scheduling.schedule_matmul"), _speed_case("reorder")
+    sch = tir.Schedule(scheduling_tir.matmul_func(1024, 1024, 1024))
+    schedule(sch)
+    c = (case["a"].astype(np.float64) @ case["b"].astype(np.float64)).astype(np.float32)
+    obs = {"c": c, "loops": scheduling_tir._loops_of(sch.func, "C"), "size": 1024,
+           "t_ref": [0.1] * 7, "t_fn": [0.1] * 7}
+    ex.check.judge(case, obs, _Tester())
+
+
+def test_schedule_matmul_wrong_answers():
+    def row_tile(sch):  # scored before: a "tile" of one row is the reorder to i, k, j
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[None, 1])
+        sch.reorder(i0, k, i1, j)
+        sch.vectorize(j)
+
+    def k_outermost(sch):  # scored before: all of C updated once per k
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        sch.reorder(k, i, j)
+        sch.vectorize(j)
+
+    def k_innermost(sch):  # tiles of C, but each element's whole sum before the next
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[None, 32])
+        j0, j1 = sch.split(j, factors=[None, 64])
+        sch.reorder(i0, j0, i1, j1, k)
+
+    for wrong, shown in ((row_tile, "i_1 (1)"), (k_outermost, "k (1024), i (1024)"),
+                         (k_innermost, "j_1 (64), k (1024)")):
+        with pytest.raises(CheckFailed, match="keeps a tile of C") as err:
+            _judge_at_1024(wrong)
+        assert shown in str(err.value), str(err.value)
+
+    def panel(sch):  # 32 whole rows of C while k runs: a tile over i only, still a tile
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[None, 32])
+        sch.reorder(i0, k, i1, j)
+
+    for right in (schedule_matmul, panel):
+        _judge_at_1024(right)
+
+
+def test_one_slower_round_does_not_decide_against_the_reorder(monkeypatch):
+    """The rounds at 1024^3 stop early only where the schedule is 3x slower: one round
+    lost under load (the lecture's schedule measured 0.85x in one) is one of seven."""
+    import mlc.perf
+
+    def rounds(fn_times):
+        times = iter(t for pair in zip([0.1] * 7, fn_times, strict=True) for t in pair)
+        monkeypatch.setattr(mlc.perf, "timeit", lambda *a, **k: next(times))
+        run = lambda a, b, c: None  # noqa: E731
+        return scheduling_tir._time_rounds(run, run, 0, 0, 0, short_if_slower=True)
+
+    t_ref, t_fn = rounds([0.12, 0.09, 0.08, 0.09, 0.08, 0.09, 0.08])
+    assert len(t_ref) == len(t_fn) == scheduling_tir.ROUNDS
+    assert rounds([0.4] * 7)[1] == [0.4]
+
+
+def test_fuse_relu_wrong_answers():
+    ex = "scheduling.fuse_relu"
+
+    def one_iteration(sch):  # scored before: both nests inside a loop that runs once
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[1, None])
+        sch.reverse_compute_at(sch.get_block("D"), i0)
+
+    _fails(ex, "(96x4) @ (4x80)", "a common loop of more than one iteration", "i_0 (1)",
+           fuse_relu=one_iteration)
+
+    def inside_k(sch):  # the relu of each partial sum
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        sch.reverse_compute_at(sch.get_block("D"), k)
+
+    _fails(ex, "a primitive refused", "not final inside loop k", fuse_relu=inside_k)
+
+    def loops_fused(sch):  # each nest's loops fused into one: still two passes
+        sch.fuse(*sch.get_loops(sch.get_block("C"))[:2])
+        sch.fuse(*sch.get_loops(sch.get_block("D")))
+
+    _fails(ex, "one loop nest at the root", "2 loop nests", fuse_relu=loops_fused)
+
+    def per_row(sch):  # right: a row of C consumed once final
+        sch.reverse_compute_at(sch.get_block("D"), sch.get_loops(sch.get_block("C"))[0])
+
+    _passes(ex, fuse_relu=per_row)
 
 
 # ---- the notebooks ------------------------------------------------------------------------------

@@ -3,17 +3,17 @@
 ``scheduling.split`` runs the student's ``split(nest, var, factor)`` on hidden nests and
 compares the instances the new nest computes, in order, with the original's; it also looks
 at the shape of the result (two loops with the right extents, a guard exactly when the
-split is imperfect) and asks for ``ValueError`` on a factor of 0 and on a loop that does
-not exist. ``schedule_matmul`` and ``fuse_relu`` are in :mod:`.scheduling_tir`.
+split is imperfect), at the nest it was given (left as it was), and asks for
+``ValueError`` on factors 0 and -2 and on a loop that does not exist.
+``schedule_matmul`` and ``fuse_relu`` are in :mod:`.scheduling_tir`.
 
-The split (see :mod:`mlc.grading.registry`): the hidden nests are plain nested dicts in
-the grader. ``observe`` builds each one from the notebook's own ``Loop`` / ``Guard`` /
-``Compute`` classes, calls ``split`` and reads the nest it returned back into plain data
-with ``getattr`` (expressions as ``str``), one flat list of nodes so that a shared or even
-cyclic nest can travel. ``judge`` rebuilds the nest in the grader and runs it with its
-own interpreter, whose expressions are parsed with :mod:`ast` and evaluated on a small
-whitelist (numbers, loop variables, ``+ - * // %``, comparisons, ``and or not``): nothing
-that came from the worker is ever ``eval``-ed.
+The hidden nests are plain nested dicts in the grader. ``observe`` builds each from the
+notebook's own ``Loop`` / ``Guard`` / ``Compute`` classes, calls ``split`` and reads the
+result and the given nest back into plain data with ``getattr`` (expressions as ``str``),
+one flat list of nodes so that a shared or cyclic nest can travel. ``judge`` rebuilds them
+and runs them with its own interpreter, whose expressions are parsed with :mod:`ast` and
+evaluated on a whitelist (numbers, loop variables, ``+ - * // %``, comparisons, ``and or
+not``): nothing that came from the worker is ever ``eval``-ed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def G(cond, body):  # noqa: N802
 
 def C(name, bindings):  # noqa: N802
     return {"kind": "Compute", "name": name, "bindings": bindings}
+
 
 
 def _split_cases():
@@ -80,12 +81,11 @@ def build_nest(data, Loop, Guard, Compute):  # noqa: N803 - the notebook's class
     """A plain nest (nested dicts, or a list of them) made of the notebook's classes."""
     if isinstance(data, list):
         return [build_nest(s, Loop, Guard, Compute) for s in data]
-    if data["kind"] == "Loop":
-        return Loop(data["var"], data["extent"],
-                    [build_nest(s, Loop, Guard, Compute) for s in data["body"]])
-    if data["kind"] == "Guard":
-        return Guard(data["cond"], [build_nest(s, Loop, Guard, Compute) for s in data["body"]])
-    return Compute(data["name"], dict(data["bindings"]))
+    if data["kind"] == "Compute":
+        return Compute(data["name"], dict(data["bindings"]))
+    body = build_nest(data["body"], Loop, Guard, Compute)
+    return Loop(data["var"], data["extent"], body) if data["kind"] == "Loop" else \
+        Guard(data["cond"], body)
 
 
 def _scalar(value):
@@ -331,11 +331,11 @@ class _Split(Check):
         out = [{"what": what, "nest": nest, "var": var, "factor": factor}
                for what, nest, var, factor in _split_cases()]
         small = L("i", 4, [C("S", {"vi": "i"})])
-        out += [{"what": "a factor of 0 raises ValueError", "nest": small, "var": "i",
-                 "factor": 0, "raises": True},
-                {"what": "splitting a loop that does not exist raises ValueError",
-                 "nest": small, "var": "q", "factor": 2, "raises": True}]
-        return out
+        return out + [{"what": what, "nest": small, "var": var, "factor": f, "raises": True}
+                      for what, var, f in (("a factor of 0 raises ValueError", "i", 0),
+                                           ("a factor of -2 raises ValueError", "i", -2),
+                                           ("splitting a loop that does not exist raises "
+                                            "ValueError", "q", 2))]
 
     def observe(self, ns, case):
         split = need(ns, "split")
@@ -343,8 +343,8 @@ class _Split(Check):
         nest = build_nest(case["nest"], *classes)
         if case.get("raises"):
             return raised(split, nest, case["var"], case["factor"])
-        return nest_to_data(call(f"split({case['what']})", split, nest, case["var"],
-                                 case["factor"]))
+        new = call(f"split({case['what']})", split, nest, case["var"], case["factor"])
+        return {**nest_to_data(new), "given": nest_to_data(nest)}
 
     def judge(self, case, obs, t):
         what, var, factor = case["what"], case["var"], case["factor"]
@@ -383,6 +383,10 @@ class _Split(Check):
         t.true(outer.get("body_is_list", True) and len(outer["body"]) == 1
                and outer["body"][0] is inner, f"{what}: {var}_1 is the whole body of {var}_0",
                f"got:\n{show(new)}")
+        given = show(data_to_nest(obs.get("given")) or [])  # every field, in order
+        t.true(given == show(case["nest"]), f"{what}: the nest given to split is left as it was",
+               f"split changed it into:\n{given}\nBuild the result from new statements: "
+               "otherwise `run(new) == run(nest)` compares a nest with itself")
         guards = _count(new, "Guard") - _count(case["nest"], "Guard")
         want = 0 if extent % factor == 0 else 1
         t.equal(guards, want, f"{what}: number of guards added "
