@@ -459,6 +459,20 @@ def test_getitem_that_drops_extra_indices_fails():
            getitem=length_by_division)
 
 
+def test_getitem_that_reads_a_zero_step_as_one_fails():
+    """``step = i.step or 1`` turns a[::0] into a[:]; numpy and Python refuse a step of 0."""
+    def step_or_one(shape, strides, offset, idx):
+        idx = tuple(idx)
+        if len(idx) > len(shape):
+            raise IndexError(f"too many indices for shape {shape}")
+        fixed = tuple(slice(i.start, i.stop, i.step or 1) if isinstance(i, slice) else i
+                      for i in idx)
+        return getitem(shape, strides, offset, fixed)
+
+    _fails("ndarray.getitem", "index [::0] on shape (3, 4) raises ValueError", "nothing was",
+           getitem=step_or_one)
+
+
 def test_broadcast_to_that_stretches_empty_axes_fails():
     """Only an axis of length 1 stretches; numpy refuses to broadcast (0,) to (3,)."""
     def zero_stretches(shape, strides, offset, new_shape):

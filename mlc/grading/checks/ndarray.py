@@ -170,7 +170,8 @@ def view_case(what: str, args: list, view: np.ndarray, flat: np.ndarray) -> dict
 class ViewCheck(Check):
     """A check of a function that returns a view triple. A case is one call
     (``"args"``, numpy's view under ``"_view"``), a call that must raise
-    (``"raises": True``), or a bundle of random calls (``"items"``)."""
+    (``"raises": True``; ``self.error`` unless ``"error"`` names another), or a bundle
+    of random calls (``"items"``)."""
 
     fn = ""
     error: type[BaseException] = ValueError
@@ -197,7 +198,8 @@ class ViewCheck(Check):
                 judge_view(t, o, view, flat, it["what"], record=False)
             t.passed.append(case["what"])
         elif case.get("raises"):
-            t.raised(obs, self.error, case["what"])
+            error = {"ValueError": ValueError}.get(case.get("error"), self.error)
+            t.raised(obs, error, case["what"])
         else:
             judge_view(t, obs, case["_view"], case["_flat"], case["what"])
 

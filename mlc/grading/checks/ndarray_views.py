@@ -61,8 +61,9 @@ def _index_case(what, shape, strides, offset, idx, view, flat) -> dict:
                "axis). Python's slice objects can normalise themselves for a given length, "
                "negative and out-of-range bounds included. Ask how each slice changes the "
                "axis' length, its stride and where the view starts (also for an empty "
-               "result), and how an int index removes an axis. An int out of range raises "
-               "IndexError (lecture 01, 'Slicing with steps' and 'Integer indexing drops an "
+               "result), and how an int index removes an axis. As in numpy, an int out of "
+               "range raises IndexError, and so do more indices than axes; a step of 0 raises "
+               "ValueError (lecture 01, 'Slicing with steps' and 'Integer indexing drops an "
                "axis').",
           rebuilds=("mlc.ndarray.ndarray:NDArray.__getitem__",))
 class _Getitem(ViewCheck):
@@ -100,6 +101,10 @@ class _Getitem(ViewCheck):
             out.append({"what": f"index {_fmt_index(idx)} on shape {shape} raises IndexError",
                         "raises": True,
                         "args": [shape, compact_strides_of(shape), 0, _encode_index(idx)]})
+        # as numpy and Python's slices do: a step of 0 is no step (`step or 1` hides it)
+        out.append({"what": "index [::0] on shape (3, 4) raises ValueError", "raises": True,
+                    "error": "ValueError",
+                    "args": [(3, 4), (4, 1), 0, _encode_index((slice(None, None, 0),))]})
         return out
 
 
