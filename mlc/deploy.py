@@ -14,7 +14,8 @@ The stages, each timed and each a function of the previous stage's value::
     trace     model -> Graph                       graph.trace
     passes    Graph -> Graph                       fold constants, CSE, dead code
     quantize  Graph -> Graph                       quant.quantize_graph (W8A8, calibrated)
-                                                   or quant.quantize_weights (int4, g=32)
+                                                   or quant.quantize_weights (int4, g=32,
+                                                   fp16 scales) + quant.quantize_tables
     fuse      Graph -> FusedGraph                  graph.fuse(policy="tvm")
     lower     FusedGraph -> Program                graph.lower: one kernel per group
     plan      Program -> Program with offsets      memory.plan + memory.assign
@@ -66,7 +67,11 @@ def _quantize(g, how, calibration):
                               "of example inputs), e.g. calibration=[X[:64], X[64:128]]")
         batches = [b if isinstance(b, (tuple, list)) else (b,) for b in calibration]
         return quant.quantize_graph(g, batches)
-    return quant.quantize_weights(g, bits=4, group_size=32, strict=False)
+    # int4-weight: every weight matrix in 4 bits (groups of 32, fp16 scales: 4.5 bits a
+    # weight), the other tables (a position table, an embedding) in int8; the vectors
+    # (biases, layer norms) stay float32 (quant.weightonly.is_table says why)
+    g = quant.quantize_weights(g, bits=4, group_size=32, strict=False, scale_dtype="float16")
+    return quant.quantize_tables(g)
 
 
 def _op_of(err: Exception, g) -> str:
@@ -140,8 +145,16 @@ class Artifact:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of the constants the executable holds (int8 codes count 1 byte each)."""
-        return int(sum(np.asarray(n.value).nbytes for n in self.graph.params))
+        """Bytes of every constant the artifact stores: the weight matrices (or their codes
+        and scales), biases, layer norms, tables, as :attr:`weights` lists them. Nothing is
+        left out, so fp32 / int8 / int4 ratios are ratios of what is shipped."""
+        return int(sum(self.weights.values()))
+
+    @property
+    def weights(self) -> dict:
+        """``{constant's name: bytes}``, largest first: where the weight bytes are."""
+        sizes = {n.name: int(np.asarray(n.value).nbytes) for n in self.graph.params}
+        return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
 
     @property
     def compile_seconds(self) -> dict:

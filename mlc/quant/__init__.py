@@ -56,13 +56,13 @@ from .qops import PackedWeight, im2col_codes, qconv2d, qlinear, qmatmul
 from .qat import FakeQuantize, QATModel, convert, prepare_qat
 from .report import Report, report
 from .half import HalfModel, half_weights, to_float16
-from .weightonly import GroupWeight, pack_weight, wmatmul
+from .weightonly import GroupWeight, pack_weight, quantize_tables, quantize_weights, wmatmul
 from .dynamic import DynamicLinear, dynamic_qparams, maddubs, quantize_dynamic
 from .kmeans import KMeansWeight, kmeans_quantize, uniform_levels
 from .graph_ops import register_all as _register_ops
 from .rules import RULES, Match, Rule, match_rules
-from .passes import (Calibrator, QuantInterpreter, calibrate, prepare, quantize_graph,
-                     quantize_weights, run, simulate)   # convert: qat.convert takes graphs too
+from .passes import (Calibrator, QuantInterpreter, calibrate, prepare, quantize_graph, run,
+                     simulate)   # convert: qat.convert takes graphs too
 
 from .ptq import (CodeCheck, QuantizedModel, UnsupportedModelError, compare_codes,
                   quantize_model, quantize_weight)
@@ -81,7 +81,7 @@ __all__ = [
     "quantize_model", "QuantizedModel", "quantize_weight", "compare_codes", "CodeCheck",
     "prepare_qat", "convert", "FakeQuantize", "QATModel", "report", "Report",
     "to_float16", "half_weights", "HalfModel",
-    "GroupWeight", "pack_weight", "wmatmul",
+    "GroupWeight", "pack_weight", "wmatmul", "quantize_tables",
     "DynamicLinear", "dynamic_qparams", "quantize_dynamic", "maddubs",
     "KMeansWeight", "kmeans_quantize", "uniform_levels",
     "RULES", "Rule", "Match", "match_rules", "prepare", "calibrate", "convert",

@@ -115,6 +115,34 @@ def bind_qmatmul(node):
     return call
 
 
+def bind_wmatmul(node):
+    """Per call: one kernel writing float32 into ``out``. The :class:`GroupWeight` (its
+    fp16 scales widened once) is made on the first call, and the kernel, serial or
+    parallel, picked once per batch size: the checked ``quant.wmatmul`` did both at
+    every call."""
+    from .graph_ops import _group_weight
+    from .kernels_cpu import wmatmul_kernel
+
+    attrs = node.attrs
+    k, n = attrs["k"], node.shape[-1]
+    state: dict = {}
+
+    def call(x, codes, scales, out):
+        key = codes.__array_interface__["data"][0]     # the constants' place: fixed
+        if state.get("key") != key:
+            state.clear()
+            state.update(key=key, gw=_group_weight(attrs, codes.reshape(node.inputs[1].shape),
+                                                   scales.reshape(node.inputs[2].shape)))
+        x2 = x.reshape(-1, k)
+        m = x2.shape[0]
+        kernel = state.get(m)
+        if kernel is None:
+            kernel = state[m] = wmatmul_kernel(attrs["bits"], m * k * n)
+        gw = state["gw"]
+        kernel(x2, gw.codes, gw.scales32, gw.group_size, _flat(out).reshape(m, n))
+    return call
+
+
 BINDERS = {"quantize": bind_quantize, "dequantize": bind_dequantize, "qadd": bind_qadd,
            "qlinear": bind_qlinear,
-           "qmatmul": bind_qmatmul}
+           "qmatmul": bind_qmatmul, "wmatmul": bind_wmatmul}

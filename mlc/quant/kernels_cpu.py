@@ -274,41 +274,70 @@ def core_instructions(kernel=None, a_dtype=np.int8) -> dict:
 # -- weight-only group-wise matmul (float activations, 4- or 8-bit weights) -------------
 
 
-WB = 256     # output columns per task of the weight-only kernel (its accumulators: 1 KiB)
+WB = 256     # output columns per task of the weight-only kernel
+MB = 16      # rows of x per task: each packed row of codes is unpacked once for all of them
 
 
-def _wmatmul_kernel(axpy, rows_per_byte):
+def _wmatmul_kernel(unpack_row, rows_per_byte):
     """``out = x @ W`` with ``W[k, j] = scales[g, j] * code[k, j]`` for ``k`` in group ``g``.
 
-    The codes are never expanded to a float matrix: ``axpy`` (:mod:`.routines`) turns one
-    packed row of codes into floats in registers and adds ``x[k]`` times it to a block of
-    column accumulators (no reduction in the inner loop, so LLVM vectorizes it; a dot
-    product per output, the other order, did not vectorize and ran 4x slower). A
-    group's sum is scaled once. Blocks of ``WB`` columns are split over threads: at batch
-    1 (a language model generating one token) every weight byte is read once, so bytes,
-    not FLOPs, set the time.
+    The codes are never expanded to a float matrix. A task owns a tile of ``MB`` rows of
+    ``x`` by ``WB`` columns; ``unpack_row`` (:mod:`.routines`) turns one packed row of
+    codes into ``rows_per_byte`` rows of floats (``wf``, a few hundred bytes that stay in
+    L1), and every row of the tile adds ``x[i, k]`` times it to its accumulators (no
+    reduction in the inner loop, so LLVM vectorizes it; a dot product per output, the
+    other order, did not vectorize and ran 4x slower). Unpacking once per tile, not
+    once per row of ``x``, is what makes a batch cheap: a kernel that unpacked every
+    row for every row of ``x`` spent its time unpacking at batch 64 (512 token rows).
+    A group's sum is scaled once. Tasks (row tiles x column blocks) are split over
+    threads; at batch 1 with few columns there is one task, and the serial build runs
+    (:func:`wmatmul_kernel`), since starting threads would cost more than the product.
     """
     def kernel(x, codes, scales, group, out):
         m, k_dim = x.shape
         n = out.shape[1]
         per_group = group // rows_per_byte
-        for jb in prange((n + WB - 1) // WB):
-            j0 = jb * WB
-            acc = np.empty(min(WB, n - j0), np.float32)
-            for i in range(m):
-                for j in range(acc.shape[0]):
-                    out[i, j0 + j] = 0.0
-                for g in range(k_dim // group):
-                    acc[:] = 0.0
-                    for kb in range(g * per_group, (g + 1) * per_group):
-                        axpy(acc, x[i], codes, kb, j0)
-                    for j in range(acc.shape[0]):
-                        out[i, j0 + j] += scales[g, j0 + j] * acc[j]
+        col_blocks = (n + WB - 1) // WB
+        for t in prange(((m + MB - 1) // MB) * col_blocks):
+            i0, j0 = (t // col_blocks) * MB, (t % col_blocks) * WB
+            rows, cols = min(MB, m - i0), min(WB, n - j0)
+            wf = np.empty((rows_per_byte, cols), np.float32)
+            acc = np.empty((rows, cols), np.float32)
+            for r in range(rows):
+                out[i0 + r, j0:j0 + cols] = 0.0
+            w0, w1 = wf[0], wf[rows_per_byte - 1]
+            for g in range(k_dim // group):
+                acc[:] = 0.0
+                for kb in range(g * per_group, (g + 1) * per_group):
+                    unpack_row(wf, codes[kb, j0:j0 + cols])
+                    k0 = kb * rows_per_byte
+                    for r in range(rows):
+                        a, x0 = acc[r], x[i0 + r, k0]
+                        if rows_per_byte == 2:
+                            x1 = x[i0 + r, k0 + 1]
+                            for j in range(cols):
+                                a[j] += x0 * w0[j] + x1 * w1[j]
+                        else:
+                            for j in range(cols):
+                                a[j] += x0 * w0[j]
+                s = scales[g, j0:j0 + cols]
+                for r in range(rows):
+                    o, a = out[i0 + r, j0:j0 + cols], acc[r]
+                    for j in range(cols):
+                        o[j] += s[j] * a[j]
     return kernel
 
 
-wmatmul4_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").axpy4, 2))
-wmatmul8_kernel = njit(parallel=True, cache=True)(_wmatmul_kernel(routines("cpu").axpy8, 1))
+_WMATMUL = {bits: (njit(parallel=True, cache=True)(fn), njit(cache=True)(fn))
+            for bits, fn in ((4, _wmatmul_kernel(routines("cpu").unpack_row4, 2)),
+                             (8, _wmatmul_kernel(routines("cpu").unpack_row8, 1)))}
+
+
+def wmatmul_kernel(bits: int, work: int):
+    """The weight-only kernel for ``bits``-bit codes: its parallel build, or its serial one
+    when ``work`` (multiply-adds) is below ``SMALL_WORK``."""
+    parallel, serial = _WMATMUL[bits]
+    return parallel if work >= SMALL_WORK else serial
 
 
 # -- the graph's elementwise integer ops and the input packing of qlinear ---------------

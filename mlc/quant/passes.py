@@ -18,7 +18,8 @@ A two-layer MLP, before and after (``N`` is the batch)::
 
 :func:`simulate` runs a quantized graph with every integer op replaced by its fake-quant
 simulation (:mod:`.graph_ops`); :func:`run` runs it with the integer kernels.
-:func:`quantize_weights` is the other kind of quantization: weights only, group-wise.
+:func:`.weightonly.quantize_weights` is the other kind of quantization: weights only,
+group-wise.
 """
 
 from __future__ import annotations
@@ -367,36 +368,3 @@ def run(qg, *inputs, device=None):
     """``qg``'s outputs, the integer ops run by their kernels on ``device`` (``nd.cpu()``
     by default)."""
     return QuantInterpreter(qg, "kernel", device).run(*inputs)
-
-
-def quantize_weights(g, bits: int = 4, group_size: int = 32, strict: bool = True):
-    """Weight-only quantization: every ``matmul`` by a constant 2-D weight becomes a
-    ``wmatmul`` reading the weight group-wise in ``bits`` bits (:mod:`.weightonly`).
-    A weight whose input channels ``group_size`` does not divide is refused, or with
-    ``strict=False`` left in float (a ViT's 8-pixel patch embedding, say).
-
-    Before and after::
-
-        %mm = matmul(%x, %w)     ->    %mm = wmatmul(%x, %w.codes, %w.scales, bits=4, ...)
-    """
-    from .weightonly import pack_weight
-
-    g = G.eliminate_dead_code(G.fold_constants(g))
-
-    def fn(n, ins):
-        if n.op != "matmul" or n.inputs[1].op != "constant" or len(n.inputs[1].shape) != 2:
-            return None
-        w = n.inputs[1]
-        if not strict and w.shape[0] % group_size:
-            return None
-        try:
-            gw = pack_weight(w.value, bits, group_size)
-        except ValueError as e:
-            raise ValueError(f"quantize_weights: %{n.name} (weight %{w.name}, "
-                             f"{w.shape[0]} x {w.shape[1]}): {e}") from None
-        consts = [G.Node("constant", (), {}, v.shape, str(v.dtype), f"{w.name}.{k}", v)
-                  for k, v in (("codes", gw.codes), ("scales", gw.scales))]
-        return G.Node("wmatmul", [ins[0], *consts], {"bits": bits, "group_size": group_size,
-                                                     "k": gw.k}, n.shape, "float32", n.name,
-                      sym=_sym(n))
-    return G.rewrite(g, fn)
