@@ -2,14 +2,16 @@
 
 Each check must give full marks to a correct solution and fail, with a message that
 points at the mistake, on the mistakes students make: a pattern table with a wrong row;
-a post-dominator that forgets outputs, takes the first consumer or skips the leaves; a
-fusion rule that fuses only single-consumer chains, ignores outputs, fuses into a matmul
-or into one of several consumer groups; a byte count that reads a value once per reader,
+a post-dominator that forgets outputs, takes the first consumer, meets only one level
+down, walks forwards, takes the farthest common node, skips the leaves, or enumerates
+paths (the time limit stops it); a fusion rule that fuses only single-consumer chains,
+ignores outputs, fuses injective ops, reductions, into a matmul or into one of several
+consumer groups; a byte count that reads a value once per reader or once in all,
 forgets constants, values handed to other kernels or the dtype; a CSE that ignores
 attributes, compares the original inputs, treats divide as commutative, edits its
-argument or keeps repeated constants. The judges are also handed forged observations
-(malformed data, cycles, huge or invalid nodes) and must fail them cleanly; an untouched
-stub hears only "not implemented yet", with no hint.
+argument, keeps repeated constants or merges constants that only look alike. The judges
+are also handed forged observations (malformed data, cycles, huge or invalid nodes) and
+must fail them cleanly; an untouched stub hears only "not implemented yet", with no hint.
 """
 
 from pathlib import Path

@@ -2,12 +2,15 @@
 
 Each check must give full marks to a correct solution and fail, with a message that
 points at the mistake, on the mistakes students make: a liveness that ends one step
-early, forgets that outputs live to the end, or lists inputs and constants; a lower
-bound that forgets the alignment, rounds with alignment 1, or adds up every tensor; a
-planner that overlaps blocks live at one step (the off-by-one on a shared step, ignoring
-lifetimes), ignores the alignment, or is safe but wasteful (naive, shared objects); a
+early, frees at the producer or the first reader, forgets that outputs live to the end,
+keeps dead code alive, crashes on a returned input, or lists inputs and constants; a lower
+bound that forgets the alignment, rounds with alignment 1, rounds the sum, adds up every
+tensor, or crashes on a graph without ops; a planner that overlaps blocks live at one
+step (the off-by-one on a shared step, offsets kept per size or found by value, gaps in
+raw bytes), ignores the alignment, or is safe but wasteful (naive, shared objects); a
 checkpointing schedule over the budget, one that recomputes more than needed, one that
-gives up when a schedule exists, and one with indices out of range. The judges are also
+gives up when a schedule exists, one with indices out of range, and one that tries every
+subset (by itertools, bit masks, or a recursion the time limit stops). The judges are also
 handed forged observations and must fail them cleanly; an untouched stub hears only
 "not implemented yet", with no hint.
 """
@@ -34,7 +37,7 @@ IDS = ["memory_planning.liveness", "memory_planning.lower_bound",
 
 # ---- the reference solutions (as in solutions/10_memory_planning.ipynb) ------------------------
 
-def make_liveness(end_shift=0, outputs=True, leaves=False):
+def make_liveness(end_shift=0, outputs=True, leaves=False, guard=True):
     def liveness(g):
         live = {}
         for step, n in enumerate(g.ops):
@@ -46,7 +49,8 @@ def make_liveness(end_shift=0, outputs=True, leaves=False):
                     live[x] = [0, step]
         if outputs:
             for n in g.outputs:
-                live[n][1] = len(g.ops) - 1
+                if n in live or not guard:
+                    live[n][1] = len(g.ops) - 1
         return {n: (a, b) for n, (a, b) in live.items()}
 
     return liveness
@@ -396,6 +400,262 @@ def test_schedule_judge_on_forged_observations(obs):
     ex = get("memory_planning.checkpoint_schedule")
     with pytest.raises(CheckFailed):
         ex.check.judge(ex.check.cases()[0], obs, _Tester())
+
+
+# ---- wrong but plausible answers (the checks audit): each scores 0 ---------------------------
+
+def liveness_freed_at_producer(g):
+    """Every tensor dies where it is made: a use-after-free in any plan made from it."""
+    return {n: (i, i) for i, n in enumerate(g.ops)}
+
+
+def liveness_first_reader(g):
+    """The end set at the first read, as if one reader were all there is."""
+    live = {n: [i, None] for i, n in enumerate(g.ops)}
+    for i, n in enumerate(g.ops):
+        for x in n.inputs:
+            if x in live and live[x][1] is None:
+                live[x][1] = i
+    for n in g.outputs:
+        if n in live:
+            live[n][1] = len(g.ops) - 1
+    return {n: (a, a if b is None else b) for n, (a, b) in live.items()}
+
+
+def liveness_counting_every_node(g):
+    """Steps counted over g.nodes: inputs and constants take steps too."""
+    step = {n: i for i, n in enumerate(g.nodes)}
+    live = {}
+    for n in g.ops:
+        live[n] = [step[n], step[n]]
+        for x in n.inputs:
+            if x in live:
+                live[x][1] = step[n]
+    for n in g.outputs:
+        if n in live:
+            live[n][1] = len(g.nodes) - 1
+    return {n: tuple(v) for n, v in live.items()}
+
+
+def liveness_unread_live_to_the_end(g):
+    """"A value nobody reads must be a result": dead code kept to the end."""
+    users = g.users()
+    return {n: (a, len(g.ops) - 1 if not users[n] else b)
+            for n, (a, b) in make_liveness()(g).items()}
+
+
+@pytest.mark.parametrize("wrong,fragments", [
+    (liveness_freed_at_producer, ("should be (0, 2), got (0, 0)", "last read by %add")),
+    (liveness_first_reader, ("layer norm + softmax", "should be (2, 7), got (2, 3)")),
+    (liveness_counting_every_node, ("the interval of %matmul should be (0, 2), got (2, 5)",)),
+    # these two got full marks before the dead-code graph was a case
+    (liveness_unread_live_to_the_end, ("dead code", "%dead should be (1, 1), got (1, 3)",
+                                       "read by no one")),
+    (make_liveness(guard=False), ("the graph returns its input %x too", "KeyError")),
+])
+def test_liveness_plausible_wrong_answers_score_zero(wrong, fragments):
+    fails("memory_planning.liveness", *fragments, liveness=wrong)
+
+
+LIVENESS = make_liveness()
+
+
+def bound_of(size_of=lambda n, al: -(-n.nbytes // al) * al, live=LIVENESS,
+             steps=lambda a, b: range(a, b + 1), total=lambda w, al: max(w, default=0)):
+    """A lower bound built from the given pieces (the right ones by default)."""
+    def lower_bound(g, alignment=64):
+        width = [0] * len(g.ops)
+        for n, (a, b) in live(g).items():
+            for step in steps(a, b):
+                width[step] += size_of(n, alignment)
+        return total(width, alignment)
+
+    return lower_bound
+
+
+def bound_by_sweep(g, alignment=64):
+    """Births and deaths sorted together, a death before a birth at a shared step."""
+    events = []
+    for n, (a, b) in make_liveness()(g).items():
+        size = -(-n.nbytes // alignment) * alignment
+        events += [(a, 1, size), (b, 0, -size)]
+    now = best = 0
+    for _, _, change in sorted(events):
+        now += change
+        best = max(best, now)
+    return best
+
+
+def bound_without_dead_code(g, alignment=64):
+    """Only the tensors someone reads or the caller gets (the dead one still takes room)."""
+    users, outs = g.users(), set(g.outputs)
+    return bound_of(live=lambda g: {n: v for n, v in make_liveness()(g).items()
+                                    if users[n] or n in outs})(g, alignment)
+
+
+@pytest.mark.parametrize("wrong,fragments", [
+    (bound_of(size_of=lambda n, al: n.nbytes,                          # the raw sum rounded
+              total=lambda w, al: -(-max(w, default=0) // al) * al),
+     ("hidden random graph #1, alignment=64", "expected 384 bytes, got 320")),
+    (bound_of(size_of=lambda n, al: (n.nbytes // al + 1) * al),      # 384 B -> 448 B
+     ("the digits MLP (batch 3), alignment=64", "expected 2304 bytes, got 2496")),
+    (bound_of(live=make_liveness(leaves=True)), ("expected 2304 bytes, got 20800",)),
+    (bound_of(steps=lambda a, b: range(a, max(b, a + 1))), ("expected 2304 bytes, got 1536",)),
+    (lambda g, alignment=64: max(-(-n.nbytes // alignment) * alignment for n in g.ops),
+     ("expected 2304 bytes, got 768",)),
+    (bound_by_sweep, ("expected 2304 bytes, got 1536",)),
+    # these two got full marks before the degenerate graphs were cases
+    (bound_of(total=lambda w, al: max(w)), ("a graph with no op", "ValueError")),
+    (bound_without_dead_code, ("dead code", "expected 512 bytes, got 192")),
+])
+def test_lower_bound_plausible_wrong_answers_score_zero(wrong, fragments):
+    fails("memory_planning.lower_bound", *fragments, lower_bound=wrong)
+
+
+def greedy_offsets_by_size(blocks, alignment=64):
+    """Offsets remembered per size: blocks of one size share one offset."""
+    offsets = make_greedy()(blocks, alignment)
+    by_size = {s: o for (s, _, _), o in zip(blocks, offsets, strict=True)}
+    return [by_size[s] for s, _, _ in blocks]
+
+
+def greedy_placer(top_of=max, raw=False, index=lambda blocks, blk, i: i,
+                  start=lambda blocks: None):
+    """Greedy by size with one piece swappable (the right ones by default)."""
+    def greedy_by_size(blocks, alignment=64):
+        start(blocks)
+
+        def al(n):
+            return -(-n // alignment) * alignment
+
+        def extent(n):
+            return n if raw else al(n)
+
+        offsets, placed = [0] * len(blocks), []
+        for k in sorted(range(len(blocks)), key=lambda i: -blocks[i][0]):
+            i = index(blocks, blocks[k], k)
+            size, first, last = blocks[i]
+            busy = sorted((offsets[j], offsets[j] + extent(blocks[j][0])) for j in placed
+                          if blocks[j][1] <= last and first <= blocks[j][2] and j != i)
+            best, top = None, 0
+            for lo, hi in busy:
+                if lo - top >= extent(size) and (best is None or lo - top < best[0]):
+                    best = (lo - top, top)
+                top = top_of(top, hi)
+            offsets[i] = al(best[1] if best is not None else top)
+            placed.append(i)
+        return offsets
+
+    return greedy_by_size
+
+
+@pytest.mark.parametrize("wrong,fragments", [
+    (greedy_offsets_by_size, ("the digits MLP", "unsafe", "block 1 (768 B, steps 1..2) at "
+                              "offset 0")),
+    # `top = hi`: a block below the last one that reaches higher is forgotten
+    (greedy_placer(top_of=lambda top, hi: hi), ("layer norm + softmax", "unsafe")),
+    # gaps measured in raw bytes, the offset rounded up after: the block no longer fits
+    (greedy_placer(raw=True),
+     ("unsafe", "share bytes")),
+    (make_greedy(lifetimes=False), ("digits MLP", "1.50x the 2304 B")),
+    # these two got full marks before the identical and the empty cases
+    (greedy_placer(index=lambda blocks, blk, i: blocks.index(blk)),
+     ("identical blocks", "unsafe")),
+    (greedy_placer(start=lambda blocks: max(b for _, _, b in blocks)),
+     ("a graph with no op", "ValueError")),
+])
+def test_greedy_plausible_wrong_answers_score_zero(wrong, fragments):
+    fails("memory_planning.greedy_by_size", *fragments, greedy_by_size=wrong)
+
+
+def schedule_prefix_peak(sizes, costs, budget):
+    """A programme whose peak counts only the activations kept *before* each segment."""
+    n, pre = len(sizes), [0]
+    for s in sizes:
+        pre.append(pre[-1] + s)
+    states = [{} for _ in range(n + 1)]
+    states[0] = {sizes[0]: (0, [0])}
+    for b in range(1, n + 1):
+        for a in range(b):
+            for kept, (rec, keep) in states[a].items():
+                if kept + pre[b] - pre[a + 1] > budget:
+                    continue
+                r, k = rec + sum(costs[a:b - 1]), kept + (sizes[b] if b < n else 0)
+                if k not in states[b] or r < states[b][k][0]:
+                    states[b][k] = (r, keep + [b] if b < n else keep)
+    best = min(states[n].values(), default=None, key=lambda v: v[0])
+    return None if best is None else best[1]
+
+
+@pytest.mark.parametrize("wrong,fragments", [
+    (schedule_prefix_peak, ("16 equal layers", "peaks at 11264 B, over the budget")),
+    (lambda s, c, b: checkpoint_schedule(s, [1] * len(s), b),      # layers, not their costs
+     ("fits", "but recomputes", "a choice within the budget recomputes only")),
+    (lambda s, c, b: checkpoint_schedule(s, c, b - 1),             # "within" read as "below"
+     ("16 equal layers", "recomputes 12; a choice within the budget recomputes only 10")),
+])
+def test_schedule_plausible_wrong_answers_score_zero(wrong, fragments):
+    fails("memory_planning.checkpoint_schedule", *fragments, checkpoint_schedule=wrong)
+
+
+SCHEDULE_BY_RECURSION = '''
+def schedule_cost(sizes, costs, keep):
+    n = len(sizes)
+    kept = sorted(set(keep) | {0})
+    ends = kept + [n]
+    inner = [sum(sizes[a + 1:b]) for a, b in zip(ends, ends[1:])]
+    return (sum(sizes[k] for k in kept) + max(inner, default=0),
+            sum(costs[i - 1] for i in range(1, n) if i not in kept))
+
+
+def checkpoint_schedule(sizes, costs, budget):
+    """Keep or drop each activation in turn: every subset, without itertools or masks."""
+    n, best = len(sizes), None
+
+    def walk(i, keep):
+        nonlocal best
+        if i == n:
+            peak, rec = schedule_cost(sizes, costs, keep)
+            if peak <= budget and (best is None or rec < best[0]):
+                best = (rec, list(keep))
+            return
+        walk(i + 1, keep + [i])
+        walk(i + 1, keep)
+
+    walk(1, [0])
+    return None if best is None else best[1]
+'''
+
+
+def test_schedule_by_recursion_over_every_subset_runs_out_of_time(tmp_path):
+    """Right on every chain short enough to try (full marks there), and 2^39 subsets on
+    the 40-layer chain: the source rules do not see a recursion, the time limit does."""
+    import nbformat
+
+    from mlc.grading.grader import grade_notebook
+
+    ns = {}
+    exec(SCHEDULE_BY_RECURSION, ns)  # noqa: S102 - the test's own wrong answer
+    with short_chains():
+        assert run("memory_planning.checkpoint_schedule", **ns)["score"] == 3
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SCHEDULE_BY_RECURSION)]
+    path = tmp_path / "10_memory_planning.ipynb"
+    nbformat.write(nb, path)
+    by_id = {r.id: r for r in grade_notebook(path, timeout=4).results}
+    rec = by_id["memory_planning.checkpoint_schedule"]
+    assert rec.score == 0 and "timed out" in rec.message, rec.message
+
+
+def test_degenerate_cases_reach_every_exercise():
+    """The dead-code and empty graphs are cases of liveness, the bound and the planner."""
+    for ex_id in IDS[:3]:
+        whats = " | ".join(c["what"] for c in get(ex_id).check.cases())
+        assert "dead code" in whats and "a graph with no op" in whats, ex_id
+    blocks = {c["what"]: c["blocks"] for c in get(IDS[2]).check.cases()}
+    assert blocks["a graph with no op (it returns its input)"] == []
+    tied = next(b for w, b in blocks.items() if w.startswith("identical blocks"))
+    assert len(tied) > len({tuple(b) for b in tied})
 
 
 # ---- the package and the notebooks -------------------------------------------------------------

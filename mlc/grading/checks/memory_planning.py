@@ -1,7 +1,8 @@
 """Unit 10, memory planning (1 of 2): liveness and the lower bound of a graph.
 
 Graphs travel as plain data, as in unit 08 (:func:`.graphs.graph_data`): the grader
-draws them (random DAGs whose tensors have many sizes, and the course's traced models),
+draws them (random DAGs whose tensors have many sizes, the course's traced models, and
+two degenerate graphs: dead code next to a returned input, and no op at all),
 the worker rebuilds an ``mlc.graph.Graph`` of the notebook's library from the data and
 hands it to the student's function, and what comes back travels as names and numbers.
 The references are ``mlc.memory``'s own, computed on the grader's copy of the graph.
@@ -97,11 +98,32 @@ def traced_models() -> list[tuple[str, dict]]:
     return out
 
 
+def edge_graphs() -> list[tuple[str, dict]]:
+    """Two degenerate graphs. Dead code: %dead, a matmul nobody reads and no output, lives
+    at its own step only, and makes that step the widest; the graph also returns its input
+    %x, which is no tensor of the plan. And a graph with no op at all (no tensor, a bound
+    of 0, no blocks to place)."""
+    from ... import graph
+
+    b = graph.GraphBuilder()
+    x = b.input((3, 5), name="x")
+    a = b.op("relu", x, name="a")
+    b.op("matmul", a, b.constant(np.full((5, 33), 0.5, "float32"), name="w"), name="dead")
+    c = b.op("tanh", a, name="c")
+    d = b.op("matmul", c, b.constant(np.full((5, 7), 0.5, "float32"), name="w2"), name="d")
+    g = b.graph(d)
+    empty = graph.GraphBuilder()
+    return [("dead code (%dead is read by no one and no output), and the graph returns its "
+             "input %x too", graph_data(graph.Graph(g.nodes, g.inputs, [d, x]))),
+            ("a graph with no op (it returns its input)",
+             graph_data(empty.graph(empty.input((3, 5), name="x"))))]
+
+
 def graph_cases(seeds=range(1000, 1020)) -> list[tuple[str, dict]]:
     out = traced_models()
     for i, seed in enumerate(seeds):
         out.append((f"hidden random graph #{i + 1}", random_graph(hidden_seed(seed), 4 + i % 12)))
-    return out
+    return out + edge_graphs()
 
 
 def _steps(data) -> dict:
