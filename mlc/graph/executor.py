@@ -24,6 +24,13 @@ are counted NDArrays (``memory.track`` sees them) and a call allocates nothing m
 the copies of its outputs. A view step (a lone reshape) runs no kernel: its output is its
 source re-shaped. Every call overwrites every tensor before reading it, so one call
 cannot leak into the next.
+
+The one exception is **state**: an input that an op updates in place (its registry entry
+says ``inplace``, as ``cache_write`` does for a KV cache) is a buffer the executable owns
+(``exe.state[name]``, zeros at build or the arrays given as ``state=``, shared with another
+executable). The caller does not pass it, the op's output is that same buffer, and what
+one call writes there the next call reads: a decoder's cache grows by one slot per call
+and is never copied.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from .. import ndarray as nd
 from ..perf import format_table, timeit
 from .fuse import fuse as fuse_graph, get_policy
-from .interpret import check_inputs
+from .interpret import check_input, check_inputs
 from .ir import Graph
 from .lower_ops import te_shape
 from .passes import eliminate_dead_code, fold_constants, run_passes
@@ -49,11 +56,13 @@ class Executable:
     ``max_batch``: the batch a planned program's arena is sized for (smaller batches run
     in it; None: each batch gets a plan of its own). ``parent``: the executable of the same
     graph at another batch, whose weights this one uses (and its arena with
-    ``share_arena``); :meth:`at_batch` makes these.
+    ``share_arena``); :meth:`at_batch` makes these. ``state``: arrays to keep as the state
+    inputs (by input name; see the module docstring), e.g. another executable's ``state``.
     """
 
     def __init__(self, program: Program, device=None, max_batch: int | None = None,
-                 parent: "Executable | None" = None, share_arena: bool = False):
+                 parent: "Executable | None" = None, share_arena: bool = False,
+                 state: dict | None = None):
         if program.target is None:
             raise ValueError("Executable needs a lowered Program (graph.lower(fg, target))")
         self.program, self.max_batch = program, max_batch
@@ -83,10 +92,12 @@ class Executable:
             for t, off in program.offsets.items():
                 env[self._slot[t]] = raw[off:off + t.nbytes].view(t.dtype).reshape(
                     te_shape(t.shape))
+        aliases = _inplace(g)
+        self.state = self._bind_state(aliases, env, state or {})
         self._fresh = []
         for s in program.steps:
             for t in s.writes:
-                if planned or s.view_of is not None:
+                if planned or s.view_of is not None or t in aliases:
                     continue
                 if id(t) in outs:
                     self._fresh.append((self._slot[t], te_shape(t.shape), t.dtype))
@@ -96,6 +107,28 @@ class Executable:
         self._steps = [(s.kernel.entry if s.kernel else None,
                         [self._slot[x] for x in s.reads + s.writes], te_shape(s.writes[0].shape))
                        for s in program.steps]
+
+    def _bind_state(self, aliases, env, given) -> dict:
+        """``{input name: buffer}`` for the inputs updated in place; each op's output is
+        its input's buffer (``env`` slots)."""
+        state = {}
+        for out, src in aliases.items():
+            shape = tuple(te_shape(src.shape))
+            buf = given.get(src.name)
+            if buf is None:
+                buf = self._owned(src.shape, src.dtype)
+                buf[...] = 0
+            elif (not isinstance(buf, np.ndarray) or buf.shape != shape
+                  or str(buf.dtype) != src.dtype or not buf.flags.c_contiguous):
+                raise ValueError(f"state %{src.name}: expected a C-contiguous {src.dtype} "
+                                 f"array of shape {shape}, got {getattr(buf, 'dtype', '')}"
+                                 f"{getattr(buf, 'shape', type(buf).__name__)}")
+            env[self._slot[src]] = env[self._slot[out]] = state[src.name] = buf
+        unknown = set(given) - set(state)
+        if unknown:
+            raise ValueError(f"state given for {', '.join(sorted(unknown))}, which no op of "
+                             f"this graph updates in place (state: {sorted(state) or 'none'})")
+        return state
 
     def _owned(self, shape, dtype):
         buf = nd.empty(tuple(te_shape(shape)), dtype=dtype, device=self.device)
@@ -159,6 +192,9 @@ class Executable:
         sized for the largest batch), the same offsets in the same arena."""
         if n is None or n == self.program.batch:
             return self
+        if self.state:
+            raise ValueError(f"this executable keeps state ({', '.join(self.state)}) sized "
+                             f"for batch {self.program.batch}; build another for batch {n}")
         if n not in self._by_batch:
             from .. import memory      # planning is mlc.memory's job
 
@@ -180,12 +216,34 @@ class Executable:
         """The inputs as arrays and the executable for their batch size."""
         from .symbolic import batch_of
 
+        if self.state:                  # the caller's inputs checked; the state is ours
+            return self._with_state(inputs, what), self
         arrays = check_inputs(self.graph, inputs, what)
         return arrays, self.at_batch(batch_of(self.graph, arrays))
+
+    def _with_state(self, inputs, what):
+        """The caller's inputs, checked (at the batch the state is sized for), with the
+        state buffers put in their places."""
+        free = [n for n in self.graph.inputs if n.name not in self.state]
+        if len(inputs) != len(free):
+            names = ", ".join(f"%{n.name}: {n.signature()}" for n in free)
+            raise TypeError(f"{what} takes {len(free)} input(s) ({names}; the state "
+                            f"{', '.join(self.state)} is kept inside), got {len(inputs)}")
+        it = iter(inputs)
+        out = [self.state[n.name] if n.name in self.state else check_input(n, next(it))
+               for n in self.graph.inputs]
+        for n, a in zip(self.graph.inputs, out, strict=True):
+            if n.sym is not None and a.ndim and a.shape[0] != self.program.batch:
+                raise ValueError(f"input %{n.name}: batch {a.shape[0]}, but the state "
+                                 f"({', '.join(self.state)}) is sized for batch "
+                                 f"{self.program.batch}")
+        return out
 
     def _run(self, inputs):
         env = self._env if self.program.planned else list(self._env)
         for k, (n, a) in enumerate(zip(self.graph.inputs, inputs, strict=True)):
+            if n.name in self.state:
+                continue                            # bound once, updated in place
             if self._inputs is not None:
                 self._inputs[k][...] = a.reshape(self._inputs[k].shape)
                 env[self._slot[n]] = self._inputs[k]
@@ -256,6 +314,26 @@ class ProfileReport(list):
         p.text(str(self))
 
 
+def _inplace(g) -> dict:
+    """``{op node: the input it updates in place}``; such an input must be a graph input
+    read by nothing else (another reader could run after the write and see the new
+    value)."""
+    from .ops import opdef
+
+    users, out = g.users(), {}
+    for n in g.ops:
+        k = opdef(n.op).inplace
+        if k is None:
+            continue
+        src = n.inputs[k]
+        if src.op != "input" or users[src] != [n] or src in out.values():
+            raise ValueError(f"%{n.name} = {n.op} updates %{src.name} in place, so %{src.name} "
+                             "must be a graph input that nothing else reads (read the "
+                             f"op's output instead)")
+        out[n] = src
+    return out
+
+
 def _rank(p):
     from .ops import RANK
 
@@ -264,7 +342,8 @@ def _rank(p):
 
 def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_size=None,
           memory_plan=None, optimize: bool = True, schedules=None, passes=None,
-          inplace: bool = False, max_batch: int | None = None) -> Executable:
+          inplace: bool = False, max_batch: int | None = None,
+          state: dict | None = None) -> Executable:
     """Compile graph ``g`` for ``target`` into an :class:`Executable`.
 
     ``passes`` is the pipeline of graph passes to run first (functions Graph -> Graph);
@@ -284,6 +363,9 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
     and plans them with the same strategy. With ``max_batch`` the program is built and
     planned at that batch and every smaller one runs in the same arena at the same offsets
     (a given ``Plan`` is a plan for its own batch and smaller ones).
+
+    An input that an op updates in place (``cache_write``) is the executable's ``state``:
+    zeros, or the arrays of ``state`` (by input name), kept and updated across calls.
     """
     from ..codegen import TARGETS
 
@@ -311,9 +393,9 @@ def build(g, target: str = "cpu", fuse: bool = True, policy="tvm", max_group_siz
         g = at_batch(g, int(max_batch))
     prog = lower(fuse_graph(g, pol), target, schedules)
     if memory is None:
-        return Executable(prog)
+        return Executable(prog, state=state)
     if isinstance(memory_plan, str):
         p = memory.plan(prog, memory_plan, inplace=inplace)
     else:
         p, max_batch = memory_plan, memory_plan.program.batch
-    return Executable(memory.assign(prog, p), max_batch=max_batch)
+    return Executable(memory.assign(prog, p), max_batch=max_batch, state=state)

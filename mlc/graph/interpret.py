@@ -32,26 +32,31 @@ def check_inputs(g, inputs, what: str = "graph") -> list[np.ndarray]:
     """``inputs`` as numpy arrays, checked against the graph's inputs (count, shape,
     dtype; the batch axis ``N`` takes any size, the same for every input); a clear
     ``TypeError``/``ValueError`` otherwise, naming the axis that is wrong."""
-    from .symbolic import batch_of, check_shape
+    from .symbolic import batch_of
 
     if len(inputs) != len(g.inputs):
         names = ", ".join(f"%{n.name}: {n.signature()}" for n in g.inputs)
         raise TypeError(f"{what} takes {len(g.inputs)} input(s) ({names}), got {len(inputs)}")
-    out = []
-    for n, a in zip(g.inputs, inputs, strict=True):
-        if hasattr(a, "realize_cached_data"):  # an mlc.Tensor
-            a = a.realize_cached_data()
-        if isinstance(a, nd.NDArray):
-            a = a.numpy()
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"input %{n.name}: expected a numpy array or NDArray, got "
-                            f"{type(a).__name__}")
-        check_shape(n, a.shape)
-        if str(a.dtype) != n.dtype:
-            raise TypeError(f"input %{n.name}: expected dtype {n.dtype}, got {a.dtype}")
-        out.append(a)
+    out = [check_input(n, a) for n, a in zip(g.inputs, inputs, strict=True)]
     batch_of(g, out)
     return out
+
+
+def check_input(n, a) -> np.ndarray:
+    """Input ``a`` for input node ``n`` as a numpy array: type, shape (any batch), dtype."""
+    from .symbolic import check_shape
+
+    if hasattr(a, "realize_cached_data"):  # an mlc.Tensor
+        a = a.realize_cached_data()
+    if isinstance(a, nd.NDArray):
+        a = a.numpy()
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"input %{n.name}: expected a numpy array or NDArray, got "
+                        f"{type(a).__name__}")
+    check_shape(n, a.shape)
+    if a.dtype != n.dtype:              # not str(a.dtype): that costs microseconds per call
+        raise TypeError(f"input %{n.name}: expected dtype {n.dtype}, got {a.dtype}")
+    return a
 
 
 class Interpreter:

@@ -1,19 +1,23 @@
 """A tiny GPT: a decoder-only transformer that learns to sort a string of digits, and its
 decode step with a key/value cache.
 
-Full-sequence forward (prefill)::
+The full forward::
 
     ids (B, T) -> token embedding + position embedding -> 2 causal blocks -> LayerNorm
                -> Linear(d, vocab): logits (B, T, vocab)
 
-Decoding one token at a time recomputes every earlier key and value unless they are kept:
-:class:`DecodeStep` is the step with a cache. It takes the new token, its position, each
-layer's cached keys and values ``(B, heads, context, d_head)`` and an additive mask
-(``-inf`` on the slots not yet written), attends over ``[cache, new]`` and returns the
-logits plus the new token's keys and values, which the caller writes into the cache in
-place (``cache[:, :, pos] = k``): every cached key is read once per step and never
-recomputed. The same module runs eagerly and compiled (``graph.build``), one graph for
-every position, because the cache has a fixed size and the mask says which slots count.
+Generating token by token with it runs the whole prefix again for every new token, and
+recomputes every earlier key and value. A KV cache keeps them: :class:`DecodeStep` runs
+``T`` new tokens from position ``start``, writes their keys and values into each layer's
+cache (``cache_write``, :mod:`mlc.graph.ops.state`) and attends over the cache's slots up
+to each token's position. Over the whole prompt (``start = 0``) it is the **prefill**:
+the full forward, every prompt slot of the cache written at once. Over one token it is the
+**decode step**: one query, one key, one value computed, every cached key read once.
+
+Compiled (:class:`Decoder`, ``compile_decoder``), the two are two graphs sharing one
+cache, which the decode executable owns as *state*: buffers allocated once, written in
+place by ``cache_write``, neither passed in nor copied out per token. One graph serves every
+position, because the cache has a fixed size and the position says which slots count.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from .. import nn, ops
 from ..autograd import Tensor, no_grad
+from ..graph.ops.state import cache_write
 from .vit import EncoderBlock
 
 SEP = 10          # the separator token after the digits to sort
@@ -79,8 +84,9 @@ class TinyGPT(nn.Module):
     def generate(self, prompt_ids, n: int, kv_cache: bool = True, step=None) -> np.ndarray:
         """Greedy decoding: ``n`` new ids after ``prompt_ids`` ((batch, time) or (time,)).
         ``kv_cache=False`` runs the whole sequence again for every token; ``True`` runs the
-        prompt once (prefill) and then :class:`DecodeStep` per token (``step``: a compiled
-        one, ``mlc.models.compile_decoder``'s, or None for eager)."""
+        prompt once (prefill: every prompt slot of the cache written at once) and then
+        :class:`DecodeStep` per token (``step``: a compiled :class:`Decoder`,
+        ``compile_decoder``'s, or None for the eager :class:`KVCache`)."""
         ids = self.check_ids(prompt_ids, n)
         was = self.training
         self.eval()
@@ -92,115 +98,193 @@ class TinyGPT(nn.Module):
                         ids = np.concatenate([ids, logits[:, -1:].argmax(-1)], axis=1)
                     out = ids
                 else:
-                    out = KVCache(self, ids.shape[0], step).generate(ids, n)
+                    cache = KVCache(self, ids.shape[0]) if step is None else step
+                    if cache.batch != ids.shape[0]:
+                        raise ValueError(f"generate: the compiled decoder is built for "
+                                         f"batch {cache.batch}, the prompt has "
+                                         f"{ids.shape[0]} rows")
+                    out = cache.generate(ids, n)
         finally:
             self.train(was)
         return out[:, -n:] if n else out[:, :0]
 
 
 class DecodeStep(nn.Module):
-    """One token through :class:`TinyGPT` with cached keys and values (see the module
-    docstring). Inputs: ``ids (B, 1)``, ``pos (B, 1)``, ``mask (B, 1, 1, context)``, then
-    ``k_0, v_0, k_1, v_1, ...`` each ``(B, heads, context, d_head)``. Outputs: logits
-    ``(B, vocab)`` then the new ``k_l, v_l`` each ``(B, heads, 1, d_head)``."""
+    """``T`` new tokens at positions ``start .. start + T - 1`` through :class:`TinyGPT`,
+    attending over the key/value cache (see the module docstring).
 
-    def __init__(self, gpt: TinyGPT):
+    Inputs: ``ids (B, T)``, ``start (B, 1)`` (int64), then each layer's caches ``k_l (B,
+    heads, d_head, context)`` (stored transposed, so that ``q @ k`` reads it as it lies)
+    and ``v_l (B, heads, context, d_head)``. Each layer writes its new keys and values
+    into the cache (``cache_write``), then attends over all ``context`` slots with slots
+    after each query's position masked out. Returns the last token's logits ``(B,
+    vocab)``, and with ``return_cache`` the updated caches after them (eager use)."""
+
+    def __init__(self, gpt: TinyGPT, return_cache: bool = False):
         super().__init__()
-        self.gpt = gpt
+        self.gpt, self.return_cache = gpt, return_cache
 
-    def forward(self, ids, pos, mask, *cache):
+    def forward(self, ids, start, *cache):
         g = self.gpt
-        b, dh = ids.shape[0], g.d // g.heads
-        h = g.tok(ids) + g.pos(pos)                                   # (B, 1, d)
+        (b, t), hd, dh = ids.shape, (g.heads, g.d // g.heads), g.d // g.heads
+        pos = start if t == 1 else ops.broadcast_to(start, (b, t)) + ops.broadcast_to(
+            _const(np.arange(t)[None]), (b, t))
+        h = g.tok(ids) + g.pos(pos)                                   # (B, T, d)
+        # slot s is visible to the query at position p when s <= p: relu(s - p) is 0 there
+        # and at least 1 elsewhere, so the mask adds 0 or at most -1e9 (exp gives 0)
+        slots = ops.broadcast_to(_const(np.arange(g.context, dtype="float32")[None, None,
+                                                                                None]),
+                                 (b, 1, t, g.context))
+        here = ops.broadcast_to(ops.reshape(ops.cast(pos, "float32"), (b, 1, t, 1)),
+                                (b, 1, t, g.context))
+        mask = ops.mul_scalar(ops.relu(slots + ops.negate(here)), -1e9)
+        mask = ops.broadcast_to(mask, (b, g.heads, t, g.context))
         new = []
         for layer, blk in enumerate(g.blocks):
             a = blk.attn
             x = blk.ln1(h)
-            q, k, v = (ops.permute(ops.reshape(f(x), (b, 1, g.heads, dh)), (0, 2, 1, 3))
-                       for f in (a.q, a.k, a.v))                     # (B, H, 1, dh)
-            kc, vc = cache[2 * layer], cache[2 * layer + 1]
-            scale = 1.0 / math.sqrt(dh)
-            s_old = ops.mul_scalar(q @ ops.transpose(kc), scale)
-            s_old = s_old + ops.broadcast_to(mask, s_old.shape)        # (B, H, 1, context)
-            s_new = ops.mul_scalar(q @ ops.transpose(k), scale)      # (B, H, 1, 1)
-            p = ops.softmax(ops.concat([s_old, s_new], axis=3), axis=-1)
-            att = p @ ops.concat([vc, v], axis=2)                   # (B, H, 1, dh)
-            h = h + a.out(ops.reshape(ops.permute(att, (0, 2, 1, 3)), (b, 1, g.d)))
+            q = _split(a.q(x), (b, t) + hd, (0, 2, 1, 3))                 # (B, H, T, dh)
+            k = cache_write(cache[2 * layer], _split(a.k(x), (b, t) + hd, (0, 2, 3, 1)),
+                            start, axis=3)                                  # (B, H, dh, C)
+            v = cache_write(cache[2 * layer + 1], _split(a.v(x), (b, t) + hd, (0, 2, 1, 3)),
+                            start, axis=2)                                  # (B, H, C, dh)
+            scores = ops.mul_scalar(q @ k, 1.0 / math.sqrt(dh)) + mask
+            att = ops.softmax(scores, axis=-1) @ v                          # (B, H, T, dh)
+            h = h + a.out(_split(att, (b, t, g.d), (0, 2, 1, 3), merge=True))
             h = h + blk.mlp(blk.ln2(h))
             new += [k, v]
-        logits = g.head(g.norm(h))
-        return (ops.reshape(logits, (b, g.vocab)), *new)
+        if t > 1:
+            h = ops.slice_(h, (0, t - 1, 0), (b, t, g.d))
+        logits = ops.reshape(g.head(g.norm(h)), (b, g.vocab))
+        return (logits, *new) if self.return_cache else logits
 
 
-class KVCache:
-    """The cache of one generation: ``2 x layers`` arrays ``(B, heads, context, d_head)``
-    written in place, one slot per step, and the mask of written slots."""
+def _const(a):
+    """A constant made in ``forward``, on the tape (``requires_grad``) so that what is
+    computed from it is traced as ops: a detached broadcast would become a constant the
+    size of one batch."""
+    return Tensor(a, dtype=str(a.dtype), requires_grad=True)
 
-    def __init__(self, gpt: TinyGPT, batch: int, step=None):
-        self.gpt, self.step = gpt, step
+
+def _value(a):
+    return Tensor(a, dtype=str(a.dtype), requires_grad=False)
+
+
+def _split(x, shape, axes, merge: bool = False):
+    """``x`` reshaped to ``shape`` and permuted by ``axes`` (heads split off), or with
+    ``merge`` permuted back first and then reshaped. With one token the permutation moves
+    only axes of length 1, so it is a reshape: no kernel, no copy."""
+    if merge:
+        if x.shape[2] == 1:
+            return ops.reshape(x, shape)
+        return ops.reshape(ops.permute(x, axes), shape)
+    if shape[1] == 1:
+        return ops.reshape(x, tuple(shape[i] for i in axes))
+    return ops.permute(ops.reshape(x, shape), axes)
+
+
+class _Cache:
+    """Greedy generation over a cache: ``prefill`` the prompt, then ``decode`` one token at
+    a time (what :class:`KVCache` and :class:`Decoder` share)."""
+
+    def __init__(self, gpt: TinyGPT, batch: int):
+        self.gpt, self.batch = gpt, batch
         dh = gpt.d // gpt.heads
-        self.k = [np.zeros((batch, gpt.heads, gpt.context, dh), "float32")
-                  for _ in gpt.blocks]
-        self.v = [np.zeros_like(c) for c in self.k]
-        self.mask = np.full((batch, 1, 1, gpt.context), -np.inf, "float32")
-        self.eager = DecodeStep(gpt)
+        self.shapes = [(batch, gpt.heads, dh, gpt.context), (batch, gpt.heads, gpt.context, dh)]
+        self.names = [f"{kv}_{layer}" for layer in range(len(gpt.blocks)) for kv in "kv"]
+
+    def _start(self, t: int) -> np.ndarray:
+        return np.full((self.batch, 1), t, "int64")
 
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.k + self.v)
-
-    def prefill(self, ids: np.ndarray) -> np.ndarray:
-        """Fill the cache from the prompt, one step per token; the last token's logits.
-        (A prefill graph that writes all T slots at once is the full forward pass; here
-        the cache's slots are written by the same step that decoding uses.)"""
-        logits = None
-        for t in range(ids.shape[1]):
-            logits = self.decode(ids[:, t:t + 1], t)
-        return logits
-
-    def decode(self, ids: np.ndarray, t: int) -> np.ndarray:
-        """Run the step for the token at position ``t``; write its keys and values."""
-        b = ids.shape[0]
-        pos = np.full((b, 1), t, "int64")
-        args = [ids.astype("int64"), pos, self.mask]
-        for k, v in zip(self.k, self.v, strict=True):
-            args += [k, v]
-        if self.step is not None:
-            outs = self.step(*args)
-        else:
-            outs = [o.numpy() for o in self.eager(*[Tensor(a, dtype=str(a.dtype),
-                                                           requires_grad=False)
-                                                    for a in args])]
-        for layer in range(len(self.k)):
-            self.k[layer][:, :, t] = outs[1 + 2 * layer][:, :, 0]
-            self.v[layer][:, :, t] = outs[2 + 2 * layer][:, :, 0]
-        self.mask[..., t] = 0.0
-        return outs[0]
+        """The cache's bytes: ``2 x layers x batch x context x d x 4``."""
+        return sum(c.nbytes for c in self.arrays())
 
     def generate(self, ids: np.ndarray, n: int) -> np.ndarray:
+        """``ids`` followed by ``n`` greedy tokens (positions checked by the caller)."""
         if n == 0:
             return ids
-        logits = self.prefill(ids)
-        for _ in range(n):
-            nxt = logits.argmax(-1)[:, None].astype("int64")
-            ids = np.concatenate([ids, nxt], axis=1)
-            if ids.shape[1] - 1 < self.gpt.context and _ < n - 1:
-                logits = self.decode(nxt, ids.shape[1] - 1)
-        return ids
+        logits, out = self.prefill(ids), [ids]
+        for i in range(n):
+            out.append(logits.argmax(-1)[:, None].astype("int64"))
+            if i < n - 1:
+                logits = self.decode(out[-1], ids.shape[1] + i)
+        return np.concatenate(out, axis=1)
 
 
-def compile_decoder(gpt: TinyGPT, batch: int = 1, target: str = "cpu"):
-    """:class:`DecodeStep` traced and built (``graph.build``): one Executable for every
-    position."""
-    from .. import graph
+class KVCache(_Cache):
+    """The eager cache: ``2 x layers`` numpy arrays (``k`` transposed, see
+    :class:`DecodeStep`), replaced by the step's updated caches after each call. The
+    reference for :class:`Decoder`, whose compiled executables keep them as state."""
 
-    step = DecodeStep(gpt)
-    step.eval()
-    cache = KVCache(gpt, batch)
-    ex = [np.zeros((batch, 1), "int64"), np.zeros((batch, 1), "int64"), cache.mask]
-    for k, v in zip(cache.k, cache.v, strict=True):
-        ex += [k, v]
-    return graph.build(graph.trace(step, *ex), target=target)
+    def __init__(self, gpt: TinyGPT, batch: int):
+        super().__init__(gpt, batch)
+        self.k = [np.zeros(self.shapes[0], "float32") for _ in gpt.blocks]
+        self.v = [np.zeros(self.shapes[1], "float32") for _ in gpt.blocks]
+        self.eager = DecodeStep(gpt, return_cache=True)
+
+    def arrays(self) -> list:
+        return [c for kv in zip(self.k, self.v, strict=True) for c in kv]
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        """The whole prompt in one step: every slot ``0..T-1`` written at once; the last
+        token's logits."""
+        return self.decode(ids, 0)
+
+    def decode(self, ids: np.ndarray, t: int) -> np.ndarray:
+        """Run the step for the tokens from position ``t``; keep the caches it returns."""
+        args = [ids.astype("int64"), self._start(t)] + self.arrays()
+        outs = [o.numpy() for o in self.eager(*[_value(a) for a in args])]
+        self.k, self.v = outs[1::2], outs[2::2]
+        return outs[0]
+
+
+class Decoder(_Cache):
+    """The compiled cache: :class:`DecodeStep` built twice with ``graph.build``, once at one
+    token (``step``, the decode executable) and once per prompt length (the prefill
+    executables, made on first use). The decode executable owns the cache (``cache``: its
+    ``state``, zeros at build, ``cache_write`` updating it in place); each prefill
+    executable is built on the same buffers, so the prompt's keys and values land where
+    the decode step reads them."""
+
+    def __init__(self, gpt: TinyGPT, batch: int = 1, target: str = "cpu"):
+        super().__init__(gpt, batch)
+        self.target = target
+        self.step = self._build(1, None)
+        self.cache = self.step.state
+        self._prefills: dict = {}
+        self._pos = self._start(0)
+
+    def _build(self, t: int, state):
+        from .. import graph
+
+        ex = [np.zeros((self.batch, t), "int64"), self._start(0)]
+        ex += [np.zeros(s, "float32") for _ in self.gpt.blocks for s in self.shapes]
+        g = graph.trace(DecodeStep(self.gpt), *ex, input_names=["ids", "start"] + self.names)
+        return graph.build(g, target=self.target, state=state)
+
+    def arrays(self) -> list:
+        return [self.cache[n] for n in self.names]
+
+    def prefill_executable(self, t: int):
+        """The executable that prefills a prompt of ``t`` tokens (built once per ``t``)."""
+        if t not in self._prefills:
+            self._prefills[t] = self.step if t == 1 else self._build(t, self.cache)
+        return self._prefills[t]
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        return self.prefill_executable(ids.shape[1])(ids, self._start(0))
+
+    def decode(self, ids: np.ndarray, t: int) -> np.ndarray:
+        self._pos[...] = t
+        return self.step(ids, self._pos)
+
+
+def compile_decoder(gpt: TinyGPT, batch: int = 1, target: str = "cpu") -> Decoder:
+    """The compiled :class:`Decoder` of ``gpt`` at ``batch``: ``gpt.generate(ids, n,
+    step=compile_decoder(gpt))`` decodes with it."""
+    return Decoder(gpt, batch, target)
 
 
 def tiny_gpt(batch: int = 1, seed: int = 0, length: int = 5, d: int = 32, heads: int = 4):

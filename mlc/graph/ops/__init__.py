@@ -28,7 +28,8 @@ Tracing, the interpreter, lowering, FLOP counting and fusion then know the op; n
 else keeps a list of ops. The entries live in ``basic.py`` (the ops of units 08-11) and
 ``transformer.py`` (gather, cast, concat, slice, where, erf, gelu, softmax, layer norm,
 mean), ``onnx_extra.py`` (the comparisons ``equal``, ``greater``, ``less`` that ONNX masks
-need, and ``subtract``, ``minimum``); a later unit adds its own file and imports it below.
+need, and ``subtract``, ``minimum``), ``state.py`` (``cache_write``, the KV cache's
+in-place update); a later unit adds its own file and imports it below.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .registry import (OPS, PATTERNS, RANK, OpDef, compute_of, elementwise, flop
                        infer_shape, opdef, reference, register, traced_op)
 from . import basic, transformer  # noqa: F401  (the entries register themselves)
 from . import onnx_extra  # noqa: F401,E402  (comparisons; subtract, minimum)
+from . import state  # noqa: F401,E402  (cache_write: state updated in place)
 
 
 def decompose(g: Graph, ops=None) -> Graph:

@@ -50,7 +50,9 @@ class OpDef:
     node; see :func:`mlc.graph.decompose`); ``doc`` says in a line what the op computes.
     ``extern(node, *arrays)`` (numpy in, numpy out), when given, is the library kernel a
     built graph calls for an opaque op instead of its reference (as a compiler calls
-    cuBLAS; ``mlc.quant``'s integer ops use it).
+    cuBLAS; ``mlc.quant``'s integer ops use it). ``inplace``, when given, is the input
+    whose buffer the output is (the op updates it in place in a built graph: a KV cache's
+    write, :mod:`.state`); the executor keeps that input as state between calls.
     """
 
     name: str
@@ -65,6 +67,7 @@ class OpDef:
     attrs_of: Callable = _no_attrs
     decompose: Callable | None = None
     extern: Callable | None = None
+    inplace: int | None = None
     doc: str = field(default="", compare=False)
 
     def __post_init__(self):
