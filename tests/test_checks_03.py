@@ -605,3 +605,45 @@ def test_parallel_sum_over_the_threads_passes_the_source_rule():
                 "        for i in range(t * chunk, min(x.size, (t + 1) * chunk)):\n"
                 "            partial[t] += x[i]\n    return partial.sum()\n")
         check.inspect(Sources([cell]), registry.Tester())
+
+
+def test_matmuls_that_set_c_at_the_first_k_fail_when_k_is_zero():
+    """Writing C at k == 0 instead of zeroing it first saves a pass, and leaves C's garbage
+    when K = 0 (no k at all): the product of empty sums is zeros."""
+    @njit
+    def first_k_sets(A, B, C):
+        n, K = A.shape
+        m = B.shape[1]
+        for i in range(n):
+            for k in range(K):
+                a = A[i, k]
+                if k == 0:
+                    for j in range(m):
+                        C[i, j] = a * B[k, j]
+                else:
+                    for j in range(m):
+                        C[i, j] += a * B[k, j]
+
+    _fails_untimed("cpu_operators.matmul_ikj", "(4x0) @ (0x3) float64", "nan",
+                   matmul_ikj=first_k_sets)
+
+    @njit
+    def tile_zeroed_at_k0(A, B, C):
+        n, K = A.shape
+        m = B.shape[1]
+        for i0 in range(0, n, TILE):
+            for k0 in range(0, K, TILE):
+                for j0 in range(0, m, TILE):
+                    jn = min(TILE, m - j0)
+                    for i in range(i0, min(i0 + TILE, n)):
+                        Ci = C[i, j0:j0 + jn]
+                        if k0 == 0:
+                            Ci[:] = 0
+                        for k in range(k0, min(k0 + TILE, K)):
+                            a = A[i, k]
+                            Bk = B[k, j0:j0 + jn]
+                            for jj in range(jn):
+                                Ci[jj] += a * Bk[jj]
+
+    _fails_untimed("cpu_operators.matmul_tiled", "(1T+0 x 0T+0) @ (0T+0 x 0T+5)", "nan",
+                   matmul_tiled=tile_zeroed_at_k0)

@@ -257,9 +257,11 @@ class _MatmulIkj(_Matmul):
                     "read: the innermost loop should walk along a row")
 
     def cases(self):
+        # K = 0: a product of empty sums is all zeros, whatever C held before
         out = _matmul_cases(self.name, [(1, 1, 1, np.float32), (3, 5, 2, np.float32),
                                         (17, 9, 13, np.float32), (8, 32, 1, np.float64),
-                                        (64, 64, 64, np.float32)])
+                                        (64, 64, 64, np.float32), (4, 0, 3, np.float64),
+                                        (0, 3, 2, np.float32)])
         rng = np.random.default_rng(6)
         n, k, m = 6, 8, 20
         out.append({"what": f"matmul_ikj run as plain Python on ({n}x{k}) @ ({k}x{m}), the "
@@ -285,7 +287,8 @@ class _MatmulIkj(_Matmul):
 MIN_TILE, MAX_TILE = 4, 128  # the operand pools of matmul_tiled cover shapes up to 2T + 4
 # (n, k, m) as (a, b) pairs meaning a * TILE + b: ragged, several tiles, smaller than a tile
 _TILED_SHAPES = [(((1, 3), (1, 5), (0, 7)), np.float32), (((2, 1), (1, 0), (2, 3)), np.float32),
-                 (((0, 5), (0, 3), (0, 6)), np.float32), (((1, 1), (0, 9), (1, 2)), np.float64)]
+                 (((0, 5), (0, 3), (0, 6)), np.float32), (((1, 1), (0, 9), (1, 2)), np.float64),
+                 (((1, 0), (0, 0), (0, 5)), np.float32)]  # K = 0: C is all zeros
 # the traced runs: the student's function as plain Python with TILE replaced, B's reads recorded
 _TRACES = [(4, (16, 12, 20)), (8, (24, 20, 40))]
 
