@@ -490,6 +490,9 @@ def test_conv2d_wrong_answers():
     # there, so the message points at the window's index, not at the padding
     msg = _fails(ex, "IndexError", "starts at row y*stride", conv2d_nchw=_conv(dilate=True))
     assert "zero-padded copy" not in msg
+    # a padded copy whose condition only keeps h and w non-negative: it reads past X's end
+    _fails(ex, "IndexError", "the padded copy reads X only where (h, w) lies inside",
+           conv2d_nchw=_conv(inside=lambda h, w, H, W, p: te.all(h >= 0, w >= 0)))
     # Python's `and` between te conditions: te refuses to give an expression a truth value
     _fails(ex, "no truth value", conv2d_nchw=_conv(
         inside=lambda h, w, H, W, p: h >= p and h < H + p and w >= p and w < W + p))

@@ -315,9 +315,10 @@ class _Conv2d(Check):
                         "read a zero-padded copy of X (a compute stage with te.if_then_else) "
                         "instead of X itself")
             if index_error:
-                return (". Check the window's index into the (padded) input: the window of "
-                        "out[n, f, y, x] starts at row y*stride and column x*stride and spans "
-                        "KH x KW elements, one step apart")
+                return (". Check the index of every read: the padded copy reads X only "
+                        "where (h, w) lies inside the image (te.if_then_else), and the window "
+                        "of out[n, f, y, x] starts at row y*stride and column x*stride and "
+                        "spans KH x KW elements, one step apart")
             return ""
 
         expected = [("the input X", (N, C, H, W)), ("the weight", (F, C, KH, KW)),
