@@ -8,7 +8,7 @@ import numpy as np
 import mlc
 from mlc import ops
 from check_util import check_runner
-from test_autograd_checks import REFERENCE, find_topo_sort
+from test_autograd_checks import REFERENCE, find_topo_sort, summation_grad
 
 _run, _fails = check_runner(REFERENCE)
 
@@ -179,3 +179,13 @@ def test_sgd_step_that_replaces_the_parameters_or_their_dtype_fails():
                                     dtype="float32")
 
     _fails("autodiff.sgd_step", "float64 tensor", "float32 array", sgd_step=float32)
+
+
+def test_summation_grad_that_reads_no_axes_as_all_axes_fails():
+    """``axes or all_axes`` turns axes=() (a sum over nothing, the identity) into a sum over
+    everything."""
+    def no_axes_is_all(out_grad, a, axes):
+        return summation_grad(out_grad, a, axes or tuple(range(a.ndim)))
+
+    _fails("autodiff.grad_reduce", "summation_grad for shape (2, 3), axes ()",
+           "your code raised", summation_grad=no_axes_is_all)

@@ -187,8 +187,9 @@ class _GradReduce(Check):
     def cases(self):
         rng = np.random.default_rng(hidden_seed(21))
         out = []
+        # axes () sums nothing: `axes or all_axes` reads it as None
         for shape, axes in [((2, 3, 4), (1,)), ((2, 3, 4), (0, 2)), ((3, 2), None),
-                            ((5,), (0,))]:
+                            ((5,), (0,)), ((2, 3), ())]:
             a = rng.standard_normal(shape)
             g = rng.standard_normal(np.shape(a.sum(axis=axes)))
             out.append({"what": f"summation_grad for shape {shape}, axes {axes}",
@@ -210,7 +211,7 @@ class _GradReduce(Check):
         args = [g, _t(case["a"])]
         if case["fn"] == "summation_grad":
             args.append(case["axes"])
-        result = call(case["fn"], f, *args)
+        result = call(case["what"], f, *args)
         out = tensors_obs(result, 1)
         # differentiate the result again: d/d(out_grad) of sum(result * w)
         from mlc.autograd import Tensor
