@@ -63,7 +63,7 @@ def substitute(expr, var, replacement):
 
 
 def make_split(sub=substitute, guard="imperfect", ceil=True, rewrite_guards=True,
-               check_factor=True, in_place=False, guard_op="<"):
+               check_factor=True, in_place=False, guard_op="<", enter_guards=True):
     """The reference split, with switches that turn on one mistake each (``in_place``:
     the bindings and guards below the loop are rewritten in the given statements)."""
 
@@ -97,7 +97,7 @@ def make_split(sub=substitute, guard="imperfect", ceil=True, rewrite_guards=True
                 return Loop(f"{var}_0", outer, [Loop(f"{var}_1", factor, body)])
             if isinstance(s, Loop):
                 return Loop(s.var, s.extent, [visit(c) for c in s.body])
-            if isinstance(s, Guard):
+            if isinstance(s, Guard) and enter_guards:
                 return Guard(s.cond, [visit(c) for c in s.body])
             return s
 
@@ -557,6 +557,9 @@ def test_split_wrong_answers():
     # the old variable replaced without parentheses: i * 3 becomes i_0 * 2 + i_1 * 3
     _fails(ex, "inner loop named ii", "instance #6", split=make_split(
         sub=lambda e, v, r: re.sub(rf"\b{v}\b", r, e)), **TINY)
+    # scored before: the search for the loop never looks inside a Guard
+    _fails(ex, "loop j inside a guard", "no loop named j", split=make_split(enter_guards=False),
+           **TINY)
     # the guard lets the overhang's first element through
     _fails(ex, "computes 11 instances, the original 10", split=make_split(guard_op="<="),
            **TINY)
@@ -603,7 +606,14 @@ def test_schedule_matmul_wrong_answers():
         i0, i1 = sch.split(i, factors=[None, 32])
         sch.reorder(i0, k, i1, j)
 
-    for right in (schedule_matmul, panel):
+    def fused_tile(sch):  # the tile's two loops fused into one: still a tile of C
+        i, j, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[None, 4])
+        j0, j1 = sch.split(j, factors=[None, 16])
+        sch.reorder(i0, j0, k, i1, j1)
+        sch.fuse(i1, j1)
+
+    for right in (schedule_matmul, panel, fused_tile):
         _judge_at_1024(right)
 
 

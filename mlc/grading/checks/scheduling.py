@@ -61,6 +61,7 @@ def _split_cases():
         return L("i", n, [L("ii", 3, [C("P", {"vi": "i", "vii": "ii", "vs": "i * 3 + ii"})])])
 
     sequence = [L("i", 6, [C("X", {"vi": "i"})]), L("t", 5, [C("Y", {"vt": "t"})])]
+    guarded = L("i", 4, [G("i % 2 == 0", [L("j", 5, [C("E", {"vi": "i", "vj": "j"})])])])
     return [
         ("a single loop of 12 split by 4 (perfect)", one(12), "i", 4),
         ("a single loop of 10 split by 4 (imperfect: 3 x 4 = 12 > 10)", one(10), "i", 4),
@@ -72,6 +73,7 @@ def _split_cases():
         ("loop i of a triangle (a guard `j <= i` below it), split by 3", triangle(7), "i", 3),
         ("loop i with an inner loop named ii, split by 2", prefix(5), "i", 2),
         ("the second of two loops in a list, split by 2", sequence, "t", 2),
+        ("loop j inside a guard `i % 2 == 0`, split by 2", guarded, "j", 2),
     ]
 
 
