@@ -647,3 +647,17 @@ def test_matmuls_that_set_c_at_the_first_k_fail_when_k_is_zero():
 
     _fails_untimed("cpu_operators.matmul_tiled", "(1T+0 x 0T+0) @ (0T+0 x 0T+5)", "nan",
                    matmul_tiled=tile_zeroed_at_k0)
+
+
+def test_parallel_sum_into_partials_indexed_by_i_mod_8_scores_zero():
+    """One partial per residue is no partial per thread: iterations i and i + 8 may run on
+    different threads and update one element (the race need not show in the sums)."""
+    @njit(parallel=True)
+    def parallel_sum(x):
+        partial = np.zeros(8)
+        for i in prange(x.size):
+            partial[i % 8] += x[i]
+        return partial.sum()
+
+    _fails("cpu_operators.parallel_sum", "`partial[i % 8] += x[i]`", "race",
+           parallel_sum=parallel_sum)

@@ -99,11 +99,19 @@ def _prange_problem(fn: ast.FunctionDef) -> str | None:
     for loop in loops:
         var = _ids(loop.target)
         for node in ast.walk(loop):
-            if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript)
-                    and not var & _ids(node.target.slice)):
+            if not (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript)):
+                continue
+            index = node.target.slice
+            parts = index.elts if isinstance(index, ast.Tuple) else [index]
+            if not var & _ids(index):
                 return (f"`{ast.unparse(node)}` inside "
                         "prange is a race: every thread updates the same element; "
                         "accumulate into a local scalar")
+            # out[i % 8] or out[i // 64]: iterations on different threads share an element
+            if not any(isinstance(p, ast.Name) and p.id in var for p in parts):
+                return (f"`{ast.unparse(node)}` inside prange is a race: iterations that "
+                        f"run on different threads update the same element; index it by "
+                        f"the prange variable itself, or accumulate into a local scalar")
     return None
 
 
