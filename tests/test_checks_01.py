@@ -547,3 +547,14 @@ def test_compact_by_gathering_computed_positions_passes():
     ns = {"In": [cell]}
     exec(cell, ns)
     assert run_check("ndarray.compact", ns)["score"] == 2
+
+
+def test_broadcast_to_may_name_the_shapes_as_lists():
+    """An honest message that writes the shapes as lists names them too."""
+    def lists(shape, strides, offset, new_shape):
+        try:
+            return broadcast_to(shape, strides, offset, new_shape)
+        except ValueError:
+            raise ValueError(f"cannot broadcast {list(shape)} to {list(new_shape)}") from None
+
+    assert _run("ndarray.broadcast_to", broadcast_to=lists)["score"] == 2
