@@ -27,3 +27,20 @@ def check_runner(reference):
         return rec["message"]
 
     return run, fails
+
+
+def grade_cell(folder, notebook, source, timeout):
+    """``{exercise id: result}`` of the real grader (its worker, its time limit of
+    ``timeout`` s) on a notebook ``notebook``.ipynb in ``folder`` holding the one cell
+    ``source``: for wrong answers that only the time limit stops."""
+    from pathlib import Path
+
+    import nbformat
+
+    from mlc.grading.grader import grade_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    path = Path(folder) / f"{notebook}.ipynb"
+    nbformat.write(nb, path)
+    return {r.id: r for r in grade_notebook(path, timeout=timeout).results}

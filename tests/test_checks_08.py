@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from check_util import check_runner
+from check_util import check_runner, grade_cell
 
 from mlc import graph
 from mlc.grading.checks import graphs, graphs_passes, graphs_fusion
@@ -600,10 +600,6 @@ def post_dominator(g):
 def test_post_dominator_by_enumerating_paths_runs_out_of_time(tmp_path):
     """Right on every small graph (it got full marks before the residual chain was a
     case); on 40 residual blocks it would walk 2^40 paths, so the grader's limit stops it."""
-    import nbformat
-
-    from mlc.grading.grader import grade_notebook
-
     ns = {}
     exec(PDOM_BY_EVERY_PATH, ns)  # noqa: S102 - the test's own wrong answer
     data = graphs.hand_graph([("a", "exp", ["x"]), ("b", "negate", ["a"]),
@@ -611,12 +607,8 @@ def test_post_dominator_by_enumerating_paths_runs_out_of_time(tmp_path):
                               ("e", "relu", ["d"]), ("f", "add", ["a", "e"])], ["f"])
     g = graphs.build_graph(data)
     assert ns["post_dominator"](g) == make_post_dominator()(g)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(PDOM_BY_EVERY_PATH)]
-    path = tmp_path / "08_graphs_and_fusion.ipynb"
-    nbformat.write(nb, path)
-    by_id = {r.id: r for r in grade_notebook(path, timeout=4).results}
-    rec = by_id["graphs.post_dominator"]
+    graded = grade_cell(tmp_path, "08_graphs_and_fusion", PDOM_BY_EVERY_PATH, timeout=4)
+    rec = graded["graphs.post_dominator"]
     assert rec.score == 0 and "timed out" in rec.message, rec.message
 
 

@@ -22,7 +22,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from check_util import check_runner
+from check_util import check_runner, grade_cell
 
 from mlc import memory
 from mlc.grading.checks import memory_planning, memory_planning_plan
@@ -630,20 +630,12 @@ def checkpoint_schedule(sizes, costs, budget):
 def test_schedule_by_recursion_over_every_subset_runs_out_of_time(tmp_path):
     """Right on every chain short enough to try (full marks there), and 2^39 subsets on
     the 40-layer chain: the source rules do not see a recursion, the time limit does."""
-    import nbformat
-
-    from mlc.grading.grader import grade_notebook
-
     ns = {}
     exec(SCHEDULE_BY_RECURSION, ns)  # noqa: S102 - the test's own wrong answer
     with short_chains():
         assert run("memory_planning.checkpoint_schedule", **ns)["score"] == 3
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SCHEDULE_BY_RECURSION)]
-    path = tmp_path / "10_memory_planning.ipynb"
-    nbformat.write(nb, path)
-    by_id = {r.id: r for r in grade_notebook(path, timeout=4).results}
-    rec = by_id["memory_planning.checkpoint_schedule"]
+    graded = grade_cell(tmp_path, "10_memory_planning", SCHEDULE_BY_RECURSION, timeout=4)
+    rec = graded["memory_planning.checkpoint_schedule"]
     assert rec.score == 0 and "timed out" in rec.message, rec.message
 
 
