@@ -636,6 +636,8 @@ def fuse_first_to_last(g):
     (make_fuse(outputs_are_unread=True),   # "an output is a node nobody reads"
      ("a chain whose middle node is also an output", "%b is a graph output")),
     (fuse_first_to_last, ("not maximal", "could join the group of all its consumers")),
+    (make_fuse(fusable=("elemwise",)),     # a broadcast is no elementwise op, is it?
+     ("the digits MLP", "not maximal", "%broadcast_to (broadcast_to, no output)")),
 ])
 def test_fuse_elementwise_plausible_wrong_answers_score_zero(wrong, fragments):
     fails("graphs.fuse_elementwise", *fragments, fuse_elementwise=wrong)

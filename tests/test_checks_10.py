@@ -593,6 +593,8 @@ def schedule_prefix_peak(sizes, costs, budget):
      ("fits", "but recomputes", "a choice within the budget recomputes only")),
     (lambda s, c, b: checkpoint_schedule(s, c, b - 1),             # "within" read as "below"
      ("16 equal layers", "recomputes 12; a choice within the budget recomputes only 10")),
+    (lambda s, c, b: checkpoint_schedule(s, [*c[1:], 0], b),        # layer i rebuilds act. i
+     ("hidden chain #3", "but recomputes 29; a choice within the budget recomputes only 21")),
 ])
 def test_schedule_plausible_wrong_answers_score_zero(wrong, fragments):
     fails("memory_planning.checkpoint_schedule", *fragments, checkpoint_schedule=wrong)
