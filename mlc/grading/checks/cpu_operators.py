@@ -277,7 +277,7 @@ class _MatmulIkj(_Matmul):
                f"{reads.size} reads of B were recorded for {n * k * m} multiply-adds: does it "
                f"hand the product to numpy (np.dot, @), or copy B into another layout first? "
                f"Write the three loops over A, B and C themselves")
-        along = float(np.mean(np.diff(reads) == 1))
+        along = float(np.mean(np.abs(np.diff(reads)) == 1)) if reads.size > 1 else 0.0
         t.true(along >= 0.5, f"{case['what']}: the innermost loop walks along a row of B",
                f"{along:.0%} of successive reads of B are neighbours in memory (an ikj loop: "
                f"{(m - 1) / m:.0%}); your loops walk B another way, down a column or not at "
