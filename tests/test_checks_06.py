@@ -412,11 +412,14 @@ def test_schedule_matmul_must_beat_the_one_line_reorder():
         sch.vectorize(j)
         sch.parallel(i)
 
-    for fn in (reorder, reorder_vectorized):
-        rec = _run("scheduling.schedule_matmul", schedule_matmul=fn)
-        assert rec["score"] == 0, rec
-        assert "keeps a tile of C while k runs" in rec["message"], rec["message"]
-        assert any("at least 3x faster than the unscheduled" in p for p in rec["passed"])
+    # end to end once (both sizes are timed, ~20 s under load); the vectorized variant on
+    # its loop nest alone, which decides
+    rec = _run("scheduling.schedule_matmul", schedule_matmul=reorder_vectorized)
+    assert rec["score"] == 0, rec
+    assert "keeps a tile of C while k runs" in rec["message"], rec["message"]
+    assert any("at least 3x faster than the unscheduled" in p for p in rec["passed"])
+    with pytest.raises(CheckFailed, match="keeps a tile of C while k runs"):
+        _judge_at_1024(reorder)
 
 
 def test_schedule_matmul_may_not_call_the_hand_schedule():
