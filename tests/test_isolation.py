@@ -234,17 +234,17 @@ for fd in range(3, 64):
         pass
 """
 
-NAIVE_IKJ = """
+SLOW_IKJ = """
 from numba import njit
 
 @njit
-def matmul_ikj(A, B, C):  # the naive i, j, k order: correct, not faster
-    for i in range(A.shape[0]):
-        for j in range(B.shape[1]):
-            acc = 0.0
+def matmul_ikj(A, B, C):  # the i, k, j order, the product made 50 times: correct, not faster
+    for _ in range(50):
+        C[:] = 0
+        for i in range(A.shape[0]):
             for k in range(A.shape[1]):
-                acc += A[i, k] * B[k, j]
-            C[i, j] = acc
+                for j in range(B.shape[1]):
+                    C[i, j] += A[i, k] * B[k, j]
 """
 
 PERF = """
@@ -320,7 +320,7 @@ def graded(tmp_path_factory):
     cpu = nbformat.read(CPU_EXERCISE, as_version=4)  # untuned, and the timer patched
     for cell in cpu.cells:
         if cell.cell_type == "code" and "def matmul_ikj(" in cell.source:
-            cell.source = NAIVE_IKJ
+            cell.source = SLOW_IKJ
     cpu.cells.append(nbformat.v4.new_code_cell(PERF))
     (klass / "mallory_perf").mkdir()
     nbformat.write(cpu, klass / "mallory_perf" / CPU_EXERCISE.name)
