@@ -59,12 +59,11 @@ def _index_case(what, shape, strides, offset, idx, view, flat) -> dict:
 @exercise("ndarray.getitem", points=3, notebook=NB, needs=("getitem",),
           hint="Treat the axes one at a time (missing trailing indices select the whole "
                "axis). Python's slice objects can normalise themselves for a given length, "
-               "negative and out-of-range bounds included. Ask how each slice changes the "
-               "axis' length, its stride and where the view starts (also for an empty "
-               "result), and how an int index removes an axis. As in numpy, an int out of "
-               "range raises IndexError, and so do more indices than axes; a step of 0 raises "
-               "ValueError (lecture 01, 'Slicing with steps' and 'Integer indexing drops an "
-               "axis').",
+               "out-of-range bounds included. Ask how each slice changes the axis' length, "
+               "its stride and where the view starts (also for an empty result), and how an "
+               "int index removes an axis. Bad indices raise what numpy raises: IndexError, "
+               "or ValueError for a step of 0 (lecture 01, 'Slicing with steps' and "
+               "'Integer indexing drops an axis').",
           rebuilds=("mlc.ndarray.ndarray:NDArray.__getitem__",))
 class _Getitem(ViewCheck):
     fn = "getitem"
