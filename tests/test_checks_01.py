@@ -558,3 +558,21 @@ def test_broadcast_to_may_name_the_shapes_as_lists():
             raise ValueError(f"cannot broadcast {list(shape)} to {list(new_shape)}") from None
 
     assert _run("ndarray.broadcast_to", broadcast_to=lists)["score"] == 2
+
+
+def test_more_plausible_stride_mistakes_fail():
+    """Strides in bytes of a float32, a stride of 0 for every axis of length 1 (it is never
+    read, but a compact array's is the product of the axes to its right), and a permute
+    that reorders the shape and keeps the strides."""
+    _fails("ndarray.compact_strides", "compact_strides((3, 4))", "got (16, 4)",
+           compact_strides=lambda shape: tuple(4 * s for s in compact_strides(shape)))
+    _fails("ndarray.compact_strides", "compact_strides((1,))", "got (0,)",
+           compact_strides=lambda shape: tuple(0 if n == 1 else s for n, s in
+                                               zip(shape, compact_strides(shape), strict=True)))
+
+    def shape_only(shape, strides, offset, axes):
+        new_shape, _, offset = permute(shape, strides, offset, axes)
+        return new_shape, tuple(strides), offset
+
+    _fails("ndarray.permute", "permute of a 3x4 matrix with axes (1, 0)",
+           "reaches buffer positions", permute=shape_only)

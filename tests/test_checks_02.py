@@ -211,3 +211,16 @@ def test_topo_sort_with_an_explicit_stack_passes():
         return order
 
     assert _run("autodiff.topo_sort", find_topo_sort=with_a_stack)["score"] == 2
+
+
+def test_softmax_loss_that_forgets_to_add_the_max_back_fails():
+    """Shifted by the row maximum for stability, never shifted back: the gradient is right
+    (the shift is a constant), the loss is not."""
+    def unshifted(logits, y):
+        n = logits.shape[0]
+        m = mlc.Tensor(logits.numpy().max(1), device=logits.device, dtype=logits.dtype,
+                       requires_grad=False)
+        return REFERENCE["softmax_loss"](logits, y) - ops.summation(m) / n
+
+    _fails("autodiff.softmax_loss", "loss of 5 examples", "expected 2.12145",
+           softmax_loss=unshifted)
