@@ -659,5 +659,8 @@ def test_parallel_sum_into_partials_indexed_by_i_mod_8_scores_zero():
             partial[i % 8] += x[i]
         return partial.sum()
 
-    _fails("cpu_operators.parallel_sum", "`partial[i % 8] += x[i]`", "race",
-           parallel_sum=parallel_sum)
+    # as with one shared element: a lost update shows as a wrong sum, else the rule names it
+    rec = _run("cpu_operators.parallel_sum", parallel_sum=parallel_sum)
+    assert rec["score"] == 0 and rec["hint"], rec
+    assert ("`partial[i % 8] += x[i]`" in rec["message"] and "race" in rec["message"]
+            or "expected" in rec["message"]), rec["message"]
