@@ -1,7 +1,7 @@
 """The tiny GPT's decoding with and without the KV cache, compiled against compiled.
 
-    mlc bench decode                # the sort task's model (5 digits: context 11), untrained
-    mlc bench decode --length 8     # sorting 8 digits: context 17
+    mlc bench decode                # the sort task's model (8 digits: context 17), untrained
+    mlc bench decode --length 5     # sorting 5 digits: context 11
     mlc bench decode --train        # train first and report the task's exact-match accuracy
 
 Timings do not depend on the weights, so the model is untrained unless ``--train``.
@@ -93,17 +93,17 @@ def cache_bytes(model) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench decode",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--length", type=int, default=5, help="digits to sort (context "
-                        "2 * length + 1)")
+    parser.add_argument("--length", type=int, default=None, help="digits to sort (context "
+                        "2 * length + 1; default: tiny_gpt's)")
     parser.add_argument("--train", action="store_true", help="train first (report accuracy)")
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds per case")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     with stopwatch() as sw:
-        model, _ = tiny_gpt(length=args.length)
+        model, _ = tiny_gpt() if args.length is None else tiny_gpt(length=args.length)
         if args.train:
             acc = train_tiny_gpt(model)
-            print(f"sorting {args.length} digits: exact-match accuracy {acc:.1%} on 200 "
+            print(f"sorting {model.length} digits: exact-match accuracy {acc:.1%} on 200 "
                   f"unseen problems")
         dec = G.compile_decoder(model, batch=1)
         with limit_threads(args.threads):

@@ -61,7 +61,8 @@ def test_decoder_owns_its_cache_and_writes_it_in_place():
     m, x = tiny_gpt(batch=2)
     dec = G.compile_decoder(m, batch=2, target="python")
     bufs = dict(dec.cache)
-    assert sorted(bufs) == ["k_0", "k_1", "v_0", "v_1"] and dec.nbytes == 2 * 2 * 2 * 11 * 32 * 4
+    c = m.context
+    assert sorted(bufs) == ["k_0", "k_1", "v_0", "v_1"] and dec.nbytes == 2 * 2 * 2 * c * 32 * 4
     ref = G.KVCache(m, 2)
     np.testing.assert_allclose(dec.prefill(x[:, :4]), ref.prefill(x[:, :4]), atol=1e-5)
     for t in (4, 5):
@@ -80,8 +81,8 @@ def test_decoder_owns_its_cache_and_writes_it_in_place():
     writes = [n for n in dec.step.graph.ops if n.op == "cache_write"]
     assert len(writes) == 4
     assert all(env[dec.step._slot[n]] is bufs[n.inputs[0].name] for n in writes)
-    with pytest.raises(IndexError, match="position 11, outside a cache of 11 slots"):
-        dec.decode(x[:, :1], 11)
+    with pytest.raises(IndexError, match=f"position {c}, outside a cache of {c} slots"):
+        dec.decode(x[:, :1], c)
     with pytest.raises(ValueError, match="sized for batch 2"):
         dec.decode(x[:1, :1], 3)
 
@@ -138,6 +139,6 @@ def test_generate_bad_inputs():
     with pytest.raises(ValueError, match="outside the vocabulary"):
         m.generate([[1, 2, 11]], 2)
     with pytest.raises(ValueError, match="context"):
-        m.generate(np.zeros((1, 8), "int64"), 5)
+        m.generate(np.zeros((1, m.context - 3), "int64"), 5)
     with pytest.raises(ValueError, match="integer ids"):
         m.generate(np.zeros((1, 3), "float32"), 1)

@@ -35,7 +35,7 @@ SEP = 10          # the separator token after the digits to sort
 DIGITS = 10
 
 
-def sort_task(n: int, length: int = 5, seed: int = 0):
+def sort_task(n: int, length: int = 8, seed: int = 0):
     """``n`` sequences ``d1..dL SEP sorted(d)``: ids ``(n, 2L)`` in, next tokens out.
     The loss counts only the sorted half (positions L..2L-1 predict the sorted digits)."""
     rng = np.random.default_rng(seed)
@@ -287,9 +287,10 @@ def compile_decoder(gpt: TinyGPT, batch: int = 1, target: str = "cpu") -> Decode
     return Decoder(gpt, batch, target)
 
 
-def tiny_gpt(batch: int = 1, seed: int = 0, length: int = 5, d: int = 32, heads: int = 4):
+def tiny_gpt(batch: int = 1, seed: int = 0, length: int = 8, d: int = 32, heads: int = 4):
     """An untrained :class:`TinyGPT` (eval mode) for the sort task with digit strings of
-    ``length``, and ``batch`` task inputs as the example."""
+    ``length`` (context ``2 * length + 1``: 17 for the default 8 digits), and ``batch`` task
+    inputs as the example."""
     np.random.seed(seed)
     model = TinyGPT(vocab=DIGITS + 1, context=2 * length + 1, d=d, heads=heads)
     model.length = length
