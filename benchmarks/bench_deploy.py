@@ -1,4 +1,4 @@
-"""Deployment, end to end: the tiny ViT and the tiny GPT's decode step, same run.
+"""Deployment, end to end: the tiny ViT through every runtime, same run.
 
     mlc bench deploy            # trains the ViT (about 20 s), then times everything
     mlc bench deploy --quick    # untrained ViT (accuracy column meaningless), fewer rounds
@@ -9,9 +9,8 @@
    PyTorch is not a column (not installed here). Every library gets the same threads
    (``limit_threads``, ``intra_op_num_threads``). Test accuracy and weight bytes per row;
    each deployed artifact is saved and reloaded, and must compute the same bits.
-2. The tiny GPT's greedy decoding at its full context: tokens per second without the KV
-   cache (the whole prefix again per token) and with it (the compiled decode step), and
-   the cache's bytes against the weights' as the context grows.
+
+The tiny GPT's decoding, with and without its KV cache, is ``mlc bench decode``.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ import numpy as np
 
 import mlc
 from mlc import graph
-from mlc.models import gpt as G
-from mlc.models import tiny_gpt, tiny_vit, train_tiny_vit
+from mlc.models import tiny_vit, train_tiny_vit
 from mlc.perf import print_table, stopwatch, timeit
 from mlc.perf.threads import limit_threads
 
@@ -88,44 +86,6 @@ def bench_vit(trained: bool, repeat: int, threads: int = 2):
     return table
 
 
-def bench_decode(repeat: int):
-    model, x = tiny_gpt()
-    L = model.length
-    prompt, n = x[:1, :L + 1], L
-    step = G.compile_decoder(model, batch=1)
-    model.generate(prompt, n, kv_cache=True, step=step)           # compile outside the clock
-    gen = [[kind, timeit(f, repeat=repeat, number=1)] for kind, f in (
-        ("eager, no cache", lambda: model.generate(prompt, n, kv_cache=False)),
-        ("eager, KV cache", lambda: model.generate(prompt, n, kv_cache=True)),
-        ("compiled step, KV cache", lambda: model.generate(prompt, n, kv_cache=True,
-                                                           step=step)))]
-    print(f"\ntiny GPT (untrained; the time does not depend on the weights), greedy decoding "
-          f"of {n} tokens after {L + 1} (context {model.context}), batch 1")
-    print_table([[k, t * 1e3, n / t] for k, t in gen], ["generate", "ms", "tokens/s"])
-    # one token at the full context, one thing changed at a time: the whole prefix again
-    # (full forward) vs the step over the cache, each eager and each compiled
-    ids = np.zeros((1, model.context), "int64")
-    full = graph.build(graph.trace(model, ids))
-    fwd = _eager(model)
-    cache, ccache = G.KVCache(model, 1), G.KVCache(model, 1, step)
-    eager_step = lambda: cache.decode(ids[:, :1], model.context - 1)      # noqa: E731
-    comp_step = lambda: ccache.decode(ids[:, :1], model.context - 1)      # noqa: E731
-    per = [[kind, timeit(f, repeat=repeat) * 1e6] for kind, f in (
-        ("eager, full forward", lambda: fwd(ids)), ("eager, KV-cache step", eager_step),
-        ("compiled, full forward", lambda: full(ids)), ("compiled, KV-cache step", comp_step))]
-    print(f"\none token at the full context ({model.context} positions)")
-    print_table(per, ["decode", "us per token"])
-    print(f"the cache's speed-up per token: eager {per[0][1] / per[1][1]:.1f}x, compiled "
-          f"{per[2][1] / per[3][1]:.1f}x")
-    wbytes = sum(p.numpy().nbytes for p in model.parameters())
-    dh = model.d // model.heads
-    rows = [[t, 2 * len(model.blocks) * t * model.heads * dh * 4, wbytes]
-            for t in (model.context, 64, 256, 1024)]
-    for r in rows:
-        r.append(r[1] / r[2])
-    print_table(rows, ["context", "cache B", "weight B", "cache / weights"])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mlc bench deploy",
                                      description=__doc__.split("\n")[0])
@@ -134,7 +94,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with stopwatch() as sw:
         bench_vit(not args.quick, 3 if args.quick else args.repeat)
-        bench_decode(3 if args.quick else args.repeat)
     print(f"\n({sw.seconds:.0f} s)")
     return 0
 
