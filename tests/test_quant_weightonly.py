@@ -117,7 +117,7 @@ def test_fp16_scales_are_safe_and_half_the_scale_bytes():
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_wmatmul_tiles_rows_and_columns_serial_and_parallel(bits):
-    from mlc.quant.kernels_cpu import MB, WB, _WMATMUL
+    from mlc.quant.kernels_cpu import MB, WB, wmatmul_parallel, wmatmul_serial
 
     rng = np.random.default_rng(4)
     m, k, n = 2 * MB + 3, 64, WB + 7                   # partial tiles on both axes
@@ -125,9 +125,9 @@ def test_wmatmul_tiles_rows_and_columns_serial_and_parallel(bits):
     x = rng.normal(size=(m, k)).astype(np.float32)
     gw = quant.pack_weight(w, bits, 32, scale_dtype="float16")
     want = x @ gw.dequantize()
-    for kernel in _WMATMUL[bits]:
+    for kernel in (wmatmul_parallel, wmatmul_serial):
         out = np.full((m, n), np.nan, np.float32)
-        kernel(x, gw.codes, gw.scales32, 32, out)
+        kernel(x, gw.codes, gw.scales32, 32, bits, out)
         assert np.allclose(out, want, rtol=1e-4, atol=1e-4)
 
 

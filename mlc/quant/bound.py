@@ -137,9 +137,9 @@ def bind_wmatmul(node):
         m = x2.shape[0]
         kernel = state.get(m)
         if kernel is None:
-            kernel = state[m] = wmatmul_kernel(attrs["bits"], m * k * n)
+            kernel = state[m] = wmatmul_kernel(m * k * n)
         gw = state["gw"]
-        kernel(x2, gw.codes, gw.scales32, gw.group_size, _flat(out).reshape(m, n))
+        kernel(x2, gw.codes, gw.scales32, gw.group_size, gw.bits, _flat(out).reshape(m, n))
     return call
 
 
