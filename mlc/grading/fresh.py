@@ -1,13 +1,13 @@
-"""Measurements the notebook cannot script: a speed case timed in a fresh interpreter.
+"""Measurements the notebook cannot script: a speed or traffic case observed afresh.
 
 In the worker, the student's cells have run: they may have replaced ``mlc.perf.timeit``,
-``time.perf_counter`` or the timer's internals, started a thread, installed a profiler.
-A timing taken there measures whatever the notebook arranged. So a check's speed case
-is not observed in the worker but by :func:`measure`, which starts a clean
-interpreter (``python -I``, its ``mlc.grading`` read from the worker's memory) that
+``time.perf_counter``, ``mlc.perf.count_memory`` or what either relies on (the clock, the
+counting arrays, the simulator's classes), started a thread, installed a profiler. A
+measurement taken there measures whatever the notebook arranged. So a check's measured
+case is not observed in the worker but by :func:`measure`, in a process that
 
-1. imports the exercise's check, ``mlc.perf`` and the clock *before* any of the student's
-   code exists in that process;
+1. imports the checks, ``mlc.perf``, the clock and Numba (its CUDA simulator too, under
+   the worker's ``NUMBA_ENABLE_CUDASIM``) *before* any of the student's code exists in it;
 2. seals ``mlc.grading`` and the library code the exercise rebuilds, as the worker does,
    and makes ``mlc.perf.timeit`` put back the real timer and clock before every call (a
    function that patches them while it is timed changes nothing after);
@@ -15,47 +15,56 @@ interpreter (``python -I``, its ``mlc.grading`` read from the worker's memory) t
    as the notebook wrote them, what they use, and numeric constants such as ``TILE``),
    none of the notebook's other cells;
 4. calls the check's ``observe`` on the case and writes the plain-data result
-   (:mod:`.wire`) to a pipe the worker reads.
+   (:mod:`.wire`) to a pipe.
 
-An exercise asks for this with ``@exercise(..., fresh="speed")``: its cases that have the
-key ``"speed"`` are observed this way (:func:`mlc.grading.protocol.observe_case`).
+Starting Python and importing all that takes about two seconds, too long to pay once per
+case (unit 04 has thirteen). So the worker starts one clean interpreter (``python -I``,
+its ``mlc.grading`` read from the worker's memory, never the disk), a *server* that does
+step 1 once and then, per case, forks a child that does steps 2-4 and supervises it (its
+own deadline, a cap on what it sends). The server runs no student code; each child
+starts from the server's untouched state, so what one case's code did is gone in the next.
+
+An exercise asks for this with ``@exercise(..., fresh="speed")`` (or ``"traffic"``): its
+cases that have that key are observed this way (:func:`mlc.grading.protocol.observe_case`).
 
 The worker forwards that result as the case's observation; the grader judges it as
-before. What the student's function does *during* its timed call still runs in the
-process that times it: a fresh process narrows the reach to that one call.
+before. What the student's function does *during* its measured call still runs in the
+process that measures it: a fresh process narrows the reach to that one call.
 """
 
 from __future__ import annotations
 
-import ast
-import dis
-import inspect
 import json
 import os
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import types
 from pathlib import Path
 
+from .extract import definitions
 from .isolate import prime_numba_cache
-from .registry import CheckFailed
+from .registry import CheckFailed, Missing
 from .wire import from_plain, to_plain
 
-_PRELUDE = "import math\nimport numpy as np\nimport numba\nfrom numba import njit, prange\n"
 # as the worker started, before any cell could change them
 _ENV, _PYTHON, _POPEN = dict(os.environ), sys.executable, subprocess.Popen
 _TOP = os.path.dirname(os.path.abspath(__file__))
 
 
-def freeze_environment() -> None:
+def freeze_environment(start: bool = False) -> None:
     """The environment every fresh process gets from now on: the worker calls this once
-    it is set up (its private Numba cache, its HOME), before the notebook's first cell."""
+    it is set up (its private Numba cache, its HOME), before the notebook's first cell;
+    with ``start``, the measuring server starts now, so that its imports overlap the
+    notebook's cells (each exercise's fork of the worker then uses it)."""
     _ENV.clear()
     _ENV.update(os.environ)
+    if start:
+        _server()
 
 
 def _read_bundle() -> dict[str, str]:
@@ -73,10 +82,11 @@ def _read_bundle() -> dict[str, str]:
 
 _BUNDLE = _read_bundle()
 
-# The fresh process's first code: serve mlc.grading from the bundle on stdin, then main().
+# The server's first code: serve mlc.grading from the bundle (the first frame on stdin),
+# then serve().
 _BOOT = """
 import importlib.abc, importlib.util, json, os, sys
-job = json.loads(sys.stdin.buffer.read())
+job = json.loads(sys.stdin.buffer.read(int(sys.stdin.buffer.read(16))))
 bundle, top = job.pop("bundle"), job.pop("top")
 class Bundle(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path, target=None):
@@ -99,109 +109,30 @@ class Bundle(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(compile(bundle[os.path.relpath(origin, top)], origin, "exec"), vars(module))
 sys.meta_path.insert(0, Bundle())
 from mlc.grading import fresh
-sys.exit(fresh.main(sys.argv[1:], job))
+sys.exit(fresh.serve(sys.argv[1:]))
 """
 
 
-def _globals_used(fn) -> set[str]:
-    """The global names ``fn``'s code (nested functions included) reads; not attribute
-    names (``sch.split`` does not need the notebook's ``split``)."""
-    names, codes = set(), [getattr(fn, "py_func", fn).__code__]
-    while codes:
-        code = codes.pop()
-        names.update(i.argval for i in dis.get_instructions(code)
-                     if i.opname in ("LOAD_GLOBAL", "LOAD_NAME"))
-        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
-
-
-def _import_of(name: str, obj, ns: dict) -> list[str]:
-    """``from MODULE import ATTR as name`` for an object the notebook imported (a module
-    it imported, numpy or numba holds it), else nothing."""
-    if obj is None:
-        return []
-    if getattr(obj, "__module__", None) == ns.get("__name__"):
-        return []  # the notebook's own, without a source: nothing to import it from
-    homes = [getattr(obj, "__module__", None)] + [
-        m.__name__ for m in ns.values() if inspect.ismodule(m)] + ["numpy", "numba"]
-    for home in homes:
-        module = sys.modules.get(home) if isinstance(home, str) else None
-        for attr, value in (vars(module).items() if module else ()):
-            if value is obj and not attr.startswith("__"):
-                return [f"from {home} import {attr} as {name}\n"]
-    return []
-
-
-def _lambda_text(source: str) -> str:
-    """The first ``lambda`` expression in a line of source (``getsource`` gives the line)."""
-    start = source.index("lambda")
-    for end in range(len(source), start, -1):
-        try:
-            ast.parse(source[start:end], mode="eval")
-            return source[start:end]
-        except SyntaxError:
-            continue
-    raise CheckFailed("a lambda whose source cannot be read: define it with def")
-
-
-def definitions(ns: dict, names: tuple[str, ...], values: tuple[str, ...] = ()) -> str:
-    """The source of the student's definitions of ``names`` (the notebook's own text, as
-    IPython keeps it) after the numeric ``values`` and whatever they use: the notebook's
-    own functions and classes (their source), constants, and imports."""
-    consts, funcs, seen = [], [], set()
-    for name in values:
-        if isinstance(ns.get(name), (int, float)) and not isinstance(ns[name], bool):
-            consts.append(f"{name} = {ns[name]!r}\n")
-            seen.add(name)
-    todo = [(name, ns) for name in names]  # a name, and the globals it is looked up in
-    while todo:
-        name, scope = todo.pop(0)
-        if name in seen or name not in scope:
-            continue
-        seen.add(name)
-        obj = scope[name]
-        if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-            consts.append(f"{name} = {obj!r}\n")
-            continue
-        if inspect.ismodule(obj):  # `import numba as nb` for `@nb.njit`
-            consts.append(f"import {obj.__name__} as {name}\n")
-            continue
-        fn = getattr(obj, "py_func", obj)
-        if not ((inspect.isfunction(fn) or inspect.isclass(fn))
-                and (name in names or fn.__module__ == scope.get("__name__"))):
-            consts += _import_of(name, obj, scope)  # numba's objmode, numpy's sqrt, ...
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(fn))
-        except (OSError, TypeError):
-            raise CheckFailed(f"the source of `{name}` cannot be found: define it in a "
-                              "notebook cell") from None
-        inner = fn.__globals__ if inspect.isfunction(fn) else scope
-        if fn.__name__ == "<lambda>":  # `f = lambda sch: sch`: the expression alone
-            funcs.append(f"{name} = {_lambda_text(source)}\n")
-            todo += [(n, inner) for n in sorted(_globals_used(fn))]
-            continue
-        tree = ast.parse(source).body[0]
-        if tree.name != name:  # defined under another name, then assigned
-            funcs.append(f"{name} = {tree.name}\n")
-        funcs.append(source)
-        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} \
-            if inspect.isclass(fn) else _globals_used(fn)
-        used |= {n.id for d in tree.decorator_list for n in ast.walk(d)
-                 if isinstance(n, ast.Name)}
-        todo += [(n, inner) for n in sorted(used)]
-    return "\n".join([_PRELUDE, *consts, *funcs[::-1]])
-
-
 _monotonic = time.monotonic  # bound before any student code runs in this process
+_FRAME = 16  # a frame is its length in 16 decimal digits, then that many bytes
+_MAX_REPLY = 64 << 20  # bytes one child may send: unit 04's largest observation is ~100 kB
 
 
-def _read_until(fd: int, deadline: float) -> bytes | None:
+def _frame(message: dict, nonce: str = "") -> bytes:
+    data = nonce.encode("ascii") + json.dumps(message).encode("utf-8")
+    return b"%016d" % len(data) + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_until(fd: int, deadline: float, limit: int = _MAX_REPLY) -> bytes | None:
     """Everything written to pipe ``fd`` until its writer closes it, or None at ``deadline``
-    (the fd is closed either way)."""
-    import selectors
-
-    chunks = []
+    or past ``limit`` bytes (the fd is closed either way)."""
+    chunks, size = [], 0
     with os.fdopen(fd, "rb", buffering=0) as f, selectors.DefaultSelector() as sel:
         sel.register(f, selectors.EVENT_READ)
         while True:
@@ -212,55 +143,131 @@ def _read_until(fd: int, deadline: float) -> bytes | None:
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return None
+
+
+def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
+    """``n`` bytes from pipe ``fd`` (left open), or None at ``deadline`` or end of file."""
+    chunks = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while n > 0:
+            left = deadline - _monotonic()
+            if left <= 0 or not sel.select(left):
+                return None
+            chunk = os.read(fd, min(n, 1 << 16))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            n -= len(chunk)
+    return b"".join(chunks)
+
+
+class _Server:
+    """The worker's handle on the measuring server (see the module docstring). The forks
+    of the worker that observe the exercises, one at a time, share the worker's server;
+    each reply carries its job's nonce, so a reply that a killed fork left unread is
+    never taken for the next job's."""
+
+    def __init__(self):
+        self.owner = os.getpid()
+        env = dict(_ENV)
+        env.pop("MLC_GRADING", None)
+        # None of the worker's cached code (its cache folder is the student's to write), but
+        # the package's own compiled kernels, copied from their in-tree caches: compiling
+        # them all again took minutes per speed case. The server removes it when it ends.
+        self.cache = tempfile.mkdtemp(prefix="mlc-fresh-numba-")
+        prime_numba_cache(Path(_TOP).parent, Path(self.cache))
+        env["NUMBA_CACHE_DIR"] = self.cache
+        self.errors = tempfile.TemporaryFile()  # not a pipe: a chatty child cannot block
+        self.read, write = os.pipe()
+        self.proc = _POPEN([_PYTHON, "-I", "-c", _BOOT, str(write)], stdin=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, stderr=self.errors, pass_fds=(write,),
+                           env=env)
+        os.close(write)
+        self.send({"top": _TOP, "bundle": _BUNDLE})
+
+    def send(self, message: dict) -> None:
+        """Raises OSError when the server has ended."""
+        self.proc.stdin.write(_frame(message))
+        self.proc.stdin.flush()
+
+    def ask(self, job: dict, timeout: float) -> bytes | None:
+        """The reply to ``job``, or None if none came within ``timeout`` seconds."""
+        nonce = os.urandom(16).hex()
+        self.send({**job, "nonce": nonce})
+        deadline = _monotonic() + timeout
+        while (head := _read_exact(self.read, _FRAME, deadline)) is not None:
+            data = _read_exact(self.read, int(head), deadline)
+            if data is None or data[:len(nonce)] == nonce.encode():
+                return data and data[len(nonce):]
+        return None
+
+    def said(self) -> str:
+        """The last line the server (or a child) wrote to stderr."""
+        self.errors.seek(max(0, self.errors.seek(0, 2) - 4000))
+        lines = self.errors.read().decode("utf-8", "replace").strip().splitlines()
+        return f": {lines[-1][:300]}" if lines else ""
+
+    def close(self) -> None:
+        """Stop it (from its owner; a fork of the owner only kills it)."""
+        if self.owner != os.getpid():
+            self.proc.kill()
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.errors):
+            f.close()
+        os.close(self.read)
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+_SERVER: list[_Server] = []  # this process's server (or its parent's), once started
+
+
+def _server() -> _Server:
+    if not _SERVER:
+        _SERVER.append(_Server())
+    return _SERVER[0]
+
+
+def _ask(job: dict, timeout: float) -> bytes | None:
+    """The server's reply to ``job``; a server that has ended (a cell or an earlier case
+    may have killed it) is replaced once, one that does not answer is stopped."""
+    for _ in range(2):
+        server = _server()
+        try:
+            data = server.ask(job, timeout)
+        except OSError:  # it had ended before the job: a new one gets it
+            _SERVER.remove(server)
+            server.close()
+            continue
+        if data is None:
+            said = server.said()
+            _SERVER.remove(server)
+            server.close()
+            raise CheckFailed(f"{job['what']}: the fresh process that measures it gave "
+                              f"no result{said}")
+        return data
+    raise CheckFailed(f"{job['what']}: the fresh process that measures it did not start")
+
+
+_RAISE = {"missing": Missing, "not_implemented": NotImplementedError}
 
 
 def measure(ex, ns: dict, case: dict, timeout: float = 120.0):
-    """``ex.check.observe(fresh_ns, case)`` of exercise ``ex``, run in a fresh interpreter
-    on the student's definitions (see the module docstring). A :class:`CheckFailed` there
-    is raised here with its message."""
-    job = json.dumps({"id": ex.id, "case": to_plain(case), "top": _TOP, "bundle": _BUNDLE,
-                      "source": definitions(ns, ex.needs, ex.values)})
-    read, write = os.pipe()
-    errors = tempfile.TemporaryFile()  # not a pipe: a chatty child cannot block on it
-    env = dict(_ENV)
-    env.pop("MLC_GRADING", None)
-    # None of the worker's cached code (its cache folder is the student's to write), but
-    # the package's own compiled kernels, copied from their in-tree caches: compiling them
-    # all again took minutes per speed case.
-    cache = tempfile.mkdtemp(prefix="mlc-fresh-numba-")
-    prime_numba_cache(Path(_TOP).parent, Path(cache))
-    env["NUMBA_CACHE_DIR"] = cache
-    proc = _POPEN([_PYTHON, "-I", "-c", _BOOT, str(write)],
-                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                  stderr=errors, pass_fds=(write,), env=env)
-    os.close(write)
-    try:
-        try:
-            proc.stdin.write(job.encode("utf-8"))
-            proc.stdin.close()
-        except BrokenPipeError:  # it ended early: what it said is read below
-            pass
-        data = _read_until(read, _monotonic() + timeout)
-        if data is None:  # a loop that never ends (or a recursion) must not hang the worker
-            raise CheckFailed(f"{case.get('what', 'the speed case')}: no result within "
-                              f"{timeout:.0f} s")
-        proc.wait(timeout=timeout)
-        errors.seek(max(0, errors.seek(0, 2) - 4000))
-        said = errors.read().decode("utf-8", "replace").strip().splitlines()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(cache, ignore_errors=True)
-        errors.close()
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise CheckFailed(f"{case.get('what', 'the speed case')}: the fresh process that "
-                          f"times it ended without a result (exit code {proc.returncode}"
-                          f"{': ' + said[-1][:300] if said else ''})") from None
+    """``ex.check.observe(fresh_ns, case)`` of exercise ``ex``, run in a fresh process on
+    the student's definitions (see the module docstring). What the check raises there
+    (:class:`CheckFailed`, :class:`Missing`, ``NotImplementedError``) is raised here."""
+    job = {"id": ex.id, "case": to_plain(case), "timeout": timeout,
+           "what": str(case.get("what", "the measured case")),
+           "source": definitions(ns, ex.needs, ex.values)}
+    reply = json.loads(_ask(job, timeout + 30.0))  # the server's own deadline: `timeout`
     if "error" in reply:
-        raise CheckFailed(str(reply["error"]))
+        raise _RAISE.get(reply.get("kind"), CheckFailed)(str(reply["error"]))
     return from_plain(reply["ok"])
 
 
@@ -278,38 +285,96 @@ def _guard_timer(worker: dict, real, restore) -> None:
         module.timeit = saved["timeit"] = timeit
 
 
-def main(argv: list[str], job: dict) -> int:
-    """The fresh process (``_BOOT``), its job read: measure, and write the result to FD."""
-    from time import perf_counter  # noqa: F401 - the clock, bound before the student's code
+def serve(argv: list[str]) -> int:
+    """The server (``_BOOT``): import what every measurement needs, then fork a child per
+    job framed on stdin and send back its reply, framed, on the pipe ``argv[0]``."""
+    from time import perf_counter  # noqa: F401 - the clock, bound before any student code
 
-    import mlc.perf.timing  # the real one, imported before the student's code
+    import mlc.perf.timing  # noqa: F401 - the real one, imported before the student's code
+
+    from . import runner
+    from .isolate import non_dumpable
+    from .registry import all_exercises
+
+    non_dumpable()  # its children (the student's code) cannot write its memory
+    runner.prepare({"exercises": []})  # IPython, the wire, mlc.perf
+    all_exercises()  # every check, with what it imports (numba.cuda among them)
+    fd, stdin = int(argv[0]), sys.stdin.buffer
+    try:
+        while len(head := stdin.read(_FRAME)) == _FRAME:
+            job = json.loads(stdin.read(int(head)))
+            _write_all(fd, _frame(_supervise(job, fd), str(job["nonce"])))
+    finally:
+        shutil.rmtree(os.environ.get("NUMBA_CACHE_DIR") or "/nonexistent", ignore_errors=True)
+    return 0
+
+
+def _supervise(job: dict, fd: int) -> dict:
+    """Observe ``job`` in a child of this server; its reply, or what went wrong."""
+    import importlib
+
+    from .registry import get
+
+    what = job["what"]
+    for dotted in get(job["id"]).rebuilds:  # imported here once, not in each child
+        importlib.import_module(dotted.partition(":")[0])
+    folder = tempfile.mkdtemp(prefix="mlc-fresh-")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            _child(job, folder, write, fd)
+        finally:
+            os._exit(0)
+    os.close(write)
+    data = _read_until(read, _monotonic() + float(job["timeout"]))
+    if data is None:  # a loop that never ends (or a recursion) must not hang the worker
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    shutil.rmtree(folder, ignore_errors=True)
+    if data is None:
+        return {"error": f"{what}: no result within {float(job['timeout']):.0f} s (or "
+                         "a result too large to be one)", "kind": "failed"}
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"error": f"{what}: the fresh process that measures it ended without a "
+                         f"result (exit status {status})", "kind": "failed"}
+
+
+def _child(job: dict, folder: str, reply: int, server_fd: int) -> None:
+    """Seal, run the definitions, observe the case, and write the result to ``reply``."""
+    import mlc.perf.timing
 
     from . import runner
 
-    fd = int(argv[0])
+    # the server's channels are not the student's to read or write
+    os.close(server_fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the whole process
     worker = runner.prepare({"exercises": [{"id": job["id"]}]})
     observe = worker["exercises"][job["id"]].check.observe
     case, encode = from_plain(job["case"]), to_plain
     runner.seal(worker)  # also snapshots mlc.perf and the clock
     _guard_timer(worker, mlc.perf.timing.timeit, lambda: runner._restore_perf(worker))
-    folder = tempfile.mkdtemp(prefix="mlc-fresh-")
     path = os.path.join(folder, "definitions.py")  # a file: Numba's cache=True needs one
     with open(path, "w", encoding="utf-8") as f:
         f.write(job["source"])
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the whole process
     try:
         module = types.ModuleType("definitions")  # Numba finds globals through it
         module.__file__ = path
         sys.modules[module.__name__] = module
         exec(compile(job["source"], path, "exec"), vars(module))  # noqa: S102 - the defs
-        reply = {"ok": encode(observe(vars(module), case))}
+        out = {"ok": encode(observe(vars(module), case))}
+    except NotImplementedError:
+        out = {"error": "not implemented", "kind": "not_implemented"}
+    except Missing as err:
+        out = {"error": str(err), "kind": "missing"}
     except CheckFailed as err:
-        reply = {"error": str(err)}
+        out = {"error": str(err), "kind": "failed"}
     except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        reply = {"error": f"{case.get('what', 'the speed case')}: your code raised "
-                          f"{type(err).__name__}: {str(err).strip()[:200]}"}
-    data = json.dumps(reply).encode("utf-8")
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    return 0
+        out = {"error": f"{case.get('what', 'the measured case')}: your code raised "
+                        f"{type(err).__name__}: {str(err).strip()[:200]}", "kind": "failed"}
+    _write_all(reply, json.dumps(out).encode("utf-8"))

@@ -213,7 +213,8 @@ def prepare(job: dict) -> dict:
     exercises = {j["id"]: get(j["id"]) for j in job["exercises"]}
     return {"exercises": exercises, "observe_case": protocol.observe_case,
             "observe_names": protocol.observe_names, "from_plain": wire.from_plain,
-            "freeze_env": fresh.freeze_environment}
+            "freeze_env": lambda: fresh.freeze_environment(
+                start=any(ex.fresh for ex in exercises.values()))}
 
 
 def _restore_perf(worker: dict) -> None:

@@ -1,6 +1,7 @@
 """Launching a student's CUDA kernel and judging what the launch did, for unit 04's checks.
 
-In the worker, :func:`launch` runs the kernel (in Numba's simulator through
+Where a case is observed (a fresh process holding only the student's definitions, see
+:mod:`mlc.grading.fresh`), :func:`launch` runs the kernel (in Numba's simulator through
 :func:`mlc.perf.count_memory`) and reports, as plain data, what the kernel was, what it
 raised and its memory traffic per array argument, in the order of the kernel's
 parameters (the student may name them as they like). In the grader, the other helpers
@@ -32,7 +33,7 @@ def simulated() -> bool:
     return bool(numba.config.ENABLE_CUDASIM)
 
 
-# ---- in the worker ------------------------------------------------------------------------------
+# ---- where the case is observed ------------------------------------------------------------------
 
 def kind_of(k) -> str:
     """"kernel", "device" (a device function), or the type of what is not a kernel."""
@@ -64,7 +65,7 @@ def launch(kernel, griddim, blockdim, *args, trace=()) -> dict:
     if kind != "kernel":
         return {"kernel": kind}
     try:
-        if simulated():  # the counter bound at import, before the notebook's code ran
+        if simulated():  # the counter bound at import, before the student's code existed
             counts = traffic(count_memory(kernel, griddim, blockdim, *args,
                                           trace=bool(trace)), trace)
         else:
@@ -202,7 +203,7 @@ class KernelCheck(Check):
                f"put @cuda.jit on the line above `def {self.kernel}`")
 
 
-# ---- barriers and races (in the worker, in the simulator) ----------------------------------------
+# ---- barriers and races (where the case is observed, in the simulator) ---------------------------
 
 MAX_RACES = 3  # races reported per launch: the first few say enough
 

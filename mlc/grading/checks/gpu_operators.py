@@ -6,8 +6,10 @@ Each check follows the grader's split (see :mod:`mlc.grading.registry`): ``cases
 The grader sends hidden tiny inputs and launch configurations chosen to catch the usual
 mistakes: more threads than elements (a missing bounds test), fewer threads than
 elements (a missing grid-stride loop), shapes that are no multiple of the tile. Outputs
-start as NaN, so an element never written shows. The worker launches the student's
-``@cuda.jit`` kernel; in Numba's simulator it launches through
+start as NaN, so an element never written shows. Every case is measured, so every case is
+observed in a fresh process that holds only the student's definitions (``fresh="traffic"``,
+:mod:`mlc.grading.fresh`), not in the worker, whose cells may have patched the counting:
+there the student's ``@cuda.jit`` kernel is launched; in Numba's simulator through
 :func:`mlc.perf.count_memory` and reports the *traffic* as counts per argument (in the
 order of the kernel's parameters), which the judge bounds and compares: a reduction must
 read each input element once, a tiled matmul must read global memory about ``2 n^3 / T``
@@ -46,6 +48,7 @@ def _rand(rng, *shape):
 # ---- the exercises ------------------------------------------------------------------------------
 
 @exercise("gpu_operators.vector_add", points=1, notebook=NB, needs=("vector_add",),
+          fresh="traffic",
           hint="a launch may have more threads than elements, or fewer: every thread must "
                "stay inside the array, and a thread may have to handle several elements "
                "(the lecture's grid-stride loop)")
@@ -61,7 +64,8 @@ class _VectorAdd(KernelCheck):
             x, y = _rand(rng, n), _rand(rng, n)
             out.append({"what": f"vector_add[{blocks}, {threads}] on {n} elements ({why})",
                         "blocks": blocks, "threads": threads, "x": x, "y": y,
-                        "out": np.full(n, np.nan, np.float32), "trace": n == 1000})
+                        "out": np.full(n, np.nan, np.float32), "trace": n == 1000,
+                        "traffic": True})
         return out
 
     def observe(self, ns, case):
@@ -96,7 +100,7 @@ BIAS_BLOCK = (32, 4)  # x runs along columns (j), y along rows (i)
 
 
 @exercise("gpu_operators.indexing_2d", points=2, notebook=NB, needs=("add_bias",),
-          simulator=True,
+          simulator=True, fresh="traffic",
           hint="cuda.grid(2) gives the x coordinate first, and threads next to each other "
                "in a warp differ in x: which axis of the matrix should x walk so that a "
                "warp reads neighbouring addresses? Threads outside the matrix must do nothing")
@@ -113,7 +117,8 @@ class _AddBias(KernelCheck):
             out.append({"what": f"add_bias[{grid}, {BIAS_BLOCK}] on X of shape {(rows, cols)}",
                         "grid": grid, "X": X, "b": b,
                         "out": np.full((rows, cols), np.nan, np.float32),
-                        "trace": rows == 9})  # the coalescing case (768 threads traced)
+                        "trace": rows == 9,  # the coalescing case (768 threads traced)
+                        "traffic": True})
         return out
 
     def observe(self, ns, case):
@@ -145,7 +150,7 @@ class _AddBias(KernelCheck):
 
 
 @exercise("gpu_operators.reduce_shared", points=3, notebook=NB, simulator=True,
-          needs=("block_sum",), values=("THREADS",),
+          needs=("block_sum",), values=("THREADS",), fresh="traffic",
           hint="read each element of x once (a grid-stride loop into a register), then "
                "combine the block's values in a shared array by halving the number of "
                "active threads at each step, with a barrier between steps (the lecture's "
@@ -159,8 +164,8 @@ class _BlockSum(KernelCheck):
         for n, blocks in [(1000, 2), (100, 1), (0, 1), (3001, 3)]:
             x = _rand(rng, n) if n else np.zeros(0, np.float32)
             out.append({"what": f"block_sum[{blocks}, THREADS] on {n} elements",
-                        "blocks": blocks, "x": x, "partial": np.full(blocks, np.nan,
-                                                                     np.float32)})
+                        "blocks": blocks, "x": x, "traffic": True,
+                        "partial": np.full(blocks, np.nan, np.float32)})
         return out
 
     def observe(self, ns, case):
@@ -203,9 +208,9 @@ class _BlockSum(KernelCheck):
 
 
 def _probe_barriers(obs, kernel, griddim, blockdim, *args) -> None:
-    """In the worker, after a launch that ran in the simulator: a second launch, on copies
-    of ``args``, that sees the barriers (which thread touched which shared element between
-    which two syncthreads()), into ``obs["barriers"]``."""
+    """Where the case is observed, after a launch that ran in the simulator: a second launch,
+    on copies of ``args``, that sees the barriers (which thread touched which shared element
+    between which two syncthreads()), into ``obs["barriers"]``."""
     if not (simulated() and obs.get("raised") is None and obs.get("kernel") == "kernel"):
         return
     try:
@@ -285,7 +290,7 @@ def _dims(spec, T):
 
 
 @exercise("gpu_operators.matmul_tiled", points=4, notebook=NB, simulator=True,
-          needs=("matmul_tiled",), values=("TILE",),
+          needs=("matmul_tiled",), values=("TILE",), fresh="traffic",
           hint="each block stages one tile of A and one of B in shared memory per step, "
                "waits until the whole block has loaded them, uses them TILE times, and waits "
                "again before the next step overwrites them; parts of a tile outside the "
@@ -302,7 +307,7 @@ class _MatmulTiled(KernelCheck):
         return [{"what": "matmul_tiled on ({}T+{} x {}T+{}) @ ({}T+{} x {}T+{})".format(
                      *spec[0], *spec[1], *spec[1], *spec[2]),
                  "spec": [list(s) for s in spec], "A": _rand(rng, big, big),
-                 "B": _rand(rng, big, big)} for spec in _MATMUL_SHAPES]
+                 "B": _rand(rng, big, big), "traffic": True} for spec in _MATMUL_SHAPES]
 
     def observe(self, ns, case):
         tile = int_value(ns, "TILE")
