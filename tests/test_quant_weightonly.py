@@ -117,7 +117,7 @@ def test_fp16_scales_are_safe_and_half_the_scale_bytes():
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_wmatmul_tiles_rows_and_columns_serial_and_parallel(bits):
-    from mlc.quant.kernels_cpu import MB, WB, wmatmul_parallel, wmatmul_serial
+    from mlc.quant.kernels_weightonly import MB, WB, wmatmul_parallel, wmatmul_serial
 
     rng = np.random.default_rng(4)
     m, k, n = 2 * MB + 3, 64, WB + 7                   # partial tiles on both axes

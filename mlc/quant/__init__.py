@@ -23,17 +23,17 @@ One idea per module:
 - ``histogram.py``   HistogramObserver (the range of least quantization error);
 - ``fixedpoint.py``  quantize_multiplier and gemmlowp's requantization (numpy and Numba);
 - ``reference.py``   the same arithmetic with Python ints, to test against;
-- ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue,
-  and the weight-only matmul that dequantizes in its inner loop;
+- ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue;
+- ``kernels_weightonly.py`` the weight-only matmul that dequantizes in its inner loop;
 - ``routines.py``   the scalar integer steps, written once, compiled for cpu and cuda;
 - ``kernels_cuda.py`` the same kernels in Numba-CUDA, one thread per output;
 - ``weightonly.py``  group-wise 4/8-bit weights (two codes a byte), float activations;
+  quantize_weights and quantize_tables (a graph's weights in few bits);
 - ``qops.py``        checked entry points: qmatmul, qlinear, qconv2d, on a device;
 - ``graph_ops.py``   the quantized graph ops: integer reference, simulation, extern kernel;
 - ``bound.py``       those kernels bound once to a node: what a built graph calls;
 - ``rules.py``       what convert rewrites, as data, and the matcher;
-- ``passes.py``      prepare, calibrate, convert, fold_dequantize, quantize_graph, simulate,
-  quantize_weights;
+- ``passes.py``      prepare, calibrate, convert, fold_dequantize, quantize_graph, simulate;
 - ``ptq.py``         quantize_model: the model-level facade over quantize_graph;
 - ``examples.py``    a residual MLP and an attention block on digits (not chains);
 - ``qat.py``         prepare_qat (fake-quant with the straight-through estimator), convert;

@@ -121,7 +121,7 @@ def bind_wmatmul(node):
     parallel, picked once per batch size: the checked ``quant.wmatmul`` did both at
     every call."""
     from .graph_ops import _group_weight
-    from .kernels_cpu import wmatmul_kernel
+    from .kernels_weightonly import wmatmul_kernel
 
     attrs = node.attrs
     k, n = attrs["k"], node.shape[-1]

@@ -22,7 +22,7 @@ only the weights are stored in 4 (or 8) bits:
   ``2^-11`` of itself, 1/500 of the 4-bit step it sets, and the codes are computed
   with the rounded scale, so they stay the nearest codes for the scale that is stored.
   fp16's range (6e-8 .. 65504) covers any trained weight; a larger one is refused.
-* **The kernel dequantizes in its inner loop** (:func:`.kernels_cpu._wmatmul_tile`):
+* **The kernel dequantizes in its inner loop** (:func:`.kernels_weightonly._wmatmul_tile`):
   one packed row of codes becomes floats once per tile of 16 rows of ``x``, which all
   use it; the group's scale multiplies the group's sum once. No float copy of the
   weight is ever made (Numba has no float16, so fp16 scales, 1/16 of the codes, are
@@ -164,7 +164,7 @@ def wmatmul(x, gw: GroupWeight, device=None) -> np.ndarray:
         from .kernels_cuda import wmatmul_cuda
 
         return wmatmul_cuda(x, gw.codes, gw.scales32, gw.bits, gw.group_size)
-    from .kernels_cpu import wmatmul_kernel
+    from .kernels_weightonly import wmatmul_kernel
 
     out = np.empty((x.shape[0], gw.n), np.float32)
     wmatmul_kernel(x.shape[0] * gw.k * gw.n)(x, gw.codes, gw.scales32, gw.group_size,
