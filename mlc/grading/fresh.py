@@ -149,7 +149,8 @@ def _read_until(fd: int, deadline: float, limit: int = _MAX_REPLY) -> bytes | No
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
-    """``n`` bytes from pipe ``fd`` (left open), or None at ``deadline`` or end of file."""
+    """``n`` bytes from pipe ``fd`` (left open), or None at ``deadline``; EOFError when
+    its writer has closed it first."""
     chunks = []
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
@@ -159,7 +160,7 @@ def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
                 return None
             chunk = os.read(fd, min(n, 1 << 16))
             if not chunk:
-                return None
+                raise EOFError("the writer closed the pipe")
             chunks.append(chunk)
             n -= len(chunk)
     return b"".join(chunks)
@@ -195,7 +196,8 @@ class _Server:
         self.proc.stdin.flush()
 
     def ask(self, job: dict, timeout: float) -> bytes | None:
-        """The reply to ``job``, or None if none came within ``timeout`` seconds."""
+        """The reply to ``job``, or None if none came within ``timeout`` seconds; OSError
+        or EOFError when the server has ended."""
         nonce = os.urandom(16).hex()
         self.send({**job, "nonce": nonce})
         deadline = _monotonic() + timeout
@@ -241,7 +243,7 @@ def _ask(job: dict, timeout: float) -> bytes | None:
         server = _server()
         try:
             data = server.ask(job, timeout)
-        except OSError:  # it had ended before the job: a new one gets it
+        except (OSError, EOFError):  # it has ended: a new one gets the job
             _SERVER.remove(server)
             server.close()
             continue
@@ -252,7 +254,8 @@ def _ask(job: dict, timeout: float) -> bytes | None:
             raise CheckFailed(f"{job['what']}: the fresh process that measures it gave "
                               f"no result{said}")
         return data
-    raise CheckFailed(f"{job['what']}: the fresh process that measures it did not start")
+    raise CheckFailed(f"{job['what']}: the fresh process that measures it ended twice "
+                      "without a result")
 
 
 _RAISE = {"missing": Missing, "not_implemented": NotImplementedError}
