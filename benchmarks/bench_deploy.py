@@ -4,7 +4,8 @@
     mlc bench deploy --quick    # untrained ViT (accuracy column meaningless), fewer rounds
 
 1. The tiny ViT at batch 1 and 64: mlc eager (autograd Tensors, no graph), ``mlc.deploy``
-   fp32, int8 (calibrated on 256 training digits) and int4-weight (group 32), and ONNX
+   fp32, int8 (calibrated on 256 training digits) and int4-weight (groups of 32, fp16
+   scales; the position table in int8), and ONNX
    Runtime's CPU provider on ``graph.to_onnx`` of the same traced graph (when it imports);
    PyTorch is not a column (not installed here). Every library gets the same threads
    (``limit_threads``, ``intra_op_num_threads``). Test accuracy and weight bytes per row;
@@ -80,9 +81,10 @@ def bench_vit(trained: bool, repeat: int, threads: int = 2):
     base = {b: table[1][3 + i] for i, b in enumerate((1, 64))}
     for row in table:
         row += [row[3] / base[1], row[4] / base[64]]
+        row.insert(3, f"{row[2] / table[1][2]:.3f}" if row[2] else "")
     print(f"\ntiny ViT on digits ({threads} threads each; time / deploy fp32 time)")
-    print_table(table, ["runtime", "acc %", "weight B", "b=1 us", "b=64 us", "b=1 ratio",
-                        "b=64 ratio"])
+    print_table(table, ["runtime", "acc %", "weight B", "of fp32", "b=1 us", "b=64 us",
+                        "b=1 ratio", "b=64 ratio"])
     return table
 
 
