@@ -32,6 +32,7 @@ import numpy as np
 from mlc import compress as C
 from mlc import perf
 from mlc.data import load_digits
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _pm(mean, std):
@@ -82,7 +83,7 @@ def mlp_section(data, args):
     X_train, y_train, X_test, y_test = data
     epochs = 10
     print("\n== 2. The digits MLP 64-256-10 ==")
-    dense = C.digits_mlp((256,), seed=0)
+    dense = digits_mlp(hidden=(256,), seed=0)[0]
     C.fit(dense, X_train, y_train, epochs=epochs, seed=0)
     rows = [_summ(dense, data, "mlp dense", args)]
 
@@ -140,7 +141,7 @@ def mlp_section(data, args):
 def _seeds_section(dense, data, args):
     X_train, y_train, X_test, y_test = data
     seeds = (0, 1) if args.quick else (0, 1, 2)
-    lt = C.lottery_ticket(lambda s: C.digits_mlp((256,), seed=s), data, amount=0.9,
+    lt = C.lottery_ticket(lambda s: digits_mlp(hidden=(256,), seed=s)[0], data, amount=0.9,
                           seeds=seeds, epochs=10)
     print(f"\nlottery ticket, 90% sparse (one-shot, global), 10 epochs, {len(seeds)} seeds "
           "(mean ± std of test accuracy):")
@@ -157,8 +158,9 @@ def _seeds_section(dense, data, args):
     table = []
     for label, d, hidden, epochs, alpha in settings:
         for T in temps:
-            r = C.distillation_experiment(teacher, lambda s, h=hidden: C.digits_mlp((h,), seed=s),
-                                          d, seeds=dseeds, T=T, alpha=alpha, epochs=epochs)
+            r = C.distillation_experiment(
+                teacher, lambda s, h=hidden: digits_mlp(hidden=(h,), seed=s)[0], d,
+                seeds=dseeds, T=T, alpha=alpha, epochs=epochs)
             table.append([label, f"64-{hidden}-10", epochs, T, alpha,
                           _pm(r["alone_mean"], r["alone_std"]),
                           _pm(r["distilled_mean"], r["distilled_std"]), r["gain"] * 100])
@@ -185,9 +187,9 @@ def cnn_section(args):
     X_train, y_train, X_test, y_test = data
     epochs = 3 if args.quick else 6
     print(f"\n== 3. The digits CNN (conv 3x3 16, conv 3x3/2 32, fc), {epochs} epochs ==")
-    std = C.digits_cnn((16, 32), seed=0)
+    std = digits_cnn(channels=(16, 32), seed=0)[0]
     C.fit(std, X_train, y_train, epochs=epochs, seed=0)
-    sep = C.digits_cnn((16, 32), seed=0, conv=C.DepthwiseSeparableConv)
+    sep = digits_cnn(channels=(16, 32), seed=0, conv=C.DepthwiseSeparableConv)[0]
     C.fit(sep, X_train, y_train, epochs=epochs, seed=0)
     rows = [_summ(std, data, "cnn standard", args), _summ(sep, data, "cnn depthwise-sep.", args)]
     half = C.prune_channels(std, 0.5)

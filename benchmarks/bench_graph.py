@@ -38,6 +38,7 @@ from mlc.perf import limit_threads
 from mlc.graph import examples
 from mlc.graph import intrinsic_calls
 from mlc.perf import print_table, timeit
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _kernel_time(exe, x, repeat):
@@ -168,7 +169,7 @@ def _torch_model(model, kind):
 def _traced_models(batches, transformer: bool = False):
     """``(kind, batch, model, x, graph)`` for the digits MLP and CNN (and a GPT-style block
     of 16 tokens, d = 32, 4 heads, and the tiny ViT) at each batch."""
-    models = [("mlp", examples.digits_mlp), ("cnn", examples.digits_cnn)]
+    models = [("mlp", digits_mlp), ("cnn", digits_cnn)]
     if transformer:
         models.append(("gpt block", lambda batch: examples.gpt_block(batch, 16, 64, 32, 4)))
         models.append(("tiny vit", lambda batch: mlc.models.tiny_vit(batch=batch)))

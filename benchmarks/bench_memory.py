@@ -33,8 +33,8 @@ import sys
 import numpy as np
 
 from mlc import graph, memory
-from mlc.graph import examples as E
 from mlc.perf import print_table
+from mlc.models import digits_cnn, digits_mlp
 
 STRATEGIES = ("naive", "shared_objects", "greedy_by_size", "greedy_by_breadth", "optimal")
 
@@ -43,8 +43,8 @@ def _models(quick: bool):
     b = 8 if quick else 32
     width = 64 if quick else 256
     np.random.seed(0)
-    return [("digits MLP", *E.digits_mlp(batch=b)),
-            ("digits CNN", *E.digits_cnn(batch=b // 2)),
+    return [("digits MLP", *digits_mlp(batch=b)),
+            ("digits CNN", *digits_cnn(batch=b // 2)),
             ("16-layer MLP", memory.deep_mlp(16, width=width),
              np.random.rand(b, 64).astype("float32"))]
 
@@ -110,7 +110,7 @@ def batch_rows(target: str, batches=(1, 8, 64)):
     import mlc
     from mlc.perf import stopwatch, timeit
 
-    model, x = E.digits_cnn(batch=3)
+    model, x = digits_cnn(batch=3)
     g = graph.trace(model, x)
     per = graph.build(g, target=target, memory_plan="greedy_by_size")
     top = graph.build(g, target=target, memory_plan="greedy_by_size", max_batch=max(batches))

@@ -338,7 +338,7 @@ def test_pipeline_that_drops_what_the_passes_return_scores_zero():
 
 
 def test_pipeline_that_returns_the_eager_model_scores_zero():
-    from mlc.compress.models import predict
+    from mlc.models import predict
 
     def eager(model, example, stages):
         deploy_pipeline(model, example, stages)

@@ -9,6 +9,7 @@ import mlc.ndarray as nd
 from mlc import compress as C
 from mlc import nn
 from mlc.data import load_digits
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _reference_dwsep(x, dw, pw, b, stride, pad):
@@ -66,8 +67,8 @@ def test_depthwise_separable_conv_gradient():
 
 def test_separable_cnn_has_fewer_params_and_flops_and_prunes():
     x = load_digits(flatten=False)[2][:4]
-    std = C.digits_cnn((16, 32), seed=0)
-    sep = C.digits_cnn((16, 32), seed=0, conv=C.DepthwiseSeparableConv)
+    std = digits_cnn(channels=(16, 32), seed=0)[0]
+    sep = digits_cnn(channels=(16, 32), seed=0, conv=C.DepthwiseSeparableConv)[0]
     assert C.count_parameters(sep) < C.count_parameters(std)
     f_std, f_sep = C.count_flops(std, x[:1]), C.count_flops(sep, x[:1])
     # conv1: 2*9*16*64; conv2: 2*9*16*32*16 vs 2*(9*16 + 16*32)*16; fc: 2*512*10
@@ -97,7 +98,7 @@ def test_early_exit_thresholds_move_flops_between_the_two_paths():
 
 def test_summary_and_pareto():
     data = load_digits()
-    model = C.digits_mlp((32,), seed=0)
+    model = digits_mlp(hidden=(32,), seed=0)[0]
     C.fit(model, data[0], data[1], epochs=2, seed=0)
     dense = C.summary(model, data, name="dense", repeat=1, min_time=0.0)
     pruned = C.prune_magnitude(C.clone(model), 0.9)

@@ -8,6 +8,7 @@ import mlc.ndarray as nd
 from mlc import compress as C
 from mlc import nn
 from mlc.data import DataLoader, NDArrayDataset, load_digits
+from mlc.models import digits_mlp
 
 
 def test_low_rank_at_full_rank_equals_the_layer():
@@ -48,7 +49,7 @@ def test_low_rank_errors_and_model_helper():
         C.low_rank(lin, rank=5)
     with pytest.raises(TypeError, match="nn.Linear"):
         C.low_rank(nn.ReLU(), rank=1)
-    model = C.digits_mlp((32, 32), seed=0)
+    model = digits_mlp(hidden=(32, 32), seed=0)[0]
     small = C.low_rank_model(model, rank=8)
     assert isinstance(small[0], C.LowRankLinear) and isinstance(small[2], C.LowRankLinear)
     assert type(small[4]) is nn.Linear  # the classifier stays whole
@@ -112,9 +113,9 @@ def test_distill_moves_the_student_towards_the_teacher():
     """The cheap property: distilling (alpha=1, no labels at all) makes the student agree
     with the teacher far more than before, and lowers the soft loss."""
     X_train, y_train, X_test, y_test = load_digits()
-    teacher = C.digits_mlp((64,), seed=0)
+    teacher = digits_mlp(hidden=(64,), seed=0)[0]
     C.fit(teacher, X_train, y_train, epochs=5, seed=0)
-    student = C.digits_mlp((16,), seed=1)
+    student = digits_mlp(hidden=(16,), seed=1)[0]
     t_pred = C.predict(teacher, X_test).argmax(1)
     before = (C.predict(student, X_test).argmax(1) == t_pred).mean()
     np.random.seed(0)
@@ -133,10 +134,10 @@ def test_distilled_student_beats_the_student_alone_on_average():
     Both runs of a seed start from the same weights and batch order. (On the full training
     set the two are within noise on digits: see the benchmark.)"""
     X_train, y_train, X_test, y_test = load_digits()
-    teacher = C.digits_mlp((128,), seed=0)
+    teacher = digits_mlp(hidden=(128,), seed=0)[0]
     C.fit(teacher, X_train, y_train, epochs=10, seed=0)
     few = (X_train[:200], y_train[:200], X_test, y_test)
-    r = C.distillation_experiment(teacher, lambda s: C.digits_mlp((32,), seed=s), few,
+    r = C.distillation_experiment(teacher, lambda s: digits_mlp(hidden=(32,), seed=s)[0], few,
                                   seeds=(0, 1, 2), T=8.0, alpha=0.9, epochs=30)
     assert r["distilled_mean"] > r["alone_mean"], r
     assert r["alone_std"] >= 0 and r["distilled_std"] >= 0 and len(r["distilled"]) == 3

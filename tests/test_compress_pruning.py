@@ -7,6 +7,7 @@ import mlc
 from mlc import compress as C
 from mlc import nn
 from mlc.data import load_digits
+from mlc.models import digits_cnn, digits_mlp
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +18,13 @@ def digits():
 @pytest.fixture(scope="module")
 def trained_mlp(digits):
     X_train, y_train, _, _ = digits
-    model = C.digits_mlp((256,), seed=0)
+    model = digits_mlp(hidden=(256,), seed=0)[0]
     C.fit(model, X_train, y_train, epochs=10, seed=0)
     return model
 
 
 def _mlp(seed=0, hidden=(32,)):
-    return C.digits_mlp(hidden, seed=seed)
+    return digits_mlp(hidden=hidden, seed=seed)[0]
 
 
 def test_masks_keep_zeros_through_training(digits):
@@ -164,7 +165,7 @@ def test_prune_channels_through_batchnorm_and_a_deep_chain():
 
 def test_prune_channels_on_the_cnn_keeps_kept_channels(digits):
     X = digits[2][:16].reshape(-1, 8, 8, 1)
-    model = C.digits_cnn((8, 16), seed=0)
+    model = digits_cnn(channels=(8, 16), seed=0)[0]
     plan = C.channel_plan(model, 0.5)
     assert [(i, k.size) for i, k in plan] == [(0, 4), (2, 8)]
     small = C.prune_channels(model, 0.5)

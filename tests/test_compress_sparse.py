@@ -5,6 +5,7 @@ import pytest
 
 from mlc import compress as C
 from mlc.data import load_digits
+from mlc.models import digits_mlp
 
 
 def _sparse(shape, s, seed=0):
@@ -112,7 +113,7 @@ def test_stored_bytes_by_format():
 
 def test_sparse_linear_equals_the_pruned_model():
     X = load_digits()[2][:40]
-    model = C.digits_mlp((64,), seed=0)
+    model = digits_mlp(hidden=(64,), seed=0)[0]
     C.prune_magnitude(model, 0.9)
     dense_out = C.predict(model, X)
     sparse_model = C.to_sparse(C.clone(model))
@@ -122,7 +123,7 @@ def test_sparse_linear_equals_the_pruned_model():
     assert b["csr"] < 0.3 * b["dense"] and b == C.model_bytes(model)
     assert C.count_nonzeros(sparse_model) == C.count_nonzeros(model)
     assert C.count_flops(sparse_model, X[:1], sparse=True) == C.count_flops(model, X[:1], True)
-    m24 = C.prune_2_4(C.digits_mlp((64,), seed=0))
+    m24 = C.prune_2_4(digits_mlp(hidden=(64,), seed=0)[0])
     out24 = C.predict(m24, X)
     s24 = C.to_sparse(C.clone(m24), fmt="2:4")
     assert all(isinstance(s24[i], C.SparseLinear) for i in (0, 2))

@@ -8,6 +8,7 @@ import mlc
 from mlc import graph, nn, ops
 from mlc.graph import examples
 from mlc.graph.ir import GraphBuilder
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _eager(model, x):
@@ -17,8 +18,8 @@ def _eager(model, x):
 
 
 MODELS = {
-    "mlp": examples.digits_mlp,
-    "cnn": lambda: examples.digits_cnn(batch=2),
+    "mlp": digits_mlp,
+    "cnn": lambda: digits_cnn(batch=2),
     "norm_softmax": examples.norm_softmax,
     "bn_mlp": examples.bn_mlp,
 }
@@ -44,7 +45,7 @@ def test_trace_covers_the_course_ops():
     ops_seen = {n.op for n in g.ops}
     assert {"matmul", "broadcast_to", "summation", "softmax", "relu", "power_scalar",
             "divide", "divide_scalar", "negate"} <= ops_seen
-    cnn, xi = examples.digits_cnn(batch=2)
+    cnn, xi = digits_cnn(batch=2)
     assert {"pad", "im2col", "reshape", "matmul"} <= {n.op for n in graph.trace(cnn, xi).ops}
     # batched matmul, transpose, tanh, sigmoid, logsumexp without keepdims, two outputs
     a = np.random.randn(2, 3, 4).astype("float32")
@@ -69,7 +70,7 @@ def test_trace_puts_the_model_back_in_its_mode_and_uses_eval():
 
 
 def test_print_is_one_node_per_line():
-    model, x = examples.digits_mlp()
+    model, x = digits_mlp()
     g = graph.trace(model, x)
     text = str(g)
     assert text.startswith("graph(%x: float32[1, 64])")
@@ -84,7 +85,7 @@ def test_untraceable_op_is_named():
 
 
 def test_interpret_checks_inputs():
-    model, x = examples.digits_mlp()
+    model, x = digits_mlp()
     g = graph.trace(model, x)
     with pytest.raises(TypeError, match="takes 1 input"):
         graph.interpret(g)
@@ -98,7 +99,7 @@ def test_interpret_checks_inputs():
 
 
 def test_fold_constants_folds_weight_reshape_but_not_broadcasts():
-    cnn, x = examples.digits_cnn(batch=2)
+    cnn, x = digits_cnn(batch=2)
     g = graph.trace(cnn, x)
     f = graph.fold_constants(g)
     assert len(f.ops) == len(g.ops) - 2          # the two conv weight reshapes
@@ -143,7 +144,7 @@ def test_fold_batch_norm_leaves_unfoldable_ones():
 
 
 def test_pass_manager_reports_each_pass(capsys):
-    cnn, x = examples.digits_cnn(batch=2)
+    cnn, x = digits_cnn(batch=2)
     g = graph.trace(cnn, x)
     out = graph.run_passes(g, verbose=True)
     lines = capsys.readouterr().out.strip().splitlines()
@@ -278,7 +279,7 @@ def test_draw_colours_groups():
     import matplotlib
 
     matplotlib.use("Agg")
-    model, x = examples.digits_mlp()
+    model, x = digits_mlp()
     g = graph.trace(model, x)
     ax = g.draw()
     assert len(ax.patches) >= len(g.nodes)

@@ -5,7 +5,7 @@ import pytest
 
 import mlc
 from mlc import graph, memory, nn
-from mlc.graph import examples as E
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _eager(model, x):
@@ -17,7 +17,7 @@ def _rand(b, shape, seed=0):
 
 
 def test_trace_finds_the_batch_symbol_in_shapes_and_attributes():
-    model, x = E.digits_cnn(batch=3)
+    model, x = digits_cnn(batch=3)
     g = graph.trace(model, x)
     assert graph.batch_size(g) == 3
     sig = {n.name: graph.symbolic.signature(n) for n in g.nodes}
@@ -30,7 +30,7 @@ def test_trace_finds_the_batch_symbol_in_shapes_and_attributes():
 
 
 def test_a_graph_traced_at_batch_3_builds_once_and_equals_eager_at_1_3_and_50():
-    model, x = E.digits_cnn(batch=3)
+    model, x = digits_cnn(batch=3)
     g = graph.trace(model, x)
     exe = graph.build(g, target="python")
     for b in (1, 3, 50):
@@ -43,7 +43,7 @@ def test_a_graph_traced_at_batch_3_builds_once_and_equals_eager_at_1_3_and_50():
 
 
 def test_memory_plans_per_batch_or_for_a_stated_maximum():
-    model, x = E.digits_mlp(batch=4)
+    model, x = digits_mlp(batch=4)
     g = graph.trace(model, x)
     per = graph.build(g, target="python", memory_plan="greedy_by_size")
     top = graph.build(g, target="python", memory_plan="greedy_by_size", max_batch=32)
@@ -61,7 +61,7 @@ def test_memory_plans_per_batch_or_for_a_stated_maximum():
 
 
 def test_shape_errors_name_the_axis():
-    model, x = E.digits_mlp(batch=4)
+    model, x = digits_mlp(batch=4)
     exe = graph.build(graph.trace(model, x), target="python")
     with pytest.raises(ValueError, match=r"axis 1 is 63, expected 64 \(axis 0 is the batch"):
         exe(np.zeros((9, 63), "float32"))
@@ -93,7 +93,7 @@ def test_a_model_whose_constant_depends_on_the_batch_keeps_its_shapes():
 
 
 def test_passes_keep_the_batch_axis():
-    model, x = E.digits_mlp(batch=3)
+    model, x = digits_mlp(batch=3)
     g = graph.run_passes(graph.trace(model, x), verbose=False)
     xb = _rand(11, (64,))
     np.testing.assert_allclose(graph.interpret(g, xb), _eager(model, xb), rtol=1e-5,
@@ -101,7 +101,7 @@ def test_passes_keep_the_batch_axis():
 
 
 def test_a_batch_1_trace_has_no_batch_axis_and_says_why():
-    model, x = E.digits_mlp(batch=1)
+    model, x = digits_mlp(batch=1)
     g = graph.trace(model, x)
     assert graph.batch_size(g) is None and "trace at batch 2 or more" in g.batch_reason
     with pytest.raises(ValueError, match="trace at batch 2"):

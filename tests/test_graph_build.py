@@ -14,6 +14,7 @@ import mlc
 from mlc import graph, nn, ops
 from mlc.graph import examples
 from mlc.graph.ir import GraphBuilder
+from mlc.models import digits_cnn, digits_mlp
 
 UNARY = [("relu", {}), ("tanh", {}), ("sigmoid", {}), ("negate", {}),
          ("mul_scalar", {"scalar": 0.5}), ("add_scalar", {"scalar": 1.0}), ("exp", {})]
@@ -116,7 +117,7 @@ def test_relu_x_w_plus_b_is_one_kernel_with_no_intermediate_buffer():
 
 @pytest.mark.parametrize("name", ["cnn", "norm_softmax", "bn_mlp"])
 def test_course_models_build_and_match(name):
-    make = {"cnn": lambda: examples.digits_cnn(batch=2), "norm_softmax": examples.norm_softmax,
+    make = {"cnn": lambda: digits_cnn(batch=2), "norm_softmax": examples.norm_softmax,
             "bn_mlp": examples.bn_mlp}[name]
     model, x = make()
     g = graph.trace(model, x)
@@ -146,7 +147,7 @@ def test_cuda_target_tiny():
 
 
 def test_executable_validates_inputs_and_options():
-    model, x = examples.digits_mlp()
+    model, x = digits_mlp()
     g = graph.trace(model, x)
     exe = graph.build(g, target="python")
     with pytest.raises(TypeError, match="takes 1 input"):
@@ -248,7 +249,7 @@ def test_column_reduction_is_not_recomputed_per_row():
 
 
 def test_cnn_im2col_kernels_have_no_division_in_their_index_maps():
-    model, x = examples.digits_cnn(batch=3)
+    model, x = digits_cnn(batch=3)
     model.eval()
     g = graph.trace(model, x)
     exe = graph.build(g, target="python")

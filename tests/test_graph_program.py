@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlc import graph, memory
-from mlc.graph import examples as E
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _close(a, b):
@@ -12,7 +12,7 @@ def _close(a, b):
 
 
 def _cnn():
-    model, x = E.digits_cnn(batch=2)
+    model, x = digits_cnn(batch=2)
     return graph.eliminate_dead_code(graph.fold_constants(graph.trace(model, x))), x
 
 
@@ -74,7 +74,7 @@ def test_unfused_reshape_is_a_view_step():
 
 
 def test_build_takes_a_pass_pipeline():
-    model, x = E.digits_mlp(batch=3)
+    model, x = digits_mlp(batch=3)
     g = graph.trace(model, x)
     seen = []
 

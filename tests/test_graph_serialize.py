@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from mlc import graph, memory
-from mlc.graph import examples as E
+from mlc.models import digits_cnn, digits_mlp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cnn(batch=3):
-    model, x = E.digits_cnn(batch=batch)
+    model, x = digits_cnn(batch=batch)
     return graph.trace(model, x), x
 
 
@@ -47,7 +47,7 @@ def test_graph_round_trip(tmp_path):
 
 
 def test_executable_round_trip_in_a_fresh_process(tmp_path):
-    model, x = E.digits_mlp(batch=3)
+    model, x = digits_mlp(batch=3)
     exe = graph.build(graph.trace(model, x), target="cpu", memory_plan="greedy_by_size")
     exe.save(tmp_path / "e")
     assert sorted(os.listdir(tmp_path / "e")) == ["constants.npz", "graph.json",
@@ -131,7 +131,7 @@ def _tamper(folder, file, edit):
         {k: 0 for k in d["plan"]["offsets"]}), "unsafe"),
 ])
 def test_tampered_files_give_a_clear_error(tmp_path, file, edit, message):
-    model, x = E.digits_mlp(batch=3)
+    model, x = digits_mlp(batch=3)
     exe = graph.build(graph.trace(model, x), target="python", memory_plan="greedy_by_size")
     exe.save(tmp_path / "e")
     _tamper(tmp_path / "e", file, edit)
@@ -140,7 +140,7 @@ def test_tampered_files_give_a_clear_error(tmp_path, file, edit, message):
 
 
 def test_constants_that_need_pickle_are_refused(tmp_path):
-    model, x = E.digits_mlp(batch=3)
+    model, x = digits_mlp(batch=3)
     g = graph.trace(model, x)
     graph.save(g, tmp_path / "g")
     with np.load(tmp_path / "g" / "constants.npz") as z:

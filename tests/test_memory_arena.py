@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlc import graph, memory
-from mlc.graph import examples as E
+from mlc.models import digits_cnn, digits_mlp
 
 
 def _close(a, b):
@@ -12,8 +12,8 @@ def _close(a, b):
 
 
 CASES = {
-    "mlp": lambda: E.digits_mlp(batch=8),
-    "cnn": lambda: E.digits_cnn(batch=4),
+    "mlp": lambda: digits_mlp(batch=8),
+    "cnn": lambda: digits_cnn(batch=4),
     "deep_mlp": lambda: (memory.deep_mlp(16, width=32), np.random.rand(4, 64).astype("float32")),
 }
 
@@ -53,7 +53,7 @@ def test_arena_equals_the_reference_and_calls_are_independent(name, fuse):
 
 
 def test_build_plans_the_program_it_runs_and_refuses_a_foreign_plan():
-    model, x = E.digits_cnn(batch=2)
+    model, x = digits_cnn(batch=2)
     g = graph.trace(model, x)
     exe = graph.build(g, target="python", memory_plan="greedy_by_size")
     assert exe.plan == memory.plan(exe.program, "greedy_by_size")
@@ -75,7 +75,7 @@ def test_build_plans_the_program_it_runs_and_refuses_a_foreign_plan():
 
 
 def test_a_plan_for_other_shapes_is_refused():
-    m1, x1 = E.digits_mlp(batch=2)
+    m1, x1 = digits_mlp(batch=2)
     p = graph.lower(graph.fuse(graph.trace(m1, x1)), "python")
     other = graph.lower(graph.fuse(graph.trace(m1, np.zeros((5, 64), "float32"))), "python")
     with pytest.raises(ValueError, match=r"step 0 .* writes .*\[2, 64\]; in the plan's "
@@ -122,7 +122,7 @@ def test_inplace_saves_bytes_in_the_unfused_mlp():
 
 
 def test_build_with_a_strategy_and_inplace():
-    model, x = E.digits_mlp(batch=4)
+    model, x = digits_mlp(batch=4)
     g = graph.trace(model, x)
     exe = graph.build(g, target="python", memory_plan="greedy_by_breadth", fuse=False,
                       inplace=True)

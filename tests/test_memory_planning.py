@@ -5,8 +5,8 @@ import pytest
 
 from mlc import graph, memory
 from mlc.graph import Graph, Node
-from mlc.graph import examples as E
 from mlc.memory import Block, PlanError, PlanTooLarge
+from mlc.models import digits_cnn, digits_mlp
 
 STRATEGIES = ["naive", "shared_objects", "greedy_by_size", "greedy_by_breadth", "optimal"]
 
@@ -24,8 +24,8 @@ def _chain():
 
 def _models():
     out = {}
-    for name, make in (("mlp", lambda: E.digits_mlp(batch=8)),
-                       ("cnn", lambda: E.digits_cnn(batch=4)),
+    for name, make in (("mlp", lambda: digits_mlp(batch=8)),
+                       ("cnn", lambda: digits_cnn(batch=4)),
                        ("deep_mlp", lambda: (memory.deep_mlp(16, width=64),
                                              np.random.rand(8, 64).astype("float32")))):
         model, x = make()

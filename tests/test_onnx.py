@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import onnx_models as M  # noqa: E402
 from mlc import graph  # noqa: E402
+from mlc.models import digits_cnn, digits_mlp  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -195,7 +196,7 @@ def _session(ort, model):
 
 def test_onnx_runtime_runs_an_exported_traced_model():
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    model, x = graph.examples.digits_cnn(batch=3)
+    model, x = digits_cnn(batch=3)
     g = graph.trace(model, x)
     exported = graph.to_onnx(g)
     sess = _session(ort, exported)
@@ -239,7 +240,7 @@ def test_quantized_graph_exports_as_qdq_and_onnx_runtime_agrees_within_one_code(
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     from mlc import quant
 
-    model, x = graph.examples.digits_mlp(batch=8)
+    model, x = digits_mlp(batch=8)
     qm = quant.quantize_model(model, [x])
     exported = graph.to_onnx(qm.graph)
     ops = {n.op_type for n in exported.graph.node}

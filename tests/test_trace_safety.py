@@ -74,7 +74,7 @@ def test_a_sparse_model_traces_as_extern_ops_and_compiles(fmt, tmp_path):
     np.random.seed(0)
     dense = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     compress.prune_2_4(dense)
-    sparse = compress.to_sparse(compress.models.clone(dense), fmt=fmt)
+    sparse = compress.to_sparse(compress.clone(dense), fmt=fmt)
     assert all(isinstance(m, compress.SparseLinear) for m in sparse.modules[::2])
     g = graph.trace(sparse, _x(2, 8))
     assert [n.op for n in g.nodes if n.op not in ("input", "constant")] == [

@@ -4,7 +4,7 @@
 
     from mlc import compress
     data = mlc.data.load_digits()
-    model = compress.digits_mlp(seed=0); compress.fit(model, *data[:2], epochs=10)
+    model, _ = mlc.models.digits_mlp(hidden=(256,)); compress.fit(model, *data[:2], epochs=10)
     compress.prune_magnitude(model, 0.9)            # masks: 90% zeros, kept through training
     small = compress.prune_channels(model, 0.5)     # a smaller model: half the hidden units
     lr = compress.low_rank(model[0], energy=0.9)    # SVD: one Linear -> two thin ones
@@ -13,7 +13,7 @@
 
 One idea per module, in reading order:
 
-- ``models.py``       the digits MLP and CNN, ``fit``, ``accuracy``, ``clone``;
+- the digits MLP and CNN, ``fit``, ``accuracy``, ``clone`` come from ``mlc.models``;
 - ``masks.py``        magnitude pruning (global / per layer), 2:4 pruning, masks in forward;
 - ``iterative.py``    iterative pruning with fine-tuning; the lottery-ticket experiment;
 - ``structured.py``   channel pruning that returns a smaller model;
@@ -39,7 +39,7 @@ from .lowrank import (LowRankLinear, low_rank, low_rank_model, rank_for_energy, 
 from .masks import (apply_mask, effective_weight, get_mask, layer_sparsity,  # noqa: F401
                     nm_mask, prunable, prune_2_4, prune_magnitude, prune_semi_structured,
                     remove_masks, sparsity)
-from .models import accuracy, clone, digits_cnn, digits_mlp, fit, predict  # noqa: F401
+from ..models.train import accuracy, clone, fit, predict  # noqa: F401
 from .report import (compare_latency, pareto_chart, pareto_front, summary,  # noqa: F401
                      summary_table)
 from .sparse import (FORMATS, CSRMatrix, Sparse24Matrix, csr_matmul, is_2_4,  # noqa: F401

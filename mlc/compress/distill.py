@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import init, nn, ops
 from ..autograd import Tensor, no_grad
-from .models import accuracy, fit
+from ..models.train import accuracy, fit
 
 __all__ = ["distillation_loss", "soft_targets", "distill", "distillation_experiment",
            "temperature_sweep"]
@@ -130,7 +130,7 @@ def distillation_experiment(teacher: nn.Module, make_student: Callable[[int], nn
     ``*_mean``/``*_std`` and ``gain`` (mean distilled - mean alone).
     """
     from ..data import DataLoader, NDArrayDataset
-    from .models import clone, set_seed
+    from ..models.train import clone, set_seed
 
     X_train, y_train, X_test, y_test = data
     alone, distilled = [], []

@@ -24,7 +24,7 @@ import numpy as np
 from .. import nn
 from ..autograd import Tensor, no_grad
 from .flops import count_flops
-from .models import default_device, set_seed
+from ..models.train import default_device, set_seed
 
 __all__ = ["EarlyExitNet", "early_exit_mlp", "early_exit_curve"]
 

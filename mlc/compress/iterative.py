@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import nn
 from .masks import apply_mask, get_mask, prunable, prune_magnitude, sparsity
-from .models import accuracy, clone, fit
+from ..models.train import accuracy, clone, fit
 
 __all__ = ["iterative_prune", "lottery_ticket", "copy_masks"]
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import nn
 from .masks import effective_weight
-from .models import accuracy, clone, fit
+from ..models.train import accuracy, clone, fit
 
 __all__ = ["LowRankLinear", "low_rank", "low_rank_model", "rank_for_energy", "rank_sweep"]
 

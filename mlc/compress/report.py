@@ -25,7 +25,7 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..perf import format_table, timeit
 from .flops import count_flops, count_nonzeros, count_parameters, model_bytes, stored_model_bytes
-from .models import accuracy
+from ..models.train import accuracy
 
 __all__ = ["summary", "summary_table", "pareto_front", "pareto_chart", "compare_latency"]
 

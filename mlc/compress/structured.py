@@ -31,7 +31,7 @@ import numpy as np
 from .. import nn
 from ..autograd import Tensor
 from .masks import effective_weight
-from .models import clone
+from ..models.train import clone
 
 __all__ = ["prune_channels", "channel_plan", "unit_importance"]
 

@@ -1,28 +1,14 @@
-"""The course's models, ready to trace (the unit 02 digits MLP and CNN, a small
-transformer-style block with layer norm and softmax, a GPT-style block on token ids). Each
-function returns ``(model, example_input)`` with a fixed seed, so lectures, tests and
-benchmarks agree."""
+"""Small models that exercise the graph compiler's ops: a transformer-style block with
+layer norm and softmax, an MLP with batch norm to fold, a GPT-style block on token ids.
+Each function returns ``(model, example_input)`` with a fixed seed, so lectures, tests and
+benchmarks agree. The digits MLP and CNN the units share are ``mlc.models.digits_mlp``
+and ``mlc.models.digits_cnn``."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import nn, ops
-
-
-def digits_mlp(batch: int = 1, seed: int = 0):
-    """``Linear(64, 64) -> ReLU -> Linear(64, 10)`` on flattened 8x8 digits."""
-    np.random.seed(seed)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    return model, np.random.rand(batch, 64).astype("float32")
-
-
-def digits_cnn(batch: int = 1, seed: int = 0):
-    """Two convolutions (8 and 16 channels, the second with stride 2) and a Linear."""
-    np.random.seed(seed)
-    model = nn.Sequential(nn.Conv(1, 8, 3), nn.ReLU(), nn.Conv(8, 16, 3, stride=2), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(256, 10))
-    return model, np.random.rand(batch, 8, 8, 1).astype("float32")
 
 
 class NormSoftmax(nn.Module):

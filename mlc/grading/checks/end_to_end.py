@@ -368,7 +368,7 @@ class _Pipeline(Check):
                 "out": np.asarray(out, dtype=np.float64)}
 
     def judge(self, case, obs, t):
-        from mlc.compress.models import predict
+        from mlc.models import predict
 
         if not isinstance(obs, dict):
             raise CheckFailed(f"{case['what']}: malformed observation")

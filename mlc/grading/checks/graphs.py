@@ -210,9 +210,10 @@ def traced_examples() -> list[tuple[str, dict]]:
     softmax block (constants folded, as ``graph.build`` does first)."""
     from ... import graph
     from ...graph import examples
+    from ...models import digits_mlp
 
     out = []
-    for what, (model, x) in (("the digits MLP (batch 4)", examples.digits_mlp(batch=4)),
+    for what, (model, x) in (("the digits MLP (batch 4)", digits_mlp(batch=4)),
                              ("layer norm + softmax", examples.norm_softmax())):
         out.append((what, graph_data(graph.fold_constants(graph.trace(model, x)))))
     return out

@@ -88,10 +88,11 @@ def traced_models() -> list[tuple[str, dict]]:
     """The course's models as the grader traces them (constants folded, dead code gone)."""
     from ... import graph
     from ...graph import examples
+    from ...models import digits_cnn, digits_mlp
 
     out = []
-    for what, (model, x) in (("the digits MLP (batch 3)", examples.digits_mlp(batch=3)),
-                             ("the digits CNN (batch 2)", examples.digits_cnn(batch=2)),
+    for what, (model, x) in (("the digits MLP (batch 3)", digits_mlp(batch=3)),
+                             ("the digits CNN (batch 2)", digits_cnn(batch=2)),
                              ("layer norm + softmax", examples.norm_softmax(batch=3))):
         g = graph.eliminate_dead_code(graph.fold_constants(graph.trace(model, x)))
         out.append((what, graph_data(g)))
