@@ -41,7 +41,7 @@ def observe_names(ex: Exercise, ns: dict) -> dict:
 def observe_case(ex: Exercise, ns: dict, case: dict) -> dict:
     """Run the exercise's observe on one (public) case; never raises an Exception."""
     try:
-        if ex.fresh and case.get(ex.fresh):  # e.g. a speed case: timed where no cell is
+        if ex.fresh and case.get(ex.fresh):  # a speed or traffic case: where no cell ran
             obs = measure(ex, ns, case)
         else:
             obs = ex.check.observe(ns, case)
