@@ -178,13 +178,14 @@ def test_cuda_kernels_agree_on_the_graph(residual, digits):
 
 def test_a_built_graph_calls_the_bound_kernels(residual, digits, monkeypatch):
     import mlc.quant.kernels_cpu as kc
+    import mlc.quant.kernels_graph as kg
 
     _, qg = residual[0]
     assert all(graph.OPS[op].extern.bind is not None for op in ("qlinear", "qadd", "quantize"))
     calls = {"pack_input": 0, "qadd_kernel": 0}
-    for name in calls:
-        real = getattr(kc, name)
-        monkeypatch.setattr(kc, name, lambda *a, real=real, name=name: calls.update(
+    for module, name in ((kc, "pack_input"), (kg, "qadd_kernel")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name: calls.update(
             {name: calls[name] + 1}) or real(*a))
     exe = graph.build(qg, target="cpu", memory_plan="greedy_by_size")
     for bs in (3, 1, 3):                  # an input panel per batch size, kept and reused

@@ -116,8 +116,8 @@ def test_packed_weight_and_large_values_do_not_overflow():
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 300, 9), (5, 17, 3), (131, 100, 67),
                                    (70, 129, 65)])
 def test_blocked_cpu_kernel_edges_exact(m, k, n):
-    """Tile and padding edges (rows not a multiple of 4, K of 16, N of 2), serial and
-    parallel builds (work above kernels_cpu.SMALL_WORK), -128 codes, uint8 inputs."""
+    """Tile and padding edges (rows not a multiple of 4, K of 16, N of 2 or 4), the
+    few-rows kernel on int8 codes (m = 1), -128 codes, uint8 inputs."""
     rng = np.random.default_rng(m * 1000 + k)
     w = rng.integers(-128, 128, (k, n)).astype(np.int8)
     w[0] = -128
@@ -132,6 +132,58 @@ def test_blocked_cpu_kernel_edges_exact(m, k, n):
         args = (a, w, za, bias, m0, shift, 3)
         assert (quant.qlinear(*args, zw=zw, relu=True)
                 == quant.qlinear(*args, zw=zw, relu=True, device=nd.cpu_numpy())).all()
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 17, 5), (2, 64, 8), (3, 40, 9), (70, 33, 67)])
+def test_every_build_of_the_cpu_kernels_is_exact(m, k, n):
+    """The threaded, serial and few-rows builds, called directly (the checked API picks
+    one by size), each bit for bit the int64 reference; kernels_cpu.qlinear picks the
+    rows kernel for a few rows and the threads only for a large product."""
+    from mlc.quant import kernels_cpu as K
+    from mlc.quant.qops import _pack_input
+
+    rng = np.random.default_rng(m + k)
+    a, w = _case(rng, m, k, n, "int8")
+    w[0, 0], a[0, 0] = -128, -128
+    za, zw = 3, rng.integers(-4, 5, n).astype(np.int32)
+    pw = quant.PackedWeight(w, zw)
+    a16, rowsum = _pack_input(a)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    m0, shift = quant.quantize_multiplier(rng.uniform(1e-4, 1e-2, n))
+    acc = (a.astype(np.int64) - za) @ (w.astype(np.int64) - zw)
+    want = quant.requantize((acc + bias).astype(np.int32), m0, shift, -5, "int8", True)
+    head = (a16, None, np.int32(za), pw.zero_point, pw.colsum, rowsum, k)
+    tail = (bias, m0, shift, np.int32(-5), np.int32(-5), np.int32(127))
+    builds = [(K.qlinear_kernel, pw.wt16), (K.qlinear_serial, pw.wt16), (K.qlinear_rows, pw.wt8)]
+    for kernel, panel in builds:
+        out = np.full((m, n), 99, np.int8)
+        kernel(*head[:1], panel, *head[2:], *tail, out)
+        assert (out == want).all(), kernel.__name__
+    for kernel in (K.qgemm_kernel, K.qgemm_serial):
+        out = np.zeros((m, n), np.int32)
+        kernel(a16, pw.wt16, *head[2:], out)
+        assert (out == acc).all(), kernel.__name__
+    assert K.qlinear(1, 4096, 4096) is K.qlinear_rows
+    assert K.qlinear(m, n, k) in (K.qlinear_rows, K.qlinear_serial)   # small: no threads
+    from mlc.perf.threads import limit_threads
+
+    with limit_threads(1):
+        assert K.qlinear(512, 4096, 4096) is K.qlinear_serial
+        assert K.qgemm(512, 4096, 4096) is K.qgemm_serial
+
+
+def test_serial_and_threaded_builds_keep_their_own_cache_entries():
+    """Numba's disk cache keys a function by name and bytecode, not by ``parallel=``: two
+    builds of one Python function shared an entry, and the serial build of the int8 ViT
+    ran the threaded code. Each build is a function of its own, with its own index."""
+    from mlc.quant import kernels_cpu as K
+
+    builds = [K.qlinear_kernel, K.qlinear_serial, K.qlinear_rows, K.qgemm_kernel,
+              K.qgemm_serial]
+    assert len({f.py_func.__code__ for f in builds}) == len(builds)
+    assert len({f._cache._cache_file._index_path for f in builds}) == len(builds)
+    assert K.qlinear_kernel.targetoptions.get("parallel")
+    assert not K.qlinear_serial.targetoptions.get("parallel")
 
 
 def test_plain_reference_loop_matches():

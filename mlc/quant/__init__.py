@@ -25,6 +25,7 @@ One idea per module:
 - ``reference.py``   the same arithmetic with Python ints, to test against;
 - ``kernels_cpu.py`` int8 x int8 -> int32 matmul with zero-point offsets, fused epilogue;
 - ``kernels_weightonly.py`` the weight-only matmul that dequantizes in its inner loop;
+- ``kernels_graph.py`` the small graph ops' kernels: quantize, dequantize, qadd, qmatmul;
 - ``routines.py``   the scalar integer steps, written once, compiled for cpu and cuda;
 - ``kernels_cuda.py`` the same kernels in Numba-CUDA, one thread per output;
 - ``weightonly.py``  group-wise 4/8-bit weights (two codes a byte), float activations;

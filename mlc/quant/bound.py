@@ -38,7 +38,7 @@ def _code_range(attrs, relu=False) -> tuple[int, int]:
 
 
 def bind_quantize(node):
-    from .kernels_cpu import quantize_kernel
+    from .kernels_graph import quantize_kernel
 
     lo, hi = (float(v) for v in qrange(QDTYPE, node.attrs.get("bits")))
     scale, zero = float(node.attrs["scale"]), float(node.attrs["zero_point"])
@@ -49,7 +49,7 @@ def bind_quantize(node):
 
 
 def bind_dequantize(node):
-    from .kernels_cpu import dequantize_kernel
+    from .kernels_graph import dequantize_kernel
 
     scale, zero = float(node.attrs["scale"]), float(node.attrs["zero_point"])
 
@@ -59,7 +59,7 @@ def bind_dequantize(node):
 
 
 def bind_qadd(node):
-    from .kernels_cpu import qadd_kernel
+    from .kernels_graph import qadd_kernel
 
     params = qadd_params(node.attrs)
 
@@ -70,9 +70,13 @@ def bind_qadd(node):
 
 def bind_qlinear(node):
     """Per call: the input widened into an int16 panel made once per batch size (its
-    padding stays zero), then the fused kernel (serial below ``SMALL_WORK``: at batch 1
-    starting threads costs more than the product) writing int8 into ``out``."""
-    from .kernels_cpu import MR, VL, pack_input, pick, qlinear_kernel
+    padding stays zero), then one fused kernel writing int8 into ``out``. The kernel and
+    the weight's form are picked once per batch size (``kernels_cpu.qlinear``): the int8
+    codes for a few rows, the int16 panel otherwise, threads only for a large product
+    (at batch 1 starting them costs more than the product). The weight is packed here,
+    when the graph is built, from the constant the node reads."""
+    from .kernels_cpu import MR, VL, pack_input
+    from .kernels_cpu import qlinear as kernel_for
 
     attrs = node.attrs
     k, n = node.inputs[1].shape
@@ -81,29 +85,42 @@ def bind_qlinear(node):
     k_pad = max(VL, -(-k // VL) * VL)
     state: dict = {}
 
+    def constants(w, bias, m0, shift):
+        state.clear()
+        state.update(key=w.__array_interface__["data"][0], pw=packed_weight(w.reshape(k, n)),
+                     params=[np.ascontiguousarray(np.reshape(p, n), np.int32)
+                             for p in (bias, m0, shift)])
+
+    def same(w, bias, m0, shift):
+        return (state.get("key") == w.__array_interface__["data"][0] or "pw" in state
+                and np.array_equal(state["pw"].wt.T, w.reshape(k, n))
+                and all(np.array_equal(p, np.reshape(q, n))
+                        for p, q in zip(state["params"], (bias, m0, shift), strict=True)))
+
+    if all(x.value is not None for x in node.inputs[1:]):
+        constants(node.inputs[1].value, *(x.value for x in node.inputs[3:]))
+
     def call(a, w, s_w, bias, m0, shift, out):
-        if w is not state.get("w"):            # the constants, converted once
-            key = w.__array_interface__["data"][0]
-            if state.get("key") != key:
-                state.update(key=key, pw=packed_weight(w.reshape(k, n)),
-                             params=[np.ascontiguousarray(p.reshape(n), np.int32)
-                                     for p in (bias, m0, shift)])
+        if w is not state.get("w"):            # a buffer not seen: compared once
+            if not same(w, bias, m0, shift):
+                constants(w, bias, m0, shift)
             state["w"] = w
         pw = state["pw"]
         a2 = a.reshape(-1, k)
         m = a2.shape[0]
-        bufs = state.get(m)
-        if bufs is None:                       # per batch size: panel, row sums, kernel
-            bufs = state[m] = (np.zeros((-(-m // MR) * MR, k_pad), np.int16),
-                               np.empty(m, np.int32), pick(qlinear_kernel, m * n * k))
-        pack_input(a2, bufs[0], bufs[1])
-        bufs[2](bufs[0], pw.wt16, za, pw.zero_point, pw.colsum, bufs[1], k, *state["params"],
-                z_out, lo, hi, _flat(out).reshape(m, n))
+        run = state.get(m)
+        if run is None:                        # per batch size: panel, row sums, kernel
+            run = state[m] = (np.zeros((-(-m // MR) * MR, k_pad), np.int16),
+                              np.empty(m, np.int32), kernel_for(m, n, k), pw.panel(m))
+        a16, rowsum, kernel, panel = run
+        pack_input(a2, a16, rowsum)
+        kernel(a16, panel, za, pw.zero_point, pw.colsum, rowsum, k, *state["params"], z_out, lo,
+               hi, _flat(out).reshape(m, n))
     return call
 
 
 def bind_qmatmul(node):
-    from .kernels_cpu import qmatmul_batched
+    from .kernels_graph import qmatmul_batched
 
     attrs = node.attrs
     scale, acc = qmatmul_scale(attrs), np.empty(node.shape[-1])

@@ -230,7 +230,7 @@ def qadd_kernel(attrs, a, b, device=None):
         from .kernels_cuda import qadd_cuda
 
         return qadd_cuda(*flat, qadd_params(attrs)).reshape(a.shape)
-    from .kernels_cpu import qadd_kernel as kernel
+    from .kernels_graph import qadd_kernel as kernel
 
     out = np.empty(a.size, np.int8)
     kernel(*flat, qadd_params(attrs), out)
@@ -239,7 +239,7 @@ def qadd_kernel(attrs, a, b, device=None):
 
 def qmatmul_kernel(attrs, a, b, device=None):
     """The Numba kernel of qmatmul on ``(..., M, K) @ (..., K, N)`` with equal batch axes."""
-    from .kernels_cpu import qmatmul_batched
+    from .kernels_graph import qmatmul_batched
     from .qops import _device_name
 
     a, b = np.asarray(a), np.asarray(b)

@@ -39,7 +39,13 @@ for ``vpmulld`` (slower still); ``inspect_asm`` shows both.
    multiplies and adds of sign-extended halves and LLVM picks that target's instructions.
 3. **Tiles and threads**: one ``prange`` over (64 rows x 64 columns) tiles, so both
    threads start once per call (a ``prange`` per column panel restarted them 16 times
-   and lost 3x on a busy machine) and a batch of one row still splits over columns.
+   and lost 3x on a busy machine). Threads only pay for a large product: below the
+   graph's matmul threshold the serial build runs (:func:`qlinear` picks; a model's
+   layers at batch 1 waited 16 ms per call for a parallel region on a busy machine).
+4. **A few rows** (a batch of one: memory-bound, every weight used once per row):
+   :func:`qlinear_rows` reads the int8 codes and widens them in registers
+   (:func:`dot_row`, one row against 4 rows of codes), 1 byte per weight streamed
+   instead of 2: 1.9x faster than the panel kernel at 1 x 1024 x 1024.
 
 **The epilogue** (:func:`qlinear_kernel`) runs per tile, on the tile's 64 x 64 int32
 accumulators while they are in L1: offsets, bias, requantization
@@ -54,6 +60,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
+import numba
 from numba import config, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -68,6 +75,7 @@ MR, NR = 4, 2    # rows of a16 x rows of wt16 per micro-kernel call: 8 accumulat
 VL = 16          # int16 values per vector step (256 bits); K is padded to a multiple
 MB = 64          # rows per tile
 NB = 64          # columns per tile: NB rows of wt16 (NB * K * 2 bytes) stay in L2
+NR1 = 4          # rows of int8 codes per call of the few-rows micro-kernel (dot_row)
 
 
 def _has_avx2() -> bool:
@@ -82,87 +90,108 @@ def _has_avx2() -> bool:
 USE_PMADDWD = _has_avx2()
 
 
-@intrinsic
-def dot_block(typingctx, a16, i, b16, j):
-    """``MR x NR`` int32 dot products of rows ``a16[i:i+MR]`` and ``b16[j:j+NR]``.
+def _dot_intrinsic(rows: int, cols: int):
+    """A Numba intrinsic ``dot(a16, i, b, j)``: the ``rows x cols`` int32 dot products of
+    rows ``a16[i:i+rows]`` and ``b[j:j+cols]``, as a row-major tuple
+    (``t[r * cols + c] = a16[i + r] . b[j + c]``).
 
-    Both are C-contiguous int16 with the same row length K, a multiple of ``VL``. The
-    result is a tuple, row-major: ``t[r * NR + c] = a16[i + r] . b16[j + c]``.
+    ``a16`` is C-contiguous int16; ``b`` is int16 (a panel widened ahead of time) or the
+    int8 codes themselves, sign-extended to int16 in registers as they are loaded (one
+    ``vpmovsxbw`` per 16 codes: half the bytes streamed, for a product that waits on
+    memory). Both have the same row length K, a multiple of ``VL``.
     """
-    sig = types.UniTuple(types.int32, MR * NR)(a16, types.intp, b16, types.intp)
+    @intrinsic
+    def dot(typingctx, a16, i, b, j):
+        sig = types.UniTuple(types.int32, rows * cols)(a16, types.intp, b, types.intp)
 
-    def codegen(context, builder, signature, args):
-        aty, _, bty, _ = signature.args
-        av = context.make_array(aty)(context, builder, args[0])
-        bv = context.make_array(bty)(context, builder, args[2])
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        vin, vacc = ir.VectorType(i16, VL), ir.VectorType(i32, VL // 2)
-        k_dim = builder.extract_value(av.shape, 1)
+        def codegen(context, builder, signature, args):
+            aty, _, bty, _ = signature.args
+            av = context.make_array(aty)(context, builder, args[0])
+            bv = context.make_array(bty)(context, builder, args[2])
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            vin, vacc = ir.VectorType(i16, VL), ir.VectorType(i32, VL // 2)
+            b_bits = bty.dtype.bitwidth
+            k_dim = builder.extract_value(av.shape, 1)
 
-        def row(arr, first, r):
-            return builder.gep(arr.data, [builder.mul(builder.add(first, ir.Constant(i64, r)),
-                                                      k_dim)])
+            def row(arr, first, r):
+                return builder.gep(arr.data, [builder.mul(
+                    builder.add(first, ir.Constant(i64, r)), k_dim)])
 
-        rows_a = [row(av, args[1], r) for r in range(MR)]
-        rows_b = [row(bv, args[3], c) for c in range(NR)]
-        entry = builder.block
-        head = builder.append_basic_block("block.head")
-        body = builder.append_basic_block("block.body")
-        done = builder.append_basic_block("block.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        k = builder.phi(i64)
-        k.add_incoming(ir.Constant(i64, 0), entry)
-        accs = []
-        for _ in range(MR * NR):
-            acc = builder.phi(vacc)
-            acc.add_incoming(ir.Constant(vacc, [0] * (VL // 2)), entry)
-            accs.append(acc)
-        builder.cbranch(builder.icmp_signed("<", k, k_dim), body, done)
+            rows_a = [row(av, args[1], r) for r in range(rows)]
+            rows_b = [row(bv, args[3], c) for c in range(cols)]
+            entry = builder.block
+            head = builder.append_basic_block("block.head")
+            body = builder.append_basic_block("block.body")
+            done = builder.append_basic_block("block.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), entry)
+            accs = []
+            for _ in range(rows * cols):
+                acc = builder.phi(vacc)
+                acc.add_incoming(ir.Constant(vacc, [0] * (VL // 2)), entry)
+                accs.append(acc)
+            builder.cbranch(builder.icmp_signed("<", k, k_dim), body, done)
 
-        builder.position_at_end(body)
-        even = ir.Constant(ir.VectorType(i32, VL // 2), list(range(0, VL, 2)))
-        odd = ir.Constant(ir.VectorType(i32, VL // 2), list(range(1, VL, 2)))
+            builder.position_at_end(body)
+            even = ir.Constant(ir.VectorType(i32, VL // 2), list(range(0, VL, 2)))
+            odd = ir.Constant(ir.VectorType(i32, VL // 2), list(range(1, VL, 2)))
 
-        def load(p):
-            return builder.load(builder.bitcast(builder.gep(p, [k]), vin.as_pointer()), align=2)
+            def load(p, bits=16):
+                vec = ir.VectorType(ir.IntType(bits), VL)
+                v = builder.load(builder.bitcast(builder.gep(p, [k]), vec.as_pointer()),
+                                 align=bits // 8)
+                return v if bits == 16 else builder.sext(v, vin)
 
-        def madd(x, y):                       # pairwise x0*y0 + x1*y1 into int32 lanes
-            if USE_PMADDWD:
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(vacc, [vin, vin]), "llvm.x86.avx2.pmadd.wd")
-                return builder.call(fn, [x, y])
-            undef = ir.Constant(vin, ir.Undefined)
-            parts = []
-            for idx in (even, odd):
-                xs = builder.sext(builder.shuffle_vector(x, undef, idx), vacc)
-                ys = builder.sext(builder.shuffle_vector(y, undef, idx), vacc)
-                parts.append(builder.mul(xs, ys))
-            return builder.add(parts[0], parts[1])
+            def madd(x, y):                       # pairwise x0*y0 + x1*y1 into int32 lanes
+                if USE_PMADDWD:
+                    fn = cgutils.get_or_insert_function(
+                        builder.module, ir.FunctionType(vacc, [vin, vin]),
+                        "llvm.x86.avx2.pmadd.wd")
+                    return builder.call(fn, [x, y])
+                undef = ir.Constant(vin, ir.Undefined)
+                parts = []
+                for idx in (even, odd):
+                    xs = builder.sext(builder.shuffle_vector(x, undef, idx), vacc)
+                    ys = builder.sext(builder.shuffle_vector(y, undef, idx), vacc)
+                    parts.append(builder.mul(xs, ys))
+                return builder.add(parts[0], parts[1])
 
-        xb = [load(p) for p in rows_b]
-        xa = [load(p) for p in rows_a]
-        for r in range(MR):
-            for c in range(NR):
-                acc = accs[r * NR + c]
-                acc.add_incoming(builder.add(acc, madd(xa[r], xb[c])), body)
-        k.add_incoming(builder.add(k, ir.Constant(i64, VL)), body)
-        builder.branch(head)
+            xb = [load(p, b_bits) for p in rows_b]
+            xa = [load(p) for p in rows_a]
+            for r in range(rows):
+                for c in range(cols):
+                    acc = accs[r * cols + c]
+                    acc.add_incoming(builder.add(acc, madd(xa[r], xb[c])), body)
+            k.add_incoming(builder.add(k, ir.Constant(i64, VL)), body)
+            builder.branch(head)
 
-        builder.position_at_end(done)
-        reduce_add = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i32, [vacc]), f"llvm.vector.reduce.add.v{VL // 2}i32")
-        sums = [builder.call(reduce_add, [acc]) for acc in accs]
-        return context.make_tuple(builder, signature.return_type, sums)
+            builder.position_at_end(done)
+            reduce_add = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i32, [vacc]),
+                f"llvm.vector.reduce.add.v{VL // 2}i32")
+            sums = [builder.call(reduce_add, [acc]) for acc in accs]
+            return context.make_tuple(builder, signature.return_type, sums)
 
-    return sig, codegen
+        return sig, codegen
+
+    return dot
 
 
-def pack_int16(x: np.ndarray, row_multiple: int) -> np.ndarray:
-    """``x`` (rows x K) as int16, rows padded to ``row_multiple`` and K to ``VL``, zeros."""
+#: the GEMM micro-kernel: a 4 x 2 block, 8 accumulators, over the int16 panel
+dot_block = _dot_intrinsic(MR, NR)
+#: the few-rows micro-kernel: one row of the input against ``NR1`` rows of int8 codes
+dot_row = _dot_intrinsic(1, NR1)
+
+
+def pack_panel(x: np.ndarray, row_multiple: int, dtype=np.int16) -> np.ndarray:
+    """``x`` (rows x K) as ``dtype`` (int16: the GEMM's panel; int8: the codes as
+    :func:`qlinear_rows` reads them), rows padded to ``row_multiple`` and K to ``VL``,
+    with zeros (which add nothing to a dot product)."""
     rows = -(-x.shape[0] // row_multiple) * row_multiple
     k_pad = max(VL, -(-x.shape[1] // VL) * VL)
-    out = np.zeros((rows, k_pad), np.int16)
+    out = np.zeros((rows, k_pad), dtype)
     out[:x.shape[0], :x.shape[1]] = x
     return out
 
@@ -181,9 +210,23 @@ def qmatmul_kernel(a, wt, out):
             out[i, j] = s
 
 
+def _origin(t, n_cols):
+    """Tile ``t``'s first row and column (tiles numbered row-major, ``MB x NB`` each)."""
+    n_j = (n_cols + NB - 1) // NB
+    return (t // n_j) * MB, (t % n_j) * NB
+
+
+def _tiles(m_padded, n_cols):
+    return ((m_padded + MB - 1) // MB) * ((n_cols + NB - 1) // NB)
+
+
+_origin, _tiles = njit(inline="always")(_origin), njit(inline="always")(_tiles)
+
+
 @njit(inline="always")
 def _tile(a16, b16, i0, j0, buf):
-    """The raw dot products of one ``MB x NB`` tile into ``buf`` (int32, in L1)."""
+    """The raw dot products of one ``MB x NB`` tile into ``buf`` (int32, in L1), by 4 x 2
+    blocks of the int16 panels (``a16``'s rows padded to ``MR``, ``b16``'s to ``NR``)."""
     for i in range(i0, min(a16.shape[0], i0 + MB), MR):
         for j in range(j0, min(b16.shape[0], j0 + NB), NR):
             v = dot_block(a16, i, b16, j)
@@ -192,22 +235,60 @@ def _tile(a16, b16, i0, j0, buf):
                     buf[i - i0 + r, j - j0 + c] = v[r * NR + c]
 
 
+@njit(inline="always")
+def _tile_rows(a16, w8, m, i0, j0, buf):
+    """The same from the int8 codes ``w8`` (rows padded to ``NR1``), one input row at a
+    time and only the ``m`` real rows: for a few rows (a batch of one), where the product
+    waits on the weight's bytes and not on the multiply-adds."""
+    for i in range(i0, min(m, i0 + MB)):
+        for j in range(j0, min(w8.shape[0], j0 + NB), NR1):
+            v = dot_row(a16, i, w8, j)
+            for c in range(NR1):
+                buf[i - i0, j - j0 + c] = v[c]
+
+
+@njit(inline="always")
+def _gemm_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, out):
+    """Tile ``t`` of ``out = (a - za) @ (wt - zw[:, None]).T`` in int32, offsets folded."""
+    m, n = out.shape
+    i0, j0 = _origin(t, b16.shape[0])
+    buf = np.empty((MB, NB), np.int32)
+    _tile(a16, b16, i0, j0, buf)
+    for i in range(i0, min(m, i0 + MB)):
+        for j in range(j0, min(n, j0 + NB)):
+            out[i, j] = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j], k_dim, 0)
+
+
+@njit(inline="always")
+def _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+              out):
+    """Offsets, bias, requantization and the int8 store of one tile's accumulators."""
+    m, n = out.shape
+    for i in range(i0, min(m, i0 + MB)):
+        for j in range(j0, min(n, j0 + NB)):
+            acc = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j], k_dim, bias[j])
+            out[i, j] = _requantize(acc, m0[j], shift[j], z_out, lo, hi)
+
+
 @njit(parallel=True, cache=True)
 def qgemm_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, out):
     """``out = (a - za) @ (wt - zw[:, None]).T`` in int32 from the packed int16 operands,
-    offsets folded (gemmlowp); ``k_dim`` is the unpadded K."""
-    m, n = out.shape
-    n_i = (a16.shape[0] + MB - 1) // MB
-    n_j = (b16.shape[0] + NB - 1) // NB
-    for t in prange(n_i * n_j):
-        i0 = (t // n_j) * MB
-        j0 = (t % n_j) * NB
-        buf = np.empty((MB, NB), np.int32)
-        _tile(a16, b16, i0, j0, buf)
-        for i in range(i0, min(m, i0 + MB)):
-            for j in range(j0, min(n, j0 + NB)):
-                out[i, j] = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j],
-                                       k_dim, 0)
+    offsets folded (gemmlowp); ``k_dim`` is the unpadded K. Tiles split over threads."""
+    for t in prange(_tiles(a16.shape[0], b16.shape[0])):
+        _gemm_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, out)
+
+
+@njit(cache=True)
+def qgemm_serial(a16, b16, za, zw, colsum, rowsum, k_dim, out):
+    """:func:`qgemm_kernel` on one thread.
+
+    A function of its own, not ``njit(qgemm_kernel.py_func)``: Numba's disk cache keys a
+    function by its name, bytecode and signature, not by ``parallel=``, so two builds of
+    one function share one cache entry, and a process runs whichever build was saved
+    last (the serial build of the int8 ViT ran the threaded one, 16 ms a call on a busy
+    machine) or compiles it again."""
+    for t in range(_tiles(a16.shape[0], b16.shape[0])):
+        _gemm_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, out)
 
 
 @njit(parallel=True, cache=True)
@@ -215,36 +296,72 @@ def qlinear_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_o
                    out):
     """int8 codes ``out = requantize(offset-corrected a @ wt.T + bias)``, fused: the
     epilogue runs on each tile's accumulators while they are in L1 (see the module
-    docstring); the int32 matrix is never written out."""
-    m, n = out.shape
-    n_i = (a16.shape[0] + MB - 1) // MB
-    n_j = (b16.shape[0] + NB - 1) // NB
-    for t in prange(n_i * n_j):
-        i0 = (t // n_j) * MB
-        j0 = (t % n_j) * NB
+    docstring); the int32 matrix is never written out. Tiles split over threads."""
+    for t in prange(_tiles(a16.shape[0], b16.shape[0])):
+        i0, j0 = _origin(t, b16.shape[0])
         buf = np.empty((MB, NB), np.int32)
         _tile(a16, b16, i0, j0, buf)
-        for i in range(i0, min(m, i0 + MB)):
-            for j in range(j0, min(n, j0 + NB)):
-                acc = _offsets(buf[i - i0, j - j0], rowsum[i], za, zw[j], colsum[j], k_dim,
-                                 bias[j])
-                out[i, j] = _requantize(acc, m0[j], shift[j], z_out, lo, hi)
+        _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                  out)
 
 
-SMALL_WORK = 1 << 18   # multiply-adds below which a serial kernel beats starting threads
+@njit(cache=True)
+def qlinear_serial(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                   out):
+    """:func:`qlinear_kernel` on one thread (a function of its own: see
+    :func:`qgemm_serial`)."""
+    for t in range(_tiles(a16.shape[0], b16.shape[0])):
+        i0, j0 = _origin(t, b16.shape[0])
+        buf = np.empty((MB, NB), np.int32)
+        _tile(a16, b16, i0, j0, buf)
+        _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                  out)
 
-qmatmul_kernel_serial = njit(cache=True)(qmatmul_kernel.py_func)
-qgemm_kernel_serial = njit(cache=True)(qgemm_kernel.py_func)
-qlinear_kernel_serial = njit(cache=True)(qlinear_kernel.py_func)
+
+@njit(cache=True)
+def qlinear_rows(a16, w8, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                 out):
+    """:func:`qlinear_kernel` for a few rows, on one thread, reading the int8 codes ``w8``
+    (``pack_panel(wt, NR1, np.int8)``) instead of the int16 panel: 1 byte per weight, not 2."""
+    m = out.shape[0]
+    for t in range(_tiles(m, w8.shape[0])):
+        i0, j0 = _origin(t, w8.shape[0])
+        buf = np.empty((MB, NB), np.int32)
+        _tile_rows(a16, w8, m, i0, j0, buf)
+        _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                  out)
 
 
-def pick(kernel, work: int):
-    """The parallel kernel, or its serial build when ``work`` is small."""
-    if work >= SMALL_WORK:
-        return kernel
-    return {qmatmul_kernel: qmatmul_kernel_serial,
-            qgemm_kernel: qgemm_kernel_serial,
-            qlinear_kernel: qlinear_kernel_serial}[kernel]
+# Up to this many input rows qlinear reads the int8 codes (qlinear_rows): each row streams
+# the weight once, at 1 byte a weight instead of the panel's 2. Measured at 1024 x 1024,
+# one thread: 1.9x faster than the panel kernel for 1 row, 1.15x for 2, even for 3.
+ROWS_MAX = 2
+
+
+def _threaded(work: int) -> bool:
+    """Whether ``work`` multiply-adds go to the threaded build: from the compiled graph's
+    own matmul threshold (``graph.lower.MATMUL_PARALLEL_MIN_WORK``: one fact for every
+    matmul) and when more than one thread is allowed (``perf.limit_threads``). Waking
+    threads costs tens of microseconds on an idle laptop and whole scheduler ticks (4 ms)
+    on a busy one."""
+    from ..graph.lower import MATMUL_PARALLEL_MIN_WORK
+
+    return work >= MATMUL_PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+
+
+def qgemm(m: int, n: int, k: int):
+    """The int32 kernel for an ``m x k @ k x n`` product: threaded when the work is large
+    and more than one thread is allowed (``limit_threads``), else its serial build."""
+    return qgemm_kernel if _threaded(m * n * k) else qgemm_serial
+
+
+def qlinear(m: int, n: int, k: int):
+    """The fused int8 kernel for ``m`` rows: :func:`qlinear_rows` (int8 codes) for at most
+    ``ROWS_MAX`` rows, else the panel kernel, threaded as :func:`qgemm` decides. The rows
+    kernel takes the padded int8 codes, the others the int16 panel (``PackedWeight``)."""
+    if m <= ROWS_MAX:
+        return qlinear_rows
+    return qlinear_kernel if _threaded(m * n * k) else qlinear_serial
 
 
 INSTRUCTIONS = ("vpmaddwd", "vpdpwssd", "vpmaddubsw", "vpdpbusd", "vpmovsxbw", "vpmulld")
@@ -271,34 +388,6 @@ def core_instructions(kernel=None, a_dtype=np.int8) -> dict:
     return {name: asm.count(name) for name in INSTRUCTIONS}
 
 
-# -- the graph's elementwise integer ops and the input packing of qlinear ---------------
-
-_qadd = routines("cpu").qadd
-
-
-@njit(cache=True)
-def qadd_kernel(a, b, params, out):
-    """``out[i] = qadd(a[i], b[i])`` on flat int8 codes (:func:`.routines.qadd`)."""
-    for i in range(out.shape[0]):
-        out[i] = _qadd(a[i], b[i], params)
-
-
-@njit(cache=True)
-def quantize_kernel(x, scale, zero_point, lo, hi, out):
-    """``clamp(rint(x / scale) + z)`` in float64, as :func:`mlc.quant.quantize` (ties to
-    even, so the codes are the reference's)."""
-    for i in range(out.shape[0]):
-        q = np.rint(np.float64(x[i]) / scale) + zero_point
-        out[i] = min(max(q, lo), hi)
-
-
-@njit(cache=True)
-def dequantize_kernel(q, scale, zero_point, out):
-    """``scale * (q - z)`` in float64, stored as float32 (as :func:`mlc.quant.dequantize`)."""
-    for i in range(out.shape[0]):
-        out[i] = np.float32(scale * (np.float64(q[i]) - zero_point))
-
-
 @njit(cache=True)
 def pack_input(a, a16, rowsum):
     """qlinear's per-call operands in buffers made once: ``a`` widened into the int16
@@ -310,20 +399,3 @@ def pack_input(a, a16, rowsum):
             a16[i, k] = a[i, k]
             s += np.int32(a[i, k])
         rowsum[i] = s
-
-
-@njit(cache=True)
-def qmatmul_batched(a, za, b, zb, scale, acc, out):
-    """``out[t] = scale * (a[t] - za) @ (b[t] - zb)``, summed in float64 (exact for int8
-    codes) with ``acc`` (N,) as the row accumulator; either operand may be float (then
-    its zero point is 0). Row-times-row order (``acc += a[i, k] b[k, :]``): no reduction
-    in the inner loop, so it vectorizes."""
-    for t in range(out.shape[0]):
-        for i in range(out.shape[1]):
-            acc[:] = 0.0
-            for k in range(a.shape[2]):
-                av = np.float64(a[t, i, k]) - za
-                for j in range(out.shape[2]):
-                    acc[j] += av * (np.float64(b[t, k, j]) - zb)
-            for j in range(out.shape[2]):
-                out[t, i, j] = np.float32(scale * acc[j])

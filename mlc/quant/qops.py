@@ -9,7 +9,7 @@ arithmetic: the reference the kernels are tested against).
 A layer's weight is packed once (:class:`PackedWeight`): transposed to ``(N, K)`` rows,
 with its per-column zero points and column sums ready for the offset terms, and (on first
 use by ``nd.cpu()``) widened to the int16 panel the CPU kernel reads
-(:mod:`.kernels_cpu` says why).
+(:mod:`.kernels_cpu` says why); an input of a few rows reads the int8 codes instead.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def _per_column(p, n: int, what: str, dtype=np.int32) -> np.ndarray:
 class PackedWeight:
     """A ``(K, N)`` int8 weight, packed for the kernels: ``wt`` (N x K), ``zero_point``
     and ``colsum`` (N,) int32; ``wt16``, the CPU kernel's int16 copy of ``wt`` (padded),
-    is made on first use. ``nbytes`` counts the int8 codes (what a model stores);
-    ``kernel_bytes`` the int16 panel too, once made (what the CPU kernel holds at run time).
+    is made on first use, as is ``wt8``, the codes as the few-rows kernel reads them
+    (``wt`` itself when its shape needs no padding). ``nbytes`` counts the int8 codes
+    (what a model stores); ``kernel_bytes`` the copies too, once made (what the CPU
+    kernels hold at run time).
     """
 
     def __init__(self, w_q, zero_point=0):
@@ -76,19 +78,36 @@ class PackedWeight:
         self.zero_point = _per_column(zero_point, self.n, "the weight zero point")
         self.colsum = self.wt.astype(np.int32).sum(axis=1).astype(np.int32)
         self.nbytes = self.wt.nbytes
-        self._wt16 = None
+        self._wt16 = self._wt8 = None
 
     @property
     def wt16(self) -> np.ndarray:
         if self._wt16 is None:
-            from .kernels_cpu import NR, pack_int16
+            from .kernels_cpu import NR, pack_panel
 
-            self._wt16 = pack_int16(self.wt, NR)
+            self._wt16 = pack_panel(self.wt, NR)
         return self._wt16
 
     @property
+    def wt8(self) -> np.ndarray:
+        if self._wt8 is None:
+            from .kernels_cpu import NR1, VL, pack_panel
+
+            aligned = self.n % NR1 == 0 and self.k % VL == 0
+            self._wt8 = self.wt if aligned else pack_panel(self.wt, NR1, np.int8)
+        return self._wt8
+
+    def panel(self, m: int) -> np.ndarray:
+        """What the CPU kernel for ``m`` input rows reads (``kernels_cpu.qlinear``):
+        ``wt8`` for a few rows, else ``wt16``."""
+        from .kernels_cpu import ROWS_MAX
+
+        return self.wt8 if m <= ROWS_MAX else self.wt16
+
+    @property
     def kernel_bytes(self) -> int:
-        return self.nbytes + (0 if self._wt16 is None else self._wt16.nbytes)
+        copies = [c for c in (self._wt16, self._wt8) if c is not None and c is not self.wt]
+        return self.nbytes + sum(c.nbytes for c in copies)
 
     def numpy(self) -> np.ndarray:
         return self.wt.T
@@ -126,20 +145,19 @@ def qmatmul(a, w, za: int = 0, zw=0, device=None) -> np.ndarray:
         z = np.zeros(n, np.int32)
         return qlinear_cuda(a, pw.wt, za, pw.zero_point, pw.colsum, z, z, z, 0, 0, 0,
                             np.int32, raw=True)
-    from .kernels_cpu import pick, qgemm_kernel
+    from .kernels_cpu import qgemm
 
     out = np.empty((m, n), np.int32)
     a16, rowsum = _pack_input(a)
-    pick(qgemm_kernel, m * n * pw.k)(a16, pw.wt16, np.int32(za), pw.zero_point, pw.colsum,
-                                     rowsum, pw.k, out)
+    qgemm(m, n, pw.k)(a16, pw.wt16, np.int32(za), pw.zero_point, pw.colsum, rowsum, pw.k, out)
     return out
 
 
 def _pack_input(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The CPU kernel's operands for the input: its int16 panel and its row sums."""
-    from .kernels_cpu import MR, pack_int16
+    from .kernels_cpu import MR, pack_panel
 
-    return pack_int16(a, MR), a.sum(axis=1, dtype=np.int32)
+    return pack_panel(a, MR), a.sum(axis=1, dtype=np.int32)
 
 
 def qlinear(a, w, za: int, bias, m0, shift, z_out: int, zw=0, dtype: str = "int8",
@@ -174,13 +192,13 @@ def qlinear(a, w, za: int, bias, m0, shift, z_out: int, zw=0, dtype: str = "int8
 
         return qlinear_cuda(a, pw.wt, za, pw.zero_point, pw.colsum, bias, m0, shift,
                             int(z_out), lo, q_max, np.dtype(dtype))
-    from .kernels_cpu import pick, qlinear_kernel
+    from .kernels_cpu import qlinear as kernel
 
-    out = np.empty((a.shape[0], n), dtype=dtype)
+    m = a.shape[0]
+    out = np.empty((m, n), dtype=dtype)
     a16, rowsum = _pack_input(a)
-    pick(qlinear_kernel, a.shape[0] * n * pw.k)(
-        a16, pw.wt16, np.int32(za), pw.zero_point, pw.colsum, rowsum, pw.k, bias, m0, shift,
-        np.int32(z_out), np.int32(lo), np.int32(q_max), out)
+    kernel(m, n, pw.k)(a16, pw.panel(m), np.int32(za), pw.zero_point, pw.colsum, rowsum, pw.k,
+                       bias, m0, shift, np.int32(z_out), np.int32(lo), np.int32(q_max), out)
     return out
 
 
