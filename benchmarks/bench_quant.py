@@ -89,8 +89,8 @@ def _weight_only_rows(k, n, repeat):
     m0, shift = quant.quantize_multiplier(np.full(n, 1e-3))
     cases = [("numpy float32 (BLAS)", lambda: x @ w, lambda: w.nbytes),
              ("cpu() float32", lambda: nd.matmul(xd, wd), lambda: w.nbytes),
-             ("int8 W8A8 qlinear (reads its int16 panel)",
-              lambda: quant.qlinear(qa, pw, 0, bias, m0, shift, 0), lambda: pw.wt16.nbytes),
+             ("int8 W8A8 qlinear (one row: reads the int8 codes)",
+              lambda: quant.qlinear(qa, pw, 0, bias, m0, shift, 0), lambda: pw.panel(1).nbytes),
              ("weight-only int8, group 32", lambda: quant.wmatmul(x, g8), lambda: g8.nbytes),
              ("weight-only int4, group 32", lambda: quant.wmatmul(x, g4), lambda: g4.nbytes)]
     rows, times = [], {}

@@ -210,17 +210,15 @@ def qmatmul_kernel(a, wt, out):
             out[i, j] = s
 
 
+@njit(inline="always")
 def _origin(t, n_cols):
     """Tile ``t``'s first row and column (tiles numbered row-major, ``MB x NB`` each)."""
-    n_j = (n_cols + NB - 1) // NB
-    return (t // n_j) * MB, (t % n_j) * NB
+    return (t // ((n_cols + NB - 1) // NB)) * MB, (t % ((n_cols + NB - 1) // NB)) * NB
 
 
-def _tiles(m_padded, n_cols):
-    return ((m_padded + MB - 1) // MB) * ((n_cols + NB - 1) // NB)
-
-
-_origin, _tiles = njit(inline="always")(_origin), njit(inline="always")(_tiles)
+@njit(inline="always")
+def _tiles(rows, n_cols):
+    return ((rows + MB - 1) // MB) * ((n_cols + NB - 1) // NB)
 
 
 @njit(inline="always")
@@ -270,6 +268,16 @@ def _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out
             out[i, j] = _requantize(acc, m0[j], shift[j], z_out, lo, hi)
 
 
+@njit(inline="always")
+def _linear_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
+                 out):
+    """Tile ``t`` of the fused int8 linear: its dot products, then :func:`_epilogue`."""
+    i0, j0 = _origin(t, b16.shape[0])
+    buf = np.empty((MB, NB), np.int32)
+    _tile(a16, b16, i0, j0, buf)
+    _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi, out)
+
+
 @njit(parallel=True, cache=True)
 def qgemm_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, out):
     """``out = (a - za) @ (wt - zw[:, None]).T`` in int32 from the packed int16 operands,
@@ -298,11 +306,8 @@ def qlinear_kernel(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_o
     epilogue runs on each tile's accumulators while they are in L1 (see the module
     docstring); the int32 matrix is never written out. Tiles split over threads."""
     for t in prange(_tiles(a16.shape[0], b16.shape[0])):
-        i0, j0 = _origin(t, b16.shape[0])
-        buf = np.empty((MB, NB), np.int32)
-        _tile(a16, b16, i0, j0, buf)
-        _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
-                  out)
+        _linear_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo,
+                     hi, out)
 
 
 @njit(cache=True)
@@ -311,11 +316,8 @@ def qlinear_serial(a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_o
     """:func:`qlinear_kernel` on one thread (a function of its own: see
     :func:`qgemm_serial`)."""
     for t in range(_tiles(a16.shape[0], b16.shape[0])):
-        i0, j0 = _origin(t, b16.shape[0])
-        buf = np.empty((MB, NB), np.int32)
-        _tile(a16, b16, i0, j0, buf)
-        _epilogue(buf, i0, j0, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo, hi,
-                  out)
+        _linear_tile(t, a16, b16, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out, lo,
+                     hi, out)
 
 
 @njit(cache=True)
