@@ -127,8 +127,13 @@ def test_a_kernel_that_patches_count_memory_during_its_launch_gains_nothing(monk
     monkeypatch.setattr(mlc.perf, "count_memory", mlc.perf.count_memory)  # put back after
     copy = _copy
     a, out = np.arange(4, dtype=np.float32), np.zeros(4, np.float32)
-    first = gpu_launch.launch(copy, 1, 4, a, out)
+    mlc.perf.count_memory(copy, 1, 4, a, out)  # launched, the kernel patches mlc.perf
     assert mlc.perf.count_memory(copy, 1, 4, a, out) is None  # the patch took effect
+    monkeypatch.setattr(gpu_launch, "python_in_kernel", lambda kernel: None)
+    first = gpu_launch.launch(copy, 1, 4, a, out)  # the counter was bound at import
     second = gpu_launch.launch(copy, 1, 4, a, out)
     assert first["raised"] is None and first["counts"] == second["counts"], (first, second)
     assert first["counts"] is not None and out.tolist() == a.tolist()
+    monkeypatch.undo()  # and the check refuses such a kernel before it runs
+    refused = gpu_launch.launch(copy, 1, 4, a, out)
+    assert "`_copy` uses `mlc` (a module)" in refused["python"], refused

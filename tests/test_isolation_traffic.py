@@ -23,6 +23,7 @@ import importlib
 import sys
 import time
 
+import numpy as np
 import pytest
 from numba.cuda.simulator import kernel as simulator
 
@@ -126,6 +127,24 @@ simulator.BlockManager.run = _plain_inputs
 ''',
 }
 
+# The same patch (global reads go uncounted) run by the definitions themselves, where a
+# cell's patches never reach: by a decorator, as the cell is loaded, or by the kernel.
+QUIET = '''
+def _quiet(kernel=None):
+    from mlc.perf import memcount
+
+    count = memcount._Recorder.count
+
+    def quiet(self, slot, kind, n, offset=0):
+        count(self, slot, kind, 0 if kind == "r" and slot.space == "global" else n, offset)
+
+    memcount._Recorder.count = quiet
+    return kernel
+'''
+BY_DECORATOR = QUIET + UNTILED.replace("@cuda.jit\n", "@_quiet\n@cuda.jit\n")
+BY_KERNEL = QUIET + UNTILED.replace("    j, i = cuda.grid(2)\n",
+                                    "    _quiet()\n    j, i = cuda.grid(2)\n")
+
 TRAFFIC = "reads global memory like a tiled kernel"
 EX = get("gpu_operators.matmul_tiled")
 
@@ -186,6 +205,22 @@ def test_a_patched_count_gains_nothing(notebook, attack):
     assert _judge_all(_next_to_the_cell(ns)) == "passed"  # counted next to it: forged
     verdict = _judge_all(_afresh(ns))  # counted afresh: the naive kernel's reads
     assert TRAFFIC in verdict and "read global memory 1024 times" in verdict, verdict
+
+
+def test_definitions_that_patch_the_count_gain_nothing(notebook):
+    """Loading the definitions (a decorator) patches the counting: it is put back before
+    the count. The kernel itself patching it (in the simulator a kernel is Python) is
+    refused: a kernel may call only what a GPU runs."""
+    ns = notebook(BY_DECORATOR)
+    assert _judge_all(_next_to_the_cell(ns)) == "passed"
+    verdict = _judge_all(_afresh(ns))
+    assert TRAFFIC in verdict and "read global memory 1024 times" in verdict, verdict
+    ns = notebook(BY_KERNEL)
+    A = B = np.ones((8, 8), np.float32)
+    counts = memcount.count_memory(ns["matmul_tiled"], (2, 2), (4, 4), A, B, np.empty_like(A))
+    assert counts.global_reads == 0  # counted as it runs, the kernel forges its own count
+    verdict = _judge_all(_afresh(ns))
+    assert "runs only what a GPU runs: failed" in verdict and "`_quiet`" in verdict, verdict
 
 
 def test_the_tiled_kernel_keeps_full_marks_afresh(notebook):

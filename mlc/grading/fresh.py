@@ -13,7 +13,8 @@ case is not observed in the worker but by :func:`measure`, in a process that
    function that patches them while it is timed changes nothing after);
 3. runs only the student's *definitions* (the source of the functions the exercise needs,
    as the notebook wrote them, what they use, and numeric constants such as ``TILE``),
-   none of the notebook's other cells;
+   none of the notebook's other cells, then puts back whatever loading them changed in
+   the instruments (:mod:`.instruments`: a decorator or a default argument runs code);
 4. calls the check's ``observe`` on the case and writes the plain-data result
    (:mod:`.wire`) to a pipe.
 
@@ -47,6 +48,7 @@ import types
 from pathlib import Path
 
 from .extract import definitions
+from .instruments import snapshot
 from .isolate import prime_numba_cache
 from .registry import CheckFailed, Missing
 from .wire import from_plain, to_plain
@@ -362,6 +364,7 @@ def _child(job: dict, folder: str, reply: int, server_fd: int) -> None:
     case, encode = from_plain(job["case"]), to_plain
     runner.seal(worker)  # also snapshots mlc.perf and the clock
     _guard_timer(worker, mlc.perf.timing.timeit, lambda: runner._restore_perf(worker))
+    instruments = snapshot()  # what loading the definitions may not change
     path = os.path.join(folder, "definitions.py")  # a file: Numba's cache=True needs one
     with open(path, "w", encoding="utf-8") as f:
         f.write(job["source"])
@@ -370,6 +373,7 @@ def _child(job: dict, folder: str, reply: int, server_fd: int) -> None:
         module.__file__ = path
         sys.modules[module.__name__] = module
         exec(compile(job["source"], path, "exec"), vars(module))  # noqa: S102 - the defs
+        instruments.restore()  # a decorator or a default argument may have patched them
         out = {"ok": encode(observe(vars(module), case))}
     except NotImplementedError:
         out = {"error": "not implemented", "kind": "not_implemented"}

@@ -14,7 +14,10 @@ that a kernel is a ``@cuda.jit`` kernel. This module registers no exercise.
 from __future__ import annotations
 
 import ast
+import builtins
+import dis
 import threading
+import types
 
 import numpy as np
 
@@ -58,12 +61,78 @@ def traffic(counts, trace) -> dict:
     return out
 
 
+# What a kernel may name besides its own device functions: on a GPU there is no Python
+_BUILTINS = {"range", "len", "min", "max", "abs", "float", "int", "bool", "round", "pow",
+             "complex", "divmod", "print"}
+_LIBRARIES = {"numba", "math", "cmath", "numpy"}
+_CHANGES = {"STORE_ATTR", "DELETE_ATTR", "STORE_GLOBAL", "DELETE_GLOBAL", "IMPORT_NAME"}
+
+
+def _gpu_value(v) -> bool:
+    """A value a kernel may name: a number, a library's module, type or function."""
+    if v is None or isinstance(v, (int, float, complex, str)):
+        return True
+    if isinstance(v, tuple):
+        return all(_gpu_value(x) for x in v)
+    home = v.__name__ if isinstance(v, types.ModuleType) else (
+        getattr(v, "__module__", None) or type(v).__module__)
+    return str(home).split(".")[0] in _LIBRARIES
+
+
+def python_in_kernel(kernel) -> str | None:
+    """Why ``kernel`` (or a device function it calls) runs Python that no GPU runs, or None.
+
+    In the simulator a kernel *is* Python and could, while it is counted, change what
+    counts it; on a GPU it can only call device functions, math and CUDA's API. So its
+    code (read from its bytecode) may name only those, numbers and the builtins Numba
+    compiles, and may not assign attributes or globals, import, or reach ``_`` names."""
+    todo, seen = [kernel], set()
+    while todo:
+        fn = getattr(todo.pop(), "py_func", None)
+        if not isinstance(fn, types.FunctionType) or fn in seen:
+            continue
+        seen.add(fn)
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
+        codes = [fn.__code__]
+        while codes:
+            code = codes.pop()
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            for ins in dis.get_instructions(code):
+                name = str(ins.argval)
+                if ins.opname in _CHANGES or (ins.opname in ("LOAD_ATTR", "LOAD_METHOD")
+                                              and name.startswith("_")):
+                    return (f"`{fn.__name__}` {ins.opname.split('_')[0].lower()}s "
+                            f"`{name}`, which kernel code cannot do")
+                if ins.opname == "LOAD_DEREF":  # a factory's value, or a local of fn's
+                    if name not in cells:
+                        continue
+                    value = cells[name].cell_contents
+                elif ins.opname not in ("LOAD_GLOBAL", "LOAD_NAME"):
+                    continue
+                elif name in fn.__globals__:
+                    value = fn.__globals__[name]
+                elif name in _BUILTINS or isinstance(getattr(builtins, name, None), type) \
+                        and issubclass(getattr(builtins, name), BaseException):  # raise X
+                    continue
+                else:
+                    return f"`{fn.__name__}` calls `{name}`, which Numba's CUDA target lacks"
+                if kind_of(value) in ("kernel", "device"):
+                    todo.append(value)
+                elif not _gpu_value(value):
+                    return (f"`{fn.__name__}` uses `{name}` (a {type(value).__name__}), "
+                            "which no GPU runs: a kernel calls only device functions, math "
+                            "and cuda's API")
+    return None
+
+
 def launch(kernel, griddim, blockdim, *args, trace=()) -> dict:
     """Launch the student's kernel; report what it was, what it raised and its traffic
     (None on a real GPU, where Python cannot see the loads)."""
     kind = kind_of(kernel)
     if kind != "kernel":
         return {"kernel": kind}
+    if simulated() and (why := python_in_kernel(kernel)):
+        return {"kernel": kind, "python": why}
     try:
         if simulated():  # the counter bound at import, before the student's code existed
             counts = traffic(count_memory(kernel, griddim, blockdim, *args,
@@ -105,6 +174,8 @@ def ran(t, obs, name: str, what: str) -> dict:
         t.fail(f"`{name}` should be a CUDA kernel (it is a {str(kind)[:40]}): put @cuda.jit "
                f"on the line above `def {name}`")
     once(t, f"`{name}` is a @cuda.jit kernel")
+    if obs.get("python"):
+        t.fail(f"{what}: runs only what a GPU runs: failed ({str(obs['python'])[:300]})")
     if obs.get("raised") is not None:
         mro = obs.get("mro") if isinstance(obs.get("mro"), list) else []
         nudge = (" (a thread indexed past the end of an array: does every thread check its "
