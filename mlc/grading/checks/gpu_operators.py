@@ -22,7 +22,9 @@ unlucky interleaving; the same launch finds a shared element read before it was 
 (a tile never zeroed past the matrix's edge: garbage on a GPU, often zeros here). On a
 real GPU the results are judged but traffic cannot be counted: the exercises that grade
 traffic say so.
-That the kernels are ``@cuda.jit`` kernels is read from the notebook's source. The
+That the kernels are ``@cuda.jit`` kernels is read from the notebook's source; that they
+run only what a GPU runs (device functions, math, CUDA's API: in the simulator a kernel is
+Python, which could edit its own count) from their bytecode before each launch. The
 launching and the bounding of what a launch reports live in :mod:`.gpu_launch`.
 """
 
