@@ -14,22 +14,28 @@ of about 2 n k m / TILE) next to a patch that makes the count look tiled:
 
 Observed next to the cell (as the worker observed unit 04 before), each passes every case
 of the check; observed afresh (what the worker does now), each reads global memory like
-the naive kernel and fails. The honest tiled kernel keeps full marks.
+the naive kernel and fails. The honest tiled kernel keeps full marks. The same patch made
+by the definitions themselves (a decorator, as they load) is put back before the count,
+and a kernel that runs Python (which, in the simulator, could patch its own count) is
+refused before it launches.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import time
 
 import numpy as np
 import pytest
+from numba import cuda
 from numba.cuda.simulator import kernel as simulator
 
 from check_util import grade_cell
 
 from mlc.grading import fresh, protocol, registry
+from mlc.grading.checks import gpu_launch
 from mlc.grading.checks.gpu_operators import NB
 from mlc.grading.registry import CheckFailed, get
 from mlc.grading.wire import from_plain
@@ -249,3 +255,37 @@ def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
     assert time.monotonic() - start < 20
     assert "ok" in protocol.observe_case(EX, ns, case)  # the same server goes on
 
+
+
+@cuda.jit(device=True)
+def _twice(v):
+    return 2.0 * v
+
+
+@cuda.jit
+def _scaled(x, out):  # a device function, math, numpy's dtype, a raise: all a GPU runs
+    i = cuda.grid(1)
+    if i >= out.size:
+        raise NotImplementedError("never")
+    out[i] = _twice(math.sqrt(x[i])) + np.float32(0)
+
+
+def _python(v):
+    return v
+
+
+@cuda.jit
+def _calls_python(x, out):
+    out[0] = _python(x[0])
+
+
+@cuda.jit
+def _reaches_a_private_name(x, out):
+    out[0] = x._ary[0]
+
+
+def test_a_kernel_runs_only_what_a_gpu_runs():
+    assert gpu_launch.python_in_kernel(_scaled) is None
+    assert "`_calls_python` uses `_python` (a function)" in \
+        gpu_launch.python_in_kernel(_calls_python)
+    assert "loads `_ary`" in gpu_launch.python_in_kernel(_reaches_a_private_name)
