@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import signal
 import sys
 import time
 
@@ -243,6 +244,7 @@ def test_the_grader_gives_the_attacker_its_honest_score(tmp_path):
 
 
 def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
+    """At its own deadline, and at the exercise's time limit in the worker."""
     ns = notebook(UNTILED)
     case = EX.check.cases()[2]  # the smallest shape
     fresh._server().proc.kill()  # what a cell of the worker may do
@@ -254,6 +256,24 @@ def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
         fresh.measure(EX, hang, case, timeout=2.0)
     assert time.monotonic() - start < 20
     assert "ok" in protocol.observe_case(EX, ns, case)  # the same server goes on
+
+    class TimeLimit(BaseException):  # what the worker raises at an exercise's time limit
+        pass
+
+    def ring(signum, frame):
+        raise TimeLimit
+
+    old = signal.signal(signal.SIGALRM, ring)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(TimeLimit):
+            fresh.measure(EX, hang, case, timeout=60.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    start = time.monotonic()  # the hung job was stopped with its server: no 60 s wait
+    assert "ok" in protocol.observe_case(EX, ns, case)
+    assert time.monotonic() - start < 20
 
 
 

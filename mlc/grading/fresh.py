@@ -175,7 +175,7 @@ class _Server:
     never taken for the next job's."""
 
     def __init__(self):
-        self.owner = os.getpid()
+        self.owner, self.closed = os.getpid(), False
         env = dict(_ENV)
         env.pop("MLC_GRADING", None)
         # None of the worker's cached code (its cache folder is the student's to write), but
@@ -194,6 +194,8 @@ class _Server:
 
     def send(self, message: dict) -> None:
         """Raises OSError when the server has ended."""
+        if self.closed:
+            raise BrokenPipeError("the measuring server was stopped")
         self.proc.stdin.write(_frame(message))
         self.proc.stdin.flush()
 
@@ -203,10 +205,14 @@ class _Server:
         nonce = os.urandom(16).hex()
         self.send({**job, "nonce": nonce})
         deadline = _monotonic() + timeout
-        while (head := _read_exact(self.read, _FRAME, deadline)) is not None:
-            data = _read_exact(self.read, int(head), deadline)
-            if data is None or data[:len(nonce)] == nonce.encode():
-                return data and data[len(nonce):]
+        try:
+            while (head := _read_exact(self.read, _FRAME, deadline)) is not None:
+                data = _read_exact(self.read, int(head), deadline)
+                if data is None or data[:len(nonce)] == nonce.encode():
+                    return data and data[len(nonce):]
+        except BaseException:  # the exercise's time limit: the job must not outlive it
+            self.close()  # (and keep the server busy for the next exercise)
+            raise
         return None
 
     def said(self) -> str:
@@ -217,6 +223,9 @@ class _Server:
 
     def close(self) -> None:
         """Stop it (from its owner; a fork of the owner only kills it)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.owner != os.getpid():
             self.proc.kill()
             return
