@@ -43,3 +43,84 @@ def test_float64_erf_and_the_cuda_target_keep_math_erf():
     y = np.empty_like(x)
     mod(x, y)
     np.testing.assert_allclose(y, [math.erf(float(v)) for v in x], atol=1e-6)
+
+
+def linear_graph(m, k, n, seed=0):
+    import mlc
+    from mlc import graph, ops
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal((1, n)).astype(np.float32)
+    W, B = mlc.Tensor(w), mlc.Tensor(b)
+    # traced at batch 2 (at 1 the batch axis cannot be told from a broadcast), run at m
+    g = graph.trace(lambda t: ops.relu(t @ W + ops.broadcast_to(B, (t.shape[0], n))),
+                    np.zeros((2, k), np.float32))
+    return g, x, np.maximum(x @ w + b, 0)
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 7, 10), (5, 1, 3), (7, 33, 15), (6, 64, 10),
+                                     (9, 5, 1)])
+@pytest.mark.parametrize("target", ["python", "cpu"])
+def test_narrow_matmul_is_packed_dot_products_with_its_epilogue(m, k, n, target):
+    """A matmul narrower than a vector: B^T packed in the kernel, rows of A against it
+    with their sums in scalar variables, bias and ReLU applied before the one store of C;
+    one row, a reduction of length one, rows that are no multiple of four."""
+    from mlc import graph
+
+    g, x, ref = linear_graph(m, k, n)
+    exe = graph.build(g, target=target)
+    assert exe.kernels == 1
+    src = exe.source
+    assert "_packed[" in src and "held in scalar variables" in src
+    assert "_local[" not in src                       # no accumulator array is left
+    assert "max(" in src.split("for k in range")[-1]   # relu after the reduction
+    np.testing.assert_allclose(exe(x), ref, rtol=1e-5, atol=1e-5)
+    x2 = np.random.default_rng(1).standard_normal((3, k)).astype(np.float32)  # other batch
+    np.testing.assert_allclose(exe(x2), graph.interpret(g, x2), rtol=1e-5, atol=1e-5)
+
+
+def test_wide_and_cuda_matmuls_keep_their_schedules():
+    from mlc import graph
+
+    g, x, ref = linear_graph(4, 8, 16)                # a full vector wide: rank-1 updates
+    exe = graph.build(g, target="cpu")
+    assert "_packed" not in exe.source and "# vectorized" in exe.source
+    np.testing.assert_allclose(exe(x), ref, rtol=1e-5, atol=1e-5)
+    g, x, ref = linear_graph(3, 5, 10)
+    exe = graph.build(g, target="cuda")               # one thread per output on a GPU
+    assert "_packed" not in exe.source
+    np.testing.assert_allclose(exe(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_local_buffer_becomes_scalars_only_when_every_index_is_constant():
+    A = te.placeholder((8, 4), name="A")
+    r = te.reduce_axis((0, 4), name="k")
+    C = te.compute((8,), lambda i: te.sum(A[i, r], axis=r), name="C")
+    f = te.create_prim_func([A, C])
+    a = np.arange(32, dtype=np.float32).reshape(8, 4)
+
+    def built(unroll):
+        sch = tir.Schedule(f)
+        i, k = sch.get_loops(sch.get_block("C"))
+        i0, i1 = sch.split(i, factors=[None, 2])
+        sch.reorder(i0, k, i1)
+        local = sch.cache_write(sch.get_block("C"), 0, "local")
+        sch.reverse_compute_at(local, i0)
+        init = sch.decompose_reduction(sch.get_block("C"), k)
+        if unroll:
+            for blk in ("C", init, local):
+                blk = sch.get_block(blk) if isinstance(blk, str) else blk
+                sch.unroll(sch.get_loops(blk)[-1])
+        mod = tir.build(sch, "cpu")
+        c = np.empty(8, np.float32)
+        mod(a, c)
+        np.testing.assert_allclose(c, a.sum(1))
+        return mod.source
+
+    src = built(unroll=True)
+    assert "C_local_0 = np.float32(0.0)" in src and "C_local_1 = C_local_1 + A[" in src
+    assert "np.empty" not in src
+    src = built(unroll=False)                          # C_local[i_1]: stays an array
+    assert "C_local = np.empty((2,)" in src and "C_local[i_1] = C_local[i_1] + A[" in src

@@ -41,7 +41,7 @@ import keyword
 
 from ..tir import expr as E
 from ..tir.arith import simplify
-from ..tir.functor import substitute
+from ..tir.functor import stmt_children, substitute
 from ..tir.printer import Namer, format_float, show_binary
 from ..tir.stmt import Allocate, Block, BufferStore, For, IfThenElse, PrimFunc, SeqStmt
 
@@ -82,6 +82,7 @@ class ExprPrinter:
     def __init__(self, namer: Namer, dtype_fn, fast_erf: bool = False):
         self.namer, self.dtype_fn = namer, dtype_fn
         self.fast_erf, self.used_erf_f32 = fast_erf, False
+        self.scalar = lambda buffer, indices: None  # a name for a load kept in a register
 
     def const(self, e) -> str:
         if e.dtype == "bool":
@@ -109,6 +110,9 @@ class ExprPrinter:
         if isinstance(e, E.Select):
             return f"({self(e.true_value)} if {self(e.condition)} else {self(e.false_value)})"
         if isinstance(e, E.BufferLoad):
+            name = self.scalar(e.buffer, e.indices)
+            if name is not None:
+                return name
             idx = ", ".join(self(i) for i in e.indices) or "()"  # () indexes a 0-d array
             return f"{self.namer(e.buffer)}[{idx}]"
         if isinstance(e, E.Call):
@@ -137,6 +141,10 @@ class Emitter:
         self.target = target
         self.namer = Namer(RESERVED)
         self.expr = ExprPrinter(self.namer, dtype_fn, fast_erf=target != "cuda")
+        self.expr.scalar = self.scalar_name
+        # "local" buffers to hold in scalar variables, and those found indexed by a loop
+        self.scalars: set = set()
+        self.not_scalar: set = set()
         self.lines: list = []
         self.ranges: dict = {}   # loop var -> (lo, hi): lets simplify fold index math
         self.vmap: dict = {}     # block iterator -> its binding, while inside the block
@@ -156,6 +164,17 @@ class Emitter:
         for line in self.lines:
             out.extend(line) if isinstance(line, _Hoisted) else out.append(line)
         return out
+
+    def scalar_name(self, buf, indices) -> str | None:
+        """The variable that holds ``buf[indices]`` when ``buf`` is kept in scalars (see
+        :func:`python_source`); None otherwise. A buffer indexed by a loop variable here
+        cannot be: it is recorded, and the source is generated again without it."""
+        if id(buf) not in self.scalars:
+            return None
+        if not all(isinstance(i, E.IntImm) for i in indices):
+            self.not_scalar.add(id(buf))
+            return None
+        return "_".join([self.namer(buf)] + [str(i.value) for i in indices])
 
     def e(self, x) -> str:
         return self.expr(simplify(substitute(x, self.vmap), self.ranges))
@@ -183,8 +202,12 @@ class Emitter:
         elif isinstance(s, Block):
             self.block(s, ind)
         elif isinstance(s, BufferStore):
-            idx = ", ".join(self.e(i) for i in s.indices) or "()"
-            self.line(ind, f"{self.namer(s.buffer)}[{idx}] = {self.e(s.value)}")
+            indices = [simplify(substitute(i, self.vmap), self.ranges) for i in s.indices]
+            target = self.scalar_name(s.buffer, indices)
+            if target is None:
+                idx = ", ".join(self.expr(i) for i in indices) or "()"
+                target = f"{self.namer(s.buffer)}[{idx}]"
+            self.line(ind, f"{target} = {self.e(s.value)}")
         elif isinstance(s, IfThenElse):
             self.branch(s.condition, s.then_case, s.else_case, ind)
         elif isinstance(s, Allocate):
@@ -205,6 +228,10 @@ class Emitter:
 
     def allocate(self, s: Allocate, ind: str) -> None:
         b = s.buffer
+        if id(b) in self.scalars:
+            self.line(ind, f"# {self.namer(b)}: {b.shape} {b.scope}, held in scalar variables")
+            self.stmt(s.body, ind)
+            return
         text = f"{self.namer(b)} = np.empty({b.shape}, dtype=np.{b.dtype})  # {b.scope}"
         if not self.hoist:
             self.line(ind, text)
@@ -275,9 +302,21 @@ class Emitter:
         self.vmap = saved
 
 
-def python_source(func: PrimFunc, target: str) -> tuple[str, bool]:
-    """``(source, has_parallel)`` for a lowered PrimFunc (targets "python" and "cpu")."""
+def _local_buffers(func: PrimFunc) -> set:
+    found = set()
+
+    def walk(s):
+        if isinstance(s, Allocate) and s.buffer.scope == "local":
+            found.add(id(s.buffer))
+        for c in stmt_children(s):
+            walk(c)
+    walk(func.body)
+    return found
+
+
+def _emit(func: PrimFunc, target: str, scalars: set) -> Emitter:
     em = Emitter(target)
+    em.scalars = scalars
     params = [em.namer(b) for b in func.params]
     em.line("", f"def {func.name}({', '.join(params)}):")
     em.hoist = []
@@ -285,6 +324,25 @@ def python_source(func: PrimFunc, target: str) -> tuple[str, bool]:
     em.stmt(func.body, "    ")
     if len(em.flat_lines()) == 1:
         em.line("    ", "pass")
+    return em
+
+
+def python_source(func: PrimFunc, target: str) -> tuple[str, bool]:
+    """``(source, has_parallel)`` for a lowered PrimFunc (targets "python" and "cpu").
+
+    Scalar replacement: a "local" buffer that every access indexes with constants (after
+    unrolling: the accumulators of a register tile, ``C_local[0, 0] ... C_local[3, 0]``)
+    becomes one variable per element (``C_local_0_0``). Numba keeps an array in memory,
+    and LLVM cannot tell that it aliases no argument, so an accumulator array is loaded
+    and stored at every step of the reduction; a variable lives in a register, and a
+    reduction loop over it vectorizes. Tried on every local buffer; one that some access
+    indexes with a loop variable stays an array."""
+    candidates = _local_buffers(func)
+    while True:
+        em = _emit(func, target, candidates)
+        if not em.not_scalar:
+            break
+        candidates -= em.not_scalar
     header = [f"# generated by mlc.codegen for target \"{target}\" from PrimFunc {func.name}",
               "import math", "import numpy as np"]
     header.append("from numba import prange" if target == "cpu" else
