@@ -25,6 +25,8 @@ from .. import te, tir
 from ..schedule import ScheduleError
 from ..schedule.examples import matmul_hand_schedule
 from .ir import identifier
+from .lower_matmul import (as_dot, batched_matmul_schedule, divisor_at_most,
+                           dot_matmul_te, schedule_dot)
 from .lower_ops import te_shape
 from .ops import compute_of
 from .pattern import pattern
@@ -39,10 +41,6 @@ PARALLEL_MIN_WORK = 1 << 21  # below this many loop iterations, waking threads c
 # layer norm, with exp and sqrt per element) use PARALLEL_MIN_WORK.
 MEMORY_BOUND_PARALLEL_MIN_WORK = 1 << 26
 MATMUL_PARALLEL_MIN_WORK = 1 << 24
-# A 2-D matmul narrower than this many columns (one AVX-512 vector of float32: a
-# classifier's 10 logits) is computed as dot products over k (see _dot_matmul_te).
-DOT_MAX_COLUMNS = 16
-DOT_ROWS = 4  # rows of A per column of B^T: four sums kept in registers
 
 
 class LoweredGroup:
@@ -73,7 +71,7 @@ def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu
     out_set = set(outputs)
     for n in nodes:
         args = [tensors[x] for x in n.inputs]
-        tensors[n] = (_dot_matmul_te(*args, identifier(n.name)) if _as_dot(n, target)
+        tensors[n] = (dot_matmul_te(*args, identifier(n.name)) if as_dot(n, target)
                       else compute_of(n, args, identifier(n.name)))
     func = te.create_prim_func(params + [tensors[n] for n in outputs], name=identifier(name))
     sch = tir.Schedule(func)
@@ -93,34 +91,6 @@ def lower_group(nodes, inputs, outputs, name: str = "kernel", target: str = "cpu
                 _split_reshape(sch, block_of[n], n.inputs[0].shape, n.shape)
     default_schedule(sch, nodes, outputs, block_of, target, tuned)
     return LoweredGroup(sch.func, sch, inputs, outputs, nodes, name)
-
-
-def _as_dot(n, target) -> bool:
-    """Whether the matmul ``n`` is lowered by :func:`_dot_matmul_te` (a 2-D float product
-    narrower than a vector, on a CPU target)."""
-    return (target != "cuda" and n.op == "matmul" and len(n.shape) == 2
-            and n.dtype in ("float32", "float64") and n.shape[-1] < DOT_MAX_COLUMNS)
-
-
-def _dot_matmul_te(a, b, name):
-    """``C = A @ B`` as dot products of A's rows with B's columns, B copied transposed into
-    ``<name>_packed`` first (``K x N`` floats, once per call).
-
-    The rank-1 updates of the hand schedule vectorize over C's columns, which a narrow C
-    (``(256, 64) @ (64, 10)``, the digits MLP's head) does not fill: ten columns are one
-    partial vector, and the tile's partial sums go through memory at every k. Packed, each
-    ``C[i, j]`` is a sum over k of two contiguous rows, a reduction LLVM vectorizes with
-    its partial sums in registers (see ``_schedule_dot``). The same layout trick as a BLAS
-    packing its panels, or TVM's ``dense_pack``, here made inside the kernel::
-
-        C[i, j] = sum_k A[i, k] * B[k, j]
-          ->  B_packed[j, k] = B[k, j];  C[i, j] = sum_k A[i, k] * B_packed[j, k]
-    """
-    k, m = b.shape
-    bt = te.compute((m, k), lambda j, r: b[r, j], name=name + "_packed")
-    r = te.reduce_axis((0, k), name="k")
-    return te.compute((a.shape[0], m), lambda i, j: te.sum(a[i, r] * bt[j, r], axis=r),
-                      name=name)
 
 
 def _merge_factors(in_shape, out_shape):
@@ -222,10 +192,6 @@ def _blocks(sch):
     from ..tir.functor import blocks_in
 
     return [b for b in blocks_in(sch.func.body)]
-
-
-def _divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
 def default_schedule(sch, nodes, outputs, block_of, target, tuned=None) -> None:
@@ -339,7 +305,7 @@ def _gpu_nest(sch, blk, threads: int = 64) -> None:
     fused = sch.fuse(*loops[:ns]) if ns > 1 else loops[0]
     ext = sch.get(fused).extent
     # at least two thread blocks: a loop of extent 1 binds nothing a reduction depends on
-    t = _divisor_at_most(ext, min(threads, max(1, ext // 2)))
+    t = divisor_at_most(ext, min(threads, max(1, ext // 2)))
     bx, tx = sch.split(fused, factors=[None, t])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
@@ -359,10 +325,10 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
     others = {b.name for b in _blocks(sch)} - {name}
     before = sch.copy()
     try:
-        if _as_dot(mm, "cpu"):
-            _schedule_dot(sch, name, n)
+        if as_dot(mm, "cpu"):
+            schedule_dot(sch, name, n)
         elif batch:
-            _batched_matmul_schedule(sch, name, n, m, parallel=math.prod(mm.shape) * k >=
+            batched_matmul_schedule(sch, name, n, m, parallel=math.prod(mm.shape) * k >=
                                      MATMUL_PARALLEL_MIN_WORK and math.prod(batch) >= 2)
         elif tuned and (n, k, m) in tuned:
             tuned[(n, k, m)](sch, name)
@@ -370,8 +336,8 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
             # four rows of the tile unrolled innermost: each load of B[k, j] feeds four
             # multiply-adds (4096x72 @ 72x16, the CNN's second conv at batch 256: 6.2 ms
             # without, 0.74 ms with, on one core)
-            ti = _divisor_at_most(n, 32)
-            matmul_hand_schedule(sch, block=name, tile_i=ti, tile_j=_divisor_at_most(m, 64),
+            ti = divisor_at_most(n, 32)
+            matmul_hand_schedule(sch, block=name, tile_i=ti, tile_j=divisor_at_most(m, 64),
                                  unroll=4 if ti % 4 == 0 else 1,
                                  parallel=n * m * k >= MATMUL_PARALLEL_MIN_WORK and n >= 2)
     except ScheduleError:
@@ -389,59 +355,6 @@ def _schedule_matmul(sch, mm, nodes, outputs, block_of, tuned) -> set:
             except ScheduleError:
                 pass
     return {b.name for b in _blocks(sch)} - others
-
-
-def _schedule_dot(sch, name, n) -> None:
-    """The schedule of a packed matmul (:func:`_dot_matmul_te`): ``DOT_ROWS`` rows of A
-    against one row of B^T at a time, their sums accumulated in a local tile whose loops
-    are unrolled (so code generation holds it in scalar variables, one register each),
-    the loop over k innermost (a reduction the compiler vectorizes), then the epilogue::
-
-        for i_0 in range(n // 4):
-            for j in range(m):
-                C_local_0_0 = 0.0 ... C_local_3_0 = 0.0
-                for k in range(K):
-                    C_local_0_0 = C_local_0_0 + A[i_0 * 4, k] * B_packed[j, k]
-                    ...                                  # rows 1 to 3
-                C[i_0 * 4, j] = C_local_0_0 + bias[j] ...
-    """
-    c = sch.get_block(name)
-    i, j, k = sch.get_loops(c)
-    i0, i1 = sch.split(i, factors=[None, _divisor_at_most(n, DOT_ROWS)])
-    sch.reorder(i0, j, k, i1)
-    local = sch.cache_write(c, 0, "local")
-    sch.reverse_compute_at(local, j)
-    init = sch.decompose_reduction(c, k)
-    sch.unroll(i1)
-    for blk in (init, local):
-        for lp in sch.get_loops(blk)[2:]:
-            sch.unroll(lp)
-
-
-def _batched_matmul_schedule(sch, name, n, m, parallel) -> None:
-    """The hand schedule for ``(..., n, k) @ (..., k, m)`` (attention's ``Q K^T`` and
-    ``A V``; a Linear on ``(batch, time, d)``): the batch loops fused into one outer loop
-    (parallel when the whole product is large), and under it each ``n x m`` matrix done
-    as in ``matmul_hand_schedule``: a tile accumulated in a local buffer by rank-1 updates
-    over ``k`` with its contiguous rows vectorized and four rows unrolled innermost, then
-    copied back ((8, 64, 64) @ (8, 64, 32): 2.3 ms without the unrolled rows, 0.18 ms
-    with, on one core). The generic nest
-    would run ``k`` innermost, reading ``B[b, k, j]`` down a column."""
-    c = sch.get_block(name)
-    *batch, i, j, kk = sch.get_loops(c)
-    b = sch.fuse(*batch) if len(batch) > 1 else batch[0]
-    ti = _divisor_at_most(n, 32)
-    unroll = 4 if ti % 4 == 0 else 1
-    j0, j1 = sch.split(j, factors=[None, _divisor_at_most(m, 64)])
-    i0, i1, i2 = sch.split(i, factors=[None, ti // unroll, unroll])
-    sch.reorder(b, i0, j0, kk, i1, j1, i2)
-    local = sch.cache_write(c, 0, "local")
-    sch.reverse_compute_at(local, j0)
-    sch.decompose_reduction(c, kk)
-    sch.unroll(i2)
-    sch.vectorize(j1)
-    if parallel:
-        sch.parallel(b)
 
 
 def _restore(sch, saved) -> None:
