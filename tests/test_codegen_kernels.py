@@ -60,19 +60,19 @@ def linear_graph(m, k, n, seed=0):
     return g, x, np.maximum(x @ w + b, 0)
 
 
-@pytest.mark.parametrize("m, k, n", [(1, 7, 10), (5, 1, 3), (7, 33, 15), (6, 64, 10),
+@pytest.mark.parametrize("m, k, n", [(4, 7, 10), (5, 1, 3), (7, 33, 15), (6, 64, 10),
                                      (9, 5, 1)])
 @pytest.mark.parametrize("target", ["python", "cpu"])
 def test_narrow_matmul_is_packed_dot_products_with_its_epilogue(m, k, n, target):
     """A matmul narrower than a vector: B^T packed in the kernel, rows of A against it
     with their sums in scalar variables, bias and ReLU applied before the one store of C;
-    one row, a reduction of length one, rows that are no multiple of four."""
+    a reduction of length one, rows that are no multiple of four, one column."""
     from mlc import graph
 
     g, x, ref = linear_graph(m, k, n)
     exe = graph.build(g, target=target)
     assert exe.kernels == 1
-    src = exe.source
+    src = exe.at_batch(m).source                      # lowered for m rows
     assert "_packed[" in src and "held in scalar variables" in src
     assert "_local[" not in src                       # no accumulator array is left
     assert "max(" in src.split("for k in range")[-1]   # relu after the reduction
@@ -88,6 +88,10 @@ def test_wide_and_cuda_matmuls_keep_their_schedules():
     exe = graph.build(g, target="cpu")
     assert "_packed" not in exe.source and "# vectorized" in exe.source
     np.testing.assert_allclose(exe(x), ref, rtol=1e-5, atol=1e-5)
+    g, x, ref = linear_graph(1, 8, 10)                # one row: packing would not pay
+    exe = graph.build(g, target="cpu")
+    np.testing.assert_allclose(exe(x), ref, rtol=1e-5, atol=1e-5)
+    assert "_packed" not in exe.at_batch(1).source
     g, x, ref = linear_graph(3, 5, 10)
     exe = graph.build(g, target="cuda")               # one thread per output on a GPU
     assert "_packed" not in exe.source
@@ -124,3 +128,19 @@ def test_local_buffer_becomes_scalars_only_when_every_index_is_constant():
     assert "np.empty" not in src
     src = built(unroll=False)                          # C_local[i_1]: stays an array
     assert "C_local = np.empty((2,)" in src and "C_local[i_1] = C_local[i_1] + A[" in src
+
+
+@pytest.mark.parametrize("sa, sb", [((2, 3, 5, 7), (2, 3, 7, 6)), ((3, 4, 1), (3, 1, 9)),
+                                    ((2, 5, 7), (7, 10)), ((4, 16), (2, 16, 3)),
+                                    ((2, 1, 9), (2, 9, 5))])
+def test_batched_narrow_matmul_packs_b_per_batch_item(sa, sb):
+    """Attention's 8 x 8 products are narrow too: B^T packed per batch item (or once, for
+    one B shared by every item); 2-D @ batched, and one query row against a cache (a
+    decode step), keep the batched schedule."""
+    from mlc import graph
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(sa, dtype=np.float32), rng.standard_normal(sb, dtype=np.float32)
+    exe = graph.build(graph.trace(lambda s, t: s @ t, x, y, batch_axis=False), target="cpu")
+    assert ("_packed[" in exe.source) == (len(sa) >= len(sb) and sa[-2] >= 4)
+    np.testing.assert_allclose(exe(x, y), x @ y, rtol=1e-5, atol=1e-5)

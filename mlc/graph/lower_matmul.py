@@ -26,10 +26,15 @@ def divisor_at_most(n: int, cap: int) -> int:
 
 
 def as_dot(n, target) -> bool:
-    """Whether the matmul ``n`` is lowered by :func:`dot_matmul_te` (a 2-D float product
-    narrower than a vector, on a CPU target)."""
-    return (target != "cuda" and n.op == "matmul" and len(n.shape) == 2
-            and n.dtype in ("float32", "float64") and n.shape[-1] < DOT_MAX_COLUMNS)
+    """Whether the matmul ``n`` is lowered by :func:`dot_matmul_te`: a float product
+    narrower than a vector with at least ``DOT_ROWS`` rows, on a CPU target."""
+    if target == "cuda" or n.op != "matmul" or n.dtype not in ("float32", "float64"):
+        return False
+    a, b = (x.shape for x in n.inputs)
+    # packing copies all of B: worth it when a full tile of rows reads each packed row (a
+    # decode step's one query row against a cached V would copy the cache every token)
+    return (n.shape[-1] < DOT_MAX_COLUMNS and n.shape[-2] >= DOT_ROWS
+            and len(a) == len(n.shape) and (len(b) == 2 or b[:-2] == a[:-2]))
 
 
 def dot_matmul_te(a, b, name):
@@ -46,11 +51,13 @@ def dot_matmul_te(a, b, name):
         C[i, j] = sum_k A[i, k] * B[k, j]
           ->  B_packed[j, k] = B[k, j];  C[i, j] = sum_k A[i, k] * B_packed[j, k]
     """
-    k, m = b.shape
-    bt = te.compute((m, k), lambda j, r: b[r, j], name=name + "_packed")
+    *batch, k, m = b.shape
+    bt = te.compute((*batch, m, k), lambda *t: b[t[:-2] + (t[-1], t[-2])],
+                    name=name + "_packed")
     r = te.reduce_axis((0, k), name="k")
-    return te.compute((a.shape[0], m), lambda i, j: te.sum(a[i, r] * bt[j, r], axis=r),
-                      name=name)
+    nb = len(batch)  # 0: one B for every row of A (a Linear); else B per batch item
+    return te.compute(a.shape[:-1] + (m,), lambda *t: te.sum(
+        a[t[:-1] + (r,)] * bt[t[len(t) - 2 - nb:-2] + (t[-1], r)], axis=r), name=name)
 
 
 def schedule_dot(sch, name, n) -> None:
@@ -68,15 +75,15 @@ def schedule_dot(sch, name, n) -> None:
                 C[i_0 * 4, j] = C_local_0_0 + bias[j] ...
     """
     c = sch.get_block(name)
-    i, j, k = sch.get_loops(c)
+    *batch, i, j, k = sch.get_loops(c)
     i0, i1 = sch.split(i, factors=[None, divisor_at_most(n, DOT_ROWS)])
-    sch.reorder(i0, j, k, i1)
+    sch.reorder(*batch, i0, j, k, i1)
     local = sch.cache_write(c, 0, "local")
     sch.reverse_compute_at(local, j)
     init = sch.decompose_reduction(c, k)
     sch.unroll(i1)
     for blk in (init, local):
-        for lp in sch.get_loops(blk)[2:]:
+        for lp in sch.get_loops(blk)[len(batch) + 2:]:
             sch.unroll(lp)
 
 
