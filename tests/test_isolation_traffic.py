@@ -243,6 +243,20 @@ def test_the_grader_gives_the_attacker_its_honest_score(tmp_path):
         assert points or TRAFFIC in result.message, result.message
 
 
+def _group_ends(pgid: int, within: float = 10.0) -> bool:
+    """Whether every process of group ``pgid`` is gone (reaped) within ``within`` s."""
+    import os
+
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
     """At its own deadline, and at the exercise's time limit in the worker."""
     ns = notebook(UNTILED)
@@ -263,6 +277,8 @@ def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
     def ring(signum, frame):
         raise TimeLimit
 
+    group = fresh._server().proc.pid  # the server leads a process group of its own
+    assert __import__("os").getpgid(group) == group
     old = signal.signal(signal.SIGALRM, ring)
     try:
         signal.setitimer(signal.ITIMER_REAL, 1.0)
@@ -271,6 +287,7 @@ def test_a_killed_server_is_replaced_and_a_hung_case_is_stopped(notebook):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+    assert _group_ends(group), "the hung case's child outlived its server"
     start = time.monotonic()  # the hung job was stopped with its server: no 60 s wait
     assert "ok" in protocol.observe_case(EX, ns, case)
     assert time.monotonic() - start < 20

@@ -186,9 +186,11 @@ class _Server:
         env["NUMBA_CACHE_DIR"] = self.cache
         self.errors = tempfile.TemporaryFile()  # not a pipe: a chatty child cannot block
         self.read, write = os.pipe()
+        # a session of its own: stopping it stops the child observing a case with it (a
+        # killed server would leave a hung student loop spinning, reparented to init)
         self.proc = _POPEN([_PYTHON, "-I", "-c", _BOOT, str(write)], stdin=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, stderr=self.errors, pass_fds=(write,),
-                           env=env)
+                           env=env, start_new_session=True)
         os.close(write)
         self.send({"top": _TOP, "bundle": _BUNDLE})
 
@@ -215,6 +217,14 @@ class _Server:
             raise
         return None
 
+    def _kill(self) -> None:
+        """SIGKILL to the server's process group: the server and its children."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            if self.proc.poll() is None:
+                self.proc.kill()
+
     def said(self) -> str:
         """The last line the server (or a child) wrote to stderr."""
         self.errors.seek(max(0, self.errors.seek(0, 2) - 4000))
@@ -226,11 +236,9 @@ class _Server:
         if self.closed:
             return
         self.closed = True
+        self._kill()
         if self.owner != os.getpid():
-            self.proc.kill()
             return
-        if self.proc.poll() is None:
-            self.proc.kill()
         self.proc.wait()
         for f in (self.proc.stdin, self.errors):
             f.close()
