@@ -127,6 +127,16 @@ def test_above_the_eager_limit_a_send_waits_for_its_receiver(n, eager_limit, ok)
             group.run(lambda c: _ring_step(c, np.full(n, c.rank, np.float32), "send"))
 
 
+def test_a_ring_of_blocked_sends_is_reported_as_a_deadlock_at_once():
+    """Every rank waits in a send nobody has taken: no rank can receive any more, so the
+    group says so without waiting for its timeout."""
+    start = time.monotonic()
+    with pytest.raises(dist.DistError, match="did not complete"):
+        dist.local(4, timeout=60, eager_limit=0).run(
+            lambda c: _ring_step(c, np.ones(8, np.float32), "send"))
+    assert time.monotonic() - start < 10
+
+
 def test_a_rendezvous_send_to_a_rank_that_returned_fails_at_once():
     start = time.monotonic()
     with pytest.raises(dist.DistError, match="rank 1 never received it"):

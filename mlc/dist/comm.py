@@ -17,7 +17,8 @@ posted the matching receive; MPICH switches at about 64 KiB). A program that is 
 only because sends are buffered deadlocks on real hardware at some size: if every rank of
 a ring first sends and then receives, no rank ever receives. ``dist.local(P,
 eager_limit=nbytes)`` behaves the same way (a larger message's send waits for its
-receiver), so such a program fails here, with a message, instead of on a cluster;
+receiver), so such a program fails here, with a message, instead of on a cluster (at
+once when every running rank waits in such a send: nobody is left to receive);
 ``sendrecv``, or ``isend`` then ``recv`` then the wait, is the fix. The default
 (``eager_limit=None``) buffers every message.
 
@@ -140,6 +141,7 @@ class LocalGroup:
         self.failed: dict[int, str] = {}
         self.finished: set[int] = set()
         self._slots: list = [None] * size
+        self._waiting: dict[int, threading.Event] = {}   # rank -> its untaken rendezvous send
         self._barrier = threading.Barrier(size)
         self.comms = [LocalComm(self, r) for r in range(size)]
 
@@ -196,6 +198,7 @@ class LocalGroup:
         self.failed.clear()
         self.finished.clear()
         self._boxes.clear()
+        self._waiting.clear()
         self._barrier = threading.Barrier(self.size)
 
     def __enter__(self) -> list:
@@ -212,6 +215,14 @@ class LocalGroup:
 
     def __getitem__(self, i: int) -> "LocalComm":
         return self.comms[i]
+
+
+def _all_stuck(group: LocalGroup) -> bool:
+    """Whether every rank still running waits in a send nobody has taken: none of them can
+    receive, so none ever will (a deadlock, reported at once instead of at the timeout)."""
+    waiting = dict(group._waiting)
+    live = [r for r in range(group.size) if r not in group.finished and r not in group.failed]
+    return bool(live) and all(r in waiting and not waiting[r].is_set() for r in live)
 
 
 class LocalComm(Communicator):
@@ -244,22 +255,27 @@ class LocalComm(Communicator):
             return lambda: None
 
         def wait():
+            group = self.group
             deadline = time.monotonic() + self.timeout
-            while not taken.wait(0.05):
-                dead = {r: why for r, why in self.group.failed.items() if r != self.rank}
-                if dest in dead or -1 in dead:
-                    raise DistError(f"rank {self.rank}: the send to rank {dest} never "
-                                    f"completed: rank {dest} failed "
-                                    f"({dead.get(dest, dead.get(-1))})")
-                gone = dest in self.group.finished and not taken.is_set()
-                if gone or time.monotonic() > deadline:
-                    raise DistError(
-                        f"rank {self.rank}: a send of {data.nbytes} bytes to rank {dest} "
-                        f"(tag {tag}) did not complete: a message above the eager limit "
-                        f"({limit} bytes) waits until its receiver takes it, as MPI's large "
-                        f"messages do, and rank {dest} never received it. If every rank "
-                        f"sends before it receives, none receives: use comm.sendrecv (or "
-                        f"isend, then recv, then wait)")
+            group._waiting[self.rank] = taken
+            try:
+                while not taken.wait(0.05):
+                    dead = {r: why for r, why in group.failed.items() if r != self.rank}
+                    if dest in dead or -1 in dead:
+                        raise DistError(f"rank {self.rank}: the send to rank {dest} never "
+                                        f"completed: rank {dest} failed "
+                                        f"({dead.get(dest, dead.get(-1))})")
+                    if (dest in group.finished or _all_stuck(group)
+                            or time.monotonic() > deadline) and not taken.is_set():
+                        raise DistError(
+                            f"rank {self.rank}: a send of {data.nbytes} bytes to rank {dest} "
+                            f"(tag {tag}) did not complete: a message above the eager limit "
+                            f"({limit} bytes) waits until its receiver takes it, as MPI's "
+                            f"large messages do, and rank {dest} never received it. If every "
+                            f"rank sends before it receives, none receives: use "
+                            f"comm.sendrecv (or isend, then recv, then wait)")
+            finally:
+                group._waiting.pop(self.rank, None)
         return wait
 
     def recv(self, source: int, tag: int = 0, out=None) -> np.ndarray:
