@@ -179,11 +179,6 @@ def _extern(node, *arrays):
     return _op_of(node.attrs).apply(list(arrays))
 
 
-def _no_te(node, args, name):
-    raise NotImplementedError("sparse_matmul is an extern op: a built graph calls its Numba "
-                              "kernel (mlc.compress.sparse_layers), it has no te lowering")
-
-
 def _flops(node) -> int:
     stored = node.inputs[3 if node.attrs["fmt"] == "csr" else 1]  # data, or 2:4's values
     return 2 * (node.size // node.shape[-1]) * stored.size
@@ -195,7 +190,7 @@ def _register_graph_op() -> None:
     from ..graph.ops.registry import OPS, OpDef, register
 
     if "sparse_matmul" not in OPS:
-        register(OpDef("sparse_matmul", "opaque", _shape, _reference, _no_te,
+        register(OpDef("sparse_matmul", "opaque", _shape, _reference, None,
                        dtype=lambda dtypes, attrs: "float32", arity=None, flops=_flops,
                        traces=(SparseMatMul,),
                        attrs_of=lambda op: {"fmt": _FMT_ATTR[op.fmt], "shape": op.shape,

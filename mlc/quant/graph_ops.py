@@ -364,17 +364,12 @@ def _extern(op):
     return extern
 
 
-def _no_te(node, args, name):
-    raise NotImplementedError(f"{node.op} is an extern op: a built graph calls its kernel "
-                              "(mlc.quant.graph_ops), it has no te lowering")
-
-
 def register_all() -> None:
     """Add the quantized ops to ``graph.OPS`` (once; importing ``mlc.quant`` does it)."""
     from ..graph.ops.registry import OPS, OpDef, register
 
     for name, (arity, shape, dtype, ref, _, _, per_el) in QUANTIZED_OPS.items():
         if name not in OPS:
-            register(OpDef(name, "opaque", shape, _reference(name), _no_te, dtype=dtype,
+            register(OpDef(name, "opaque", shape, _reference(name), None, dtype=dtype,
                            arity=arity, flops=_flops(per_el), extern=_extern(name),
                            doc=ref.__doc__ or ""))

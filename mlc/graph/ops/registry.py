@@ -43,7 +43,8 @@ class OpDef:
     ``shape(shapes, attrs)`` and ``dtype(dtypes, attrs)`` give the output's shape and dtype
     (:meth:`infer` checks the arity and calls both); ``reference(attrs, *ndarrays)`` is
     what :func:`mlc.graph.interpret` runs; ``te(node, args, name)`` is the loop-level
-    meaning lowering runs (``args`` are the te tensors of ``node.inputs``); ``flops(node)``
+    meaning lowering runs (``args`` are the te tensors of ``node.inputs``; None for an
+    opaque op that runs as a kernel of its own); ``flops(node)``
     counts its arithmetic; ``traces`` are the ``mlc.ops`` classes that trace to this op and
     ``attrs_of(tensor_op)`` reads their attributes; ``decompose(op, node, ins)``, when
     given, writes the op as other registered ops (``op(name, *inputs, **attrs)`` makes a
@@ -59,7 +60,7 @@ class OpDef:
     pattern: str
     shape: Callable
     reference: Callable
-    te: Callable
+    te: Callable | None = None
     dtype: Callable = same_dtype
     arity: int | None = 1
     flops: Callable = _per_element
@@ -146,7 +147,12 @@ def reference(op: str, attrs: dict, *arrays):
 
 def compute_of(node, args, name):
     """The te tensor computing ``node`` from the te tensors ``args`` of its inputs."""
-    return opdef(node.op).te(node, args, name)
+    d = opdef(node.op)
+    if d.te is None:
+        raise ValueError(f"{node.op} has no te lowering: a built graph runs it as its own "
+                         f"kernel ({'extern' if d.extern else 'reference'}), outside any "
+                         f"fused group")
+    return d.te(node, args, name)
 
 
 def flops(node) -> int:

@@ -135,11 +135,6 @@ def _extern(node, cache, new, start):
 _extern.bind = _bind
 
 
-def _no_te(node, args, name):
-    raise NotImplementedError("cache_write writes its input in place: a built graph calls "
-                              "its kernel (mlc.graph.ops.state), it has no te lowering")
-
-
 class CacheWrite(TensorOp):
     """The eager (and traced) form: a new tensor, ``cache`` with ``new`` written at
     ``start`` along ``axis`` (no gradient: a cache is inference state)."""
@@ -160,7 +155,7 @@ def cache_write(cache, new, start, axis: int):
     return CacheWrite(axis)(cache, new, start)
 
 
-register(OpDef("cache_write", "opaque", _shape, _reference, _no_te, dtype=_dtype, arity=3,
+register(OpDef("cache_write", "opaque", _shape, _reference, None, dtype=_dtype, arity=3,
                flops=lambda n: 0, traces=(CacheWrite,),
                attrs_of=lambda op: {"axis": op.axis}, extern=_extern, inplace=0,
                doc="``cache_write(cache, new, start)``: the cache with ``new`` written at "
