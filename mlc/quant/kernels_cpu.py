@@ -340,12 +340,13 @@ def qlinear_rows(a16, w8, za, zw, colsum, rowsum, k_dim, bias, m0, shift, z_out,
 ROWS_MAX = 2
 
 
-def _threaded(work: int) -> bool:
+def threaded(work: int) -> bool:
     """Whether ``work`` multiply-adds go to the threaded build: from the compiled graph's
     own matmul threshold (``graph.lower.MATMUL_PARALLEL_MIN_WORK``: one fact for every
     matmul) and when more than one thread is allowed (``perf.limit_threads``). Waking
     threads costs tens of microseconds on an idle laptop and whole scheduler ticks (4 ms)
-    on a busy one."""
+    on a busy one. Every quantized kernel picks its build with this (int8 here, the
+    weight-only ones in :mod:`.kernels_weightonly`)."""
     from ..graph.lower import MATMUL_PARALLEL_MIN_WORK
 
     return work >= MATMUL_PARALLEL_MIN_WORK and numba.get_num_threads() > 1
@@ -354,7 +355,7 @@ def _threaded(work: int) -> bool:
 def qgemm(m: int, n: int, k: int):
     """The int32 kernel for an ``m x k @ k x n`` product: threaded when the work is large
     and more than one thread is allowed (``limit_threads``), else its serial build."""
-    return qgemm_kernel if _threaded(m * n * k) else qgemm_serial
+    return qgemm_kernel if threaded(m * n * k) else qgemm_serial
 
 
 def qlinear(m: int, n: int, k: int):
@@ -363,7 +364,7 @@ def qlinear(m: int, n: int, k: int):
     kernel takes the padded int8 codes, the others the int16 panel (``PackedWeight``)."""
     if m <= ROWS_MAX:
         return qlinear_rows
-    return qlinear_kernel if _threaded(m * n * k) else qlinear_serial
+    return qlinear_kernel if threaded(m * n * k) else qlinear_serial
 
 
 INSTRUCTIONS = ("vpmaddwd", "vpdpwssd", "vpmaddubsw", "vpdpbusd", "vpmovsxbw", "vpmulld")

@@ -92,11 +92,9 @@ def wmatmul_serial(x, codes, scales, group, bits, out):
 
 def wmatmul_kernel(work: int):
     """The weight-only kernel, ``(x, codes, scales, group, bits, out)``: its parallel
-    build from the work (multiply-adds) at which the compiled graph's own float matmuls go
-    parallel (``graph.lower.MATMUL_PARALLEL_MIN_WORK``), its serial build below. Waking
-    threads costs tens of microseconds on an idle laptop and whole scheduler ticks (4 ms)
-    on a busy one: the kernel that always ran its parallel build took 8 ms per call at
-    batch 1 under load, where the serial one takes microseconds."""
-    from ..graph.lower import MATMUL_PARALLEL_MIN_WORK
+    build where :func:`.kernels_cpu.threaded` says the work (multiply-adds) pays for
+    threads, its serial build below (the kernel that always ran its parallel build took
+    8 ms per call at batch 1 under load, where the serial one takes microseconds)."""
+    from .kernels_cpu import threaded
 
-    return wmatmul_parallel if work >= MATMUL_PARALLEL_MIN_WORK else wmatmul_serial
+    return wmatmul_parallel if threaded(work) else wmatmul_serial
