@@ -310,8 +310,6 @@ def _guard_timer(worker: dict, real, restore) -> None:
 def serve(argv: list[str]) -> int:
     """The server (``_BOOT``): import what every measurement needs, then fork a child per
     job framed on stdin and send back its reply, framed, on the pipe ``argv[0]``."""
-    from time import perf_counter  # noqa: F401 - the clock, bound before any student code
-
     import mlc.perf.timing  # noqa: F401 - the real one, imported before the student's code
 
     from . import runner
